@@ -1,0 +1,15 @@
+//! devpop: an HTTP git server that turns `git push` into a deployment on Kubernetes.
+//!
+//! The pipeline, in the order a push travels through it (see ARCHITECTURE.md):
+//! [`transport`] (git smart HTTP) -> [`hook`] (pre-receive, in the quarantine) ->
+//! [`validation`] (pure checks) -> rendering -> applying -> records / console.
+
+pub mod hook;
+pub mod http_error;
+pub mod metrics;
+pub mod names;
+pub mod repos;
+pub mod server;
+pub mod settings;
+pub mod transport;
+pub mod validation;

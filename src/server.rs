@@ -1,0 +1,139 @@
+//! The HTTP server: shared state, the router (git transport, health, metrics) and start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+
+use crate::http_error::HttpError;
+use crate::metrics::Metrics;
+use crate::repos::RepoStore;
+use crate::settings::Settings;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub settings: Settings,
+    pub repos: RepoStore,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("another devpop is already serving the data dir {0} (it holds devpop.lock)")]
+    Locked(PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("refusing to listen on {0}, which is reachable beyond this machine, without authentication; listen on 127.0.0.1 or pass --insecure-no-auth")]
+    NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Repos(#[from] crate::repos::RepoError),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::transport::routes())
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, HttpError> {
+    match tokio::fs::metadata(state.settings.data_dir.join("repos")).await {
+        Ok(m) if m.is_dir() => Ok("ready\n"),
+        _ => Err(HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the data dir's repos/ folder is not there")),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "no such page; git repos live at /account/<account>/application/<application>/<repo>.git",
+    )
+}
+
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status().is_client_error() || response.status().is_server_error() {
+        state.metrics.http_error();
+    }
+    response
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    _lock: std::fs::File,
+}
+
+impl Server {
+    /// Prepares the data dir (lock, repos' hooks, crash leftovers) and binds the listener.
+    pub async fn bind(settings: Settings, listen: SocketAddr, insecure_no_auth: bool) -> Result<Self, ServeError> {
+        if !listen.ip().is_loopback() && !insecure_no_auth {
+            return Err(ServeError::NotLoopback(listen));
+        }
+        let data = settings.data_dir.clone();
+        let data_err = |source| ServeError::DataDir { path: data.clone(), source };
+        std::fs::create_dir_all(data.join("repos")).map_err(data_err)?;
+        let lock = std::fs::File::create(data.join("devpop.lock")).map_err(data_err)?;
+        if lock.try_lock().is_err() {
+            return Err(ServeError::Locked(data));
+        }
+        let exe = std::env::current_exe()?;
+        let repos = RepoStore::new(&settings.data_dir, &exe);
+        let prepared = {
+            let repos = repos.clone();
+            tokio::task::spawn_blocking(move || repos.prepare_all()).await.map_err(std::io::Error::other)??
+        };
+        tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let state = AppState(Arc::new(Shared { settings, repos, metrics: Metrics::default() }));
+        Ok(Server { listener, state, _lock: lock })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn base_url(&self) -> std::io::Result<String> {
+        Ok(self.state.settings.base_url(self.local_addr()?))
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        // Nagle's algorithm would hold back small protocol packets for up to 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! Server settings: what `devpop serve` is told by flags and `DEVPOP_*` environment variables
+//! (parsed in `main`), with defaults that work on a laptop with no configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Absolute path of the data dir (repos, packages, records).
+    pub data_dir: PathBuf,
+    /// The base URL users reach devpop at (clone URLs, links); derived from the listen address
+    /// when not set.
+    pub public_url: Option<String>,
+    /// The git executable that serves the protocol (`git upload-pack` / `git receive-pack`).
+    pub git: PathBuf,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest request body accepted (a push's pack), after gzip decoding.
+    pub max_request_bytes: u64,
+    /// How long one git request (a whole push, checks included) may take.
+    pub git_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_bytes: 2 << 30, git_timeout: Duration::from_secs(600) }
+    }
+}
+
+impl Settings {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default() }
+    }
+
+    /// The base URL for links, given the address actually bound.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+/// Parses sizes such as `512`, `64k`, `200M`, `2G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 512M, 2G)"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use k, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses durations such as `30s`, `10m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 10m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_like_people_write_them() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12x").is_err() && parse_size("M").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("1d").is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! The git transport: git's smart HTTP protocol at
+//! `/account/<account>/application/<application>/<repo>.git`.
+//!
+//! It checks each request (names, service, content type, size, that the repo exists) and hands
+//! it to a git process ([`process`]). This module and [`process`] are the only places that
+//! spawn git for the network.
+
+pub mod process;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::http_error::HttpError;
+use crate::names::{NameError, RepoId};
+use crate::server::AppState;
+
+/// The two git services devpop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    UploadPack,
+    ReceivePack,
+}
+
+impl Service {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "git-upload-pack" => Some(Service::UploadPack),
+            "git-receive-pack" => Some(Service::ReceivePack),
+            _ => None,
+        }
+    }
+
+    /// The name on the wire, e.g. `git-receive-pack`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+        }
+    }
+
+    /// The git subcommand, e.g. `receive-pack`.
+    pub fn subcommand(self) -> &'static str {
+        &self.name()[4..]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    #[error("no repository at {}; create it with: {}", .0.url_path(), .0.create_command())]
+    NoRepo(RepoId),
+    #[error("devpop serves git's smart HTTP protocol only (service=git-upload-pack or git-receive-pack); use git 2.x")]
+    NotSmart,
+    #[error("expected Content-Type {expected}, got {got:?}")]
+    WrongContentType { expected: String, got: String },
+    #[error("unsupported Content-Encoding {0:?}; send the request plain or gzip-encoded")]
+    WrongEncoding(String),
+    #[error("the request is larger than this server's limit of {limit} bytes (DEVPOP_MAX_REQUEST_BYTES)")]
+    TooLarge { limit: u64 },
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the client went away: {0}")]
+    ClientGone(std::io::Error),
+    #[error("cannot start git: {0}")]
+    Spawn(std::io::Error),
+    #[error("reading from git: {0}")]
+    Pipe(std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/account/{account}/application/{application}/{repo}/info/refs", get(info_refs))
+        .route("/account/{account}/application/{application}/{repo}/git-upload-pack", post(upload_pack))
+        .route("/account/{account}/application/{application}/{repo}/git-receive-pack", post(receive_pack))
+}
+
+#[derive(Deserialize)]
+struct InfoRefsQuery {
+    service: Option<String>,
+}
+
+type RepoPath = Path<(String, String, String)>;
+
+async fn repo_path(state: &AppState, (account, application, repo): (String, String, String)) -> Result<std::path::PathBuf, TransportError> {
+    let id = RepoId::new(&account, &application, &repo)?;
+    let path = state.repos.path(&id);
+    match tokio::fs::metadata(path.join("HEAD")).await {
+        Ok(m) if m.is_file() => Ok(path),
+        _ => Err(TransportError::NoRepo(id)),
+    }
+}
+
+/// The `Git-Protocol` header, passed to git as `GIT_PROTOCOL` when it is well-formed.
+fn protocol(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("git-protocol")?.to_str().ok()?;
+    let ok = value.len() <= 256 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"=:.,-_".contains(&b));
+    ok.then(|| value.to_owned())
+}
+
+fn no_cache(mut response: Response, content_type: String) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).expect("ASCII content type"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, max-age=0, must-revalidate"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn info_refs(
+    State(state): State<AppState>,
+    Path(segments): RepoPath,
+    Query(query): Query<InfoRefsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let service = query.service.as_deref().and_then(Service::from_name).ok_or(TransportError::NotSmart)?;
+    let repo = repo_path(&state, segments).await?;
+    let protocol = protocol(&headers);
+    let v2 = protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
+    state.metrics.git_request(service);
+    let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
+    let body = inv.advertise().await?;
+    // Protocol v0/v1 clients expect a service announcement before the advertisement; v2 does not.
+    let body = if v2 {
+        body
+    } else {
+        let announce = format!("# service={}\n", service.name());
+        let pkt = format!("{:04x}{announce}0000", announce.len() + 4);
+        let head = futures_util::stream::once(async move { Ok::<_, axum::Error>(bytes::Bytes::from(pkt)) });
+        Body::from_stream(futures_util::StreamExt::chain(head, body.into_data_stream()))
+    };
+    Ok(no_cache(body.into_response(), format!("application/x-{}-advertisement", service.name())))
+}
+
+async fn upload_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    rpc(state, path, headers, body, Service::UploadPack).await
+}
+
+async fn receive_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    rpc(state, path, headers, body, Service::ReceivePack).await
+}
+
+async fn rpc(
+    State(state): State<AppState>,
+    Path(segments): RepoPath,
+    headers: HeaderMap,
+    body: Body,
+    service: Service,
+) -> Result<Response, HttpError> {
+    let expected = format!("application/x-{}-request", service.name());
+    let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if got != expected {
+        return Err(TransportError::WrongContentType { expected, got: got.to_owned() }.into());
+    }
+    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => false,
+        Some("gzip" | "x-gzip") => true,
+        Some(other) => return Err(TransportError::WrongEncoding(other.to_owned()).into()),
+    };
+    let limit = state.settings.limits.max_request_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(TransportError::TooLarge { limit }.into());
+    }
+    let repo = repo_path(&state, segments).await?;
+    state.metrics.git_request(service);
+    let inv = process::Invocation {
+        settings: &state.settings,
+        service,
+        repo: &repo,
+        protocol: protocol(&headers),
+        hook_env: Vec::new(),
+    };
+    let body = inv.rpc(body, gzip).await?;
+    Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_map_to_git_subcommands() {
+        assert_eq!(Service::from_name("git-receive-pack").unwrap().subcommand(), "receive-pack");
+        assert_eq!(Service::UploadPack.subcommand(), "upload-pack");
+        assert!(Service::from_name("git-upload-archive").is_none());
+    }
+
+    #[test]
+    fn only_well_formed_protocol_headers_reach_git() {
+        let mut h = HeaderMap::new();
+        h.insert("git-protocol", HeaderValue::from_static("version=2"));
+        assert_eq!(protocol(&h).as_deref(), Some("version=2"));
+        h.insert("git-protocol", HeaderValue::from_static("version=2;rm -rf"));
+        assert_eq!(protocol(&h), None);
+    }
+}

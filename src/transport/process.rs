@@ -1,0 +1,196 @@
+//! Running one git service process per HTTP request, streaming both ways.
+//!
+//! devpop runs `git upload-pack` / `git receive-pack --stateless-rpc` itself instead of going
+//! through `git http-backend` (one exec less per request: devpop already parsed the URL and
+//! checked the request). The request body is piped to the process's stdin as it arrives and its
+//! stdout is the response body, so memory use does not depend on the size of a push.
+//!
+//! The process is never SIGKILLed: on a client disconnect its pipes close and git exits on its
+//! own; on a time-out it gets SIGTERM. Either way git removes its quarantine on the way out, so
+//! a broken push leaves nothing behind.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_compression::tokio::bufread::GzipDecoder;
+use axum::body::Body;
+use futures_util::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use super::{Service, TransportError};
+use crate::settings::Settings;
+
+const PIPE_BUF: usize = 64 * 1024;
+
+/// What to run for one request.
+pub struct Invocation<'a> {
+    pub settings: &'a Settings,
+    pub service: Service,
+    pub repo: &'a Path,
+    /// The client's `Git-Protocol` header (e.g. `version=2`), already checked.
+    pub protocol: Option<String>,
+    /// Extra environment for the hooks (e.g. who is pushing).
+    pub hook_env: Vec<(String, String)>,
+}
+
+impl Invocation<'_> {
+    fn command(&self, advertise: bool) -> Command {
+        let mut cmd = Command::new(&self.settings.git);
+        cmd.arg(self.service.subcommand()).arg("--stateless-rpc");
+        if advertise {
+            cmd.arg("--advertise-refs");
+        }
+        cmd.arg(self.repo);
+        // A scrubbed, predictable environment: no system or user git config, English messages.
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+            .env("HOME", &self.settings.data_dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C");
+        if let Some(p) = &self.protocol {
+            cmd.env("GIT_PROTOCOL", p);
+        }
+        cmd.envs(self.hook_env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // Its own process group, so a time-out stops git and the helpers it runs (index-pack,
+        // hooks) together.
+        cmd.process_group(0);
+        cmd
+    }
+
+    /// `GET info/refs`: the ref advertisement, streamed.
+    pub async fn advertise(&self) -> Result<Body, TransportError> {
+        let mut child = self.command(true).spawn().map_err(TransportError::Spawn)?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        supervise(child, self.settings.limits.git_timeout, self.service);
+        Ok(Body::from_stream(ReaderStream::with_capacity(stdout, PIPE_BUF)))
+    }
+
+    /// `POST git-upload-pack` / `git-receive-pack`: pipes `body` into the service and returns
+    /// its output as the response body. Holds the response back until git has said something
+    /// (or the request body was refused), so an oversized or broken upload gets a real HTTP
+    /// error instead of a truncated protocol stream.
+    pub async fn rpc(&self, body: Body, gzip: bool) -> Result<Body, TransportError> {
+        let mut cmd = self.command(false);
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().map_err(TransportError::Spawn)?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        supervise(child, self.settings.limits.git_timeout, self.service);
+
+        let limit = self.settings.limits.max_request_bytes;
+        let mut feeder = tokio::spawn(feed(body, gzip, stdin, limit));
+        let mut first = vec![0u8; PIPE_BUF];
+        let mut fed = false;
+        let n = loop {
+            tokio::select! {
+                biased;
+                result = &mut feeder, if !fed => match result {
+                    Ok(Ok(_)) => fed = true,
+                    // The feeder has closed stdin, so git sees a truncated request and exits
+                    // through its own error path (which removes the quarantine). Drain its
+                    // output meanwhile, so it never dies of a broken pipe halfway.
+                    Ok(Err(e)) => {
+                        tokio::spawn(drain(stdout));
+                        return Err(e);
+                    }
+                    Err(join) => {
+                        tokio::spawn(drain(stdout));
+                        return Err(TransportError::Internal(format!("request feeder failed: {join}")));
+                    }
+                },
+                read = stdout.read(&mut first) => break read.map_err(TransportError::Pipe)?,
+            }
+        };
+        first.truncate(n);
+        Ok(Body::from_stream(prepend(first, stdout)))
+    }
+}
+
+/// Copies the request body into git's stdin, decoding gzip when the client used it, and stops
+/// at `limit` bytes. Closing stdin (by returning) is how git learns the request is complete.
+async fn feed(
+    body: Body,
+    gzip: bool,
+    mut stdin: tokio::process::ChildStdin,
+    limit: u64,
+) -> Result<u64, TransportError> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let raw = BufReader::with_capacity(PIPE_BUF, StreamReader::new(stream));
+    let reader: Box<dyn AsyncRead + Send + Unpin> =
+        if gzip { Box::new(GzipDecoder::new(raw)) } else { Box::new(raw) };
+    // One byte past the limit tells "exactly at the limit" from "over it".
+    let mut limited = reader.take(limit.saturating_add(1));
+    let copied = tokio::io::copy_buf(&mut BufReader::with_capacity(PIPE_BUF, &mut limited), &mut stdin).await;
+    match copied {
+        Ok(n) if n > limit => Err(TransportError::TooLarge { limit }),
+        Ok(n) => {
+            // git may exit before reading everything (e.g. a refused push); that is its answer.
+            let _ = stdin.shutdown().await;
+            Ok(n)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        // Errors of the body stream itself carry the axum::Error: the client went away.
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<axum::Error>()) => Err(TransportError::ClientGone(e)),
+        Err(e) if gzip => Err(TransportError::BadBody(format!("the gzip-encoded request is corrupt: {e}"))),
+        Err(e) => Err(TransportError::ClientGone(e)),
+    }
+}
+
+/// Waits for the process in the background, enforcing the time limit, and logs how it ended.
+fn supervise(mut child: Child, timeout: Duration, service: Service) {
+    tokio::spawn(async move {
+        let stderr = child.stderr.take();
+        let log_stderr = async move {
+            let Some(stderr) = stderr else { return String::new() };
+            let mut text = String::new();
+            // Bounded: git's own complaints are short; anything longer is noise.
+            let _ = stderr.take(16 * 1024).read_to_string(&mut text).await;
+            text
+        };
+        let status = tokio::select! {
+            status = child.wait() => status,
+            _ = tokio::time::sleep(timeout) => {
+                tracing::warn!(service = service.subcommand(), ?timeout, "git request took too long; terminating it");
+                terminate(child.id());
+                child.wait().await
+            }
+        };
+        let stderr = log_stderr.await;
+        match status {
+            Ok(s) if s.success() => tracing::debug!(service = service.subcommand(), "git finished"),
+            Ok(s) => tracing::info!(service = service.subcommand(), status = %s, stderr = stderr.trim(), "git ended with an error"),
+            Err(e) => tracing::warn!(service = service.subcommand(), error = %e, "waiting for git failed"),
+        }
+    });
+}
+
+/// SIGTERM to git's process group, so git and its helpers run their cleanup (quarantine
+/// removal) on the way out.
+fn terminate(pid: Option<u32>) {
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) on the process group of a child we spawned with process_group(0) and
+        // have not reaped yet (only the supervisor reaps it, after this call).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
+        }
+    }
+}
+
+async fn drain(mut stdout: ChildStdout) {
+    let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+}
+
+fn prepend(
+    first: Vec<u8>,
+    rest: ChildStdout,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    let head = futures_util::stream::iter((!first.is_empty()).then(|| Ok(bytes::Bytes::from(first))));
+    let tail = ReaderStream::with_capacity(rest, PIPE_BUF);
+    futures_util::StreamExt::chain(head, tail)
+}
