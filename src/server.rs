@@ -25,6 +25,7 @@ pub struct Shared {
     pub settings: Settings,
     pub repos: RepoStore,
     pub metrics: Metrics,
+    pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
 }
 
 impl std::ops::Deref for AppState {
@@ -44,6 +45,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("refusing to listen on {0}, which is reachable beyond this machine, without authentication; listen on 127.0.0.1 or pass --insecure-no-auth")]
     NotLoopback(SocketAddr),
+    #[error("cannot use git: {0}")]
+    Git(#[from] crate::transport::TransportError),
     #[error(transparent)]
     Repos(#[from] crate::repos::RepoError),
     #[error("server: {0}")]
@@ -115,7 +118,8 @@ impl Server {
         };
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
-        let state = AppState(Arc::new(Shared { settings, repos, metrics: Metrics::default() }));
+        let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
+        let state = AppState(Arc::new(Shared { settings, repos, metrics: Metrics::default(), advertiser }));
         Ok(Server { listener, state, _lock: lock })
     }
 

@@ -120,10 +120,7 @@ impl RepoStore {
         let scratch = tempfile::Builder::new().prefix(".creating-").tempdir_in(parent).map_err(io_err(parent))?;
         let repo_path = scratch.path().join("repo.git");
 
-        let mut opts = RepositoryInitOptions::new();
-        opts.bare(true).no_reinit(true).external_template(false).initial_head(FIRST_ENVIRONMENT);
-        let repo = Repository::init_opts(&repo_path, &opts)?;
-        configure(&repo)?;
+        let repo = init_bare(&repo_path)?;
         commit_skeleton(&repo, id, origin)?;
         self.install_hooks(&repo_path)?;
         drop(repo);
@@ -150,22 +147,35 @@ impl RepoStore {
         Ok(())
     }
 
-    /// Start-up chores for every repo: refresh the hooks (the binary may have moved) and remove
-    /// quarantine folders that a crash left (no push runs before the server starts serving).
+    /// Start-up chores for every repo: refresh the hooks (the binary may have moved) and the
+    /// server-side config, and remove quarantine folders that a crash left (no push runs
+    /// before the server starts serving).
     pub fn prepare_all(&self) -> Result<usize, RepoError> {
         let repos = self.list();
         for id in &repos {
             let path = self.path(id);
             self.install_hooks(&path)?;
+            configure(&Repository::open_bare(&path)?)?;
             sweep_quarantine(&path.join("objects"));
         }
         Ok(repos.len())
     }
 }
 
+/// Creates an empty bare repo with the server-side settings every devpop repo carries.
+pub fn init_bare(path: &Path) -> Result<Repository, git2::Error> {
+    let mut opts = RepositoryInitOptions::new();
+    opts.bare(true).no_reinit(true).external_template(false).initial_head(FIRST_ENVIRONMENT);
+    let repo = Repository::init_opts(path, &opts)?;
+    configure(&repo)?;
+    Ok(repo)
+}
+
 /// Server-side settings every devpop repo carries.
 fn configure(repo: &Repository) -> Result<(), git2::Error> {
     let mut cfg = repo.config()?;
+    // Housekeeping runs after the push has been answered (transport::process), not inside it.
+    cfg.set_bool("receive.autogc", false)?;
     // Pushed content is hostile: check every object it brings.
     cfg.set_bool("receive.fsckObjects", true)?;
     // `git push -o dry-run` / `-o wait` reach the hook as GIT_PUSH_OPTION_*.

@@ -5,6 +5,7 @@
 //! it to a git process ([`process`]). This module and [`process`] are the only places that
 //! spawn git for the network.
 
+pub mod advertise;
 pub mod process;
 
 use axum::body::Body;
@@ -122,16 +123,28 @@ async fn info_refs(
     let service = query.service.as_deref().and_then(Service::from_name).ok_or(TransportError::NotSmart)?;
     let repo = repo_path(&state, segments).await?;
     let protocol = protocol(&headers);
-    let v2 = protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
+    let v2 = service == Service::UploadPack && protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
     state.metrics.git_request(service);
-    let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
-    let body = inv.advertise().await?;
+    let v1 = protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=1"));
+    let body = if service == Service::ReceivePack && !v1 {
+        // git answers a push's v2 request in v0 too; devpop does it without starting git.
+        let advertiser = state.advertiser.clone();
+        let refs = tokio::task::spawn_blocking(move || advertiser.advertise(&repo))
+            .await
+            .map_err(|e| TransportError::Internal(format!("advertising refs: {e}")))?
+            .map_err(|e| TransportError::Internal(format!("reading refs: {e}")))?;
+        Body::from(refs)
+    } else {
+        let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
+        inv.advertise().await?
+    };
     // Protocol v0/v1 clients expect a service announcement before the advertisement; v2 does not.
     let body = if v2 {
         body
     } else {
-        let announce = format!("# service={}\n", service.name());
-        let pkt = format!("{:04x}{announce}0000", announce.len() + 4);
+        let mut pkt = Vec::new();
+        advertise::pkt_line(&mut pkt, &format!("# service={}\n", service.name()));
+        pkt.extend_from_slice(b"0000");
         let head = futures_util::stream::once(async move { Ok::<_, axum::Error>(bytes::Bytes::from(pkt)) });
         Body::from_stream(futures_util::StreamExt::chain(head, body.into_data_stream()))
     };

@@ -24,6 +24,9 @@ use super::{Service, TransportError};
 use crate::settings::Settings;
 
 const PIPE_BUF: usize = 64 * 1024;
+/// How much of an oversized request is read (and discarded) so the client gets its 413.
+const DRAIN_MAX: u64 = 64 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// What to run for one request.
 pub struct Invocation<'a> {
@@ -36,22 +39,28 @@ pub struct Invocation<'a> {
     pub hook_env: Vec<(String, String)>,
 }
 
+/// `git` with a scrubbed, predictable environment: no system or user git config, no prompts,
+/// English messages. Every git process devpop starts is made here.
+pub fn git_command(settings: &Settings) -> Command {
+    let mut cmd = Command::new(&settings.git);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env("HOME", &settings.data_dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    cmd
+}
+
 impl Invocation<'_> {
     fn command(&self, advertise: bool) -> Command {
-        let mut cmd = Command::new(&self.settings.git);
+        let mut cmd = git_command(self.settings);
         cmd.arg(self.service.subcommand()).arg("--stateless-rpc");
         if advertise {
             cmd.arg("--advertise-refs");
         }
         cmd.arg(self.repo);
-        // A scrubbed, predictable environment: no system or user git config, English messages.
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
-            .env("HOME", &self.settings.data_dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("LC_ALL", "C");
         if let Some(p) = &self.protocol {
             cmd.env("GIT_PROTOCOL", p);
         }
@@ -67,7 +76,7 @@ impl Invocation<'_> {
     pub async fn advertise(&self) -> Result<Body, TransportError> {
         let mut child = self.command(true).spawn().map_err(TransportError::Spawn)?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        supervise(child, self.settings.limits.git_timeout, self.service);
+        supervise(child, self.settings.limits.git_timeout, self.service, None);
         Ok(Body::from_stream(ReaderStream::with_capacity(stdout, PIPE_BUF)))
     }
 
@@ -81,28 +90,34 @@ impl Invocation<'_> {
         let mut child = cmd.spawn().map_err(TransportError::Spawn)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
-        supervise(child, self.settings.limits.git_timeout, self.service);
+        // After a push, git's housekeeping (repack, prune) runs once the client has its answer.
+        let maintain = (self.service == Service::ReceivePack).then(|| git_command(self.settings));
+        let maintain = maintain.map(|mut cmd| {
+            cmd.arg("-C").arg(self.repo).args(["maintenance", "run", "--auto", "--quiet"]);
+            cmd
+        });
+        supervise(child, self.settings.limits.git_timeout, self.service, maintain);
 
         let limit = self.settings.limits.max_request_bytes;
-        let mut feeder = tokio::spawn(feed(body, gzip, stdin, limit));
+        // The feeder says why it gave up *before* it closes git's stdin, so its verdict always
+        // wins over whatever git then prints about the truncated request.
+        let (verdict_tx, mut verdict) = tokio::sync::oneshot::channel();
+        let feeder = tokio::spawn(feed(body, gzip, stdin, limit, verdict_tx));
         let mut first = vec![0u8; PIPE_BUF];
         let mut fed = false;
         let n = loop {
             tokio::select! {
                 biased;
-                result = &mut feeder, if !fed => match result {
-                    Ok(Ok(_)) => fed = true,
-                    // The feeder has closed stdin, so git sees a truncated request and exits
-                    // through its own error path (which removes the quarantine). Drain its
-                    // output meanwhile, so it never dies of a broken pipe halfway.
-                    Ok(Err(e)) => {
+                given_up = &mut verdict, if !fed => match given_up {
+                    // git sees a truncated request and exits through its own error path (which
+                    // removes the quarantine). Drain its output meanwhile, so it never dies of a
+                    // broken pipe halfway, and answer once the feeder has read what it will.
+                    Ok(e) => {
                         tokio::spawn(drain(stdout));
+                        let _ = feeder.await;
                         return Err(e);
                     }
-                    Err(join) => {
-                        tokio::spawn(drain(stdout));
-                        return Err(TransportError::Internal(format!("request feeder failed: {join}")));
-                    }
+                    Err(_) => fed = true, // the whole request went to git
                 },
                 read = stdout.read(&mut first) => break read.map_err(TransportError::Pipe)?,
             }
@@ -113,13 +128,15 @@ impl Invocation<'_> {
 }
 
 /// Copies the request body into git's stdin, decoding gzip when the client used it, and stops
-/// at `limit` bytes. Closing stdin (by returning) is how git learns the request is complete.
+/// at `limit` bytes. Closing stdin is how git learns the request is complete; when the request
+/// is refused, the reason goes to `verdict` before stdin is closed.
 async fn feed(
     body: Body,
     gzip: bool,
     mut stdin: tokio::process::ChildStdin,
     limit: u64,
-) -> Result<u64, TransportError> {
+    verdict: tokio::sync::oneshot::Sender<TransportError>,
+) {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let raw = BufReader::with_capacity(PIPE_BUF, StreamReader::new(stream));
     let reader: Box<dyn AsyncRead + Send + Unpin> =
@@ -127,23 +144,33 @@ async fn feed(
     // One byte past the limit tells "exactly at the limit" from "over it".
     let mut limited = reader.take(limit.saturating_add(1));
     let copied = tokio::io::copy_buf(&mut BufReader::with_capacity(PIPE_BUF, &mut limited), &mut stdin).await;
-    match copied {
-        Ok(n) if n > limit => Err(TransportError::TooLarge { limit }),
-        Ok(n) => {
+    let refused = match copied {
+        Ok(n) if n > limit => TransportError::TooLarge { limit },
+        Ok(_) => {
             // git may exit before reading everything (e.g. a refused push); that is its answer.
             let _ = stdin.shutdown().await;
-            Ok(n)
+            return;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        // git stopped reading: it has answered (an error of its own) on stdout.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return,
         // Errors of the body stream itself carry the axum::Error: the client went away.
-        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<axum::Error>()) => Err(TransportError::ClientGone(e)),
-        Err(e) if gzip => Err(TransportError::BadBody(format!("the gzip-encoded request is corrupt: {e}"))),
-        Err(e) => Err(TransportError::ClientGone(e)),
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<axum::Error>()) => TransportError::ClientGone(e),
+        Err(e) if gzip => TransportError::BadBody(format!("the gzip-encoded request is corrupt: {e}")),
+        Err(e) => TransportError::ClientGone(e),
+    };
+    let too_large = matches!(refused, TransportError::TooLarge { .. });
+    let _ = verdict.send(refused);
+    drop(stdin);
+    if too_large {
+        // Read on a while: a client still sending would miss the 413 if the connection closed now.
+        let rest = limited.into_inner().take(DRAIN_MAX);
+        let _ = tokio::time::timeout(DRAIN_TIME, tokio::io::copy(&mut Box::new(rest), &mut tokio::io::sink())).await;
     }
 }
 
-/// Waits for the process in the background, enforcing the time limit, and logs how it ended.
-fn supervise(mut child: Child, timeout: Duration, service: Service) {
+/// Waits for the process in the background, enforcing the time limit, and logs how it ended;
+/// then starts `after` (if any) when git succeeded.
+fn supervise(mut child: Child, timeout: Duration, service: Service, after: Option<Command>) {
     tokio::spawn(async move {
         let stderr = child.stderr.take();
         let log_stderr = async move {
@@ -163,7 +190,17 @@ fn supervise(mut child: Child, timeout: Duration, service: Service) {
         };
         let stderr = log_stderr.await;
         match status {
-            Ok(s) if s.success() => tracing::debug!(service = service.subcommand(), "git finished"),
+            Ok(s) if s.success() => {
+                tracing::debug!(service = service.subcommand(), "git finished");
+                if let Some(mut after) = after {
+                    after.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                    match after.status().await {
+                        Ok(s) if !s.success() => tracing::warn!(status = %s, "git maintenance failed"),
+                        Err(e) => tracing::warn!(error = %e, "cannot start git maintenance"),
+                        Ok(_) => {}
+                    }
+                }
+            }
             Ok(s) => tracing::info!(service = service.subcommand(), status = %s, stderr = stderr.trim(), "git ended with an error"),
             Err(e) => tracing::warn!(service = service.subcommand(), error = %e, "waiting for git failed"),
         }

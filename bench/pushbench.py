@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Push benchmarks: devpop against `git http-backend` behind lighttpd, measured in one run.
+
+Both servers run on this machine, serve the same starting repo and are pushed to by the same
+git client. The baseline repos carry a no-op pre-receive hook; devpop's carry devpop's real hook
+(which validates the pushed section.config.json). Pushes to the two are interleaved (and the
+order alternates every round) so machine drift hits both alike.
+
+Usage: bench/run [--pushes N] [--clients N] [--rounds N] [--big-mb N]   (see bench/run)
+Prints a Markdown report on stdout.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVPOP = os.path.join(ROOT, "target", "release", "devpop")
+
+GIT_ENV = dict(
+    os.environ,
+    GIT_CONFIG_NOSYSTEM="1",
+    GIT_CONFIG_GLOBAL="/dev/null",
+    GIT_TERMINAL_PROMPT="0",
+    GIT_AUTHOR_NAME="bench",
+    GIT_AUTHOR_EMAIL="bench@example.com",
+    GIT_COMMITTER_NAME="bench",
+    GIT_COMMITTER_EMAIL="bench@example.com",
+)
+
+
+def git(cwd, *args, check=True):
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=check, capture_output=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is up
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+class Devpop:
+    def __init__(self, work):
+        self.data = os.path.join(work, "devpop-data")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [DEVPOP, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, DEVPOP_LOG="warn"),
+        )
+        self.proc.stdout.readline()
+
+    def create(self, name):
+        subprocess.run(
+            [DEVPOP, "app", "create", "1", name, name, "--data", self.data, "--origin", "origin.example.com"],
+            check=True,
+            capture_output=True,
+        )
+        return f"{self.url}/account/1/application/{name}/{name}.git"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait()
+
+
+class Lighttpd:
+    """git http-backend as CGI behind lighttpd, streaming request and response bodies."""
+
+    def __init__(self, work):
+        self.root = os.path.join(work, "baseline-repos")
+        os.makedirs(self.root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        backend = os.path.join(git(ROOT, "--exec-path").stdout.decode().strip(), "git-http-backend")
+        conf = os.path.join(work, "lighttpd.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"""
+server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
+server.document-root = "{work}"
+server.bind = "127.0.0.1"
+server.port = {self.port}
+server.errorlog = "{work}/lighttpd-error.log"
+server.stream-request-body = 2
+server.stream-response-body = 2
+server.max-request-size = 2097152
+alias.url = ( "/git" => "{backend}" )
+$HTTP["url"] =~ "^/git" {{
+  cgi.assign = ( "" => "" )
+  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "{self.root}", "GIT_HTTP_EXPORT_ALL" => "1",
+                             "GIT_CONFIG_NOSYSTEM" => "1", "GIT_CONFIG_GLOBAL" => "/dev/null",
+                             "PATH" => "{os.environ.get('PATH', '/usr/bin:/bin')}" )
+}}
+"""
+            )
+        self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], stderr=subprocess.DEVNULL)
+        wait_http(self.url + "/")
+
+    def create(self, name, seed_url):
+        """A bare repo with the same first commit as devpop's app `name`, and a no-op hook."""
+        path = os.path.join(self.root, f"{name}.git")
+        git(self.root, "clone", "-q", "--bare", seed_url, path)
+        git(path, "config", "http.receivepack", "true")
+        hook = os.path.join(path, "hooks", "pre-receive")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(hook, 0o755)
+        return f"{self.url}/git/{name}.git"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Work:
+    """A clone that makes one small commit per push."""
+
+    def __init__(self, parent, name, url):
+        self.dir = os.path.join(parent, name)
+        git(parent, "clone", "-q", url, self.dir)
+        self.n = 0
+
+    def push_once(self):
+        self.n += 1
+        with open(os.path.join(self.dir, "counter.txt"), "w") as f:
+            f.write(f"{self.n}\n")
+        git(self.dir, "add", "counter.txt")
+        git(self.dir, "commit", "-q", "-m", f"change {self.n}")
+        start = time.perf_counter()
+        r = git(self.dir, "push", "-q", "origin", "HEAD:Production", check=False)
+        elapsed = time.perf_counter() - start
+        return elapsed, r.returncode == 0, r.stderr.decode(errors="replace")
+
+
+def pct(values, p):
+    values = sorted(values)
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def latency(devpop, base, tmp, pushes):
+    d = Work(tmp, "lat-devpop", devpop.create("lat"))
+    b = Work(tmp, "lat-base", base.create("lat", f"{devpop.url}/account/1/application/lat/lat.git"))
+    for w in (d, b):  # warm-up
+        w.push_once()
+    times = {"devpop": [], "baseline": []}
+    for i in range(pushes):
+        order = [("devpop", d), ("baseline", b)]
+        if i % 2:
+            order.reverse()
+        for name, w in order:
+            t, ok, err = w.push_once()
+            if not ok:
+                raise SystemExit(f"{name} push failed: {err}")
+            times[name].append(t * 1000)
+    return times
+
+
+def throughput(devpop, base, tmp, clients, rounds):
+    results = {}
+    works = {"devpop": [], "baseline": []}
+    for i in range(clients):
+        name = f"c{i}"
+        durl = devpop.create(name)
+        works["devpop"].append(Work(tmp, f"tp-devpop-{i}", durl))
+        works["baseline"].append(Work(tmp, f"tp-base-{i}", base.create(name, durl)))
+    for target in ("devpop", "baseline"):
+        errors = []
+        lock = threading.Lock()
+
+        def client(w):
+            for _ in range(rounds):
+                _, ok, err = w.push_once()
+                if not ok:
+                    with lock:
+                        errors.append(err)
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in works[target]]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        results[target] = (clients * rounds / elapsed, len(errors), errors[:1])
+    return results
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory(devpop, tmp, big_mb):
+    w = Work(tmp, "big", devpop.create("big"))
+    idle = status_kb(devpop.proc.pid, "VmRSS")
+    with open(os.path.join(w.dir, "big.bin"), "wb") as f:
+        for _ in range(big_mb):
+            f.write(os.urandom(1 << 20))
+    git(w.dir, "add", "big.bin")
+    git(w.dir, "commit", "-q", "-m", "big")
+    # Reset the peak-RSS counter, so VmHWM afterwards is the peak during this push.
+    with open(f"/proc/{devpop.proc.pid}/clear_refs", "w") as f:
+        f.write("5")
+    start = time.perf_counter()
+    r = git(w.dir, "push", "-q", "origin", "HEAD:Production", check=False)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit("big push failed: " + r.stderr.decode(errors="replace"))
+    peak = status_kb(devpop.proc.pid, "VmHWM")
+    return idle, peak, elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pushes", type=int, default=60, help="incremental pushes per server (latency)")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent clients (throughput)")
+    ap.add_argument("--rounds", type=int, default=5, help="pushes per client (throughput)")
+    ap.add_argument("--big-mb", type=int, default=200, help="size of the push for the memory figure")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="devpop-bench-")
+    devpop = Devpop(tmp)
+    base = Lighttpd(tmp)
+    try:
+        lat = latency(devpop, base, tmp, args.pushes)
+        tp = throughput(devpop, base, tmp, args.clients, args.rounds)
+        idle, peak, big_s = memory(devpop, tmp, args.big_mb)
+    finally:
+        devpop.stop()
+        base.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    print(f"Machine: {os.cpu_count()} cores; {git_version}; lighttpd {subprocess.run(['lighttpd', '-v'], capture_output=True, text=True).stdout.split()[0].split('/')[1]}")
+    print()
+    print(f"### Incremental push latency ({args.pushes} pushes each, interleaved)")
+    print()
+    print("| server | p50 ms | p95 ms | mean ms |")
+    print("|---|---:|---:|---:|")
+    for name in ("devpop", "baseline"):
+        v = lat[name]
+        print(f"| {name} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {statistics.mean(v):.1f} |")
+    r50 = pct(lat["devpop"], 50) / pct(lat["baseline"], 50)
+    r95 = pct(lat["devpop"], 95) / pct(lat["baseline"], 95)
+    print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
+    print()
+    print(f"### Throughput: {args.clients} concurrent clients, each pushing {args.rounds} times to its own repo")
+    print()
+    print("| server | pushes/s | errors |")
+    print("|---|---:|---:|")
+    for name in ("devpop", "baseline"):
+        rate, errs, sample = tp[name]
+        print(f"| {name} | {rate:.1f} | {errs} |")
+        if sample:
+            print(f"<!-- first {name} error: {sample[0].strip()[:300]} -->")
+    print(f"| **ratio devpop/baseline** | **{tp['devpop'][0] / tp['baseline'][0]:.2f}x** | |")
+    print()
+    print("### devpop memory")
+    print()
+    print("| what | RSS |")
+    print("|---|---:|")
+    print(f"| idle (after the runs above) | {idle / 1024:.1f} MB |")
+    print(f"| peak while receiving a {args.big_mb} MB push ({big_s:.1f} s) | {peak / 1024:.1f} MB |")
+
+
+if __name__ == "__main__":
+    main()
