@@ -4,12 +4,16 @@
 //! [`transport`] (git smart HTTP) -> [`hook`] (pre-receive, in the quarantine) ->
 //! [`validation`] (pure checks) -> rendering -> applying -> records / console.
 
+pub mod checks;
 pub mod hook;
 pub mod http_error;
 pub mod metrics;
 pub mod names;
+pub mod packages;
 pub mod repos;
+pub mod sandbox;
 pub mod server;
 pub mod settings;
+pub mod source;
 pub mod transport;
 pub mod validation;

@@ -9,7 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use devpop::checks::CheckSettings;
 use devpop::names::RepoId;
+use devpop::packages::PackageStore;
+use devpop::source::WorkDir;
 use devpop::repos::RepoStore;
 use devpop::server::Server;
 use devpop::settings::{self, Limits, Settings};
@@ -37,6 +40,47 @@ struct DataArgs {
     data: PathBuf,
 }
 
+/// Limits of the sandbox each module's validate.sh runs in.
+#[derive(Args, Clone)]
+struct SandboxArgs {
+    /// Longest one validate.sh may run, e.g. 10s.
+    #[arg(long, env = "DEVPOP_VALIDATE_TIMEOUT", default_value = "10s", value_parser = settings::parse_duration)]
+    validate_timeout: Duration,
+    /// Most output kept from one validate.sh (it is stopped beyond), e.g. 64k.
+    #[arg(long, env = "DEVPOP_VALIDATE_MAX_OUTPUT", default_value = "64k", value_parser = settings::parse_size)]
+    validate_max_output: u64,
+    /// Address-space limit of one validate.sh, e.g. 512M.
+    #[arg(long, env = "DEVPOP_VALIDATE_MEMORY", default_value = "512M", value_parser = settings::parse_size)]
+    validate_memory: u64,
+    /// The bubblewrap binary.
+    #[arg(long, env = "DEVPOP_BWRAP", default_value = "bwrap")]
+    bwrap: PathBuf,
+}
+
+impl SandboxArgs {
+    fn check_settings(&self) -> CheckSettings {
+        CheckSettings {
+            bwrap: self.bwrap.clone(),
+            sandbox: devpop::sandbox::Limits {
+                timeout: self.validate_timeout,
+                max_output: self.validate_max_output as usize,
+                memory_bytes: self.validate_memory,
+            },
+            ..CheckSettings::default()
+        }
+    }
+
+    /// The same settings as the environment the hook reads them from.
+    fn as_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("DEVPOP_VALIDATE_TIMEOUT".into(), format!("{}s", self.validate_timeout.as_secs().max(1))),
+            ("DEVPOP_VALIDATE_MAX_OUTPUT".into(), self.validate_max_output.to_string()),
+            ("DEVPOP_VALIDATE_MEMORY".into(), self.validate_memory.to_string()),
+            ("DEVPOP_BWRAP".into(), self.bwrap.to_string_lossy().into_owned()),
+        ]
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve git over HTTP and deploy what is pushed.
@@ -44,6 +88,11 @@ enum Command {
     /// Manage applications (one application = one environment repo).
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage module packages (the module types a proxychain can use).
+    #[command(subcommand)]
+    Package(PackageCommand),
+    /// Check an environment repo working tree the way a push is checked, offline.
+    Validate(ValidateArgs),
     /// Entry points for the git hooks devpop installs in every repo (git runs these).
     #[command(subcommand)]
     Hook(HookCommand),
@@ -68,6 +117,39 @@ struct ServeArgs {
     /// Listen beyond loopback without authentication (never on a shared network).
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// The environment repo's working tree.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// The environment (branch) to check for; defaults to the checked-out branch.
+    #[arg(long)]
+    env: Option<String>,
+    /// The data dir whose installed packages to check against; without one, the built-in packages.
+    #[arg(long = "data", env = "DEVPOP_DATA")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Install a module package from its source folder (.section-proxy.yaml, validate.sh, prepare.sh, proxy/, proxy_config/).
+    Add {
+        /// The module's source folder.
+        source: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List installed packages.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +182,8 @@ enum HookCommand {
     PreReceive {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
 }
 
@@ -153,14 +237,67 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Hook(HookCommand::PreReceive { data: _ }) => {
+        Command::Package(PackageCommand::Add { source, data }) => {
+            let store = PackageStore::new(&absolute(&data.data)?);
+            let p = store.add(&source)?;
+            println!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Package(PackageCommand::List { data }) => {
+            let store = PackageStore::new(&absolute(&data.data)?);
+            for name in store.catalog().all() {
+                let image = store.get(&name).map(|p| p.descriptor.metadata.image).unwrap_or_else(|e| format!("(unreadable: {e})"));
+                println!("{name}\t{image}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate(args) => validate(args),
+        Command::Hook(HookCommand::PreReceive { data, sandbox }) => {
+            let packages = PackageStore::new(&data.data);
             let stdin = io::stdin().lock();
             let mut out = io::stdout().lock();
-            let accepted = devpop::hook::pre_receive(stdin, &mut out)?;
+            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &sandbox.check_settings())?;
             out.flush()?;
             Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
+    let env = match args.env {
+        Some(env) => env,
+        None => current_branch(&dir).context("no --env given and the checked-out branch is unknown; pass --env NAME")?,
+    };
+    // The packages to check against: a data dir's, or the built-in ones.
+    let builtin_dir;
+    let packages = match &args.data {
+        Some(data) if data.join("packages").is_dir() => PackageStore::new(data),
+        _ => {
+            builtin_dir = tempfile::tempdir()?;
+            let store = PackageStore::new(builtin_dir.path());
+            store.install_builtins()?;
+            eprintln!("note: checking against the built-in packages ({}); pass --data to use a server's", store.catalog().all().join(", "));
+            store
+        }
+    };
+    let mut out = io::stdout().lock();
+    let verdict = devpop::checks::run(&WorkDir { root: &dir }, &env, &packages, &args.sandbox.check_settings(), &mut out)?;
+    if verdict.accepted() {
+        writeln!(out, "{}: ready to push to {env} ({} warning{})", dir.display(), verdict.warnings, if verdict.warnings == 1 { "" } else { "s" })?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{}: {} problem{} to fix before pushing to {env}", dir.display(), verdict.errors, if verdict.errors == 1 { "" } else { "s" })?;
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The branch checked out in the git work tree containing `dir`.
+fn current_branch(dir: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok()??;
+    target.strip_prefix("refs/heads/").map(str::to_owned)
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -169,6 +306,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let mut settings = Settings::new(absolute(&args.data.data)?);
         settings.public_url = args.public_url;
         settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
+        settings.hook_env = args.sandbox.as_env();
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
         let mode = if args.insecure_no_auth { "NO AUTHENTICATION (--insecure-no-auth)" } else { "local mode: loopback only, no authentication" };

@@ -49,6 +49,8 @@ pub enum ServeError {
     Git(#[from] crate::transport::TransportError),
     #[error(transparent)]
     Repos(#[from] crate::repos::RepoError),
+    #[error(transparent)]
+    Packages(#[from] crate::packages::PackageError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -116,6 +118,11 @@ impl Server {
             let repos = repos.clone();
             tokio::task::spawn_blocking(move || repos.prepare_all()).await.map_err(std::io::Error::other)??
         };
+        let packages = crate::packages::PackageStore::new(&settings.data_dir);
+        let builtins = tokio::task::spawn_blocking(move || packages.install_builtins()).await.map_err(std::io::Error::other)??;
+        if !builtins.is_empty() {
+            tracing::info!(packages = ?builtins, "installed the built-in packages");
+        }
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;

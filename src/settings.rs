@@ -15,6 +15,8 @@ pub struct Settings {
     /// The git executable that serves the protocol (`git upload-pack` / `git receive-pack`).
     pub git: PathBuf,
     pub limits: Limits,
+    /// Environment for the git hooks (their settings, e.g. the validate.sh sandbox limits).
+    pub hook_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ impl Default for Limits {
 
 impl Settings {
     pub fn new(data_dir: PathBuf) -> Self {
-        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default() }
+        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new() }
     }
 
     /// The base URL for links, given the address actually bound.

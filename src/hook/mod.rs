@@ -1,17 +1,19 @@
 //! `devpop hook pre-receive`: git runs it (through the shim in `hooks/`) once per push, with the
 //! pushed objects in quarantine and one `<old> <new> <ref>` line per ref update on stdin.
 //!
-//! It reads each pushed commit from the quarantine (`Repository::open_from_env` sees it), builds
-//! the validation [`Snapshot`], runs the pure checks and prints what they found. Everything it
+//! It reads each pushed commit from the quarantine (`Repository::open_from_env` sees it) and
+//! runs [`checks::run`] on it. Everything it
 //! prints reaches the pusher as `remote:` lines as it happens (git relays hook output on the
 //! side band), so each line is flushed. A non-zero exit rejects the whole push; git then
 //! drops the quarantine, so nothing of a rejected push stays on the server.
 
 use std::io::{self, BufRead, Write};
 
-use git2::{ObjectType, Oid, Repository};
+use git2::{Oid, Repository};
 
-use crate::validation::{self, ConfigFile, Snapshot};
+use crate::checks::{self, CheckSettings};
+use crate::packages::PackageStore;
+use crate::source::GitCommit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -19,8 +21,8 @@ pub enum HookError {
     Open(git2::Error),
     #[error("malformed ref update line from git: {0:?}")]
     BadInput(String),
-    #[error("reading the pushed commit {commit}: {source}")]
-    Read { commit: String, source: git2::Error },
+    #[error(transparent)]
+    Check(#[from] checks::CheckError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -58,7 +60,12 @@ impl RefUpdate {
 }
 
 /// Runs the pre-receive checks; `Ok(true)` accepts the push.
-pub fn pre_receive(input: impl BufRead, out: &mut impl Write) -> Result<bool, HookError> {
+pub fn pre_receive(
+    input: impl BufRead,
+    out: &mut impl Write,
+    packages: &PackageStore,
+    settings: &CheckSettings,
+) -> Result<bool, HookError> {
     let updates = input
         .lines()
         .map(|line| RefUpdate::parse(line?.trim_end()))
@@ -66,12 +73,18 @@ pub fn pre_receive(input: impl BufRead, out: &mut impl Write) -> Result<bool, Ho
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let mut accepted = true;
     for update in &updates {
-        accepted &= check_update(&repo, update, out)?;
+        accepted &= check_update(&repo, update, out, packages, settings)?;
     }
     Ok(accepted)
 }
 
-fn check_update(repo: &Repository, update: &RefUpdate, out: &mut impl Write) -> Result<bool, HookError> {
+fn check_update(
+    repo: &Repository,
+    update: &RefUpdate,
+    out: &mut impl Write,
+    packages: &PackageStore,
+    settings: &CheckSettings,
+) -> Result<bool, HookError> {
     let Some(branch) = update.branch() else {
         say(
             out,
@@ -86,15 +99,12 @@ fn check_update(repo: &Repository, update: &RefUpdate, out: &mut impl Write) -> 
         say(out, &format!("Environment {branch}: branch deleted"))?;
         return Ok(true);
     }
-    let snapshot = snapshot_of(repo, update.new)?;
-    let report = validation::check(&snapshot, branch);
-    for d in &report.diagnostics {
-        say(out, &d.to_string())?;
-    }
-    if report.is_ok() {
+    let source = GitCommit { repo, commit: update.new };
+    let verdict = checks::run(&source, branch, packages, settings, out)?;
+    if verdict.accepted() {
         return Ok(true);
     }
-    let n = report.errors();
+    let n = verdict.errors;
     say(
         out,
         &format!(
@@ -103,39 +113,6 @@ fn check_update(repo: &Repository, update: &RefUpdate, out: &mut impl Write) -> 
         ),
     )?;
     Ok(false)
-}
-
-/// Reads what validation needs from a commit, without checking anything out.
-pub fn snapshot_of(repo: &Repository, commit: Oid) -> Result<Snapshot, HookError> {
-    let read = |source| HookError::Read { commit: commit.to_string(), source };
-    let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(read)?;
-    let mut snapshot = Snapshot::default();
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                snapshot.top_level_dirs.insert(name.to_owned());
-            }
-            _ => {}
-        }
-        if name == validation::config::FILE {
-            snapshot.config = config_file(repo, &entry).map_err(read)?;
-        }
-    }
-    Ok(snapshot)
-}
-
-fn config_file(repo: &Repository, entry: &git2::TreeEntry) -> Result<ConfigFile, git2::Error> {
-    // A symlink is a blob too (mode 120000) whose content is a path: never followed.
-    if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
-        return Ok(ConfigFile::NotAFile);
-    }
-    // The size comes from the object header, so an oversized blob is never loaded.
-    let (size, _) = repo.odb()?.read_header(entry.id())?;
-    if size > validation::config::MAX_BYTES {
-        return Ok(ConfigFile::TooLarge(size as u64));
-    }
-    Ok(ConfigFile::Present(repo.find_blob(entry.id())?.content().to_vec()))
 }
 
 fn say(out: &mut impl Write, line: &str) -> io::Result<()> {

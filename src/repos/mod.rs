@@ -261,7 +261,7 @@ mod tests {
             config: crate::validation::ConfigFile::Present(text.into()),
             ..Default::default()
         };
-        let report = crate::validation::check(&snapshot, "Production");
+        let report = crate::validation::check(&snapshot, "Production", &Default::default());
         assert!(report.diagnostics.is_empty(), "skeleton must validate clean: {:?}", report.diagnostics);
         assert!(text.contains("\"address\": \"origin.example.com\""), "{text}");
         let hook = fs::read_to_string(path.join("hooks/pre-receive")).unwrap();

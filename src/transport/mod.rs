@@ -188,7 +188,7 @@ async fn rpc(
         service,
         repo: &repo,
         protocol: protocol(&headers),
-        hook_env: Vec::new(),
+        hook_env: state.settings.hook_env.clone(),
     };
     let body = inv.rpc(body, gzip).await?;
     Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))

@@ -11,6 +11,8 @@ pub mod json;
 use std::collections::BTreeSet;
 
 pub use config::SectionConfig;
+
+use crate::packages::Catalog;
 pub use diagnostic::{Diagnostic, Severity};
 
 /// What validation needs to know about one commit of an environment repo.
@@ -51,8 +53,9 @@ impl Report {
     }
 }
 
-/// Checks a commit for deployment to `environment` (the pushed branch).
-pub fn check(snapshot: &Snapshot, environment: &str) -> Report {
+/// Checks a commit for deployment to `environment` (the pushed branch), given the installed
+/// packages.
+pub fn check(snapshot: &Snapshot, environment: &str, catalog: &Catalog) -> Report {
     let refuse = |message: String| Report {
         config: None,
         diagnostics: vec![Diagnostic::error(config::FILE, None, message)],
@@ -71,6 +74,9 @@ pub fn check(snapshot: &Snapshot, environment: &str) -> Report {
     config::scope_to_branch(config.as_ref(), &mut diagnostics, environment);
     if let Some(config) = &config {
         for entry in &config.proxychain {
+            if !catalog.contains(&entry.image) {
+                diagnostics.push(Diagnostic::error(config::FILE, Some(entry.image_pos), unknown_package(&entry.image, catalog)));
+            }
             if !snapshot.top_level_dirs.contains(&entry.name) {
                 diagnostics.push(Diagnostic::error(
                     config::FILE,
@@ -85,6 +91,21 @@ pub fn check(snapshot: &Snapshot, environment: &str) -> Report {
     }
     diagnostic::sort(&mut diagnostics);
     Report { config, diagnostics }
+}
+
+fn unknown_package(image: &str, catalog: &Catalog) -> String {
+    let module = image.split_once(':').map_or(image, |(m, _)| m);
+    let versions = catalog.versions(module);
+    let installed = if versions.is_empty() {
+        let all = catalog.all();
+        format!(
+            "no version of {module} is installed (installed packages: {})",
+            if all.is_empty() { "none".to_owned() } else { all.join(", ") }
+        )
+    } else {
+        format!("installed versions of {module}: {}", versions.join(", "))
+    };
+    format!("image {image:?} is not an installed package; {installed}. Use one of those, or install it with devpop package add")
 }
 
 #[cfg(test)]
@@ -103,18 +124,37 @@ mod tests {
 
     #[test]
     fn missing_config_is_an_error_that_says_what_to_add() {
-        let r = check(&Snapshot::default(), "Production");
+        let r = check(&Snapshot::default(), "Production", &catalog());
         assert!(!r.is_ok());
         assert!(r.diagnostics[0].to_string().starts_with("error: section.config.json: missing at the repo root"));
     }
 
     #[test]
     fn every_module_needs_its_folder() {
-        let r = check(&snapshot(TWO_MODULES, &["cache", "outage_pages"]), "Production");
+        let r = check(&snapshot(TWO_MODULES, &["cache", "outage_pages"]), "Production", &catalog());
         assert_eq!(r.errors(), 1);
         assert!(r.diagnostics[0]
             .to_string()
             .contains("1:74: proxychain entry \"example\" has no folder 'example/' at the repo root"));
-        assert!(check(&snapshot(TWO_MODULES, &["cache", "example"]), "Production").is_ok());
+        assert!(check(&snapshot(TWO_MODULES, &["cache", "example"]), "Production", &catalog()).is_ok());
+    }
+
+    fn catalog() -> Catalog {
+        Catalog(
+            [("edge-cache", vec!["6.5.0"]), ("example-simple", vec!["1.0.0", "1.1.0"])]
+                .into_iter()
+                .map(|(m, v)| (m.to_owned(), v.into_iter().map(str::to_owned).collect()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn unknown_package_lists_the_installed_versions_of_its_module() {
+        let text = TWO_MODULES.replace("example-simple:1.0.0", "example-simple:9.9.9").replace("edge-cache:6.5.0", "varnish:1");
+        let r = check(&snapshot(&text, &["cache", "example"]), "Production", &catalog());
+        let m: Vec<String> = r.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(m.len(), 2, "{m:#?}");
+        assert!(m[0].contains("image \"varnish:1\" is not an installed package; no version of varnish is installed (installed packages: edge-cache:6.5.0, example-simple:1.0.0, example-simple:1.1.0)"), "{m:#?}");
+        assert!(m[1].contains("1:87: image \"example-simple:9.9.9\" is not an installed package; installed versions of example-simple: 1.0.0, 1.1.0"), "{m:#?}");
     }
 }

@@ -181,12 +181,15 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     data
 }
 
-/// Copies a directory tree (regular files and folders only).
+/// Copies a directory tree; symlinks are copied as symlinks (never followed).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
         let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
+        let kind = e.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &target).unwrap();
+        } else if kind.is_dir() {
             copy_tree(&e.path(), &target);
         } else {
             std::fs::copy(e.path(), &target).unwrap();

@@ -1,0 +1,196 @@
+//! The whole pre-receive check of one commit for one environment: the pure validation of
+//! `section.config.json` and the folders, then each module's `validate.sh` in its sandbox.
+//!
+//! The git hook and `devpop validate` both call [`run`], so a push and an offline check print
+//! the same lines and reach the same verdict. Lines go to `out` as they happen (in a push, each
+//! is a `remote:` line the user sees immediately).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use crate::packages::PackageStore;
+use crate::sandbox::{self, Outcome};
+use crate::source::{RepoSource, SourceError};
+use crate::validation::{self, Diagnostic};
+
+/// Lines of a script's output shown to the pusher, and their width.
+const SHOW_LINES: usize = 40;
+const SHOW_WIDTH: usize = 300;
+
+#[derive(Debug, Clone)]
+pub struct CheckSettings {
+    pub bwrap: PathBuf,
+    pub sandbox: sandbox::Limits,
+    /// How many `validate.sh` run at once.
+    pub parallel: usize,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("scratch dir: {0}")]
+    Scratch(io::Error),
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    pub errors: usize,
+    pub warnings: usize,
+    /// The parsed config, when it could be read.
+    pub config: Option<validation::SectionConfig>,
+}
+
+impl Verdict {
+    pub fn accepted(&self) -> bool {
+        self.errors == 0
+    }
+}
+
+/// Checks `source` for deployment to `environment`, printing every finding to `out`.
+pub fn run(
+    source: &dyn RepoSource,
+    environment: &str,
+    packages: &PackageStore,
+    settings: &CheckSettings,
+    out: &mut dyn Write,
+) -> Result<Verdict, CheckError> {
+    let snapshot = source.snapshot()?;
+    let report = validation::check(&snapshot, environment, &packages.catalog());
+    let mut verdict = Verdict::default();
+    for d in &report.diagnostics {
+        say(out, &mut verdict, d)?;
+    }
+    let Some(config) = report.config else { return Ok(verdict) };
+
+    // The modules whose validate.sh can run: package installed, folder present.
+    let mut jobs = Vec::new();
+    for entry in &config.proxychain {
+        let Ok(package) = packages.get(&entry.image) else { continue };
+        if !snapshot.top_level_dirs.contains(&entry.name) {
+            continue;
+        }
+        let scratch = tempfile::Builder::new().prefix("devpop-validate-").tempdir().map_err(CheckError::Scratch)?;
+        let written = source.write_folder(&entry.name, scratch.path())?;
+        jobs.push((entry.name.clone(), package.validate_sh(), scratch, written));
+    }
+
+    // Run them in parallel (bounded), report in chain order as each finishes.
+    let next = AtomicUsize::new(0);
+    let (senders, receivers): (Vec<_>, Vec<_>) = jobs.iter().map(|_| mpsc::channel::<Outcome>()).unzip();
+    std::thread::scope(|scope| -> Result<(), CheckError> {
+        for _ in 0..settings.parallel.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((_, script, scratch, written)) = jobs.get(i) else { break };
+                let outcome = if let Some(limit) = &written.over_limit {
+                    Outcome::CannotRun(format!("its folder has {limit}; a module's config must be small"))
+                } else {
+                    sandbox::run_validate(&settings.bwrap, script, scratch.path(), &settings.sandbox)
+                };
+                let _ = senders[i].send(outcome);
+            });
+        }
+        for ((name, _, _, written), rx) in jobs.iter().zip(&receivers) {
+            line(out, &format!("Validating configuration for proxy {name}..."))?;
+            for skipped in &written.skipped {
+                let d = Diagnostic::warning(skipped.clone(), None, "symlink or submodule not passed to validate.sh (links are never followed); commit the file itself");
+                say(out, &mut verdict, &d)?;
+            }
+            let outcome = rx.recv().unwrap_or_else(|_| Outcome::CannotRun("the validation worker stopped".into()));
+            report_outcome(out, &mut verdict, name, &outcome, &settings.sandbox)?;
+        }
+        Ok(())
+    })?;
+    verdict.config = Some(config);
+    Ok(verdict)
+}
+
+fn report_outcome(
+    out: &mut dyn Write,
+    verdict: &mut Verdict,
+    name: &str,
+    outcome: &Outcome,
+    limits: &sandbox::Limits,
+) -> io::Result<()> {
+    let (head, output, is_error) = match outcome {
+        Outcome::Passed { output } if output.trim().is_empty() => return Ok(()),
+        Outcome::Passed { output } => (
+            format!("warning: proxy {name}: validate.sh passed but printed (a valid config should print nothing):"),
+            output.as_str(),
+            false,
+        ),
+        Outcome::Failed { status, output } => (format!("error: proxy {name}: validate.sh {status}:"), output.as_str(), true),
+        Outcome::TimedOut { output } => (
+            format!("error: proxy {name}: validate.sh did not finish within {}s and was stopped:", limits.timeout.as_secs_f32()),
+            output.as_str(),
+            true,
+        ),
+        Outcome::OutputTooLarge { output } => (
+            format!("error: proxy {name}: validate.sh printed more than {} KiB and was stopped; it began with:", limits.max_output / 1024),
+            output.as_str(),
+            true,
+        ),
+        Outcome::CannotRun(why) => (format!("error: proxy {name}: cannot run validate.sh: {why}"), "", true),
+    };
+    if is_error {
+        verdict.errors += 1;
+    } else {
+        verdict.warnings += 1;
+    }
+    line(out, &head)?;
+    let lines: Vec<&str> = output.lines().collect();
+    for l in lines.iter().take(SHOW_LINES) {
+        line(out, &format!("  {}", printable(l)))?;
+    }
+    if lines.len() > SHOW_LINES {
+        line(out, &format!("  ... ({} more lines)", lines.len() - SHOW_LINES))?;
+    }
+    if is_error && output.trim().is_empty() && !matches!(outcome, Outcome::CannotRun(_)) {
+        line(out, "  (it printed no reason)")?;
+    }
+    Ok(())
+}
+
+/// A script's output is hostile too: no terminal control sequences reach the pusher.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(SHOW_WIDTH)
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect()
+}
+
+fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result<()> {
+    if d.is_error() {
+        verdict.errors += 1;
+    } else {
+        verdict.warnings += 1;
+    }
+    line(out, &d.to_string())
+}
+
+fn line(out: &mut dyn Write, text: &str) -> io::Result<()> {
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(printable("ok\x1b[31mred\x07"), "ok?[31mred?");
+        assert_eq!(printable(&"x".repeat(1000)).len(), SHOW_WIDTH);
+    }
+}

@@ -1,0 +1,301 @@
+//! Where the files of an environment repo come from: a pushed commit (read from git's
+//! quarantine with libgit2) or a working directory (`devpop validate`).
+//!
+//! Both give the validation [`Snapshot`] and can write one module's folder into a scratch dir
+//! for its `validate.sh`. Writing is in-process and hostile-content safe: regular files and
+//! folders only (a symlink is never followed and never created), names are single path
+//! components, and the size, file count and depth are bounded.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository};
+
+use crate::validation::{self, ConfigFile, Snapshot};
+
+/// Bounds on one module folder.
+pub const MAX_FILES: usize = 10_000;
+pub const MAX_BYTES: u64 = 64 << 20;
+pub const MAX_DEPTH: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("reading commit {commit}: {source}")]
+    Git { commit: String, source: git2::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// What writing a module folder left out, for warnings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Paths (relative to the repo root) of symlinks and submodules that were not written.
+    pub skipped: Vec<String>,
+    /// Set when a bound was hit: what it was. The folder is incomplete.
+    pub over_limit: Option<String>,
+}
+
+pub trait RepoSource {
+    fn snapshot(&self) -> Result<Snapshot, SourceError>;
+    /// Writes the repo's folder `name` (a top-level folder) into the empty dir `into`.
+    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError>;
+}
+
+struct Budget {
+    files: usize,
+    bytes: u64,
+    written: Written,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget { files: 0, bytes: 0, written: Written::default() }
+    }
+
+    /// Accounts for one file; false (and the reason recorded) when over a bound.
+    fn take(&mut self, size: u64) -> bool {
+        self.files += 1;
+        self.bytes += size;
+        if self.files > MAX_FILES {
+            self.written.over_limit = Some(format!("more than {MAX_FILES} files"));
+        } else if self.bytes > MAX_BYTES {
+            self.written.over_limit = Some(format!("more than {} MiB", MAX_BYTES >> 20));
+        }
+        self.written.over_limit.is_none()
+    }
+}
+
+/// A name that is safe as one path component.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+fn write_file(path: &Path, content: &[u8], executable: bool) -> Result<(), SourceError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| SourceError::Io { path: path.to_owned(), source };
+    // create_new: never follows or replaces an existing entry (there is none in a fresh dir).
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if executable { 0o755 } else { 0o644 })
+        .open(path)
+        .map_err(io_err)?;
+    f.write_all(content).map_err(io_err)
+}
+
+/// A pushed commit.
+pub struct GitCommit<'r> {
+    pub repo: &'r Repository,
+    pub commit: Oid,
+}
+
+impl GitCommit<'_> {
+    fn err(&self) -> impl FnOnce(git2::Error) -> SourceError + '_ {
+        move |source| SourceError::Git { commit: self.commit.to_string(), source }
+    }
+
+    fn write_tree(&self, tree: &git2::Tree, rel: &str, into: &Path, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
+        let odb = self.repo.odb().map_err(self.err())?;
+        for entry in tree.iter() {
+            if budget.written.over_limit.is_some() {
+                return Ok(());
+            }
+            let Some(name) = entry.name().ok().filter(|n| plain_name(n)) else { continue };
+            let here = format!("{rel}/{name}");
+            let path = into.join(name);
+            match (entry.kind(), entry.filemode()) {
+                (Some(ObjectType::Tree), _) => {
+                    if depth >= MAX_DEPTH {
+                        budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
+                        return Ok(());
+                    }
+                    fs::create_dir(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                    let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
+                    self.write_tree(&sub, &here, &path, depth + 1, budget)?;
+                }
+                (Some(ObjectType::Blob), mode @ (0o100644 | 0o100755)) => {
+                    // The size comes from the header, so an oversized blob is never loaded.
+                    let (size, _) = odb.read_header(entry.id()).map_err(self.err())?;
+                    if !budget.take(size as u64) {
+                        return Ok(());
+                    }
+                    let blob = self.repo.find_blob(entry.id()).map_err(self.err())?;
+                    write_file(&path, blob.content(), mode == 0o100755)?;
+                }
+                // Symlinks (0o120000) and submodules (commits) are not written.
+                _ => budget.written.skipped.push(here),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RepoSource for GitCommit<'_> {
+    fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let mut snapshot = Snapshot::default();
+        for entry in tree.iter() {
+            let Ok(name) = entry.name() else { continue };
+            if entry.kind() == Some(ObjectType::Tree) {
+                snapshot.top_level_dirs.insert(name.to_owned());
+            }
+            if name == validation::config::FILE {
+                snapshot.config = if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+                    ConfigFile::NotAFile
+                } else {
+                    let (size, _) = self.repo.odb().and_then(|o| o.read_header(entry.id())).map_err(self.err())?;
+                    if size > validation::config::MAX_BYTES {
+                        ConfigFile::TooLarge(size as u64)
+                    } else {
+                        ConfigFile::Present(self.repo.find_blob(entry.id()).map_err(self.err())?.content().to_vec())
+                    }
+                };
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError> {
+        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let mut budget = Budget::new();
+        if let Some(entry) = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree)) {
+            let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
+            self.write_tree(&sub, name, into, 1, &mut budget)?;
+        }
+        Ok(budget.written)
+    }
+}
+
+/// A working directory (what `devpop validate` checks before a push).
+pub struct WorkDir<'p> {
+    pub root: &'p Path,
+}
+
+fn walk_dir(from: &Path, rel: &str, into: &Path, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SourceError::Io { path, source }
+    };
+    let mut entries: Vec<_> = fs::read_dir(from).map_err(io_err(from))?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if budget.written.over_limit.is_some() {
+            return Ok(());
+        }
+        let Some(name) = e.file_name().to_str().filter(|n| plain_name(n)).map(str::to_owned) else { continue };
+        let here = format!("{rel}/{name}");
+        // symlink_metadata: the entry itself, never what a link points at.
+        let meta = fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;
+        let target = into.join(&name);
+        if meta.is_dir() {
+            if depth >= MAX_DEPTH {
+                budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
+                return Ok(());
+            }
+            fs::create_dir(&target).map_err(io_err(&target))?;
+            walk_dir(&e.path(), &here, &target, depth + 1, budget)?;
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            if !budget.take(meta.len()) {
+                return Ok(());
+            }
+            let content = fs::read(e.path()).map_err(io_err(&e.path()))?;
+            write_file(&target, &content, meta.permissions().mode() & 0o111 != 0)?;
+        } else {
+            budget.written.skipped.push(here);
+        }
+    }
+    Ok(())
+}
+
+impl RepoSource for WorkDir<'_> {
+    fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        let mut snapshot = Snapshot::default();
+        let entries = fs::read_dir(self.root).map_err(|source| SourceError::Io { path: self.root.to_owned(), source })?;
+        for e in entries.flatten() {
+            let Ok(name) = e.file_name().into_string() else { continue };
+            let Ok(meta) = fs::symlink_metadata(e.path()) else { continue };
+            if meta.is_dir() && name != ".git" {
+                snapshot.top_level_dirs.insert(name.clone());
+            }
+            if name == validation::config::FILE {
+                snapshot.config = if !meta.is_file() {
+                    ConfigFile::NotAFile
+                } else if meta.len() > validation::config::MAX_BYTES as u64 {
+                    ConfigFile::TooLarge(meta.len())
+                } else {
+                    let path = e.path();
+                    ConfigFile::Present(fs::read(&path).map_err(|source| SourceError::Io { path, source })?)
+                };
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError> {
+        let mut budget = Budget::new();
+        let from = self.root.join(name);
+        if plain_name(name) && fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) {
+            walk_dir(&from, name, into, 1, &mut budget)?;
+        }
+        Ok(budget.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("example");
+        fs::create_dir_all(m.join("sub")).unwrap();
+        fs::write(m.join("server.conf"), "x\n").unwrap();
+        fs::write(m.join("sub/a.conf"), "y\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", m.join("passwd")).unwrap();
+        fs::write(dir.path().join("section.config.json"), "{}").unwrap();
+        dir
+    }
+
+    #[test]
+    fn work_dir_folders_are_copied_without_their_symlinks() {
+        let dir = work_dir();
+        let src = WorkDir { root: dir.path() };
+        let snap = src.snapshot().unwrap();
+        assert!(snap.top_level_dirs.contains("example"));
+        assert_eq!(snap.config, ConfigFile::Present(b"{}".to_vec()));
+        let out = tempfile::tempdir().unwrap();
+        let w = src.write_folder("example", out.path()).unwrap();
+        assert_eq!(w.skipped, ["example/passwd"]);
+        assert_eq!(fs::read_to_string(out.path().join("sub/a.conf")).unwrap(), "y\n");
+        assert!(fs::symlink_metadata(out.path().join("passwd")).is_err(), "the link is not created");
+    }
+
+    #[test]
+    fn git_commit_folders_match_the_work_dir_and_skip_symlinks() {
+        let dir = work_dir();
+        let repo = Repository::init(dir.path()).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@x").unwrap();
+        let commit = repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap();
+        let src = GitCommit { repo: &repo, commit };
+        assert!(src.snapshot().unwrap().top_level_dirs.contains("example"));
+        let out = tempfile::tempdir().unwrap();
+        let w = src.write_folder("example", out.path()).unwrap();
+        assert_eq!(w.skipped, ["example/passwd"]);
+        assert_eq!(fs::read_to_string(out.path().join("server.conf")).unwrap(), "x\n");
+        assert!(fs::symlink_metadata(out.path().join("passwd")).is_err());
+    }
+
+    #[test]
+    fn budgets_stop_huge_folders() {
+        let mut b = Budget::new();
+        assert!(b.take(MAX_BYTES));
+        assert!(!b.take(1));
+        assert_eq!(b.written.over_limit.as_deref(), Some("more than 64 MiB"));
+    }
+}

@@ -1,0 +1,263 @@
+//! Pre-receive validation end to end: fixtures pushed with the real git client to a real server,
+//! validate.sh in its sandbox, and `devpop validate` agreeing with the server.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Pushes the contents of `case` (a folder under tests/fixtures) as one commit to `branch` of a
+/// new app; returns the git output and whether the push succeeded.
+fn push_case(devpop: &Devpop, app: &str, case: &Path, branch: &str) -> (bool, String) {
+    let url = devpop.create_app("1", app, app);
+    let (dir, work) = clone(&url);
+    replace_tree(&work, case);
+    commit_all(&work, "environment repo");
+    let out = git(&work, &["push", "origin", &format!("HEAD:{branch}")]);
+    drop(dir);
+    (out.status.success(), stderr(&out))
+}
+
+/// The `remote:` lines of a push, as the hook printed them.
+fn remote_lines(push_output: &str) -> Vec<String> {
+    push_output
+        .lines()
+        .filter_map(|l| l.strip_prefix("remote: "))
+        .map(|l| l.trim_end().to_owned())
+        .collect()
+}
+
+fn devpop_validate(dir: &Path, env: &str, data: &Path) -> (bool, Vec<String>) {
+    let out = Command::new(DEVPOP)
+        .args(["validate", "--env", env, "--data"])
+        .arg(data)
+        .arg(dir)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    (out.status.success(), lines)
+}
+
+/// Each fixture of tests/fixtures/bad, the branch to push and what the rejection must say
+/// (what its EXPECT file describes).
+const BAD_CASES: &[(&str, &str, &str)] = &[
+    (
+        "bad-module-name",
+        "Production",
+        r#"error: section.config.json:8:15: proxychain[1].name "ex-ample": use letters and digits only"#,
+    ),
+    ("broken-json", "Production", "error: section.config.json:4:3: invalid JSON: expected a JSON value, found ']'"),
+    (
+        "missing-module-folder",
+        "Production",
+        r#"error: section.config.json:4:15: proxychain entry "example" has no folder 'example/' at the repo root"#,
+    ),
+    ("no-origin", "Staging", "error: section.config.json:31:16: environments.Staging: has no origin"),
+    (
+        "unknown-package",
+        "Production",
+        r#"error: section.config.json:4:35: image "example-simple:9.9.9" is not an installed package; installed versions of example-simple: 1.0.0"#,
+    ),
+    ("validate-fails", "Production", "error: proxy example: validate.sh exited 1:\n  server.conf:6: proxy_pass and listen are set by the module; remove them"),
+];
+
+#[test]
+fn every_bad_fixture_is_rejected_with_what_to_fix_and_devpop_validate_agrees() {
+    let devpop = Devpop::start();
+    for (i, (case, branch, expected)) in BAD_CASES.iter().enumerate() {
+        let dir = fixture(&format!("bad/{case}"));
+        let app = format!("bad{i}");
+        let (ok, output) = push_case(&devpop, &app, &dir, branch);
+        assert!(!ok, "{case}: push must be rejected:\n{output}");
+        let remote = remote_lines(&output).join("\n");
+        assert!(remote.contains(expected), "{case}: expected\n{expected}\nin\n{remote}");
+        assert!(output.contains(&format!("! [remote rejected] HEAD -> {branch} (pre-receive hook declined)")), "{output}");
+        let repo = devpop.repo_path("1", &app, &app);
+        let expected_head = if *branch == "Production" { git_ok(&repo, &["rev-parse", "refs/heads/Production"]) } else { String::new() };
+        assert_eq!(server_branch(&repo, branch), expected_head.trim(), "{case}: branch unchanged");
+        assert!(quarantines(&repo).is_empty(), "{case}: quarantine left");
+
+        // devpop validate on the same tree says the same, line for line.
+        let (valid, lines) = devpop_validate(&dir, branch, devpop.data.path());
+        assert!(!valid, "{case}: devpop validate must fail");
+        let pushed: Vec<String> = remote_lines(&output).into_iter().filter(|l| !l.starts_with("error: push to")).collect();
+        let offline: Vec<String> = lines.into_iter().filter(|l| !l.contains("problem to fix") && !l.contains("problems to fix")).collect();
+        assert_eq!(pushed, offline, "{case}: push and devpop validate disagree");
+    }
+}
+
+#[test]
+fn sample_application_is_accepted_with_each_module_validated() {
+    let devpop = Devpop::start();
+    let (ok, output) = push_case(&devpop, "sample", &fixture("repos/sample-application"), "Production");
+    assert!(ok, "{output}");
+    let remote = remote_lines(&output);
+    assert_eq!(
+        remote,
+        ["Validating configuration for proxy cache...", "Validating configuration for proxy example..."],
+        "{output}"
+    );
+    let (ok, output) = push_case(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
+    assert!(ok, "{output}");
+    let (valid, _) = devpop_validate(&fixture("repos/sample-application"), "Production", devpop.data.path());
+    assert!(valid);
+}
+
+#[test]
+fn a_push_to_production_only_warns_about_a_broken_staging() {
+    let devpop = Devpop::start();
+    let (ok, output) = push_case(&devpop, "noorigin", &fixture("bad/no-origin"), "Production");
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("remote: warning: section.config.json:31:16: environments.Staging: has no origin; add \"origin\": { \"address\": \"<your origin host>\" } (a push to Staging will be rejected until this is fixed)"),
+        "{output}"
+    );
+}
+
+#[test]
+fn package_add_refuses_forbidden_pod_fields_and_list_shows_builtins() {
+    let devpop = Devpop::start();
+    let src = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("packages/example-simple"), src.path());
+    let yaml = src.path().join(".section-proxy.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace("spec:\n", "spec:\n  hostNetwork: true\n");
+    std::fs::write(&yaml, text).unwrap();
+    let out = Command::new(DEVPOP).args(["package", "add"]).arg(src.path()).arg("--data").arg(devpop.data.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.hostNetwork: not allowed in a module package (modules share no host namespaces); remove it"), "{err}");
+
+    let out = Command::new(DEVPOP).args(["package", "list", "--data"]).arg(devpop.data.path()).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("edge-cache:6.5.0\tregistry.example.com/section/edge-cache:6.5.0-r3"), "{list}");
+    assert!(list.contains("example-simple:1.0.0\t"), "{list}");
+}
+
+/// Installs a package named `probe:1.0.0` whose validate.sh is `script`, and returns an
+/// environment repo (in a temp dir) whose one module `probe` uses it.
+fn probe_case(devpop: &Devpop, script: &str) -> tempfile::TempDir {
+    let version = "1.0.0";
+    let src = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("packages/example-simple"), src.path());
+    let yaml = src.path().join(".section-proxy.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: example-simple:1.0.0", &format!("name: probe:{version}"));
+    std::fs::write(&yaml, text).unwrap();
+    let validate = src.path().join("validate.sh");
+    std::fs::write(&validate, format!("#!/bin/sh\n{script}\n")).unwrap();
+    let out = Command::new(DEVPOP).args(["package", "add"]).arg(src.path()).arg("--data").arg(devpop.data.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("probe")).unwrap();
+    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
+    std::fs::write(
+        repo.path().join("section.config.json"),
+        format!(
+            r#"{{"proxychain": [{{"name": "probe", "image": "probe:{version}"}}],
+"environments": {{"Production": {{"origin": {{"address": "origin.example.com"}}}}}}}}"#
+        ),
+    )
+    .unwrap();
+    repo
+}
+
+#[test]
+fn a_symlink_to_etc_passwd_never_reaches_validate_sh_or_the_pusher() {
+    let devpop = Devpop::start();
+    let repo = probe_case(&devpop, "cat /opt/proxy_config/passwd >&2; ls -la /opt/proxy_config >&2; exit 1");
+    std::os::unix::fs::symlink("/etc/passwd", repo.path().join("probe/passwd")).unwrap();
+    let (ok, output) = push_case(&devpop, "symlink", repo.path(), "Production");
+    assert!(!ok);
+    assert!(!output.contains("root:"), "the host's /etc/passwd leaked:\n{output}");
+    assert!(output.contains("remote: warning: probe/passwd: symlink or submodule not passed to validate.sh"), "{output}");
+    assert!(output.contains("No such file or directory"), "{output}");
+}
+
+#[test]
+fn a_validate_sh_that_sleeps_forever_is_stopped_at_the_time_limit() {
+    let devpop = Devpop::start_with(&["--validate-timeout", "1s"]);
+    let repo = probe_case(&devpop, "echo checking >&2; sleep 100000");
+    let start = Instant::now();
+    let (ok, output) = push_case(&devpop, "sleepy", repo.path(), "Production");
+    assert!(!ok);
+    assert!(output.contains("remote: error: proxy probe: validate.sh did not finish within 1s and was stopped:"), "{output}");
+    assert!(output.contains("remote:   checking"), "{output}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_validate_sh_that_writes_100mb_to_stderr_is_cut_off() {
+    let devpop = Devpop::start();
+    let repo = probe_case(&devpop, "head -c 100000000 /dev/zero | tr '\\0' 'x' | fold -w 100 >&2; exit 1");
+    let (ok, output) = push_case(&devpop, "noisy", repo.path(), "Production");
+    assert!(!ok);
+    assert!(output.contains("remote: error: proxy probe: validate.sh printed more than 64 KiB and was stopped; it began with:"), "{output}");
+    assert!(output.contains("more lines)"), "{output}");
+    assert!(output.len() < 100_000, "the pusher gets a bounded excerpt, not {} bytes", output.len());
+}
+
+#[test]
+fn a_validate_sh_has_no_network() {
+    let devpop = Devpop::start();
+    // Something to connect to, on this machine: the devpop server itself.
+    let port = devpop.addr().rsplit(':').next().unwrap().to_owned();
+    let script = format!(
+        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=3)' 2>/dev/null && {{ echo reached the network >&2; exit 1; }}; echo offline >&2; exit 1"
+    );
+    let repo = probe_case(&devpop, &script);
+    let (ok, output) = push_case(&devpop, "net", repo.path(), "Production");
+    assert!(!ok);
+    assert!(output.contains("remote:   offline"), "{output}");
+    assert!(!output.contains("reached the network"), "{output}");
+}
+
+#[test]
+fn hostile_configs_are_refused_quickly() {
+    let devpop = Devpop::start();
+    let repo = tempfile::tempdir().unwrap();
+    let entries = vec![r#"{"name":"a","image":"example-simple:1.0.0"}"#; 10_000].join(",");
+    std::fs::write(
+        repo.path().join("section.config.json"),
+        format!(r#"{{"proxychain":[{entries}],"environments":{{"Production":{{"origin":{{"address":"x.com"}}}}}}}}"#),
+    )
+    .unwrap();
+    let (ok, output) = push_case(&devpop, "huge", repo.path(), "Production");
+    assert!(!ok);
+    assert!(output.contains("remote: error: section.config.json:1:15: proxychain: has 10000 modules; at most 64 are allowed"), "{output}");
+
+    std::fs::write(repo.path().join("section.config.json"), "[".repeat(100_000) + &"]".repeat(100_000)).unwrap();
+    let (ok, output) = push_case(&devpop, "deep", repo.path(), "Production");
+    assert!(!ok);
+    assert!(output.contains("remote: error: section.config.json:1:65: invalid JSON: nested deeper than 64 levels"), "{output}");
+}
+
+#[test]
+fn validation_lines_reach_the_pusher_while_the_push_runs() {
+    let devpop = Devpop::start();
+    let repo = probe_case(&devpop, "sleep 2; exit 0");
+    let url = devpop.create_app("1", "stream", "stream");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, repo.path());
+    commit_all(&work, "slow module");
+    let start = Instant::now();
+    let mut child = git_cmd(&work)
+        .args(["push", "--progress", "origin", "HEAD:Production"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen_at = None;
+    for line in BufReader::new(child.stderr.take().unwrap()).split(b'\n') {
+        let line = String::from_utf8_lossy(&line.unwrap()).into_owned();
+        if line.contains("Validating configuration for proxy probe...") && seen_at.is_none() {
+            seen_at = Some(start.elapsed());
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let done = start.elapsed();
+    let seen = seen_at.expect("the Validating line was printed");
+    assert!(done - seen >= Duration::from_millis(1500), "line seen at {seen:?}, push done at {done:?}: not streamed");
+}
