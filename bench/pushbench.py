@@ -139,21 +139,46 @@ $HTTP["url"] =~ "^/git" {{
 class Work:
     """A clone that makes one small commit per push."""
 
-    def __init__(self, parent, name, url):
+    def __init__(self, parent, name, url, touch=("counter.txt",)):
         self.dir = os.path.join(parent, name)
         git(parent, "clone", "-q", url, self.dir)
         self.n = 0
+        self.touch = touch
 
     def push_once(self):
         self.n += 1
-        with open(os.path.join(self.dir, "counter.txt"), "w") as f:
-            f.write(f"{self.n}\n")
-        git(self.dir, "add", "counter.txt")
+        for rel in self.touch:
+            with open(os.path.join(self.dir, rel), "a") as f:
+                f.write(f"# change {self.n}\n")
+            git(self.dir, "add", rel)
         git(self.dir, "commit", "-q", "-m", f"change {self.n}")
         start = time.perf_counter()
         r = git(self.dir, "push", "-q", "origin", "HEAD:Production", check=False)
         elapsed = time.perf_counter() - start
         return elapsed, r.returncode == 0, r.stderr.decode(errors="replace")
+
+
+def validate_cost(devpop, tmp, runs=40):
+    """Median wall time of `devpop validate` on the sample application with 0, 1 and 2 modules:
+    what validation costs, and what each sandboxed validate.sh adds."""
+    sample = os.path.join(ROOT, "tests", "fixtures", "repos", "sample-application")
+    import json
+    with open(os.path.join(sample, "section.config.json")) as f:
+        config = json.load(f)
+    out = {}
+    for n in (0, 1, 2):
+        d = os.path.join(tmp, f"validate-{n}")
+        shutil.copytree(sample, d)
+        config_n = dict(config, proxychain=config["proxychain"][:n])
+        with open(os.path.join(d, "section.config.json"), "w") as f:
+            json.dump(config_n, f)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([DEVPOP, "validate", d, "--env", "Production", "--data", devpop.data], check=True, capture_output=True)
+            times.append((time.perf_counter() - start) * 1000)
+        out[n] = statistics.median(times)
+    return out
 
 
 def pct(values, p):
@@ -163,10 +188,15 @@ def pct(values, p):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def latency(devpop, base, tmp, pushes):
-    d = Work(tmp, "lat-devpop", devpop.create("lat"))
-    b = Work(tmp, "lat-base", base.create("lat", f"{devpop.url}/account/1/application/lat/lat.git"))
-    for w in (d, b):  # warm-up
+def latency(devpop, base, tmp, pushes, name="lat", content=None, touch=("counter.txt",)):
+    """Interleaved incremental pushes, each changing the files `touch`; `content` (a folder)
+    replaces the tree in the first one."""
+    d = Work(tmp, f"{name}-devpop", devpop.create(name), touch)
+    b = Work(tmp, f"{name}-base", base.create(name, f"{devpop.url}/account/1/application/{name}/{name}.git"), touch)
+    for w in (d, b):  # warm-up, and the content under test
+        if content:
+            shutil.copytree(content, w.dir, dirs_exist_ok=True)
+            git(w.dir, "add", "-A")
         w.push_once()
     times = {"devpop": [], "baseline": []}
     for i in range(pushes):
@@ -252,6 +282,13 @@ def main():
     base = Lighttpd(tmp)
     try:
         lat = latency(devpop, base, tmp, args.pushes)
+        sample = os.path.join(ROOT, "tests", "fixtures", "repos", "sample-application")
+        # Cold: every push changes both modules' config, so both validate.sh run sandboxed.
+        lat_cold = latency(devpop, base, tmp, args.pushes, name="cold", content=sample,
+                           touch=("cache/default.vcl", "example/server.conf"))
+        # Warm: pushes that leave the module folders as they were (validated before).
+        lat_warm = latency(devpop, base, tmp, args.pushes, name="warm", content=sample)
+        vcost = validate_cost(devpop, tmp)
         tp = throughput(devpop, base, tmp, args.clients, args.rounds)
         idle, peak, big_s = memory(devpop, tmp, args.big_mb)
     finally:
@@ -272,6 +309,29 @@ def main():
     r50 = pct(lat["devpop"], 50) / pct(lat["baseline"], 50)
     r95 = pct(lat["devpop"], 95) / pct(lat["baseline"], 95)
     print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
+    print()
+    for title, lat_s in (
+        ("every push changes both modules' config: both validate.sh run sandboxed", lat_cold),
+        ("pushes that leave the module folders unchanged: validations remembered", lat_warm),
+    ):
+        print(f"### Sample application (2 modules), {title} ({args.pushes} pushes each)")
+        print()
+        print("| server | p50 ms | p95 ms | mean ms |")
+        print("|---|---:|---:|---:|")
+        for name in ("devpop", "baseline"):
+            v = lat_s[name]
+            print(f"| {name} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {statistics.mean(v):.1f} |")
+        r50 = pct(lat_s["devpop"], 50) / pct(lat_s["baseline"], 50)
+        r95 = pct(lat_s["devpop"], 95) / pct(lat_s["baseline"], 95)
+        print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
+        print()
+    print("Where validation time goes (`devpop validate` on the sample application, median of 40 runs):")
+    print()
+    print("| modules in the chain | ms | added by the last module |")
+    print("|---:|---:|---:|")
+    for n in (0, 1, 2):
+        added = f"{vcost[n] - vcost[n - 1]:.1f}" if n else "-"
+        print(f"| {n} | {vcost[n]:.1f} | {added} |")
     print()
     print(f"### Throughput: {args.clients} concurrent clients, each pushing {args.rounds} times to its own repo")
     print()

@@ -25,11 +25,13 @@ pub struct CheckSettings {
     pub sandbox: sandbox::Limits,
     /// How many `validate.sh` run at once.
     pub parallel: usize,
+    /// Where passing validations are remembered (see [`ValidationMemo`]); `None` disables it.
+    pub memo_dir: Option<PathBuf>,
 }
 
 impl Default for CheckSettings {
     fn default() -> Self {
-        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4 }
+        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4, memo_dir: None }
     }
 }
 
@@ -80,9 +82,13 @@ pub fn run(
         if !snapshot.top_level_dirs.contains(&entry.name) {
             continue;
         }
+        let memo = settings.memo_dir.as_deref().and_then(|dir| {
+            let folder = source.folder_id(&entry.name)?;
+            ValidationMemo::new(dir, &entry.image, &package.validate_sh(), &folder, &settings.sandbox)
+        });
         let scratch = tempfile::Builder::new().prefix("devpop-validate-").tempdir().map_err(CheckError::Scratch)?;
         let written = source.write_folder(&entry.name, scratch.path())?;
-        jobs.push((entry.name.clone(), package.validate_sh(), scratch, written));
+        jobs.push(Job { name: entry.name.clone(), script: package.validate_sh(), scratch, written, memo });
     }
 
     // Run them in parallel (bounded), report in chain order as each finishes.
@@ -92,16 +98,24 @@ pub fn run(
         for _ in 0..settings.parallel.clamp(1, jobs.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((_, script, scratch, written)) = jobs.get(i) else { break };
-                let outcome = if let Some(limit) = &written.over_limit {
+                let Some(job) = jobs.get(i) else { break };
+                let outcome = if let Some(limit) = &job.written.over_limit {
                     Outcome::CannotRun(format!("its folder has {limit}; a module's config must be small"))
+                } else if job.memo.as_ref().is_some_and(ValidationMemo::passed_before) {
+                    Outcome::Passed { output: String::new() }
                 } else {
-                    sandbox::run_validate(&settings.bwrap, script, scratch.path(), &settings.sandbox)
+                    let outcome = sandbox::run_validate(&settings.bwrap, &job.script, job.scratch.path(), &settings.sandbox);
+                    if let (Outcome::Passed { output }, Some(memo)) = (&outcome, &job.memo) {
+                        if output.is_empty() {
+                            memo.remember_pass();
+                        }
+                    }
+                    outcome
                 };
                 let _ = senders[i].send(outcome);
             });
         }
-        for ((name, _, _, written), rx) in jobs.iter().zip(&receivers) {
+        for (Job { name, written, .. }, rx) in jobs.iter().zip(&receivers) {
             line(out, &format!("Validating configuration for proxy {name}..."))?;
             for skipped in &written.skipped {
                 let d = Diagnostic::warning(skipped.clone(), None, "symlink or submodule not passed to validate.sh (links are never followed); commit the file itself");
@@ -114,6 +128,46 @@ pub fn run(
     })?;
     verdict.config = Some(config);
     Ok(verdict)
+}
+
+/// One module's validate.sh run, prepared.
+struct Job {
+    name: String,
+    script: PathBuf,
+    /// The module's folder, written for the sandbox.
+    scratch: tempfile::TempDir,
+    written: crate::source::Written,
+    memo: Option<ValidationMemo>,
+}
+
+/// Remembers that a validate.sh passed on a module folder, so an unchanged folder is not
+/// validated again (most pushes change one module, or none). The key is a hash of everything
+/// the verdict depends on: the package, its validate.sh, the folder's git tree id and the
+/// sandbox limits; validate.sh is a pure function of those by contract (read-only input, no
+/// network). Only clean passes are remembered; a failure always runs again.
+pub struct ValidationMemo {
+    path: PathBuf,
+}
+
+impl ValidationMemo {
+    fn new(dir: &std::path::Path, image: &str, script: &std::path::Path, folder_id: &str, limits: &sandbox::Limits) -> Option<Self> {
+        let script = std::fs::read(script).ok()?;
+        let script_id = git2::Oid::hash_object(git2::ObjectType::Blob, &script).ok()?;
+        let key = format!("{image}\n{script_id}\n{folder_id}\n{limits:?}");
+        let id = git2::Oid::hash_object(git2::ObjectType::Blob, key.as_bytes()).ok()?;
+        Some(ValidationMemo { path: dir.join(id.to_string()) })
+    }
+
+    fn passed_before(&self) -> bool {
+        self.path.is_file()
+    }
+
+    fn remember_pass(&self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&self.path, b"");
+    }
 }
 
 fn report_outcome(

@@ -254,9 +254,10 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Validate(args) => validate(args),
         Command::Hook(HookCommand::PreReceive { data, sandbox }) => {
             let packages = PackageStore::new(&data.data);
+            let settings = CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..sandbox.check_settings() };
             let stdin = io::stdin().lock();
             let mut out = io::stdout().lock();
-            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &sandbox.check_settings())?;
+            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings)?;
             out.flush()?;
             Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

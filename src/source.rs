@@ -40,6 +40,10 @@ pub trait RepoSource {
     fn snapshot(&self) -> Result<Snapshot, SourceError>;
     /// Writes the repo's folder `name` (a top-level folder) into the empty dir `into`.
     fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError>;
+    /// A content address of the folder `name` (git's tree id), when the source has one.
+    fn folder_id(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 struct Budget {
@@ -165,6 +169,12 @@ impl RepoSource for GitCommit<'_> {
             self.write_tree(&sub, name, into, 1, &mut budget)?;
         }
         Ok(budget.written)
+    }
+
+    fn folder_id(&self, name: &str) -> Option<String> {
+        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).ok()?;
+        let entry = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree))?;
+        Some(entry.id().to_string())
     }
 }
 

@@ -261,3 +261,24 @@ fn validation_lines_reach_the_pusher_while_the_push_runs() {
     let seen = seen_at.expect("the Validating line was printed");
     assert!(done - seen >= Duration::from_millis(1500), "line seen at {seen:?}, push done at {done:?}: not streamed");
 }
+
+#[test]
+fn an_unchanged_module_folder_is_not_validated_twice_but_a_changed_one_is() {
+    let devpop = Devpop::start();
+    let repo = probe_case(&devpop, "sleep 1; exit 0");
+    let url = devpop.create_app("1", "memo", "memo");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, repo.path());
+    let mut push = |change: &str| {
+        std::fs::write(work.join(change), format!("{:?}\n", Instant::now())).unwrap();
+        commit_all(&work, change);
+        let start = Instant::now();
+        let out = git(&work, &["push", "origin", "HEAD:Production"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("Validating configuration for proxy probe..."));
+        start.elapsed()
+    };
+    assert!(push("README.md") >= Duration::from_secs(1), "first validation runs validate.sh");
+    assert!(push("README.md") < Duration::from_millis(900), "same module folder: remembered");
+    assert!(push("probe/extra.conf") >= Duration::from_secs(1), "changed module folder: validated again");
+}
