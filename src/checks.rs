@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use crate::names::RepoId;
 use crate::packages::PackageStore;
+use crate::rendering::{self, Files, ModuleInput, RenderInput, RenderSettings, Rendered};
 use crate::sandbox::{self, Outcome};
 use crate::source::{RepoSource, SourceError};
 use crate::validation::{self, Diagnostic};
@@ -27,12 +29,21 @@ pub struct CheckSettings {
     pub parallel: usize,
     /// Where passing validations are remembered (see [`ValidationMemo`]); `None` disables it.
     pub memo_dir: Option<PathBuf>,
+    pub render: RenderSettings,
 }
 
 impl Default for CheckSettings {
     fn default() -> Self {
-        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4, memo_dir: None }
+        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4, memo_dir: None, render: RenderSettings::default() }
     }
+}
+
+/// What is being checked: an application's environment at a commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub id: &'a RepoId,
+    pub environment: &'a str,
+    pub commit: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +62,8 @@ pub struct Verdict {
     pub warnings: usize,
     /// The parsed config, when it could be read.
     pub config: Option<validation::SectionConfig>,
+    /// The environment's objects, when every check passed.
+    pub rendered: Option<Rendered>,
 }
 
 impl Verdict {
@@ -59,14 +72,16 @@ impl Verdict {
     }
 }
 
-/// Checks `source` for deployment to `environment`, printing every finding to `out`.
+/// Checks `source` for deployment to the subject's environment, printing every finding to
+/// `out`; when all is well, renders the environment (a commit that cannot be rendered fails).
 pub fn run(
     source: &dyn RepoSource,
-    environment: &str,
+    subject: Subject,
     packages: &PackageStore,
     settings: &CheckSettings,
     out: &mut dyn Write,
 ) -> Result<Verdict, CheckError> {
+    let environment = subject.environment;
     let snapshot = source.snapshot()?;
     let report = validation::check(&snapshot, environment, &packages.catalog());
     let mut verdict = Verdict::default();
@@ -126,8 +141,64 @@ pub fn run(
         }
         Ok(())
     })?;
+    if verdict.accepted() {
+        let ns = rendering::naming::namespace(&settings.render.namespace_prefix, subject.id, environment);
+        line(out, &format!("Rendering environment {environment} (namespace {ns})..."))?;
+        match render(source, subject, &config, packages, &settings.render, &Default::default()) {
+            Ok(rendered) => verdict.rendered = Some(rendered),
+            Err(e) => {
+                let d = Diagnostic::error("section.config.json", None, format!("cannot render environment {environment}: {e}"));
+                say(out, &mut verdict, &d)?;
+            }
+        }
+    }
     verdict.config = Some(config);
     Ok(verdict)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderFailure {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Package(#[from] crate::packages::PackageError),
+    #[error(transparent)]
+    Render(#[from] rendering::RenderError),
+}
+
+/// Gathers what rendering needs from the commit and the packages, and renders.
+pub fn render(
+    source: &dyn RepoSource,
+    subject: Subject,
+    config: &validation::SectionConfig,
+    packages: &PackageStore,
+    settings: &RenderSettings,
+    hop_ips: &std::collections::BTreeMap<String, String>,
+) -> Result<Rendered, RenderFailure> {
+    let mut modules = Vec::new();
+    for entry in &config.proxychain {
+        let package = packages.get(&entry.image)?;
+        let package_dir = crate::source::WorkDir { root: &package.dir };
+        let (proxy_files, _) = package_dir.read_folder("proxy")?;
+        let prepare_sh = std::fs::read(package.dir.join("prepare.sh"))
+            .map_err(|source| SourceError::Io { path: package.dir.join("prepare.sh"), source })?;
+        let (config_files, _) = source.read_folder(&entry.name)?;
+        modules.push(ModuleInput { name: entry.name.clone(), descriptor: package.descriptor, config_files, proxy_files, prepare_sh });
+    }
+    let (outage_pages, _): (Files, _) = source.read_folder("outage_pages")?;
+    let (custom_errors, _): (Files, _) = source.read_folder("custom_errors")?;
+    let input = RenderInput {
+        id: subject.id,
+        environment: subject.environment,
+        commit: subject.commit,
+        config,
+        modules: &modules,
+        outage_pages: &outage_pages,
+        custom_errors: &custom_errors,
+        hop_ips,
+        settings,
+    };
+    Ok(rendering::render(&input)?)
 }
 
 /// One module's validate.sh run, prepared.

@@ -38,8 +38,8 @@ impl From<TransportError> for HttpError {
         use TransportError as E;
         let status = match &e {
             E::BadName(_) | E::BadBody(_) | E::ClientGone(_) => StatusCode::BAD_REQUEST,
-            E::NoRepo(_) => StatusCode::NOT_FOUND,
-            E::NotSmart => StatusCode::FORBIDDEN,
+            E::NoRepo(_) | E::NothingRendered(_) => StatusCode::NOT_FOUND,
+            E::NotSmart | E::ReadOnly => StatusCode::FORBIDDEN,
             E::WrongContentType { .. } | E::WrongEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::Spawn(_) | E::Pipe(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

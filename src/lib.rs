@@ -4,12 +4,14 @@
 //! [`transport`] (git smart HTTP) -> [`hook`] (pre-receive, in the quarantine) ->
 //! [`validation`] (pure checks) -> rendering -> applying -> records / console.
 
+pub mod applying;
 pub mod checks;
 pub mod hook;
 pub mod http_error;
 pub mod metrics;
 pub mod names;
 pub mod packages;
+pub mod rendering;
 pub mod repos;
 pub mod sandbox;
 pub mod server;

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use devpop::checks::CheckSettings;
+use devpop::rendering::RenderSettings;
 use devpop::names::RepoId;
 use devpop::packages::PackageStore;
 use devpop::source::WorkDir;
@@ -40,9 +41,9 @@ struct DataArgs {
     data: PathBuf,
 }
 
-/// Limits of the sandbox each module's validate.sh runs in.
+/// How pushes are checked and rendered: the validate.sh sandbox and the rendering settings.
 #[derive(Args, Clone)]
-struct SandboxArgs {
+struct CheckArgs {
     /// Longest one validate.sh may run, e.g. 10s.
     #[arg(long, env = "DEVPOP_VALIDATE_TIMEOUT", default_value = "10s", value_parser = settings::parse_duration)]
     validate_timeout: Duration,
@@ -55,11 +56,38 @@ struct SandboxArgs {
     /// The bubblewrap binary.
     #[arg(long, env = "DEVPOP_BWRAP", default_value = "bwrap")]
     bwrap: PathBuf,
+    /// Prefix of environment namespace names.
+    #[arg(long, env = "DEVPOP_NAMESPACE_PREFIX", default_value = "section")]
+    namespace_prefix: String,
+    /// Each environment is served at <namespace>.<ingress-domain>.
+    #[arg(long, env = "DEVPOP_INGRESS_DOMAIN", default_value = "devpop.localhost")]
+    ingress_domain: String,
+    /// The IngressClass of environment Ingresses (the cluster's default when unset).
+    #[arg(long, env = "DEVPOP_INGRESS_CLASS")]
+    ingress_class: Option<String>,
+    /// The namespace of the cluster's ingress controller (the only one that may reach private-ingress).
+    #[arg(long, env = "DEVPOP_INGRESS_NAMESPACE", default_value = "ingress-nginx")]
+    ingress_namespace: String,
+    /// The nginx image of private-ingress, egress and static-server (non-root, listening on 8080).
+    #[arg(long, env = "DEVPOP_PROXY_IMAGE", default_value = "nginxinc/nginx-unprivileged:1.27-alpine")]
+    proxy_image: String,
 }
 
-impl SandboxArgs {
+impl CheckArgs {
+    fn render_settings(&self) -> RenderSettings {
+        RenderSettings {
+            namespace_prefix: self.namespace_prefix.clone(),
+            ingress_domain: self.ingress_domain.clone(),
+            ingress_class: self.ingress_class.clone(),
+            ingress_namespace: self.ingress_namespace.clone(),
+            proxy_image: self.proxy_image.clone(),
+            ..RenderSettings::default()
+        }
+    }
+
     fn check_settings(&self) -> CheckSettings {
         CheckSettings {
+            render: self.render_settings(),
             bwrap: self.bwrap.clone(),
             sandbox: devpop::sandbox::Limits {
                 timeout: self.validate_timeout,
@@ -77,7 +105,14 @@ impl SandboxArgs {
             ("DEVPOP_VALIDATE_MAX_OUTPUT".into(), self.validate_max_output.to_string()),
             ("DEVPOP_VALIDATE_MEMORY".into(), self.validate_memory.to_string()),
             ("DEVPOP_BWRAP".into(), self.bwrap.to_string_lossy().into_owned()),
+            ("DEVPOP_NAMESPACE_PREFIX".into(), self.namespace_prefix.clone()),
+            ("DEVPOP_INGRESS_DOMAIN".into(), self.ingress_domain.clone()),
+            ("DEVPOP_INGRESS_NAMESPACE".into(), self.ingress_namespace.clone()),
+            ("DEVPOP_PROXY_IMAGE".into(), self.proxy_image.clone()),
         ]
+        .into_iter()
+        .chain(self.ingress_class.iter().map(|c| ("DEVPOP_INGRESS_CLASS".into(), c.clone())))
+        .collect()
     }
 }
 
@@ -93,6 +128,8 @@ enum Command {
     Package(PackageCommand),
     /// Check an environment repo working tree the way a push is checked, offline.
     Validate(ValidateArgs),
+    /// Render an environment of a working tree to Kubernetes manifests, offline.
+    Render(RenderCmdArgs),
     /// Entry points for the git hooks devpop installs in every repo (git runs these).
     #[command(subcommand)]
     Hook(HookCommand),
@@ -118,22 +155,43 @@ struct ServeArgs {
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
     #[command(flatten)]
-    sandbox: SandboxArgs,
+    check: CheckArgs,
 }
 
 #[derive(Args)]
 struct ValidateArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+/// Where `validate` and `render` work: a working tree, as an application of some data dir.
+#[derive(Args)]
+struct LocalArgs {
     /// The environment repo's working tree.
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// The environment (branch) to check for; defaults to the checked-out branch.
     #[arg(long)]
     env: Option<String>,
-    /// The data dir whose installed packages to check against; without one, the built-in packages.
+    /// The data dir whose installed packages to use; without one, the built-in packages.
     #[arg(long = "data", env = "DEVPOP_DATA")]
     data: Option<PathBuf>,
+    /// The application, as account/application/repo (names the namespace); defaults to local/local/<dir name>.
+    #[arg(long)]
+    app: Option<String>,
+}
+
+#[derive(Args)]
+struct RenderCmdArgs {
     #[command(flatten)]
-    sandbox: SandboxArgs,
+    local: LocalArgs,
+    /// Write one file per object (and a kustomization.yaml) into this folder instead of YAML on stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    check: CheckArgs,
 }
 
 #[derive(Subcommand)]
@@ -183,7 +241,17 @@ enum HookCommand {
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
-        sandbox: SandboxArgs,
+        check: CheckArgs,
+    },
+    /// Publish what an accepted push changed (git runs this with the ref updates on stdin).
+    PostReceive {
+        #[command(flatten)]
+        data: DataArgs,
+        #[command(flatten)]
+        check: CheckArgs,
+        /// Base URL of the server, for links.
+        #[arg(long, env = "DEVPOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        public_url: String,
     },
 }
 
@@ -252,9 +320,17 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(args) => validate(args),
-        Command::Hook(HookCommand::PreReceive { data, sandbox }) => {
+        Command::Render(args) => render(args),
+        Command::Hook(HookCommand::PostReceive { data, check, public_url }) => {
             let packages = PackageStore::new(&data.data);
-            let settings = CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..sandbox.check_settings() };
+            let rendered = devpop::applying::RenderedRepos::new(&data.data);
+            let mut out = io::stdout().lock();
+            devpop::hook::post_receive(io::stdin().lock(), &mut out, &packages, &check.render_settings(), &rendered, &public_url)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hook(HookCommand::PreReceive { data, check }) => {
+            let packages = PackageStore::new(&data.data);
+            let settings = CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..check.check_settings() };
             let stdin = io::stdin().lock();
             let mut out = io::stdout().lock();
             let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings)?;
@@ -264,26 +340,63 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
+/// A working tree checked as an application of a data dir: what `validate` and `render` share.
+struct Local {
+    dir: PathBuf,
+    env: String,
+    id: RepoId,
+    commit: String,
+    packages: PackageStore,
+    /// Holds the built-in package store when no data dir was given.
+    _builtin: Option<tempfile::TempDir>,
+}
+
+impl Local {
+    fn new(args: &LocalArgs) -> Result<Local> {
+        let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
+        let env = match &args.env {
+            Some(env) => env.clone(),
+            None => current_branch(&dir).context("no --env given and the checked-out branch is unknown; pass --env NAME")?,
+        };
+        let id = match &args.app {
+            Some(app) => {
+                let parts: Vec<&str> = app.split('/').collect();
+                let [account, application, repo] = parts[..] else { anyhow::bail!("--app {app:?}: use account/application/repo") };
+                RepoId::new(account, application, repo)?
+            }
+            None => {
+                let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("app");
+                let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
+                RepoId::new("local", "local", clean.trim_start_matches(['-', '_', '.'])).or_else(|_| RepoId::new("local", "local", "app"))?
+            }
+        };
+        let commit = git2::Repository::discover(&dir)
+            .ok()
+            .and_then(|r| r.head().ok()?.target())
+            .map_or_else(|| "worktree".to_owned(), |oid| oid.to_string());
+        let (packages, builtin) = match &args.data {
+            Some(data) if data.join("packages").is_dir() => (PackageStore::new(data), None),
+            _ => {
+                let tmp = tempfile::tempdir()?;
+                let store = PackageStore::new(tmp.path());
+                store.install_builtins()?;
+                eprintln!("note: using the built-in packages ({}); pass --data to use a server's", store.catalog().all().join(", "));
+                (store, Some(tmp))
+            }
+        };
+        Ok(Local { dir, env, id, commit, packages, _builtin: builtin })
+    }
+
+    fn subject(&self) -> devpop::checks::Subject<'_> {
+        devpop::checks::Subject { id: &self.id, environment: &self.env, commit: &self.commit }
+    }
+}
+
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
-    let env = match args.env {
-        Some(env) => env,
-        None => current_branch(&dir).context("no --env given and the checked-out branch is unknown; pass --env NAME")?,
-    };
-    // The packages to check against: a data dir's, or the built-in ones.
-    let builtin_dir;
-    let packages = match &args.data {
-        Some(data) if data.join("packages").is_dir() => PackageStore::new(data),
-        _ => {
-            builtin_dir = tempfile::tempdir()?;
-            let store = PackageStore::new(builtin_dir.path());
-            store.install_builtins()?;
-            eprintln!("note: checking against the built-in packages ({}); pass --data to use a server's", store.catalog().all().join(", "));
-            store
-        }
-    };
+    let local = Local::new(&args.local)?;
+    let (dir, env) = (&local.dir, &local.env);
     let mut out = io::stdout().lock();
-    let verdict = devpop::checks::run(&WorkDir { root: &dir }, &env, &packages, &args.sandbox.check_settings(), &mut out)?;
+    let verdict = devpop::checks::run(&WorkDir { root: dir }, local.subject(), &local.packages, &args.check.check_settings(), &mut out)?;
     if verdict.accepted() {
         writeln!(out, "{}: ready to push to {env} ({} warning{})", dir.display(), verdict.warnings, if verdict.warnings == 1 { "" } else { "s" })?;
         Ok(ExitCode::SUCCESS)
@@ -291,6 +404,33 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
         writeln!(out, "{}: {} problem{} to fix before pushing to {env}", dir.display(), verdict.errors, if verdict.errors == 1 { "" } else { "s" })?;
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn render(args: RenderCmdArgs) -> Result<ExitCode> {
+    let local = Local::new(&args.local)?;
+    let source = WorkDir { root: &local.dir };
+    let snapshot = devpop::source::RepoSource::snapshot(&source)?;
+    let report = devpop::validation::check(&snapshot, &local.env, &local.packages.catalog());
+    let ok = report.is_ok();
+    let Some(config) = report.config.filter(|_| ok) else {
+        for d in &report.diagnostics {
+            eprintln!("{d}");
+        }
+        anyhow::bail!("{} cannot be rendered for {} until the problems above are fixed (devpop validate shows them all)", local.dir.display(), local.env);
+    };
+    let rendered = devpop::checks::render(&source, local.subject(), &config, &local.packages, &args.check.render_settings(), &Default::default())?;
+    match args.out {
+        None => print!("{}", devpop::rendering::to_yaml(&rendered)),
+        Some(out) => {
+            std::fs::create_dir_all(&out)?;
+            let files = devpop::applying::environment_files(&rendered);
+            for (name, content) in &files {
+                std::fs::write(out.join(name), content)?;
+            }
+            eprintln!("wrote {} files for namespace {} to {}", files.len(), rendered.namespace, out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The branch checked out in the git work tree containing `dir`.
@@ -307,7 +447,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let mut settings = Settings::new(absolute(&args.data.data)?);
         settings.public_url = args.public_url;
         settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
-        settings.hook_env = args.sandbox.as_env();
+        settings.hook_env = args.check.as_env();
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
         let mode = if args.insecure_no_auth { "NO AUTHENTICATION (--insecure-no-auth)" } else { "local mode: loopback only, no authentication" };

@@ -24,6 +24,7 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub settings: Settings,
     pub repos: RepoStore,
+    pub rendered: crate::applying::RenderedRepos,
     pub metrics: Metrics,
     pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
 }
@@ -125,8 +126,17 @@ impl Server {
         }
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let mut settings = settings;
+        let base_url = settings.base_url(listener.local_addr()?);
+        settings.hook_env.push(("DEVPOP_PUBLIC_URL".into(), base_url));
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
-        let state = AppState(Arc::new(Shared { settings, repos, metrics: Metrics::default(), advertiser }));
+        let state = AppState(Arc::new(Shared {
+            rendered: crate::applying::RenderedRepos::new(&settings.data_dir),
+            settings,
+            repos,
+            metrics: Metrics::default(),
+            advertiser,
+        }));
         Ok(Server { listener, state, _lock: lock })
     }
 

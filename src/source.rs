@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository};
 
+use crate::rendering::Files;
 use crate::validation::{self, ConfigFile, Snapshot};
 
 /// Bounds on one module folder.
@@ -38,8 +39,15 @@ pub struct Written {
 
 pub trait RepoSource {
     fn snapshot(&self) -> Result<Snapshot, SourceError>;
-    /// Writes the repo's folder `name` (a top-level folder) into the empty dir `into`.
-    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError>;
+    /// Reads the repo's top-level folder `name` (regular files only, bounded); empty when there
+    /// is no such folder.
+    fn read_folder(&self, name: &str) -> Result<(Files, Written), SourceError>;
+    /// Writes the repo's folder `name` into the empty dir `into`.
+    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError> {
+        let (files, written) = self.read_folder(name)?;
+        write_files(&files, into)?;
+        Ok(written)
+    }
     /// A content address of the folder `name` (git's tree id), when the source has one.
     fn folder_id(&self, _name: &str) -> Option<String> {
         None
@@ -75,18 +83,31 @@ fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
 }
 
-fn write_file(path: &Path, content: &[u8], executable: bool) -> Result<(), SourceError> {
+/// Writes files (relative paths) under the empty dir `into`: folders as needed, files with
+/// `create_new` (an existing entry, link or not, is never followed or replaced). Paths come
+/// from `read_folder`, so each component is a plain name. Files are not executable, as in the
+/// ConfigMap the module's config is mounted from in the cluster.
+pub fn write_files(files: &Files, into: &Path) -> Result<(), SourceError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io_err = |source| SourceError::Io { path: path.to_owned(), source };
-    // create_new: never follows or replaces an existing entry (there is none in a fresh dir).
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if executable { 0o755 } else { 0o644 })
-        .open(path)
-        .map_err(io_err)?;
-    f.write_all(content).map_err(io_err)
+    for (rel, content) in files {
+        if !rel.split('/').all(plain_name) {
+            continue;
+        }
+        let path = into.join(rel);
+        let io_err = |source| SourceError::Io { path: path.clone(), source };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err)?;
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .map_err(io_err)?;
+        f.write_all(content).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// A pushed commit.
@@ -100,7 +121,7 @@ impl GitCommit<'_> {
         move |source| SourceError::Git { commit: self.commit.to_string(), source }
     }
 
-    fn write_tree(&self, tree: &git2::Tree, rel: &str, into: &Path, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
+    fn read_tree(&self, tree: &git2::Tree, rel: &str, out: &mut Files, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
         let odb = self.repo.odb().map_err(self.err())?;
         for entry in tree.iter() {
             if budget.written.over_limit.is_some() {
@@ -108,25 +129,24 @@ impl GitCommit<'_> {
             }
             let Some(name) = entry.name().ok().filter(|n| plain_name(n)) else { continue };
             let here = format!("{rel}/{name}");
-            let path = into.join(name);
+            let key = here.split_once('/').map_or(name, |(_, k)| k).to_owned();
             match (entry.kind(), entry.filemode()) {
                 (Some(ObjectType::Tree), _) => {
                     if depth >= MAX_DEPTH {
                         budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
                         return Ok(());
                     }
-                    fs::create_dir(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
                     let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
-                    self.write_tree(&sub, &here, &path, depth + 1, budget)?;
+                    self.read_tree(&sub, &here, out, depth + 1, budget)?;
                 }
-                (Some(ObjectType::Blob), mode @ (0o100644 | 0o100755)) => {
+                (Some(ObjectType::Blob), 0o100644 | 0o100755) => {
                     // The size comes from the header, so an oversized blob is never loaded.
                     let (size, _) = odb.read_header(entry.id()).map_err(self.err())?;
                     if !budget.take(size as u64) {
                         return Ok(());
                     }
                     let blob = self.repo.find_blob(entry.id()).map_err(self.err())?;
-                    write_file(&path, blob.content(), mode == 0o100755)?;
+                    out.insert(key, blob.content().to_vec());
                 }
                 // Symlinks (0o120000) and submodules (commits) are not written.
                 _ => budget.written.skipped.push(here),
@@ -161,14 +181,15 @@ impl RepoSource for GitCommit<'_> {
         Ok(snapshot)
     }
 
-    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError> {
+    fn read_folder(&self, name: &str) -> Result<(Files, Written), SourceError> {
         let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
         let mut budget = Budget::new();
+        let mut files = Files::new();
         if let Some(entry) = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree)) {
             let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
-            self.write_tree(&sub, name, into, 1, &mut budget)?;
+            self.read_tree(&sub, name, &mut files, 1, &mut budget)?;
         }
-        Ok(budget.written)
+        Ok((files, budget.written))
     }
 
     fn folder_id(&self, name: &str) -> Option<String> {
@@ -183,7 +204,7 @@ pub struct WorkDir<'p> {
     pub root: &'p Path,
 }
 
-fn walk_dir(from: &Path, rel: &str, into: &Path, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
+fn walk_dir(from: &Path, rel: &str, out: &mut Files, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| SourceError::Io { path, source }
@@ -198,21 +219,19 @@ fn walk_dir(from: &Path, rel: &str, into: &Path, depth: usize, budget: &mut Budg
         let here = format!("{rel}/{name}");
         // symlink_metadata: the entry itself, never what a link points at.
         let meta = fs::symlink_metadata(e.path()).map_err(io_err(&e.path()))?;
-        let target = into.join(&name);
         if meta.is_dir() {
             if depth >= MAX_DEPTH {
                 budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
                 return Ok(());
             }
-            fs::create_dir(&target).map_err(io_err(&target))?;
-            walk_dir(&e.path(), &here, &target, depth + 1, budget)?;
+            walk_dir(&e.path(), &here, out, depth + 1, budget)?;
         } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             if !budget.take(meta.len()) {
                 return Ok(());
             }
             let content = fs::read(e.path()).map_err(io_err(&e.path()))?;
-            write_file(&target, &content, meta.permissions().mode() & 0o111 != 0)?;
+            let key = here.split_once('/').map_or(name.as_str(), |(_, k)| k).to_owned();
+            out.insert(key, content);
         } else {
             budget.written.skipped.push(here);
         }
@@ -244,13 +263,14 @@ impl RepoSource for WorkDir<'_> {
         Ok(snapshot)
     }
 
-    fn write_folder(&self, name: &str, into: &Path) -> Result<Written, SourceError> {
+    fn read_folder(&self, name: &str) -> Result<(Files, Written), SourceError> {
         let mut budget = Budget::new();
+        let mut files = Files::new();
         let from = self.root.join(name);
         if plain_name(name) && fs::symlink_metadata(&from).is_ok_and(|m| m.is_dir()) {
-            walk_dir(&from, name, into, 1, &mut budget)?;
+            walk_dir(&from, name, &mut files, 1, &mut budget)?;
         }
-        Ok(budget.written)
+        Ok((files, budget.written))
     }
 }
 

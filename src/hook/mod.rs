@@ -11,7 +11,11 @@ use std::io::{self, BufRead, Write};
 
 use git2::{Oid, Repository};
 
+use crate::applying::RenderedRepos;
 use crate::checks::{self, CheckSettings};
+use crate::rendering::RenderSettings;
+use crate::source::RepoSource;
+use crate::names::RepoId;
 use crate::packages::PackageStore;
 use crate::source::GitCommit;
 
@@ -23,6 +27,8 @@ pub enum HookError {
     BadInput(String),
     #[error(transparent)]
     Check(#[from] checks::CheckError),
+    #[error("not a devpop repo (expected repos/<account>/<application>/<repo>.git): {0}")]
+    NotADevpopRepo(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -71,14 +77,16 @@ pub fn pre_receive(
         .map(|line| RefUpdate::parse(line?.trim_end()))
         .collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
+    let id = repo_id(&repo)?;
     let mut accepted = true;
     for update in &updates {
-        accepted &= check_update(&repo, update, out, packages, settings)?;
+        accepted &= check_update(&id, &repo, update, out, packages, settings)?;
     }
     Ok(accepted)
 }
 
 fn check_update(
+    id: &RepoId,
     repo: &Repository,
     update: &RefUpdate,
     out: &mut impl Write,
@@ -100,7 +108,9 @@ fn check_update(
         return Ok(true);
     }
     let source = GitCommit { repo, commit: update.new };
-    let verdict = checks::run(&source, branch, packages, settings, out)?;
+    let commit = update.new.to_string();
+    let subject = checks::Subject { id, environment: branch, commit: &commit };
+    let verdict = checks::run(&source, subject, packages, settings, out)?;
     if verdict.accepted() {
         return Ok(true);
     }
@@ -113,6 +123,66 @@ fn check_update(
         ),
     )?;
     Ok(false)
+}
+
+/// After the refs moved: publishes each updated environment's manifests to the rendered repo
+/// (and removes a deleted branch's). Nothing here can undo the push; problems are warnings.
+pub fn post_receive(
+    input: impl BufRead,
+    out: &mut impl Write,
+    packages: &PackageStore,
+    settings: &RenderSettings,
+    rendered_repos: &RenderedRepos,
+    public_url: &str,
+) -> Result<(), HookError> {
+    let updates = input
+        .lines()
+        .map(|line| RefUpdate::parse(line?.trim_end()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let repo = Repository::open_from_env().map_err(HookError::Open)?;
+    let id = repo_id(&repo)?;
+    let url = format!("{}/rendered{}", public_url.trim_end_matches('/'), id.url_path());
+    for update in &updates {
+        let Some(branch) = update.branch() else { continue };
+        let published = if update.is_delete() {
+            rendered_repos.publish(&id, branch, &update.old.to_string(), None).map_err(|e| e.to_string())
+        } else {
+            publish_commit(&repo, &id, branch, update.new, packages, settings, rendered_repos)
+        };
+        match published {
+            Ok(_) => say(out, &format!("Manifests of {branch} published to {url}"))?,
+            Err(e) => say(out, &format!("warning: manifests of {branch} not published: {e}"))?,
+        }
+    }
+    Ok(())
+}
+
+fn publish_commit(
+    repo: &Repository,
+    id: &RepoId,
+    branch: &str,
+    commit: Oid,
+    packages: &PackageStore,
+    settings: &RenderSettings,
+    rendered_repos: &RenderedRepos,
+) -> Result<Option<Oid>, String> {
+    let source = GitCommit { repo, commit };
+    let snapshot = source.snapshot().map_err(|e| e.to_string())?;
+    let report = crate::validation::check(&snapshot, branch, &packages.catalog());
+    let ok = report.is_ok();
+    let config = report.config.filter(|_| ok).ok_or("the commit no longer validates")?;
+    let commit_hex = commit.to_string();
+    let subject = checks::Subject { id, environment: branch, commit: &commit_hex };
+    let rendered = checks::render(&source, subject, &config, packages, settings, &Default::default()).map_err(|e| e.to_string())?;
+    rendered_repos.publish(id, branch, &commit_hex, Some(&rendered)).map_err(|e| e.to_string())
+}
+
+/// The application a repo belongs to, from its place in the data dir
+/// (`repos/<account>/<application>/<repo>.git`).
+pub fn repo_id(repo: &Repository) -> Result<RepoId, HookError> {
+    let path = repo.path().canonicalize()?;
+    let part = |n: usize| path.iter().rev().nth(n).and_then(|p| p.to_str()).unwrap_or("");
+    RepoId::new(part(2), part(1), part(0)).map_err(|e| HookError::NotADevpopRepo(format!("{}: {e}", path.display())))
 }
 
 fn say(out: &mut impl Write, line: &str) -> io::Result<()> {

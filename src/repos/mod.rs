@@ -15,7 +15,11 @@ use crate::names::RepoId;
 /// The branch every new application starts with.
 pub const FIRST_ENVIRONMENT: &str = "Production";
 
-const HOOK_SHIM: &str = include_str!("../../hooks/pre-receive");
+/// The hook shims every repo gets: (hook name, script with @DEVPOP@ and @DATA@ to fill in).
+const HOOKS: &[(&str, &str)] = &[
+    ("pre-receive", include_str!("../../hooks/pre-receive")),
+    ("post-receive", include_str!("../../hooks/post-receive")),
+];
 const SKELETON_CONFIG: &str = include_str!("../../templates/app/section.config.json");
 const SKELETON_README: &str = include_str!("../../templates/app/README.md");
 const SKELETON_GITIGNORE: &str = include_str!("../../templates/app/gitignore");
@@ -136,14 +140,16 @@ impl RepoStore {
     pub fn install_hooks(&self, repo_path: &Path) -> Result<(), RepoError> {
         let hooks = repo_path.join("hooks");
         fs::create_dir_all(&hooks).map_err(io_err(&hooks))?;
-        let script = HOOK_SHIM
-            .replace("@DEVPOP@", &shell_quote(&self.devpop_exe.to_string_lossy()))
-            .replace("@DATA@", &shell_quote(&self.data_dir.to_string_lossy()));
-        let mut tmp = tempfile::NamedTempFile::new_in(&hooks).map_err(io_err(&hooks))?;
-        io::Write::write_all(&mut tmp, script.as_bytes()).map_err(io_err(&hooks))?;
-        set_executable(tmp.path()).map_err(io_err(tmp.path()))?;
-        let target = hooks.join("pre-receive");
-        tmp.persist(&target).map_err(|e| RepoError::Io { path: target, source: e.error })?;
+        for (name, shim) in HOOKS {
+            let script = shim
+                .replace("@DEVPOP@", &shell_quote(&self.devpop_exe.to_string_lossy()))
+                .replace("@DATA@", &shell_quote(&self.data_dir.to_string_lossy()));
+            let mut tmp = tempfile::NamedTempFile::new_in(&hooks).map_err(io_err(&hooks))?;
+            io::Write::write_all(&mut tmp, script.as_bytes()).map_err(io_err(&hooks))?;
+            set_executable(tmp.path()).map_err(io_err(tmp.path()))?;
+            let target = hooks.join(name);
+            tmp.persist(&target).map_err(|e| RepoError::Io { path: target, source: e.error })?;
+        }
         Ok(())
     }
 

@@ -56,6 +56,10 @@ pub enum TransportError {
     BadName(#[from] NameError),
     #[error("no repository at {}; create it with: {}", .0.url_path(), .0.create_command())]
     NoRepo(RepoId),
+    #[error("no manifests have been rendered for {} yet; they appear after the first accepted push", .0.url_path())]
+    NothingRendered(RepoId),
+    #[error("the rendered repo is read-only: devpop writes it after each accepted push; push to the application's repo instead")]
+    ReadOnly,
     #[error("devpop serves git's smart HTTP protocol only (service=git-upload-pack or git-receive-pack); use git 2.x")]
     NotSmart,
     #[error("expected Content-Type {expected}, got {got:?}")]
@@ -76,11 +80,22 @@ pub enum TransportError {
     Internal(String),
 }
 
+/// The two kinds of repo served: an application's environment repo, and its rendered repo
+/// (read-only: the manifests devpop publishes after each accepted push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Application,
+    Rendered,
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/account/{account}/application/{application}/{repo}/info/refs", get(info_refs))
+        .route("/account/{account}/application/{application}/{repo}/info/refs", get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Application)))
         .route("/account/{account}/application/{application}/{repo}/git-upload-pack", post(upload_pack))
         .route("/account/{account}/application/{application}/{repo}/git-receive-pack", post(receive_pack))
+        .route("/rendered/account/{account}/application/{application}/{repo}/info/refs", get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Rendered)))
+        .route("/rendered/account/{account}/application/{application}/{repo}/git-upload-pack", post(upload_pack_rendered))
+        .route("/rendered/account/{account}/application/{application}/{repo}/git-receive-pack", post(|| async { HttpError::from(TransportError::ReadOnly) }))
 }
 
 #[derive(Deserialize)]
@@ -90,11 +105,15 @@ struct InfoRefsQuery {
 
 type RepoPath = Path<(String, String, String)>;
 
-async fn repo_path(state: &AppState, (account, application, repo): (String, String, String)) -> Result<std::path::PathBuf, TransportError> {
+async fn repo_path(state: &AppState, kind: RepoKind, (account, application, repo): (String, String, String)) -> Result<std::path::PathBuf, TransportError> {
     let id = RepoId::new(&account, &application, &repo)?;
-    let path = state.repos.path(&id);
+    let path = match kind {
+        RepoKind::Application => state.repos.path(&id),
+        RepoKind::Rendered => state.rendered.path(&id),
+    };
     match tokio::fs::metadata(path.join("HEAD")).await {
         Ok(m) if m.is_file() => Ok(path),
+        _ if kind == RepoKind::Rendered => Err(TransportError::NothingRendered(id)),
         _ => Err(TransportError::NoRepo(id)),
     }
 }
@@ -119,9 +138,13 @@ async fn info_refs(
     Path(segments): RepoPath,
     Query(query): Query<InfoRefsQuery>,
     headers: HeaderMap,
+    kind: RepoKind,
 ) -> Result<Response, HttpError> {
     let service = query.service.as_deref().and_then(Service::from_name).ok_or(TransportError::NotSmart)?;
-    let repo = repo_path(&state, segments).await?;
+    if kind == RepoKind::Rendered && service == Service::ReceivePack {
+        return Err(TransportError::ReadOnly.into());
+    }
+    let repo = repo_path(&state, kind, segments).await?;
     let protocol = protocol(&headers);
     let v2 = service == Service::UploadPack && protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
     state.metrics.git_request(service);
@@ -152,11 +175,15 @@ async fn info_refs(
 }
 
 async fn upload_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
-    rpc(state, path, headers, body, Service::UploadPack).await
+    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Application).await
+}
+
+async fn upload_pack_rendered(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Rendered).await
 }
 
 async fn receive_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
-    rpc(state, path, headers, body, Service::ReceivePack).await
+    rpc(state, path, headers, body, Service::ReceivePack, RepoKind::Application).await
 }
 
 async fn rpc(
@@ -165,6 +192,7 @@ async fn rpc(
     headers: HeaderMap,
     body: Body,
     service: Service,
+    kind: RepoKind,
 ) -> Result<Response, HttpError> {
     let expected = format!("application/x-{}-request", service.name());
     let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -181,7 +209,7 @@ async fn rpc(
     if declared.is_some_and(|n| n > limit) {
         return Err(TransportError::TooLarge { limit }.into());
     }
-    let repo = repo_path(&state, segments).await?;
+    let repo = repo_path(&state, kind, segments).await?;
     state.metrics.git_request(service);
     let inv = process::Invocation {
         settings: &state.settings,
