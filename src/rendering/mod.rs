@@ -146,18 +146,19 @@ pub enum RenderError {
 }
 
 /// One rendered object. Serialises as the Kubernetes object itself (with apiVersion and kind).
+/// Boxed: a Deployment is kilobytes, and a render moves dozens of objects around.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
-    Namespace(Namespace),
-    ResourceQuota(ResourceQuota),
-    LimitRange(LimitRange),
-    NetworkPolicy(NetworkPolicy),
-    ConfigMap(ConfigMap),
-    Service(Service),
-    Deployment(Deployment),
-    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
-    Ingress(Ingress),
+    Namespace(Box<Namespace>),
+    ResourceQuota(Box<ResourceQuota>),
+    LimitRange(Box<LimitRange>),
+    NetworkPolicy(Box<NetworkPolicy>),
+    ConfigMap(Box<ConfigMap>),
+    Service(Box<Service>),
+    Deployment(Box<Deployment>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    Ingress(Box<Ingress>),
 }
 
 impl Object {
@@ -246,7 +247,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     let mut workloads = Vec::new();
     // private-ingress
     let first_hop = format!("{}.{ns}.svc.cluster.local", hops[1]);
-    let conf = r.template("private-ingress", include_str!("../../templates/nginx/private-ingress.conf.j2"), minijinja::context! {
+    let conf = r.template("private-ingress", minijinja::context! {
         namespace => ns, first_hop => first_hop,
     })?;
     workloads.extend(r.nginx_component(PRIVATE_INGRESS, conf, None));
@@ -259,7 +260,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     // egress and static-server
     let conf = r.egress_conf(env, origin)?;
     workloads.extend(r.nginx_component(EGRESS, conf, None));
-    let conf = r.template("static-server", include_str!("../../templates/nginx/static-server.conf.j2"), minijinja::context! {
+    let conf = r.template("static-server", minijinja::context! {
         namespace => ns,
     })?;
     let content = r.static_content()?;
@@ -297,6 +298,22 @@ pub fn to_yaml(rendered: &Rendered) -> String {
 
 pub fn object_yaml(o: &Object) -> String {
     serde_yaml_ng::to_string(o).expect("Kubernetes objects serialise to YAML")
+}
+
+/// The nginx config templates of devpop's own components, compiled once.
+fn templates() -> &'static minijinja::Environment<'static> {
+    static TEMPLATES: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        for (name, source) in [
+            ("private-ingress", include_str!("../../templates/nginx/private-ingress.conf.j2")),
+            ("egress", include_str!("../../templates/nginx/egress.conf.j2")),
+            ("static-server", include_str!("../../templates/nginx/static-server.conf.j2")),
+        ] {
+            env.add_template(name, source).expect("templates/nginx are valid templates");
+        }
+        env
+    })
 }
 
 struct Renderer<'a> {
@@ -348,16 +365,15 @@ impl Renderer<'_> {
         ObjectMeta { name: Some(name.into()), namespace: Some(self.ns.clone()), labels: Some(labels), ..Default::default() }
     }
 
-    fn template(&self, name: &'static str, source: &str, ctx: minijinja::Value) -> Result<String, RenderError> {
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(false);
-        env.render_str(source, ctx).map_err(|e| RenderError::Template { name, message: e.to_string() })
+    fn template(&self, name: &'static str, ctx: minijinja::Value) -> Result<String, RenderError> {
+        let err = |e: minijinja::Error| RenderError::Template { name, message: e.to_string() };
+        templates().get_template(name).map_err(err)?.render(ctx).map_err(err)
     }
 
     fn namespace(&self) -> Object {
         let mut meta = self.meta(&self.ns, None);
         meta.namespace = None;
-        Object::Namespace(Namespace { metadata: meta, ..Default::default() })
+        Object::Namespace(Box::new(Namespace { metadata: meta, ..Default::default() }))
     }
 
     fn resource_quota(&self) -> Object {
@@ -371,16 +387,16 @@ impl Renderer<'_> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), q(v)))
         .collect();
-        Object::ResourceQuota(ResourceQuota {
+        Object::ResourceQuota(Box::new(ResourceQuota {
             metadata: self.meta("devpop-quota", None),
             spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
             ..Default::default()
-        })
+        }))
     }
 
     fn limit_range(&self) -> Object {
         let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), q(v))).collect());
-        Object::LimitRange(LimitRange {
+        Object::LimitRange(Box::new(LimitRange {
             metadata: self.meta("devpop-limits", None),
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
@@ -391,7 +407,7 @@ impl Renderer<'_> {
                     ..Default::default()
                 }],
             }),
-        })
+        }))
     }
 
     fn policy(&self, name: &str, pods: Option<&str>, ingress: Option<Vec<NetworkPolicyIngressRule>>, egress: Option<Vec<NetworkPolicyEgressRule>>) -> Object {
@@ -402,7 +418,7 @@ impl Renderer<'_> {
         if egress.is_some() {
             types.push("Egress".to_owned());
         }
-        Object::NetworkPolicy(NetworkPolicy {
+        Object::NetworkPolicy(Box::new(NetworkPolicy {
             metadata: self.meta(name, None),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector { match_labels: pods.map(selector), ..Default::default() }),
@@ -410,7 +426,7 @@ impl Renderer<'_> {
                 ingress,
                 egress,
             }),
-        })
+        }))
     }
 
     /// Default deny; DNS for all; then each hop may be reached only from the previous one and
@@ -509,11 +525,11 @@ impl Renderer<'_> {
             binary_data: (!binary.is_empty()).then_some(binary),
             immutable: None,
         };
-        (Object::ConfigMap(cm), items)
+        (Object::ConfigMap(Box::new(cm)), items)
     }
 
     fn service(&self, name: &str, target: i32) -> Object {
-        Object::Service(Service {
+        Object::Service(Box::new(Service {
             metadata: self.meta(name, Some(name)),
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".into()),
@@ -528,7 +544,7 @@ impl Renderer<'_> {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
     }
 
     fn deployment(&self, name: &str, replicas: Option<i32>, config_hash: String, pod: PodSpec, annotations: BTreeMap<String, String>) -> Object {
@@ -541,7 +557,7 @@ impl Renderer<'_> {
         let mut pod_labels = self.labels();
         pod_labels.remove(LABEL_COMMIT);
         pod_labels.insert(LABEL_HOP.into(), name.into());
-        Object::Deployment(Deployment {
+        Object::Deployment(Box::new(Deployment {
             metadata: meta,
             spec: Some(DeploymentSpec {
                 replicas,
@@ -559,7 +575,7 @@ impl Renderer<'_> {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
     }
 
     fn container_security(&self, bind_low_port: bool) -> SecurityContext {
@@ -707,7 +723,7 @@ impl Renderer<'_> {
         let replicas = if d.hpa.is_some() { None } else { Some(1) };
         let mut out = vec![config_cm, proxy_cm, prepare_cm, self.service(&name, 80), self.deployment(&name, replicas, hash, pod, annotations)];
         if let Some(hpa) = &d.hpa {
-            out.push(Object::HorizontalPodAutoscaler(HorizontalPodAutoscaler {
+            out.push(Object::HorizontalPodAutoscaler(Box::new(HorizontalPodAutoscaler {
                 metadata: self.meta(&name, Some(&name)),
                 spec: Some(HorizontalPodAutoscalerSpec {
                     scale_target_ref: CrossVersionObjectReference { api_version: Some("apps/v1".into()), kind: "Deployment".into(), name: name.clone() },
@@ -724,7 +740,7 @@ impl Renderer<'_> {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }));
+            })));
         }
         Ok(out)
     }
@@ -796,7 +812,7 @@ impl Renderer<'_> {
 
     fn ingress(&self) -> Object {
         let host = format!("{}.{}", self.ns, self.input.settings.ingress_domain);
-        Object::Ingress(Ingress {
+        Object::Ingress(Box::new(Ingress {
             metadata: self.meta(PRIVATE_INGRESS, Some(PRIVATE_INGRESS)),
             spec: Some(IngressSpec {
                 ingress_class_name: self.input.settings.ingress_class.clone(),
@@ -819,7 +835,7 @@ impl Renderer<'_> {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
     }
 
     fn egress_conf(&self, env: &Environment, origin: &Origin) -> Result<String, RenderError> {
@@ -854,7 +870,7 @@ impl Renderer<'_> {
         let outage_page = self.input.outage_pages.keys().find(|k| k.ends_with(".html") && !k.contains('/')).cloned();
         // The outage page covers the gateway errors that have no custom page of their own.
         let outage_codes: Vec<&str> = ["502", "503", "504"].into_iter().filter(|c| !custom_errors.iter().any(|e| e == c)).collect();
-        self.template("egress", include_str!("../../templates/nginx/egress.conf.j2"), minijinja::context! {
+        self.template("egress", minijinja::context! {
             namespace => self.ns,
             resolver => self.input.settings.cluster_dns,
             origin => view(origin),
