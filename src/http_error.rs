@@ -12,12 +12,35 @@ use crate::transport::TransportError;
 #[derive(Debug)]
 pub struct HttpError {
     pub status: StatusCode,
+    /// A stable machine-readable code (API responses), e.g. `not_found`.
+    pub code: &'static str,
     pub message: String,
+    /// API errors are JSON (`{"error": {"code", "message"}}`); git's are text/plain.
+    pub json: bool,
 }
 
 impl HttpError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        HttpError { status, message: message.into() }
+        HttpError { status, code: code_of(status), message: message.into(), json: false }
+    }
+
+    /// An error of the REST API.
+    pub fn api(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        HttpError { status, code, message: message.into(), json: true }
+    }
+}
+
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ if status.is_server_error() => "internal",
+        _ => "error",
     }
 }
 
@@ -28,8 +51,23 @@ impl IntoResponse for HttpError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
+        if self.json {
+            let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+            return (self.status, axum::Json(body)).into_response();
+        }
         let body = format!("devpop: {}\n", self.message);
         (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+impl From<crate::applying::deployer::DeployError> for HttpError {
+    fn from(e: crate::applying::deployer::DeployError) -> Self {
+        use crate::applying::deployer::DeployError as E;
+        match &e {
+            E::BadName(_) => HttpError::api(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()),
+            E::Record(crate::records::RecordError::NotFound(_)) => HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            _ => HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
     }
 }
 

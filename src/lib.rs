@@ -4,6 +4,7 @@
 //! [`transport`] (git smart HTTP) -> [`hook`] (pre-receive, in the quarantine) ->
 //! [`validation`] (pure checks) -> rendering -> applying -> records / console.
 
+pub mod api;
 pub mod applying;
 pub mod checks;
 pub mod hook;
@@ -11,6 +12,7 @@ pub mod http_error;
 pub mod metrics;
 pub mod names;
 pub mod packages;
+pub mod records;
 pub mod rendering;
 pub mod repos;
 pub mod sandbox;

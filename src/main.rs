@@ -243,15 +243,19 @@ enum HookCommand {
         #[command(flatten)]
         check: CheckArgs,
     },
-    /// Publish what an accepted push changed (git runs this with the ref updates on stdin).
+    /// Queue the deployments of an accepted push (git runs this with the ref updates on stdin).
     PostReceive {
         #[command(flatten)]
         data: DataArgs,
-        #[command(flatten)]
-        check: CheckArgs,
-        /// Base URL of the server, for links.
-        #[arg(long, env = "DEVPOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
-        public_url: String,
+        /// The server's own address (set by devpop serve).
+        #[arg(long, env = "DEVPOP_INTERNAL_URL")]
+        internal_url: Option<String>,
+        /// The server's per-start hook secret (set by devpop serve).
+        #[arg(long, env = "DEVPOP_HOOK_TOKEN", hide_env_values = true)]
+        hook_token: Option<String>,
+        /// Who pushed (set by devpop serve).
+        #[arg(long, env = "DEVPOP_PUSHER", default_value = "unknown")]
+        pusher: String,
     },
 }
 
@@ -321,11 +325,10 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Validate(args) => validate(args),
         Command::Render(args) => render(args),
-        Command::Hook(HookCommand::PostReceive { data, check, public_url }) => {
-            let packages = PackageStore::new(&data.data);
-            let rendered = devpop::applying::RenderedRepos::new(&data.data);
+        Command::Hook(HookCommand::PostReceive { data: _, internal_url, hook_token, pusher }) => {
+            let link = internal_url.zip(hook_token).map(|(internal_url, token)| devpop::hook::ServerLink { internal_url, token, pusher });
             let mut out = io::stdout().lock();
-            devpop::hook::post_receive(io::stdin().lock(), &mut out, &packages, &check.render_settings(), &rendered, &public_url)?;
+            devpop::hook::post_receive(io::stdin().lock(), &mut out, link.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Hook(HookCommand::PreReceive { data, check }) => {
@@ -448,6 +451,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         settings.public_url = args.public_url;
         settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
         settings.hook_env = args.check.as_env();
+        settings.render = args.check.render_settings();
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
         let mode = if args.insecure_no_auth { "NO AUTHENTICATION (--insecure-no-auth)" } else { "local mode: loopback only, no authentication" };

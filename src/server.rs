@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 
+use crate::applying::deployer::Deployer;
 use crate::http_error::HttpError;
 use crate::metrics::Metrics;
 use crate::repos::RepoStore;
@@ -27,6 +28,10 @@ pub struct Shared {
     pub rendered: crate::applying::RenderedRepos,
     pub metrics: Metrics,
     pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
+    pub deployer: Arc<Deployer<crate::applying::RenderOnly>>,
+    /// Proves a request to the internal API comes from one of this server's hooks.
+    pub hook_token: String,
+    pub base_url: String,
 }
 
 impl std::ops::Deref for AppState {
@@ -52,6 +57,8 @@ pub enum ServeError {
     Repos(#[from] crate::repos::RepoError),
     #[error(transparent)]
     Packages(#[from] crate::packages::PackageError),
+    #[error(transparent)]
+    Records(#[from] crate::records::RecordError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -59,6 +66,7 @@ pub enum ServeError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::transport::routes())
+        .merge(crate::api::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -120,22 +128,41 @@ impl Server {
             tokio::task::spawn_blocking(move || repos.prepare_all()).await.map_err(std::io::Error::other)??
         };
         let packages = crate::packages::PackageStore::new(&settings.data_dir);
-        let builtins = tokio::task::spawn_blocking(move || packages.install_builtins()).await.map_err(std::io::Error::other)??;
+        let builtins = {
+            let packages = packages.clone();
+            tokio::task::spawn_blocking(move || packages.install_builtins()).await.map_err(std::io::Error::other)??
+        };
         if !builtins.is_empty() {
             tracing::info!(packages = ?builtins, "installed the built-in packages");
         }
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let mut settings = settings;
-        let base_url = settings.base_url(listener.local_addr()?);
-        settings.hook_env.push(("DEVPOP_PUBLIC_URL".into(), base_url));
+        let bound = listener.local_addr()?;
+        let base_url = settings.base_url(bound);
+        let hook_token = random_token()?;
+        settings.hook_env.extend([
+            ("DEVPOP_PUBLIC_URL".to_owned(), base_url.clone()),
+            ("DEVPOP_INTERNAL_URL".to_owned(), format!("http://{bound}")),
+            ("DEVPOP_HOOK_TOKEN".to_owned(), hook_token.clone()),
+        ]);
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
+        let records = {
+            let data = settings.data_dir.clone();
+            Arc::new(tokio::task::spawn_blocking(move || crate::records::Records::open(&data)).await.map_err(std::io::Error::other)??)
+        };
+        let rendered = crate::applying::RenderedRepos::new(&settings.data_dir);
+        let target = Arc::new(crate::applying::RenderOnly { repos: rendered.clone() });
+        let deployer = Deployer::new(records, target, repos.clone(), packages, settings.render.clone(), 4);
         let state = AppState(Arc::new(Shared {
-            rendered: crate::applying::RenderedRepos::new(&settings.data_dir),
+            rendered,
             settings,
             repos,
             metrics: Metrics::default(),
             advertiser,
+            deployer,
+            hook_token,
+            base_url,
         }));
         Ok(Server { listener, state, _lock: lock })
     }
@@ -154,7 +181,22 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown).await?;
+        let deployer = self.state.deployer.clone();
+        match deployer.resume().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deployments = n, "resumed unfinished deployments"),
+            Err(e) => tracing::error!(error = %e, "cannot resume deployments"),
+        }
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }
+}
+
+/// 32 random bytes from the OS, hex-encoded.
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -17,6 +17,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Environment for the git hooks (their settings, e.g. the validate.sh sandbox limits).
     pub hook_env: Vec<(String, String)>,
+    /// How environments are rendered (the deployer renders too).
+    pub render: crate::rendering::RenderSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -35,7 +37,7 @@ impl Default for Limits {
 
 impl Settings {
     pub fn new(data_dir: PathBuf) -> Self {
-        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new() }
+        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new(), render: Default::default() }
     }
 
     /// The base URL for links, given the address actually bound.

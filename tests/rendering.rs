@@ -210,8 +210,12 @@ fn a_push_publishes_the_rendered_repo_which_clones_with_plain_git() {
     let (_dir, work) = clone(&url);
     replace_tree(&work, &fixture("repos/sample-application"));
     commit_all(&work, "the sample application");
-    git_ok(&work, &["push", "-q", "origin", "HEAD:Production"]);
-    git_ok(&work, &["push", "-q", "origin", "HEAD:Staging"]);
+    for env in ["Production", "Staging"] {
+        let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = wait_deployment(&devpop, queued_deployment(&stderr(&out), env));
+        assert_eq!(d["state"], "ready", "{d}");
+    }
     let pushed = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
 
     let rendered_url = format!("{}/rendered/account/9999/application/9999/site.git", devpop.url);
@@ -225,7 +229,8 @@ fn a_push_publishes_the_rendered_repo_which_clones_with_plain_git() {
     assert!(rendered.join("README.md").is_file());
 
     // Deleting an environment's branch removes its folder.
-    git_ok(&work, &["push", "-q", "origin", ":Staging"]);
+    let out = git(&work, &["push", "origin", ":Staging"]);
+    assert_eq!(wait_deployment(&devpop, queued_deployment(&stderr(&out), "Staging"))["state"], "ready");
     git_ok(&rendered, &["pull", "-q"]);
     assert!(!rendered.join("Staging").exists() && rendered.join("Production").is_dir());
 

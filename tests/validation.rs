@@ -99,7 +99,7 @@ fn sample_application_is_accepted_with_each_module_validated() {
     assert_eq!(remote.len(), 4, "{output}");
     assert_eq!(remote[..2], ["Validating configuration for proxy cache...", "Validating configuration for proxy example..."]);
     assert!(remote[2].starts_with("Rendering environment Production (namespace section-sample-production-"), "{output}");
-    assert_eq!(remote[3], format!("Manifests of Production published to {}/rendered/account/1/application/sample/sample.git", devpop.url));
+    assert_eq!(remote[3], format!("Deployment 1 queued for Production: {}/api/v1/deployments/1", devpop.url));
     let (ok, output) = push_case(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
     assert!(ok, "{output}");
     let (valid, _) = devpop_validate(&fixture("repos/sample-application"), "Production", devpop.data.path());

@@ -1,141 +1,127 @@
-//! Applying: where rendered environments go.
+//! Applying: where rendered environments go, and the deployment pipeline that takes them there.
 //!
-//! The embedded default target is **render-only**: after an accepted push, the environment's
-//! manifests are committed to the application's *rendered repo*
-//! (`<data>/rendered/<account>/<application>/<repo>.git`, served read-only over HTTP at
-//! `/rendered/account/<account>/application/<application>/<repo>.git`), one folder per
-//! environment with a `kustomization.yaml`, so a GitOps engine (Argo CD, Flux) can sync a
-//! cluster from it, and anyone can read exactly what devpop would apply.
+//! A [`Target`] is the edge: *render-only* (the embedded default: commit the manifests to the
+//! application's rendered repo) or a cluster. The [`deployer`] runs each deployment through
+//! its states (rendering, applying, progressing) against the target, one at a time per
+//! environment. Only targets talk to a cluster.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+pub mod deployer;
+pub mod memory;
+pub mod rendered_repo;
 
-use git2::{Repository, Signature};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
-use crate::names::RepoId;
-use crate::rendering::{self, Rendered};
+pub use rendered_repo::{environment_files, RenderedRepos};
 
-pub const BRANCH: &str = "main";
+use crate::rendering::Rendered;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("rendered repo {path}: {source}")]
-    Git { path: PathBuf, source: git2::Error },
-    #[error("rendered repo {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    /// The cluster (or the rendered repo) could not be reached or written.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The cluster refused an object.
+    #[error("{object}: {message}")]
+    Refused { object: String, message: String },
+    /// A workload did not become ready: which one and why.
+    #[error("{object}: {reason}")]
+    Unhealthy { object: String, reason: String },
 }
 
-/// The rendered repos of a data dir.
+/// Who and what a target applies for (for records, commit messages and labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub account: String,
+    pub application: String,
+    pub repo: String,
+    pub environment: String,
+    pub commit: String,
+    pub deployment: u64,
+}
+
+impl Subject {
+    pub fn repo_id(&self) -> Option<crate::names::RepoId> {
+        crate::names::RepoId::new(&self.account, &self.application, &self.repo).ok()
+    }
+}
+
+/// What applying changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: usize,
+    /// Objects of this environment that the new render no longer has, deleted.
+    pub pruned: Vec<String>,
+    pub summary: String,
+}
+
+/// Where rendered environments are applied.
+pub trait Target: Send + Sync + 'static {
+    /// A short name for messages (`render-only`, `cluster`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Applies what must exist before the workloads can be wired (Namespace, guardrails,
+    /// ConfigMaps, Services) and returns the ClusterIPs of the environment's Services by name;
+    /// empty when the target has no cluster.
+    fn prepare(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<BTreeMap<String, String>, TargetError>> + Send;
+
+    /// Applies every object (server-side apply), then deletes the objects labelled as this
+    /// environment's that `rendered` no longer contains.
+    fn apply(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<ApplyReport, TargetError>> + Send;
+
+    /// Follows the rollout of the environment's Deployments until all are ready; fails fast,
+    /// naming the object and the reason, or at the deadline.
+    fn rollout(&self, subject: &Subject, rendered: &Rendered, deadline: Duration) -> impl Future<Output = Result<String, TargetError>> + Send;
+
+    /// Removes the environment (its namespace).
+    fn remove(&self, subject: &Subject, namespace: &str) -> impl Future<Output = Result<String, TargetError>> + Send;
+}
+
+/// The render-only target: the rendered repo is the output.
 #[derive(Debug, Clone)]
-pub struct RenderedRepos {
-    root: PathBuf,
+pub struct RenderOnly {
+    pub repos: RenderedRepos,
 }
 
-/// One environment's folder: a file per object (`NN-kind-name.yaml`, in apply order) and a
-/// `kustomization.yaml` listing them.
-pub fn environment_files(rendered: &Rendered) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    let mut resources = Vec::new();
-    for (i, o) in rendered.objects.iter().enumerate() {
-        let name = format!("{:02}-{}-{}.yaml", i + 1, o.kind().to_ascii_lowercase(), o.name());
-        files.push((name.clone(), rendering::object_yaml(o)));
-        resources.push(name);
+impl RenderOnly {
+    async fn publish(&self, subject: &Subject, rendered: Option<Rendered>) -> Result<String, TargetError> {
+        let repos = self.repos.clone();
+        let subject = subject.clone();
+        tokio::task::spawn_blocking(move || {
+            let id = subject.repo_id().ok_or_else(|| TargetError::Unavailable("invalid application name".into()))?;
+            repos
+                .publish(&id, &subject.environment, &subject.commit, rendered.as_ref())
+                .map(|c| match c {
+                    Some(c) => format!("rendered repo: commit {}", &c.to_string()[..12]),
+                    None => "rendered repo: unchanged".to_owned(),
+                })
+                .map_err(|e| TargetError::Unavailable(e.to_string()))
+        })
+        .await
+        .map_err(|e| TargetError::Unavailable(e.to_string()))?
     }
-    let mut k = String::from("# Rendered by devpop; apply with `kubectl apply -k .` or sync with a GitOps engine.\n");
-    if !rendered.depends_on.is_empty() {
-        k.push_str("# Depends on (devpop's cluster applier resolves these; see README.md):\n");
-        for d in &rendered.depends_on {
-            k.push_str(&format!("#   - {d}\n"));
-        }
-    }
-    k.push_str("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
-    for r in &resources {
-        k.push_str(&format!("  - {r}\n"));
-    }
-    files.push(("kustomization.yaml".to_owned(), k));
-    files
 }
 
-const README: &str = "# Rendered manifests\n\n\
-Written by devpop after every accepted push: one folder per environment (branch) of the\n\
-application, each a kustomization of the environment's namespace. Do not edit: the next push\n\
-replaces the folder.\n\n\
-## The next-hop wiring\n\n\
-Inside each module's pods, `next-hop` must resolve to the ClusterIP of the next hop's Service\n\
-(the next module, or `egress`). devpop's cluster applier creates the Services first, reads\n\
-their ClusterIPs and renders each module Deployment with a `hostAliases` entry for\n\
-`next-hop`. A manifest rendered without a cluster cannot know those addresses: its module\n\
-Deployments carry the annotation `devpop.section.io/next-hop-service` (the Service to\n\
-resolve) and `devpop.section.io/next-hop-unresolved: \"true\"`, and `kustomization.yaml`\n\
-lists the dependencies.\n";
-
-impl RenderedRepos {
-    pub fn new(data_dir: &Path) -> Self {
-        RenderedRepos { root: data_dir.join("rendered") }
+impl Target for RenderOnly {
+    fn name(&self) -> &'static str {
+        "render-only"
     }
 
-    pub fn path(&self, id: &RepoId) -> PathBuf {
-        self.root.join(&id.account).join(&id.application).join(format!("{}.git", id.repo))
+    async fn prepare(&self, _: &Subject, _: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
+        Ok(BTreeMap::new())
     }
 
-    fn open(&self, id: &RepoId) -> Result<(Repository, fs::File), ApplyError> {
-        let path = self.path(id);
-        let io = |source| ApplyError::Io { path: path.clone(), source };
-        fs::create_dir_all(&path).map_err(io)?;
-        // One writer at a time (pushes to two environments may finish together).
-        let lock = fs::File::create(path.with_extension("git.lock")).map_err(io)?;
-        lock.lock().map_err(io)?;
-        let git = |source| ApplyError::Git { path: path.clone(), source };
-        let repo = match Repository::open_bare(&path) {
-            Ok(r) => r,
-            Err(_) => {
-                let mut opts = git2::RepositoryInitOptions::new();
-                opts.bare(true).external_template(false).initial_head(BRANCH);
-                Repository::init_opts(&path, &opts).map_err(git)?
-            }
-        };
-        Ok((repo, lock))
+    async fn apply(&self, subject: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
+        let summary = self.publish(subject, Some(rendered.clone())).await?;
+        Ok(ApplyReport { applied: rendered.objects.len(), pruned: Vec::new(), summary })
     }
 
-    /// Replaces the environment's folder with `rendered` (or removes it, for `None`) in a new
-    /// commit on `main`. Returns the new commit, or `None` when nothing changed.
-    pub fn publish(&self, id: &RepoId, environment: &str, source_commit: &str, rendered: Option<&Rendered>) -> Result<Option<git2::Oid>, ApplyError> {
-        let (repo, _lock) = self.open(id)?;
-        let path = self.path(id);
-        let git = |source| ApplyError::Git { path: path.clone(), source };
-        let head = repo.find_reference(&format!("refs/heads/{BRANCH}")).ok().and_then(|r| r.peel_to_commit().ok());
-        let base_tree = head.as_ref().map(|c| c.tree()).transpose().map_err(git)?;
-        let mut root = repo.treebuilder(base_tree.as_ref()).map_err(git)?;
-        let readme = repo.blob(README.as_bytes()).map_err(git)?;
-        root.insert("README.md", readme, 0o100644).map_err(git)?;
-        match rendered {
-            Some(rendered) => {
-                let mut folder = repo.treebuilder(None).map_err(git)?;
-                for (name, content) in environment_files(rendered) {
-                    let blob = repo.blob(content.as_bytes()).map_err(git)?;
-                    folder.insert(&name, blob, 0o100644).map_err(git)?;
-                }
-                let folder = folder.write().map_err(git)?;
-                root.insert(environment, folder, 0o040000).map_err(git)?;
-            }
-            None => {
-                if root.get(environment).map_err(git)?.is_some() {
-                    root.remove(environment).map_err(git)?;
-                }
-            }
-        }
-        let tree_id = root.write().map_err(git)?;
-        if base_tree.as_ref().is_some_and(|t| t.id() == tree_id) {
-            return Ok(None);
-        }
-        let tree = repo.find_tree(tree_id).map_err(git)?;
-        let sig = Signature::now("devpop", "devpop@localhost").map_err(git)?;
-        let message = match rendered {
-            Some(r) => format!("{environment}: render of {source_commit}\n\nNamespace {}.\n", r.namespace),
-            None => format!("{environment}: removed (branch deleted)\n"),
-        };
-        let parents: Vec<&git2::Commit> = head.iter().collect();
-        let commit = repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, &message, &tree, &parents).map_err(git)?;
-        Ok(Some(commit))
+    async fn rollout(&self, _: &Subject, _: &Rendered, _: Duration) -> Result<String, TargetError> {
+        Ok("render-only target: manifests published, nothing to roll out".to_owned())
+    }
+
+    async fn remove(&self, subject: &Subject, _namespace: &str) -> Result<String, TargetError> {
+        self.publish(subject, None).await
     }
 }

@@ -11,10 +11,7 @@ use std::io::{self, BufRead, Write};
 
 use git2::{Oid, Repository};
 
-use crate::applying::RenderedRepos;
 use crate::checks::{self, CheckSettings};
-use crate::rendering::RenderSettings;
-use crate::source::RepoSource;
 use crate::names::RepoId;
 use crate::packages::PackageStore;
 use crate::source::GitCommit;
@@ -125,56 +122,78 @@ fn check_update(
     Ok(false)
 }
 
-/// After the refs moved: publishes each updated environment's manifests to the rendered repo
-/// (and removes a deleted branch's). Nothing here can undo the push; problems are warnings.
-pub fn post_receive(
-    input: impl BufRead,
-    out: &mut impl Write,
-    packages: &PackageStore,
-    settings: &RenderSettings,
-    rendered_repos: &RenderedRepos,
-    public_url: &str,
-) -> Result<(), HookError> {
+/// Where the post-receive hook hands deployments to the server (set by `devpop serve` in the
+/// hooks' environment).
+#[derive(Debug, Clone)]
+pub struct ServerLink {
+    /// e.g. `http://127.0.0.1:8080` (the address the server is bound to).
+    pub internal_url: String,
+    /// The per-start secret that proves a request comes from a hook of this server.
+    pub token: String,
+    /// Who pushed, as the transport saw it.
+    pub pusher: String,
+}
+
+/// After the refs moved: queues one deployment per updated branch (a deleted branch removes
+/// its environment) and says where to follow it. The push is already accepted; problems here
+/// are warnings.
+pub fn post_receive(input: impl BufRead, out: &mut impl Write, link: Option<&ServerLink>) -> Result<(), HookError> {
     let updates = input
         .lines()
         .map(|line| RefUpdate::parse(line?.trim_end()))
         .collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
-    let url = format!("{}/rendered{}", public_url.trim_end_matches('/'), id.url_path());
     for update in &updates {
         let Some(branch) = update.branch() else { continue };
-        let published = if update.is_delete() {
-            rendered_repos.publish(&id, branch, &update.old.to_string(), None).map_err(|e| e.to_string())
-        } else {
-            publish_commit(&repo, &id, branch, update.new, packages, settings, rendered_repos)
+        let Some(link) = link else {
+            say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
+            continue;
         };
-        match published {
-            Ok(_) => say(out, &format!("Manifests of {branch} published to {url}"))?,
-            Err(e) => say(out, &format!("warning: manifests of {branch} not published: {e}"))?,
+        let request = crate::records::NewDeployment {
+            account: id.account.clone(),
+            application: id.application.clone(),
+            repo: id.repo.clone(),
+            environment: branch.to_owned(),
+            commit: if update.is_delete() { update.old.to_string() } else { update.new.to_string() },
+            action: if update.is_delete() { crate::records::Action::Delete } else { crate::records::Action::Deploy },
+            pusher: link.pusher.clone(),
+        };
+        match submit(link, &request) {
+            Ok(queued) => say(out, &format!("Deployment {} queued for {branch}: {}", queued.id, queued.url))?,
+            Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
         }
     }
     Ok(())
 }
 
-fn publish_commit(
-    repo: &Repository,
-    id: &RepoId,
-    branch: &str,
-    commit: Oid,
-    packages: &PackageStore,
-    settings: &RenderSettings,
-    rendered_repos: &RenderedRepos,
-) -> Result<Option<Oid>, String> {
-    let source = GitCommit { repo, commit };
-    let snapshot = source.snapshot().map_err(|e| e.to_string())?;
-    let report = crate::validation::check(&snapshot, branch, &packages.catalog());
-    let ok = report.is_ok();
-    let config = report.config.filter(|_| ok).ok_or("the commit no longer validates")?;
-    let commit_hex = commit.to_string();
-    let subject = checks::Subject { id, environment: branch, commit: &commit_hex };
-    let rendered = checks::render(&source, subject, &config, packages, settings, &Default::default()).map_err(|e| e.to_string())?;
-    rendered_repos.publish(id, branch, &commit_hex, Some(&rendered)).map_err(|e| e.to_string())
+#[derive(serde::Deserialize)]
+struct Queued {
+    id: u64,
+    url: String,
+}
+
+/// POSTs the deployment to the server's internal endpoint (plain HTTP/1.1 on loopback).
+fn submit(link: &ServerLink, request: &crate::records::NewDeployment) -> Result<Queued, String> {
+    use std::io::Read;
+    let addr = link.internal_url.strip_prefix("http://").ok_or("the internal URL is not http://")?;
+    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST /internal/v1/deployments HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Devpop-Hook-Token: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        link.token
+    );
+    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body)).map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{}: {}", head.lines().next().unwrap_or(""), body.trim()));
+    }
+    serde_json::from_str(body).map_err(|e| format!("unexpected answer {body:?}: {e}"))
 }
 
 /// The application a repo belongs to, from its place in the data dir

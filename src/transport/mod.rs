@@ -9,7 +9,7 @@ pub mod advertise;
 pub mod process;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -175,15 +175,23 @@ async fn info_refs(
 }
 
 async fn upload_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
-    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Application).await
+    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Application, None).await
 }
 
 async fn upload_pack_rendered(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
-    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Rendered).await
+    rpc(state, path, headers, body, Service::UploadPack, RepoKind::Rendered, None).await
 }
 
-async fn receive_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
-    rpc(state, path, headers, body, Service::ReceivePack, RepoKind::Application).await
+async fn receive_pack(
+    state: State<AppState>,
+    path: RepoPath,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    // Who pushed, for the deployment record (authentication comes with tokens).
+    let pusher = ("DEVPOP_PUSHER".to_owned(), format!("anonymous@{}", peer.ip()));
+    rpc(state, path, headers, body, Service::ReceivePack, RepoKind::Application, Some(pusher)).await
 }
 
 async fn rpc(
@@ -193,6 +201,7 @@ async fn rpc(
     body: Body,
     service: Service,
     kind: RepoKind,
+    extra_env: Option<(String, String)>,
 ) -> Result<Response, HttpError> {
     let expected = format!("application/x-{}-request", service.name());
     let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -216,7 +225,7 @@ async fn rpc(
         service,
         repo: &repo,
         protocol: protocol(&headers),
-        hook_env: state.settings.hook_env.clone(),
+        hook_env: state.settings.hook_env.iter().cloned().chain(extra_env).collect(),
     };
     let body = inv.rpc(body, gzip).await?;
     Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))

@@ -262,3 +262,26 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
         raw = &raw[line_end + 2 + size + 2..];
     }
 }
+
+/// The deployment id in a push's `Deployment N queued for ENV: URL` line.
+pub fn queued_deployment(push_output: &str, env: &str) -> u64 {
+    let marker = "remote: Deployment ";
+    push_output
+        .lines()
+        .filter_map(|l| l.strip_prefix(marker))
+        .find(|l| l.contains(&format!(" queued for {env}:")))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no deployment queued for {env} in:\n{push_output}"))
+}
+
+/// Waits until deployment `id` reaches a final state; returns its JSON.
+pub fn wait_deployment(devpop: &Devpop, id: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = eventually(Duration::from_secs(30), || {
+        let r = http(&devpop.addr(), "GET", &format!("/api/v1/deployments/{id}"), &[], b"");
+        last = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+        matches!(last["state"].as_str(), Some("ready" | "failed" | "superseded"))
+    });
+    assert!(done, "deployment {id} did not finish: {last}");
+    last
+}

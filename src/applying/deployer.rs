@@ -1,0 +1,288 @@
+//! The deployment pipeline: a queue per environment and a worker that takes each deployment
+//! through rendering -> applying -> progressing -> ready | failed against the [`Target`].
+//!
+//! - Deployments of one environment run one at a time, in push order; a newer push supersedes
+//!   one still waiting. Different environments run in parallel, bounded by a semaphore.
+//! - Every step is recorded ([`Records`]) before it is acted on, so a restart resumes what was
+//!   queued or under way ([`Deployer::resume`]); applying is idempotent (server-side apply),
+//!   so starting a deployment's pipeline again is safe.
+//! - Watchers get every change of every deployment on a broadcast channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, Semaphore};
+
+use super::{Subject, Target, TargetError};
+use crate::checks;
+use crate::names::RepoId;
+use crate::packages::PackageStore;
+use crate::records::{Action, Deployment, NewDeployment, RecordError, Records, State};
+use crate::rendering::{self, RenderSettings, Rendered};
+use crate::repos::RepoStore;
+use crate::source::{GitCommit, RepoSource};
+
+type EnvKey = (String, String, String, String);
+
+#[derive(Default)]
+struct EnvQueue {
+    running: bool,
+    /// The deployment waiting its turn (a newer one supersedes it).
+    pending: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("invalid application: {0}")]
+    BadName(#[from] crate::names::NameError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub struct Deployer<T: Target> {
+    records: Arc<Records>,
+    target: Arc<T>,
+    repos: RepoStore,
+    packages: PackageStore,
+    render: RenderSettings,
+    /// How long a rollout may take before the deployment fails.
+    pub rollout_deadline: Duration,
+    queues: Mutex<HashMap<EnvKey, EnvQueue>>,
+    permits: Arc<Semaphore>,
+    events: broadcast::Sender<Deployment>,
+}
+
+impl<T: Target> Deployer<T> {
+    pub fn new(records: Arc<Records>, target: Arc<T>, repos: RepoStore, packages: PackageStore, render: RenderSettings, parallel: usize) -> Arc<Self> {
+        Arc::new(Deployer {
+            records,
+            target,
+            repos,
+            packages,
+            render,
+            rollout_deadline: Duration::from_secs(300),
+            queues: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(parallel.max(1))),
+            events: broadcast::channel(1024).0,
+        })
+    }
+
+    pub fn records(&self) -> &Arc<Records> {
+        &self.records
+    }
+
+    pub fn target(&self) -> &Arc<T> {
+        &self.target
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Deployment> {
+        self.events.subscribe()
+    }
+
+    /// Runs a records operation off the async runtime and announces the result.
+    async fn record<F>(&self, f: F) -> Result<Deployment, DeployError>
+    where
+        F: FnOnce(&Records) -> Result<Deployment, RecordError> + Send + 'static,
+    {
+        let records = self.records.clone();
+        let d = tokio::task::spawn_blocking(move || f(&records)).await.map_err(|e| DeployError::Internal(e.to_string()))??;
+        let _ = self.events.send(d.clone());
+        Ok(d)
+    }
+
+    /// Records a new deployment and queues it.
+    pub async fn submit(self: &Arc<Self>, request: NewDeployment) -> Result<Deployment, DeployError> {
+        RepoId::new(&request.account, &request.application, &request.repo)?;
+        let d = self.record(move |r| r.create(request)).await?;
+        self.enqueue(&d).await;
+        Ok(d)
+    }
+
+    /// At start-up: queues again every deployment that had not finished.
+    pub async fn resume(self: &Arc<Self>) -> Result<usize, DeployError> {
+        let records = self.records.clone();
+        let unfinished = tokio::task::spawn_blocking(move || records.unfinished()).await.map_err(|e| DeployError::Internal(e.to_string()))?;
+        for d in &unfinished {
+            let (id, state) = (d.id, d.state);
+            let d = if state == State::Queued {
+                self.record(move |r| r.note(id, "resumed after a restart")).await?
+            } else {
+                self.record(move |r| r.transition(id, State::Queued, format!("resumed after a restart (was {})", state.as_str()))).await?
+            };
+            self.enqueue(&d).await;
+        }
+        Ok(unfinished.len())
+    }
+
+    async fn enqueue(self: &Arc<Self>, d: &Deployment) {
+        let key = d.environment_key();
+        let (superseded, start) = {
+            let mut queues = self.queues.lock().expect("queue lock");
+            let q = queues.entry(key.clone()).or_default();
+            let superseded = q.pending.replace(d.id);
+            let start = !q.running;
+            q.running = true;
+            (superseded, start)
+        };
+        if let Some(old) = superseded {
+            let new = d.id;
+            let _ = self.record(move |r| r.transition(old, State::Superseded, format!("superseded by deployment {new}"))).await;
+        }
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.work(key).await });
+        }
+    }
+
+    /// Runs an environment's deployments one after another until its queue is empty.
+    async fn work(self: Arc<Self>, key: EnvKey) {
+        loop {
+            let next = {
+                let mut queues = self.queues.lock().expect("queue lock");
+                let q = queues.get_mut(&key).expect("queue exists while its worker runs");
+                match q.pending.take() {
+                    Some(id) => id,
+                    None => {
+                        q.running = false;
+                        return;
+                    }
+                }
+            };
+            let _permit = self.permits.clone().acquire_owned().await.expect("semaphore never closed");
+            if let Err(e) = self.run(next).await {
+                tracing::error!(deployment = next, error = %e, "deployment pipeline error");
+            }
+        }
+    }
+
+    /// Takes one deployment through the pipeline; failures end in `failed` with the reason.
+    async fn run(&self, id: u64) -> Result<(), DeployError> {
+        let d = self.records.get(id).ok_or(RecordError::NotFound(id))?;
+        let req = d.request.clone();
+        let subject = Subject {
+            account: req.account.clone(),
+            application: req.application.clone(),
+            repo: req.repo.clone(),
+            environment: req.environment.clone(),
+            commit: req.commit.clone(),
+            deployment: id,
+        };
+        let outcome = match req.action {
+            Action::Deploy => self.deploy(id, &subject).await,
+            Action::Delete => self.remove(id, &subject).await,
+        };
+        match outcome {
+            Ok(message) => self.record(move |r| r.transition(id, State::Ready, message)).await?,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::info!(deployment = id, %message, "deployment failed");
+                self.record(move |r| r.transition(id, State::Failed, message)).await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn deploy(&self, id: u64, subject: &Subject) -> Result<String, Failure> {
+        self.record(move |r| r.transition(id, State::Rendering, "rendering")).await?;
+        let rendered = self.render(subject, BTreeMap::new()).await?;
+        let ns = rendered.namespace.clone();
+        self.record(move |r| r.set_namespace(id, &ns)).await?;
+        let message = format!("applying {} objects ({})", rendered.objects.len(), self.target.name());
+        self.record(move |r| r.transition(id, State::Applying, message)).await?;
+        let ips = self.target.prepare(subject, &rendered).await?;
+        // With the Services' ClusterIPs known, render again so each next-hop is wired.
+        let rendered = if ips.is_empty() { rendered } else { self.render(subject, ips).await? };
+        let report = self.target.apply(subject, &rendered).await?;
+        let summary = report.summary.clone();
+        self.record(move |r| r.note(id, summary)).await?;
+        if !report.pruned.is_empty() {
+            let pruned = format!("pruned: {}", report.pruned.join(", "));
+            self.record(move |r| r.note(id, pruned)).await?;
+        }
+        self.record(move |r| r.transition(id, State::Progressing, "waiting for the rollout")).await?;
+        Ok(self.target.rollout(subject, &rendered, self.rollout_deadline).await?)
+    }
+
+    async fn remove(&self, id: u64, subject: &Subject) -> Result<String, Failure> {
+        let ns = subject
+            .repo_id()
+            .map(|rid| rendering::naming::namespace(&self.render.namespace_prefix, &rid, &subject.environment))
+            .ok_or_else(|| Failure("invalid application name".into()))?;
+        let ns2 = ns.clone();
+        self.record(move |r| r.transition(id, State::Rendering, format!("branch deleted: removing namespace {ns2}"))).await?;
+        self.record(move |r| r.transition(id, State::Applying, "removing")).await?;
+        let message = self.target.remove(subject, &ns).await?;
+        self.record(move |r| r.transition(id, State::Progressing, message)).await?;
+        Ok(format!("environment {} removed", subject.environment))
+    }
+
+    /// Renders the deployment's commit from the application's repo (blocking work off the runtime).
+    async fn render(&self, subject: &Subject, hop_ips: BTreeMap<String, String>) -> Result<Rendered, Failure> {
+        let (repos, packages, settings, subject) = (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
+        tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, &hop_ips))
+            .await
+            .map_err(|e| Failure(e.to_string()))?
+    }
+
+    /// Waits until deployment `id` reaches a final state.
+    pub async fn wait(&self, id: u64) -> Option<Deployment> {
+        let mut rx = self.subscribe();
+        loop {
+            let d = self.records.get(id)?;
+            if d.state.is_terminal() {
+                return Some(d);
+            }
+            match rx.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return self.records.get(id),
+            }
+        }
+    }
+}
+
+/// Why a deployment failed (its message).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<TargetError> for Failure {
+    fn from(e: TargetError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<DeployError> for Failure {
+    fn from(e: DeployError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Reads the commit from the application's repo and renders the environment.
+pub fn render_commit(
+    repos: &RepoStore,
+    packages: &PackageStore,
+    settings: &RenderSettings,
+    subject: &Subject,
+    hop_ips: &BTreeMap<String, String>,
+) -> Result<Rendered, Failure> {
+    let id = subject.repo_id().ok_or_else(|| Failure("invalid application name".into()))?;
+    let repo = git2::Repository::open_bare(repos.path(&id)).map_err(|e| Failure(format!("opening the repo: {e}")))?;
+    let commit = git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
+    let source = GitCommit { repo: &repo, commit };
+    let snapshot = source.snapshot().map_err(|e| Failure(e.to_string()))?;
+    let report = crate::validation::check(&snapshot, &subject.environment, &packages.catalog());
+    let Some(config) = report.config.clone().filter(|_| report.is_ok()) else {
+        let first = report.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
+        return Err(Failure(format!("the commit does not validate any more: {first}")));
+    };
+    let check_subject = checks::Subject { id: &id, environment: &subject.environment, commit: &subject.commit };
+    checks::render(&source, check_subject, &config, packages, settings, hop_ips).map_err(|e| Failure(format!("cannot render: {e}")))
+}

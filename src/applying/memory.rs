@@ -1,0 +1,143 @@
+//! An in-memory cluster: the [`Target`] the pipeline tests run against where no Kubernetes API
+//! server can run. It keeps the applied objects per namespace, gives Services ClusterIPs,
+//! prunes by the environment's objects, and reports the rollout outcome it was told to.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{ApplyReport, Subject, Target, TargetError};
+use crate::rendering::{Object, Rendered};
+
+/// How a Deployment's rollout ends in the fake cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// Fails with this reason (e.g. `ImagePullBackOff: ...`).
+    Fails(String),
+    /// Never becomes ready (the deadline decides).
+    Hangs,
+}
+
+#[derive(Default)]
+struct State {
+    /// namespace -> object key (`Kind/name`) -> object
+    namespaces: BTreeMap<String, BTreeMap<String, Object>>,
+    service_ips: BTreeMap<(String, String), String>,
+    next_ip: u32,
+    /// Deployment name -> outcome (default: ready).
+    health: BTreeMap<String, Health>,
+    /// A call log: ("apply" | "prune" | "remove", namespace, what).
+    calls: Vec<(String, String, String)>,
+    /// How long each apply takes (to test queueing and restarts).
+    apply_delay: Duration,
+}
+
+#[derive(Default)]
+pub struct MemoryCluster {
+    state: Mutex<State>,
+}
+
+impl MemoryCluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_health(&self, deployment: &str, health: Health) {
+        self.state.lock().unwrap().health.insert(deployment.to_owned(), health);
+    }
+
+    pub fn set_apply_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().apply_delay = delay;
+    }
+
+    /// The objects in a namespace, by `Kind/name`.
+    pub fn objects(&self, namespace: &str) -> BTreeMap<String, Object> {
+        self.state.lock().unwrap().namespaces.get(namespace).cloned().unwrap_or_default()
+    }
+
+    pub fn namespaces(&self) -> BTreeSet<String> {
+        self.state.lock().unwrap().namespaces.keys().cloned().collect()
+    }
+
+    pub fn calls(&self) -> Vec<(String, String, String)> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+impl Target for MemoryCluster {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
+        let mut s = self.state.lock().unwrap();
+        let mut ips = BTreeMap::new();
+        for o in &rendered.objects {
+            if o.kind() == "Service" {
+                let key = (rendered.namespace.clone(), o.name().to_owned());
+                let ip = match s.service_ips.get(&key) {
+                    Some(ip) => ip.clone(),
+                    None => {
+                        s.next_ip += 1;
+                        let ip = format!("10.96.{}.{}", s.next_ip / 250, s.next_ip % 250 + 1);
+                        s.service_ips.insert(key, ip.clone());
+                        ip
+                    }
+                };
+                ips.insert(o.name().to_owned(), ip);
+            }
+        }
+        Ok(ips)
+    }
+
+    async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
+        let delay = self.state.lock().unwrap().apply_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut s = self.state.lock().unwrap();
+        let ns = rendered.namespace.clone();
+        let new: BTreeMap<String, Object> = rendered.objects.iter().map(|o| (o.key(), o.clone())).collect();
+        let old = s.namespaces.insert(ns.clone(), new.clone()).unwrap_or_default();
+        let pruned: Vec<String> = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        s.calls.push(("apply".into(), ns.clone(), format!("{} objects", new.len())));
+        for p in &pruned {
+            s.calls.push(("prune".into(), ns.clone(), p.clone()));
+        }
+        Ok(ApplyReport { applied: new.len(), summary: format!("{} objects applied, {} pruned", new.len(), pruned.len()), pruned })
+    }
+
+    async fn rollout(&self, _: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
+        let outcomes: Vec<(String, Health)> = {
+            let s = self.state.lock().unwrap();
+            rendered
+                .objects
+                .iter()
+                .filter(|o| o.kind() == "Deployment")
+                .map(|o| (o.name().to_owned(), s.health.get(o.name()).cloned().unwrap_or(Health::Ready)))
+                .collect()
+        };
+        for (name, health) in &outcomes {
+            match health {
+                Health::Ready => {}
+                Health::Fails(reason) => return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: reason.clone() }),
+                Health::Hangs => {
+                    tokio::time::sleep(deadline).await;
+                    return Err(TargetError::Unhealthy {
+                        object: format!("Deployment/{name}"),
+                        reason: format!("not ready within {}s (the deployment's deadline)", deadline.as_secs()),
+                    });
+                }
+            }
+        }
+        Ok(format!("{} Deployments ready", outcomes.len()))
+    }
+
+    async fn remove(&self, _: &Subject, namespace: &str) -> Result<String, TargetError> {
+        let mut s = self.state.lock().unwrap();
+        s.namespaces.remove(namespace);
+        s.calls.push(("remove".into(), namespace.to_owned(), String::new()));
+        Ok(format!("namespace {namespace} deleted"))
+    }
+}

@@ -1,0 +1,141 @@
+//! Applying: where rendered environments go.
+//!
+//! The embedded default target is **render-only**: after an accepted push, the environment's
+//! manifests are committed to the application's *rendered repo*
+//! (`<data>/rendered/<account>/<application>/<repo>.git`, served read-only over HTTP at
+//! `/rendered/account/<account>/application/<application>/<repo>.git`), one folder per
+//! environment with a `kustomization.yaml`, so a GitOps engine (Argo CD, Flux) can sync a
+//! cluster from it, and anyone can read exactly what devpop would apply.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{Repository, Signature};
+
+use crate::names::RepoId;
+use crate::rendering::{self, Rendered};
+
+pub const BRANCH: &str = "main";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("rendered repo {path}: {source}")]
+    Git { path: PathBuf, source: git2::Error },
+    #[error("rendered repo {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The rendered repos of a data dir.
+#[derive(Debug, Clone)]
+pub struct RenderedRepos {
+    root: PathBuf,
+}
+
+/// One environment's folder: a file per object (`NN-kind-name.yaml`, in apply order) and a
+/// `kustomization.yaml` listing them.
+pub fn environment_files(rendered: &Rendered) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut resources = Vec::new();
+    for (i, o) in rendered.objects.iter().enumerate() {
+        let name = format!("{:02}-{}-{}.yaml", i + 1, o.kind().to_ascii_lowercase(), o.name());
+        files.push((name.clone(), rendering::object_yaml(o)));
+        resources.push(name);
+    }
+    let mut k = String::from("# Rendered by devpop; apply with `kubectl apply -k .` or sync with a GitOps engine.\n");
+    if !rendered.depends_on.is_empty() {
+        k.push_str("# Depends on (devpop's cluster applier resolves these; see README.md):\n");
+        for d in &rendered.depends_on {
+            k.push_str(&format!("#   - {d}\n"));
+        }
+    }
+    k.push_str("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    for r in &resources {
+        k.push_str(&format!("  - {r}\n"));
+    }
+    files.push(("kustomization.yaml".to_owned(), k));
+    files
+}
+
+const README: &str = "# Rendered manifests\n\n\
+Written by devpop after every accepted push: one folder per environment (branch) of the\n\
+application, each a kustomization of the environment's namespace. Do not edit: the next push\n\
+replaces the folder.\n\n\
+## The next-hop wiring\n\n\
+Inside each module's pods, `next-hop` must resolve to the ClusterIP of the next hop's Service\n\
+(the next module, or `egress`). devpop's cluster applier creates the Services first, reads\n\
+their ClusterIPs and renders each module Deployment with a `hostAliases` entry for\n\
+`next-hop`. A manifest rendered without a cluster cannot know those addresses: its module\n\
+Deployments carry the annotation `devpop.section.io/next-hop-service` (the Service to\n\
+resolve) and `devpop.section.io/next-hop-unresolved: \"true\"`, and `kustomization.yaml`\n\
+lists the dependencies.\n";
+
+impl RenderedRepos {
+    pub fn new(data_dir: &Path) -> Self {
+        RenderedRepos { root: data_dir.join("rendered") }
+    }
+
+    pub fn path(&self, id: &RepoId) -> PathBuf {
+        self.root.join(&id.account).join(&id.application).join(format!("{}.git", id.repo))
+    }
+
+    fn open(&self, id: &RepoId) -> Result<(Repository, fs::File), ApplyError> {
+        let path = self.path(id);
+        let io = |source| ApplyError::Io { path: path.clone(), source };
+        fs::create_dir_all(&path).map_err(io)?;
+        // One writer at a time (pushes to two environments may finish together).
+        let lock = fs::File::create(path.with_extension("git.lock")).map_err(io)?;
+        lock.lock().map_err(io)?;
+        let git = |source| ApplyError::Git { path: path.clone(), source };
+        let repo = match Repository::open_bare(&path) {
+            Ok(r) => r,
+            Err(_) => {
+                let mut opts = git2::RepositoryInitOptions::new();
+                opts.bare(true).external_template(false).initial_head(BRANCH);
+                Repository::init_opts(&path, &opts).map_err(git)?
+            }
+        };
+        Ok((repo, lock))
+    }
+
+    /// Replaces the environment's folder with `rendered` (or removes it, for `None`) in a new
+    /// commit on `main`. Returns the new commit, or `None` when nothing changed.
+    pub fn publish(&self, id: &RepoId, environment: &str, source_commit: &str, rendered: Option<&Rendered>) -> Result<Option<git2::Oid>, ApplyError> {
+        let (repo, _lock) = self.open(id)?;
+        let path = self.path(id);
+        let git = |source| ApplyError::Git { path: path.clone(), source };
+        let head = repo.find_reference(&format!("refs/heads/{BRANCH}")).ok().and_then(|r| r.peel_to_commit().ok());
+        let base_tree = head.as_ref().map(|c| c.tree()).transpose().map_err(git)?;
+        let mut root = repo.treebuilder(base_tree.as_ref()).map_err(git)?;
+        let readme = repo.blob(README.as_bytes()).map_err(git)?;
+        root.insert("README.md", readme, 0o100644).map_err(git)?;
+        match rendered {
+            Some(rendered) => {
+                let mut folder = repo.treebuilder(None).map_err(git)?;
+                for (name, content) in environment_files(rendered) {
+                    let blob = repo.blob(content.as_bytes()).map_err(git)?;
+                    folder.insert(&name, blob, 0o100644).map_err(git)?;
+                }
+                let folder = folder.write().map_err(git)?;
+                root.insert(environment, folder, 0o040000).map_err(git)?;
+            }
+            None => {
+                if root.get(environment).map_err(git)?.is_some() {
+                    root.remove(environment).map_err(git)?;
+                }
+            }
+        }
+        let tree_id = root.write().map_err(git)?;
+        if base_tree.as_ref().is_some_and(|t| t.id() == tree_id) {
+            return Ok(None);
+        }
+        let tree = repo.find_tree(tree_id).map_err(git)?;
+        let sig = Signature::now("devpop", "devpop@localhost").map_err(git)?;
+        let message = match rendered {
+            Some(r) => format!("{environment}: render of {source_commit}\n\nNamespace {}.\n", r.namespace),
+            None => format!("{environment}: removed (branch deleted)\n"),
+        };
+        let parents: Vec<&git2::Commit> = head.iter().collect();
+        let commit = repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, &message, &tree, &parents).map_err(git)?;
+        Ok(Some(commit))
+    }
+}
