@@ -1,0 +1,233 @@
+//! The deployment pipeline against the in-memory cluster (no Kubernetes API server runs here):
+//! states, next-hop wiring, one-at-a-time queues, supersede, prune, health outcomes, restart
+//! recovery; and a real server resuming a deployment after a restart.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use devpop::applying::deployer::Deployer;
+use devpop::applying::memory::{Health, MemoryCluster};
+use devpop::names::RepoId;
+use devpop::packages::PackageStore;
+use devpop::records::{Action, NewDeployment, Records, State};
+use devpop::rendering::{Object, RenderSettings};
+use devpop::repos::RepoStore;
+
+struct World {
+    data: tempfile::TempDir,
+    repos: RepoStore,
+    packages: PackageStore,
+    work: tempfile::TempDir,
+}
+
+impl World {
+    /// A data dir with the fixture packages and an application whose work tree is cloned.
+    fn new() -> World {
+        let data = tempfile::tempdir().unwrap();
+        let repos = RepoStore::new(data.path(), Path::new(DEVPOP));
+        let packages = PackageStore::new(data.path());
+        for p in ["example-simple", "edge-cache"] {
+            packages.add(&fixture(&format!("packages/{p}"))).unwrap();
+        }
+        let id = RepoId::new("1", "1", "site").unwrap();
+        repos.create(&id, "origin.example.com").unwrap();
+        let work = tempfile::tempdir().unwrap();
+        git_ok(work.path(), &["clone", "-q", repos.path(&id).to_str().unwrap(), "w"]);
+        World { data, repos, packages, work }
+    }
+
+    fn work(&self) -> std::path::PathBuf {
+        self.work.path().join("w")
+    }
+
+    /// Commits `tree` (a fixture folder) and pushes it to `env` (the repo's hooks check it).
+    fn push(&self, tree: &Path, env: &str) -> String {
+        replace_tree(&self.work(), tree);
+        std::fs::write(self.work().join("stamp"), format!("{:?}", Instant::now())).unwrap();
+        commit_all(&self.work(), "change");
+        let out = git(&self.work(), &["push", "origin", &format!("HEAD:{env}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        git_ok(&self.work(), &["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    fn deployer(&self, cluster: Arc<MemoryCluster>) -> Arc<Deployer<MemoryCluster>> {
+        let records = Arc::new(Records::open(self.data.path()).unwrap());
+        let mut d = Deployer::new(records, cluster, self.repos.clone(), self.packages.clone(), RenderSettings::default(), 4);
+        Arc::get_mut(&mut d).unwrap().rollout_deadline = Duration::from_millis(300);
+        d
+    }
+}
+
+fn request(env: &str, commit: &str) -> NewDeployment {
+    NewDeployment {
+        account: "1".into(),
+        application: "1".into(),
+        repo: "site".into(),
+        environment: env.into(),
+        commit: commit.into(),
+        action: Action::Deploy,
+        pusher: "test".into(),
+    }
+}
+
+fn sample() -> std::path::PathBuf {
+    fixture("repos/sample-application")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_goes_through_every_state_and_wires_next_hop_to_cluster_ips() {
+    let w = World::new();
+    let commit = w.push(&sample(), "Production");
+    let cluster = Arc::new(MemoryCluster::new());
+    let deployer = w.deployer(cluster.clone());
+    let d = deployer.submit(request("Production", &commit)).await.unwrap();
+    let d = deployer.wait(d.id).await.unwrap();
+    assert_eq!(d.state, State::Ready, "{:#?}", d.steps);
+    let states: Vec<State> = d.steps.iter().map(|s| s.state).collect();
+    for s in [State::Queued, State::Rendering, State::Applying, State::Progressing, State::Ready] {
+        assert!(states.contains(&s), "{states:?}");
+    }
+    let ns = d.namespace.unwrap();
+    let objects = cluster.objects(&ns);
+    assert!(objects.contains_key("Service/m2-example"));
+    let Object::Deployment(cache) = &objects["Deployment/m1-cache"] else { unreachable!() };
+    let alias = &cache.spec.as_ref().unwrap().template.spec.as_ref().unwrap().host_aliases.as_ref().unwrap()[0];
+    assert!(alias.ip.starts_with("10.96."), "next-hop points at the cluster IP: {alias:?}");
+    assert!(cache.metadata.annotations.as_ref().unwrap().get("devpop.section.io/next-hop-unresolved").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_of_one_environment_run_one_at_a_time_and_newer_supersede_queued() {
+    let w = World::new();
+    let c1 = w.push(&sample(), "Production");
+    let c2 = w.push(&sample(), "Production");
+    let c3 = w.push(&sample(), "Production");
+    let staging = w.push(&sample(), "Staging");
+    let cluster = Arc::new(MemoryCluster::new());
+    cluster.set_apply_delay(Duration::from_millis(400));
+    let deployer = w.deployer(cluster.clone());
+    let start = Instant::now();
+    let d1 = deployer.submit(request("Production", &c1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let d2 = deployer.submit(request("Production", &c2)).await.unwrap();
+    let d3 = deployer.submit(request("Production", &c3)).await.unwrap();
+    let ds = deployer.submit(request("Staging", &staging)).await.unwrap();
+    assert_eq!(deployer.wait(ds.id).await.unwrap().state, State::Ready);
+    assert!(start.elapsed() < Duration::from_millis(800), "Staging ran beside Production, not after it");
+    assert_eq!(deployer.wait(d1.id).await.unwrap().state, State::Ready);
+    let d2 = deployer.wait(d2.id).await.unwrap();
+    assert_eq!(d2.state, State::Superseded);
+    assert_eq!(d2.steps.last().unwrap().message, format!("superseded by deployment {}", d3.id));
+    assert_eq!(deployer.wait(d3.id).await.unwrap().state, State::Ready);
+    let applies = cluster.calls().iter().filter(|c| c.0 == "apply").count();
+    assert_eq!(applies, 3, "d1, Staging and d3 were applied; d2 never was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_the_new_render_no_longer_has_are_pruned() {
+    let w = World::new();
+    let two = w.push(&sample(), "Production");
+    let one_dir = tempfile::tempdir().unwrap();
+    copy_tree(&sample(), one_dir.path());
+    let config = std::fs::read_to_string(one_dir.path().join("section.config.json")).unwrap();
+    std::fs::write(
+        one_dir.path().join("section.config.json"),
+        config.replace(",\n    { \"name\": \"example\", \"image\": \"example-simple:1.0.0\" }", ""),
+    )
+    .unwrap();
+    let one = w.push(one_dir.path(), "Production");
+    let cluster = Arc::new(MemoryCluster::new());
+    let deployer = w.deployer(cluster.clone());
+    let d = deployer.submit(request("Production", &two)).await.unwrap();
+    deployer.wait(d.id).await.unwrap();
+    let d = deployer.submit(request("Production", &one)).await.unwrap();
+    let d = deployer.wait(d.id).await.unwrap();
+    assert_eq!(d.state, State::Ready, "{:#?}", d.steps);
+    let pruned: Vec<String> = cluster.calls().into_iter().filter(|c| c.0 == "prune").map(|c| c.2).collect();
+    for key in ["Deployment/m2-example", "Service/m2-example", "ConfigMap/m2-example-config", "NetworkPolicy/allow-m2-example"] {
+        assert!(pruned.contains(&key.to_owned()), "{key} not pruned: {pruned:?}");
+    }
+    assert!(d.steps.iter().any(|s| s.message.starts_with("pruned: ")), "the record says what was pruned");
+    assert!(!cluster.objects(d.namespace.as_ref().unwrap()).contains_key("Deployment/m2-example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_rollout_fails_naming_the_object_and_the_reason() {
+    let w = World::new();
+    let commit = w.push(&sample(), "Production");
+    let cluster = Arc::new(MemoryCluster::new());
+    cluster.set_health("m2-example", Health::Fails("ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found".into()));
+    let deployer = w.deployer(cluster.clone());
+    let d = deployer.wait(deployer.submit(request("Production", &commit)).await.unwrap().id).await.unwrap();
+    assert_eq!(d.state, State::Failed);
+    assert_eq!(d.steps.last().unwrap().message, "Deployment/m2-example: ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found");
+
+    cluster.set_health("m2-example", Health::Hangs);
+    let d = deployer.wait(deployer.submit(request("Production", &commit)).await.unwrap().id).await.unwrap();
+    assert_eq!(d.state, State::Failed);
+    assert!(d.steps.last().unwrap().message.contains("not ready within"), "{:?}", d.steps.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_deployments_resume_after_a_restart() {
+    let w = World::new();
+    let commit = w.push(&sample(), "Production");
+    // A deployment that was mid-way (applying) when the server stopped.
+    {
+        let records = Records::open(w.data.path()).unwrap();
+        let d = records.create(request("Production", &commit)).unwrap();
+        records.transition(d.id, State::Rendering, "rendering").unwrap();
+        records.transition(d.id, State::Applying, "applying").unwrap();
+    }
+    let cluster = Arc::new(MemoryCluster::new());
+    let deployer = w.deployer(cluster.clone());
+    assert_eq!(deployer.resume().await.unwrap(), 1);
+    let d = deployer.wait(1).await.unwrap();
+    assert_eq!(d.state, State::Ready, "{:#?}", d.steps);
+    assert!(d.steps.iter().any(|s| s.message == "resumed after a restart (was applying)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_branch_removes_the_environment_namespace() {
+    let w = World::new();
+    let commit = w.push(&sample(), "Staging");
+    let cluster = Arc::new(MemoryCluster::new());
+    let deployer = w.deployer(cluster.clone());
+    let d = deployer.wait(deployer.submit(request("Staging", &commit)).await.unwrap().id).await.unwrap();
+    let ns = d.namespace.unwrap();
+    assert!(cluster.namespaces().contains(&ns));
+    let del = NewDeployment { action: Action::Delete, ..request("Staging", &commit) };
+    let d = deployer.wait(deployer.submit(del).await.unwrap().id).await.unwrap();
+    assert_eq!(d.state, State::Ready, "{:#?}", d.steps);
+    assert!(!cluster.namespaces().contains(&ns));
+}
+
+#[test]
+fn a_real_server_resumes_a_deployment_it_had_not_finished() {
+    // Push with one server, then leave a deployment half-done in its records, as a crash would.
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &sample());
+    commit_all(&work, "sample");
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = queued_deployment(&stderr(&out), "Production");
+    wait_deployment(&devpop, first);
+    let commit = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
+    let data = devpop.stop();
+    {
+        let records = Records::open(data.path()).unwrap();
+        let d = records.create(NewDeployment { account: "1".into(), application: "1".into(), repo: "site".into(), ..request("Staging", &commit) }).unwrap();
+        records.transition(d.id, State::Rendering, "rendering").unwrap();
+    }
+    let devpop = Devpop::start_in(data, &[]);
+    let d = wait_deployment(&devpop, first + 1);
+    assert_eq!(d["state"], "ready", "{d}");
+    let (_r, rendered) = clone(&format!("{}/rendered/account/1/application/1/site.git", devpop.url));
+    assert!(rendered.join("Staging/kustomization.yaml").is_file(), "the resumed deployment was published");
+}
