@@ -231,3 +231,37 @@ fn a_real_server_resumes_a_deployment_it_had_not_finished() {
     let (_r, rendered) = clone(&format!("{}/rendered/account/1/application/1/site.git", devpop.url));
     assert!(rendered.join("Staging/kustomization.yaml").is_file(), "the resumed deployment was published");
 }
+
+#[test]
+fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &sample());
+    commit_all(&work, "sample");
+    let repo = devpop.repo_path("1", "1", "site");
+    let before = server_branch(&repo, "Production");
+
+    let out = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("remote: Dry run: Production has not been deployed yet; this push would create"), "{err}");
+    assert!(err.contains("remote: error: dry run: nothing was changed; push without -o dry-run to deploy"), "{err}");
+    assert_eq!(server_branch(&repo, "Production"), before, "the branch did not move");
+    assert!(!err.contains("Deployment "), "nothing was queued: {err}");
+
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    // Change one module's config and drop the other module.
+    let config = std::fs::read_to_string(work.join("section.config.json")).unwrap();
+    std::fs::write(work.join("section.config.json"), config.replace(",\n    { \"name\": \"example\", \"image\": \"example-simple:1.0.0\" }", "")).unwrap();
+    std::fs::write(work.join("cache/default.vcl"), std::fs::read_to_string(work.join("cache/default.vcl")).unwrap() + "# tuned\n").unwrap();
+    commit_all(&work, "one module");
+    let out = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("remote: Dry run: changes to Production (namespace section-site-production-"), "{err}");
+    assert!(err.contains("remote:   ~ ConfigMap/m1-cache-config"), "{err}");
+    assert!(err.contains("remote:   - Deployment/m2-example"), "{err}");
+    assert!(!err.contains("~ Namespace/"), "the commit label alone is not a change: {err}");
+}

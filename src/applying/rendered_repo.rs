@@ -37,7 +37,7 @@ pub fn environment_files(rendered: &Rendered) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut resources = Vec::new();
     for (i, o) in rendered.objects.iter().enumerate() {
-        let name = format!("{:02}-{}-{}.yaml", i + 1, o.kind().to_ascii_lowercase(), o.name());
+        let name = format!("{:02}-{}.yaml", i + 1, rendering::object_stem(o));
         files.push((name.clone(), rendering::object_yaml(o)));
         resources.push(name);
     }
@@ -95,6 +95,29 @@ impl RenderedRepos {
             }
         };
         Ok((repo, lock))
+    }
+
+    /// The objects published for an environment, by [`rendering::object_stem`] -> YAML; `None`
+    /// when the environment has never been published.
+    pub fn environment_objects(&self, id: &RepoId, environment: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, ApplyError> {
+        let path = self.path(id);
+        let Ok(repo) = Repository::open_bare(&path) else { return Ok(None) };
+        let git = |source| ApplyError::Git { path: path.clone(), source };
+        let Ok(head) = repo.find_reference(&format!("refs/heads/{BRANCH}")) else { return Ok(None) };
+        let tree = head.peel_to_tree().map_err(git)?;
+        let Some(entry) = tree.get_name(environment) else { return Ok(None) };
+        let folder = repo.find_tree(entry.id()).map_err(git)?;
+        let mut out = std::collections::BTreeMap::new();
+        for e in folder.iter() {
+            let Ok(name) = e.name() else { continue };
+            let Some(stem) = name.strip_suffix(".yaml").and_then(|n| n.split_once('-')).map(|(_, s)| s) else { continue };
+            if name == "kustomization.yaml" {
+                continue;
+            }
+            let blob = repo.find_blob(e.id()).map_err(git)?;
+            out.insert(stem.to_owned(), String::from_utf8_lossy(blob.content()).into_owned());
+        }
+        Ok(Some(out))
     }
 
     /// Replaces the environment's folder with `rendered` (or removes it, for `None`) in a new

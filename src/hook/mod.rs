@@ -62,6 +62,30 @@ impl RefUpdate {
     }
 }
 
+/// The push options devpop understands (`git push -o dry-run`, `git push -o wait`), read from
+/// `GIT_PUSH_OPTION_*` as git passes them to hooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    pub dry_run: bool,
+    pub wait: bool,
+    pub unknown: Vec<String>,
+}
+
+impl PushOptions {
+    pub fn from_env() -> Self {
+        let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut o = PushOptions::default();
+        for i in 0..count.min(100) {
+            match std::env::var(format!("GIT_PUSH_OPTION_{i}")).unwrap_or_default().as_str() {
+                "dry-run" => o.dry_run = true,
+                "wait" => o.wait = true,
+                other => o.unknown.push(other.to_owned()),
+            }
+        }
+        o
+    }
+}
+
 /// Runs the pre-receive checks; `Ok(true)` accepts the push.
 pub fn pre_receive(
     input: impl BufRead,
@@ -75,9 +99,17 @@ pub fn pre_receive(
         .collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
+    let options = PushOptions::from_env();
+    for unknown in &options.unknown {
+        say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
+    }
     let mut accepted = true;
     for update in &updates {
-        accepted &= check_update(&id, &repo, update, out, packages, settings)?;
+        accepted &= check_update(&id, &repo, update, out, packages, settings, &options)?;
+    }
+    if options.dry_run && accepted {
+        say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
+        return Ok(false);
     }
     Ok(accepted)
 }
@@ -89,6 +121,7 @@ fn check_update(
     out: &mut impl Write,
     packages: &PackageStore,
     settings: &CheckSettings,
+    options: &PushOptions,
 ) -> Result<bool, HookError> {
     let Some(branch) = update.branch() else {
         say(
@@ -108,6 +141,9 @@ fn check_update(
     let commit = update.new.to_string();
     let subject = checks::Subject { id, environment: branch, commit: &commit };
     let verdict = checks::run(&source, subject, packages, settings, out)?;
+    if let (true, Some(rendered)) = (options.dry_run, &verdict.rendered) {
+        dry_run_report(out, id, branch, rendered, packages)?;
+    }
     if verdict.accepted() {
         return Ok(true);
     }
@@ -194,6 +230,26 @@ fn submit(link: &ServerLink, request: &crate::records::NewDeployment) -> Result<
         return Err(format!("{}: {}", head.lines().next().unwrap_or(""), body.trim()));
     }
     serde_json::from_str(body).map_err(|e| format!("unexpected answer {body:?}: {e}"))
+}
+
+/// What a push would change, against what was last published for the environment.
+fn dry_run_report(out: &mut impl Write, id: &RepoId, branch: &str, rendered: &crate::rendering::Rendered, packages: &PackageStore) -> Result<(), HookError> {
+    // The rendered repos live beside the packages in the data dir.
+    let data_dir = packages.data_dir();
+    let before = crate::applying::RenderedRepos::new(&data_dir).environment_objects(id, branch).unwrap_or(None);
+    let Some(before) = before else {
+        say(out, &format!("Dry run: {branch} has not been deployed yet; this push would create {} objects in namespace {}", rendered.objects.len(), rendered.namespace))?;
+        return Ok(());
+    };
+    let d = crate::rendering::diff(&before, rendered);
+    say(out, &format!("Dry run: changes to {branch} (namespace {}) against its last deployment:", rendered.namespace))?;
+    for (mark, keys) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
+        for k in keys {
+            say(out, &format!("  {mark} {k}"))?;
+        }
+    }
+    say(out, &format!("  ({} added, {} changed, {} removed, {} unchanged)", d.added.len(), d.changed.len(), d.removed.len(), d.unchanged))?;
+    Ok(())
 }
 
 /// The application a repo belongs to, from its place in the data dir

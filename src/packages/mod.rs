@@ -98,6 +98,11 @@ impl PackageStore {
         PackageStore { root: data_dir.join("packages") }
     }
 
+    /// The data dir the store belongs to.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
     fn dir(&self, module: &str, version: &str) -> PathBuf {
         self.root.join(module).join(version)
     }

@@ -296,6 +296,50 @@ pub fn to_yaml(rendered: &Rendered) -> String {
     out
 }
 
+/// An object's stable file stem: `kind-name`, lower-case kind (e.g. `deployment-m1-cache`).
+pub fn object_stem(o: &Object) -> String {
+    format!("{}-{}", o.kind().to_ascii_lowercase(), o.name())
+}
+
+/// How a new render differs from what was published before (by object, ignoring the commit
+/// label, which changes with every push).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
+    let normalise = |yaml: &str| -> String {
+        yaml.lines().filter(|l| !l.trim_start().starts_with(&format!("{LABEL_COMMIT}:"))).collect::<Vec<_>>().join("\n")
+    };
+    let mut d = Diff::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &after.objects {
+        let stem = object_stem(o);
+        match before.get(&stem) {
+            None => d.added.push(o.key()),
+            Some(old) if normalise(old) != normalise(&object_yaml(o)) => d.changed.push(o.key()),
+            Some(_) => d.unchanged += 1,
+        }
+        seen.insert(stem);
+    }
+    d.removed = before
+        .iter()
+        .filter(|(k, _)| !seen.contains(*k))
+        .map(|(stem, yaml)| {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap_or_default();
+            match (v["kind"].as_str(), v["metadata"]["name"].as_str()) {
+                (Some(kind), Some(name)) => format!("{kind}/{name}"),
+                _ => stem.clone(),
+            }
+        })
+        .collect();
+    d
+}
+
 pub fn object_yaml(o: &Object) -> String {
     serde_yaml_ng::to_string(o).expect("Kubernetes objects serialise to YAML")
 }
