@@ -242,21 +242,37 @@ enum HookCommand {
         data: DataArgs,
         #[command(flatten)]
         check: CheckArgs,
+        #[command(flatten)]
+        server: ServerLinkArgs,
     },
     /// Queue the deployments of an accepted push (git runs this with the ref updates on stdin).
     PostReceive {
         #[command(flatten)]
         data: DataArgs,
-        /// The server's own address (set by devpop serve).
-        #[arg(long, env = "DEVPOP_INTERNAL_URL")]
-        internal_url: Option<String>,
-        /// The server's per-start hook secret (set by devpop serve).
-        #[arg(long, env = "DEVPOP_HOOK_TOKEN", hide_env_values = true)]
-        hook_token: Option<String>,
-        /// Who pushed (set by devpop serve).
-        #[arg(long, env = "DEVPOP_PUSHER", default_value = "unknown")]
-        pusher: String,
+        #[command(flatten)]
+        server: ServerLinkArgs,
     },
+}
+
+/// How a hook reaches the server that ran it (set by devpop serve in the hooks' environment).
+#[derive(Args)]
+struct ServerLinkArgs {
+    /// The server's own address.
+    #[arg(long, env = "DEVPOP_INTERNAL_URL")]
+    internal_url: Option<String>,
+    /// The server's per-start hook secret.
+    #[arg(long, env = "DEVPOP_HOOK_TOKEN", hide_env_values = true)]
+    hook_token: Option<String>,
+    /// Who pushed.
+    #[arg(long, env = "DEVPOP_PUSHER", default_value = "unknown")]
+    pusher: String,
+}
+
+impl ServerLinkArgs {
+    fn link(self) -> Option<devpop::hook::ServerLink> {
+        let pusher = self.pusher;
+        self.internal_url.zip(self.hook_token).map(|(internal_url, token)| devpop::hook::ServerLink { internal_url, token, pusher })
+    }
 }
 
 fn main() -> ExitCode {
@@ -325,18 +341,17 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Validate(args) => validate(args),
         Command::Render(args) => render(args),
-        Command::Hook(HookCommand::PostReceive { data: _, internal_url, hook_token, pusher }) => {
-            let link = internal_url.zip(hook_token).map(|(internal_url, token)| devpop::hook::ServerLink { internal_url, token, pusher });
+        Command::Hook(HookCommand::PostReceive { data: _, server }) => {
             let mut out = io::stdout().lock();
-            devpop::hook::post_receive(io::stdin().lock(), &mut out, link.as_ref())?;
+            devpop::hook::post_receive(io::stdin().lock(), &mut out, server.link().as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Hook(HookCommand::PreReceive { data, check }) => {
+        Command::Hook(HookCommand::PreReceive { data, check, server }) => {
             let packages = PackageStore::new(&data.data);
             let settings = CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..check.check_settings() };
             let stdin = io::stdin().lock();
             let mut out = io::stdout().lock();
-            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings)?;
+            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings, server.link().as_ref())?;
             out.flush()?;
             Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

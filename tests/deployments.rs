@@ -71,6 +71,7 @@ fn request(env: &str, commit: &str) -> NewDeployment {
         commit: commit.into(),
         action: Action::Deploy,
         pusher: "test".into(),
+        quarantine: None,
     }
 }
 
@@ -264,4 +265,36 @@ fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
     assert!(err.contains("remote:   ~ ConfigMap/m1-cache-config"), "{err}");
     assert!(err.contains("remote:   - Deployment/m2-example"), "{err}");
     assert!(!err.contains("~ Namespace/"), "the commit label alone is not a change: {err}");
+}
+
+#[test]
+fn push_option_wait_streams_the_deployment_and_the_exit_status_tells_the_outcome() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &sample());
+    commit_all(&work, "sample");
+    let out = git(&work, &["push", "-o", "wait", "origin", "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("remote: Deployment 1 queued for Production:"), "{err}");
+    assert!(err.contains("remote:   [applying] applying"), "{err}");
+    assert!(err.contains("remote: Deployment 1 of Production is ready"), "{err}");
+    assert!(!err.contains("Deployment 2"), "post-receive does not queue it again: {err}");
+    let repo = devpop.repo_path("1", "1", "site");
+    assert_eq!(server_branch(&repo, "Production"), git_ok(&work, &["rev-parse", "HEAD"]).trim());
+
+    // A deployment that fails: the push fails and the branch stays where it was.
+    let rendered = devpop.data.path().join("rendered/1/1/site.git");
+    std::fs::remove_dir_all(&rendered).unwrap();
+    std::fs::write(&rendered, "not a repo").unwrap();
+    std::fs::write(work.join("README.md"), "changed\n").unwrap();
+    commit_all(&work, "will not deploy");
+    let before = server_branch(&repo, "Production");
+    let out = git(&work, &["push", "-o", "wait", "origin", "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("remote: error: deployment 2 of Production failed; the branch is unchanged"), "{err}");
+    assert_eq!(server_branch(&repo, "Production"), before);
+    assert!(quarantines(&repo).is_empty());
 }

@@ -222,7 +222,8 @@ impl<T: Target> Deployer<T> {
     /// Renders the deployment's commit from the application's repo (blocking work off the runtime).
     async fn render(&self, subject: &Subject, hop_ips: BTreeMap<String, String>) -> Result<Rendered, Failure> {
         let (repos, packages, settings, subject) = (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
-        tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, &hop_ips))
+        let quarantine = self.records.get(subject.deployment).and_then(|d| d.request.quarantine);
+        tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, &hop_ips, quarantine))
             .await
             .map_err(|e| Failure(e.to_string()))?
     }
@@ -272,9 +273,20 @@ pub fn render_commit(
     settings: &RenderSettings,
     subject: &Subject,
     hop_ips: &BTreeMap<String, String>,
+    quarantine: Option<String>,
 ) -> Result<Rendered, Failure> {
     let id = subject.repo_id().ok_or_else(|| Failure("invalid application name".into()))?;
-    let repo = git2::Repository::open_bare(repos.path(&id)).map_err(|e| Failure(format!("opening the repo: {e}")))?;
+    let repo_path = repos.path(&id);
+    let repo = git2::Repository::open_bare(&repo_path).map_err(|e| Failure(format!("opening the repo: {e}")))?;
+    if let Some(quarantine) = &quarantine {
+        // A `-o wait` push: the commit is still in git's quarantine, inside the repo's objects/.
+        let q = std::path::Path::new(quarantine).canonicalize().map_err(|e| Failure(format!("the pushed objects are gone: {e}")))?;
+        let objects = repo_path.join("objects").canonicalize().map_err(|e| Failure(e.to_string()))?;
+        if !q.starts_with(&objects) {
+            return Err(Failure("the quarantine is not inside the repo".into()));
+        }
+        repo.odb().and_then(|odb| odb.add_disk_alternate(&q.to_string_lossy())).map_err(|e| Failure(e.to_string()))?;
+    }
     let commit = git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
     let source = GitCommit { repo: &repo, commit };
     let snapshot = source.snapshot().map_err(|e| Failure(e.to_string()))?;

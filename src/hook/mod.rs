@@ -92,6 +92,7 @@ pub fn pre_receive(
     out: &mut impl Write,
     packages: &PackageStore,
     settings: &CheckSettings,
+    link: Option<&ServerLink>,
 ) -> Result<bool, HookError> {
     let updates = input
         .lines()
@@ -110,6 +111,20 @@ pub fn pre_receive(
     if options.dry_run && accepted {
         say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
+    }
+    if options.wait && accepted {
+        let Some(link) = link else {
+            say(out, "error: -o wait needs the push to come through a devpop server")?;
+            return Ok(false);
+        };
+        // The commit is still in quarantine: the server reads it from there.
+        let quarantine = std::env::var("GIT_QUARANTINE_PATH").ok();
+        for update in updates.iter().filter(|u| u.branch().is_some()) {
+            let request = deployment_request(&id, update, link, quarantine.clone());
+            if !deploy_and_wait(out, link, request)? {
+                return Ok(false);
+            }
+        }
     }
     Ok(accepted)
 }
@@ -180,21 +195,16 @@ pub fn post_receive(input: impl BufRead, out: &mut impl Write, link: Option<&Ser
         .collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
+    if PushOptions::from_env().wait {
+        return Ok(()); // deployed (and waited for) before the branch moved
+    }
     for update in &updates {
         let Some(branch) = update.branch() else { continue };
         let Some(link) = link else {
             say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
             continue;
         };
-        let request = crate::records::NewDeployment {
-            account: id.account.clone(),
-            application: id.application.clone(),
-            repo: id.repo.clone(),
-            environment: branch.to_owned(),
-            commit: if update.is_delete() { update.old.to_string() } else { update.new.to_string() },
-            action: if update.is_delete() { crate::records::Action::Delete } else { crate::records::Action::Deploy },
-            pusher: link.pusher.clone(),
-        };
+        let request = deployment_request(&id, update, link, None);
         match submit(link, &request) {
             Ok(queued) => say(out, &format!("Deployment {} queued for {branch}: {}", queued.id, queued.url))?,
             Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
@@ -209,19 +219,24 @@ struct Queued {
     url: String,
 }
 
-/// POSTs the deployment to the server's internal endpoint (plain HTTP/1.1 on loopback).
 fn submit(link: &ServerLink, request: &crate::records::NewDeployment) -> Result<Queued, String> {
+    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    let answer = call(link, "POST", "/internal/v1/deployments", &body)?;
+    serde_json::from_str(&answer).map_err(|e| format!("unexpected answer {answer:?}: {e}"))
+}
+
+/// One request to the server (plain HTTP/1.1 on loopback); the body of a 200 answer.
+fn call(link: &ServerLink, method: &str, path: &str, body: &[u8]) -> Result<String, String> {
     use std::io::Read;
     let addr = link.internal_url.strip_prefix("http://").ok_or("the internal URL is not http://")?;
-    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let head = format!(
-        "POST /internal/v1/deployments HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Devpop-Hook-Token: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Devpop-Hook-Token: {}\r\nConnection: close\r\n\r\n",
         body.len(),
         link.token
     );
-    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body)).map_err(|e| e.to_string())?;
+    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
@@ -229,7 +244,64 @@ fn submit(link: &ServerLink, request: &crate::records::NewDeployment) -> Result<
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("{}: {}", head.lines().next().unwrap_or(""), body.trim()));
     }
-    serde_json::from_str(body).map_err(|e| format!("unexpected answer {body:?}: {e}"))
+    Ok(body.to_owned())
+}
+
+/// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
+/// deployment's steps; `Ok(true)` when it became ready (the push is then accepted).
+fn deploy_and_wait(out: &mut impl Write, link: &ServerLink, request: crate::records::NewDeployment) -> Result<bool, HookError> {
+    let queued = match submit(link, &request) {
+        Ok(q) => q,
+        Err(e) => {
+            say(out, &format!("error: {}: cannot deploy: the devpop server did not take it ({e})", request.environment))?;
+            return Ok(false);
+        }
+    };
+    say(out, &format!("Deployment {} queued for {}: {}", queued.id, request.environment, queued.url))?;
+    let mut shown = 1; // the "queued" step
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    loop {
+        let d: crate::records::Deployment = match call(link, "GET", &format!("/api/v1/deployments/{}", queued.id), b"").map(|b| serde_json::from_str(&b)) {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(HookError::BadInput(e.to_string())),
+            Err(e) => {
+                say(out, &format!("error: lost track of deployment {}: {e}", queued.id))?;
+                return Ok(false);
+            }
+        };
+        for step in d.steps.iter().skip(shown) {
+            say(out, &format!("  [{}] {}", step.state.as_str(), step.message))?;
+        }
+        shown = d.steps.len();
+        match d.state {
+            crate::records::State::Ready => {
+                say(out, &format!("Deployment {} of {} is ready", d.id, request.environment))?;
+                return Ok(true);
+            }
+            crate::records::State::Failed | crate::records::State::Superseded => {
+                say(out, &format!("error: deployment {} of {} {}; the branch is unchanged", d.id, request.environment, d.state.as_str()))?;
+                return Ok(false);
+            }
+            _ if std::time::Instant::now() > deadline => {
+                say(out, &format!("error: gave up waiting for deployment {}", d.id))?;
+                return Ok(false);
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+fn deployment_request(id: &RepoId, update: &RefUpdate, link: &ServerLink, quarantine: Option<String>) -> crate::records::NewDeployment {
+    crate::records::NewDeployment {
+        account: id.account.clone(),
+        application: id.application.clone(),
+        repo: id.repo.clone(),
+        environment: update.branch().unwrap_or_default().to_owned(),
+        commit: if update.is_delete() { update.old.to_string() } else { update.new.to_string() },
+        action: if update.is_delete() { crate::records::Action::Delete } else { crate::records::Action::Deploy },
+        pusher: link.pusher.clone(),
+        quarantine,
+    }
 }
 
 /// What a push would change, against what was last published for the environment.

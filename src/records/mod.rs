@@ -84,6 +84,10 @@ pub struct NewDeployment {
     pub commit: String,
     pub action: Action,
     pub pusher: String,
+    /// Where git keeps the commit's objects while a `-o wait` push waits for its deployment
+    /// (the commit is not in the repo proper until the deployment is ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,6 +290,7 @@ mod tests {
             commit: "a".repeat(40),
             action: Action::Deploy,
             pusher: "dev".into(),
+            quarantine: None,
         }
     }
 
