@@ -130,6 +130,8 @@ enum Command {
     Validate(ValidateArgs),
     /// Render an environment of a working tree to Kubernetes manifests, offline.
     Render(RenderCmdArgs),
+    /// Restore an environment to an earlier deployment: pushes a new commit with that state, which deploys it.
+    Rollback(RollbackArgs),
     /// Entry points for the git hooks devpop installs in every repo (git runs these).
     #[command(subcommand)]
     Hook(HookCommand),
@@ -232,6 +234,22 @@ enum AppCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    /// The application, as account/application/repo.
+    app: String,
+    /// The environment (branch).
+    env: String,
+    /// The deployment whose state to restore; defaults to the last ready deployment before the current state.
+    #[arg(long)]
+    to: Option<u64>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Base URL of the devpop server the rollback is pushed to.
+    #[arg(long, env = "DEVPOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    public_url: String,
 }
 
 #[derive(Subcommand)]
@@ -341,6 +359,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Validate(args) => validate(args),
         Command::Render(args) => render(args),
+        Command::Rollback(args) => rollback(args),
         Command::Hook(HookCommand::PostReceive { data: _, server }) => {
             let mut out = io::stdout().lock();
             devpop::hook::post_receive(io::stdin().lock(), &mut out, server.link().as_ref())?;
@@ -457,6 +476,61 @@ fn current_branch(dir: &Path) -> Option<String> {
     let head = repo.find_reference("HEAD").ok()?;
     let target = head.symbolic_target().ok()??;
     target.strip_prefix("refs/heads/").map(str::to_owned)
+}
+
+fn rollback(args: RollbackArgs) -> Result<ExitCode> {
+    let parts: Vec<&str> = args.app.split('/').collect();
+    let [account, application, repo] = parts[..] else { anyhow::bail!("{:?}: name the application as account/application/repo", args.app) };
+    let id = RepoId::new(account, application, repo)?;
+    let data = absolute(&args.data.data)?;
+    let repo_path = RepoStore::new(&data, &std::env::current_exe()?).path(&id);
+    anyhow::ensure!(repo_path.is_dir(), "no application {id} in {}", data.display());
+    let records = devpop::records::Records::open(&data)?;
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), args.env.clone());
+    let head = git2::Repository::open_bare(&repo_path)?
+        .find_reference(&format!("refs/heads/{}", args.env))
+        .with_context(|| format!("{id} has no environment {}", args.env))?
+        .peel_to_tree()?
+        .id();
+    let tree_of = |commit: &str| -> Option<git2::Oid> {
+        let repo = git2::Repository::open_bare(&repo_path).ok()?;
+        let tree = repo.find_commit(git2::Oid::from_str(commit).ok()?).ok()?.tree_id();
+        Some(tree)
+    };
+    let target = match args.to {
+        Some(n) => {
+            let d = records.get(n).with_context(|| format!("no deployment {n}"))?;
+            anyhow::ensure!(d.environment_key() == key, "deployment {n} is of {}/{}/{} {}, not {id} {}", d.request.account, d.request.application, d.request.repo, d.request.environment, args.env);
+            anyhow::ensure!(d.request.action == devpop::records::Action::Deploy, "deployment {n} removed the environment; pick a deployment that deployed it");
+            d
+        }
+        None => records
+            .list(|d| d.environment_key() == key && d.state == devpop::records::State::Ready && d.request.action == devpop::records::Action::Deploy)
+            .into_iter()
+            .find(|d| tree_of(&d.request.commit).is_some_and(|t| t != head))
+            .with_context(|| format!("{id} {} has no earlier ready deployment with a different state to restore", args.env))?,
+    };
+    let message = format!(
+        "Roll back {} to deployment {} (commit {})\n\nRestores the state deployed by deployment {} ({}).\n",
+        args.env,
+        target.id,
+        devpop::records::short(&target.request.commit),
+        target.id,
+        target.request.commit
+    );
+    let commit = devpop::repos::restore_commit(&repo_path, &args.env, &target.request.commit, &message)?;
+    println!("Rolling {} of {id} back to deployment {} (commit {}) with commit {}", args.env, target.id, devpop::records::short(&target.request.commit), devpop::records::short(&commit.to_string()));
+    // Through the server, like any push: the same checks, a deployment record, linear history.
+    let url = format!("{}{}", args.public_url.trim_end_matches('/'), id.url_path());
+    let status = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo_path)
+        .args(["push", &url, &format!("{commit}:refs/heads/{}", args.env)])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .status()
+        .context("running git push")?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {

@@ -298,3 +298,49 @@ fn push_option_wait_streams_the_deployment_and_the_exit_status_tells_the_outcome
     assert_eq!(server_branch(&repo, "Production"), before);
     assert!(quarantines(&repo).is_empty());
 }
+
+#[test]
+fn rollback_pushes_a_new_commit_restoring_an_earlier_deployment_and_deploys_it() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &sample());
+    commit_all(&work, "v1");
+    let push = |work: &Path| {
+        let out = git(work, &["push", "origin", "HEAD:Production"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"))
+    };
+    let v1 = push(&work);
+    std::fs::write(work.join("cache/default.vcl"), "vcl 4.1;\nbackend default { .host = \"next-hop\"; .port = \"80\"; }\n").unwrap();
+    commit_all(&work, "v2");
+    push(&work);
+    let repo = devpop.repo_path("1", "1", "site");
+    let v2_head = server_branch(&repo, "Production");
+
+    let rollback = |extra: &[&str]| {
+        std::process::Command::new(DEVPOP)
+            .args(["rollback", "1/1/site", "Production", "--public-url", &devpop.url, "--data"])
+            .arg(devpop.data.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = rollback(&[]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("Rolling Production of 1/1/site back to deployment {}", v1["id"])), "{text}");
+    let id = queued_deployment(&text, "Production");
+    assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
+
+    let head = server_branch(&repo, "Production");
+    assert_eq!(git_ok(&repo, &["rev-parse", &format!("{head}^")]).trim(), v2_head, "history stays linear");
+    let v1_commit = v1["commit"].as_str().unwrap();
+    assert_eq!(git_ok(&repo, &["rev-parse", &format!("{head}^{{tree}}")]), git_ok(&repo, &["rev-parse", &format!("{v1_commit}^{{tree}}")]));
+    assert!(git_ok(&repo, &["log", "-1", "--format=%s", &head]).starts_with(&format!("Roll back Production to deployment {}", v1["id"])));
+
+    // --to a deployment of another environment, or one that does not exist: a clear refusal.
+    let out = rollback(&["--to", "999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no deployment 999"));
+}

@@ -177,6 +177,19 @@ pub fn init_bare(path: &Path) -> Result<Repository, git2::Error> {
     Ok(repo)
 }
 
+/// Makes (without moving any branch) a commit on top of `branch` whose content is that of
+/// `restore`: a rollback that keeps history linear, so a GitOps engine never re-applies the
+/// bad commit and the next push builds on the rollback.
+pub fn restore_commit(repo_path: &Path, branch: &str, restore: &str, message: &str) -> Result<git2::Oid, RepoError> {
+    let repo = Repository::open_bare(repo_path)?;
+    let head = repo.find_reference(&format!("refs/heads/{branch}"))?.peel_to_commit()?;
+    let old = repo.find_commit(git2::Oid::from_str(restore)?)?;
+    let sig = Signature::now("devpop", "devpop@localhost")?;
+    let tree = old.tree()?;
+    let commit = repo.commit(None, &sig, &sig, message, &tree, &[&head])?;
+    Ok(commit)
+}
+
 /// Server-side settings every devpop repo carries.
 fn configure(repo: &Repository) -> Result<(), git2::Error> {
     let mut cfg = repo.config()?;
