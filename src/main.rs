@@ -156,8 +156,23 @@ struct ServeArgs {
     /// Listen beyond loopback without authentication (never on a shared network).
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Where accepted pushes are deployed: the rendered repo only, or a Kubernetes cluster.
+    #[arg(long, env = "DEVPOP_TARGET", value_enum, default_value_t = TargetKind::RenderOnly)]
+    target: TargetKind,
+    /// The kubeconfig of the cluster target (default: as kubectl: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, env = "DEVPOP_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Longest a deployment's rollout may take before it fails, e.g. 5m.
+    #[arg(long, env = "DEVPOP_ROLLOUT_DEADLINE", default_value = "5m", value_parser = settings::parse_duration)]
+    rollout_deadline: Duration,
     #[command(flatten)]
     check: CheckArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TargetKind {
+    RenderOnly,
+    Cluster,
 }
 
 #[derive(Args)]
@@ -541,6 +556,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
         settings.hook_env = args.check.as_env();
         settings.render = args.check.render_settings();
+        settings.target = match args.target {
+            TargetKind::RenderOnly => devpop::settings::TargetSettings::RenderOnly,
+            TargetKind::Cluster => devpop::settings::TargetSettings::Cluster { kubeconfig: args.kubeconfig, rollout_deadline: args.rollout_deadline },
+        };
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
         let mode = if args.insecure_no_auth { "NO AUTHENTICATION (--insecure-no-auth)" } else { "local mode: loopback only, no authentication" };

@@ -13,6 +13,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 
 use crate::applying::deployer::Deployer;
+use crate::applying::{AnyTarget, Target};
+use std::time::Duration;
 use crate::http_error::HttpError;
 use crate::metrics::Metrics;
 use crate::repos::RepoStore;
@@ -28,7 +30,7 @@ pub struct Shared {
     pub rendered: crate::applying::RenderedRepos,
     pub metrics: Metrics,
     pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
-    pub deployer: Arc<Deployer<crate::applying::RenderOnly>>,
+    pub deployer: Arc<Deployer<AnyTarget>>,
     /// Proves a request to the internal API comes from one of this server's hooks.
     pub hook_token: String,
     pub base_url: String,
@@ -59,6 +61,8 @@ pub enum ServeError {
     Packages(#[from] crate::packages::PackageError),
     #[error(transparent)]
     Records(#[from] crate::records::RecordError),
+    #[error("--target cluster: {0}")]
+    Cluster(crate::applying::TargetError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -152,8 +156,18 @@ impl Server {
             Arc::new(tokio::task::spawn_blocking(move || crate::records::Records::open(&data)).await.map_err(std::io::Error::other)??)
         };
         let rendered = crate::applying::RenderedRepos::new(&settings.data_dir);
-        let target = Arc::new(crate::applying::RenderOnly { repos: rendered.clone() });
-        let deployer = Deployer::new(records, target, repos.clone(), packages, settings.render.clone(), 4);
+        let (target, deadline) = match &settings.target {
+            crate::settings::TargetSettings::RenderOnly => {
+                (AnyTarget::RenderOnly(crate::applying::RenderOnly { repos: rendered.clone() }), Duration::from_secs(300))
+            }
+            crate::settings::TargetSettings::Cluster { kubeconfig, rollout_deadline } => {
+                let cluster = crate::applying::kube::KubeCluster::discover(kubeconfig.as_deref()).await.map_err(ServeError::Cluster)?;
+                (AnyTarget::Cluster(cluster), *rollout_deadline)
+            }
+        };
+        tracing::info!(target = target.name(), "deploying to");
+        let mut deployer = Deployer::new(records, Arc::new(target), repos.clone(), packages, settings.render.clone(), 4);
+        Arc::get_mut(&mut deployer).expect("not shared yet").rollout_deadline = deadline;
         let state = AppState(Arc::new(Shared {
             rendered,
             settings,

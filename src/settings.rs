@@ -19,6 +19,17 @@ pub struct Settings {
     pub hook_env: Vec<(String, String)>,
     /// How environments are rendered (the deployer renders too).
     pub render: crate::rendering::RenderSettings,
+    pub target: TargetSettings,
+}
+
+/// Where accepted pushes are deployed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TargetSettings {
+    /// The embedded default: manifests go to the rendered repo only.
+    #[default]
+    RenderOnly,
+    /// A Kubernetes cluster, found like kubectl finds it (or from this kubeconfig).
+    Cluster { kubeconfig: Option<PathBuf>, rollout_deadline: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +48,7 @@ impl Default for Limits {
 
 impl Settings {
     pub fn new(data_dir: PathBuf) -> Self {
-        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new(), render: Default::default() }
+        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new(), render: Default::default(), target: TargetSettings::default() }
     }
 
     /// The base URL for links, given the address actually bound.

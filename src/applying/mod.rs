@@ -6,6 +6,7 @@
 //! environment. Only targets talk to a cluster.
 
 pub mod deployer;
+pub mod kube;
 pub mod memory;
 pub mod rendered_repo;
 
@@ -123,5 +124,48 @@ impl Target for RenderOnly {
 
     async fn remove(&self, subject: &Subject, _namespace: &str) -> Result<String, TargetError> {
         self.publish(subject, None).await
+    }
+}
+
+/// The targets `devpop serve` can deploy to (`--target`).
+pub enum AnyTarget {
+    RenderOnly(RenderOnly),
+    Cluster(kube::KubeCluster),
+}
+
+impl Target for AnyTarget {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyTarget::RenderOnly(t) => t.name(),
+            AnyTarget::Cluster(t) => t.name(),
+        }
+    }
+
+    async fn prepare(&self, subject: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
+        match self {
+            AnyTarget::RenderOnly(t) => t.prepare(subject, rendered).await,
+            AnyTarget::Cluster(t) => t.prepare(subject, rendered).await,
+        }
+    }
+
+    async fn apply(&self, subject: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
+        match self {
+            AnyTarget::RenderOnly(t) => t.apply(subject, rendered).await,
+            AnyTarget::Cluster(t) => t.apply(subject, rendered).await,
+        }
+    }
+
+    async fn rollout(&self, subject: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
+        match self {
+            AnyTarget::RenderOnly(t) => t.rollout(subject, rendered, deadline).await,
+            AnyTarget::Cluster(t) => t.rollout(subject, rendered, deadline).await,
+        }
+    }
+
+    async fn remove(&self, subject: &Subject, namespace: &str) -> Result<String, TargetError> {
+        match self {
+            AnyTarget::RenderOnly(t) => t.remove(subject, namespace).await,
+            AnyTarget::Cluster(t) => t.remove(subject, namespace).await,
+        }
     }
 }

@@ -1,0 +1,269 @@
+//! The cluster target: applies rendered environments to a real Kubernetes cluster with kube-rs.
+//!
+//! - The cluster is found the way kubectl finds it: `--kubeconfig`, else `KUBECONFIG`, else
+//!   `~/.kube/config`, else the in-cluster service account.
+//! - Every object is applied with server-side apply (field manager `devpop`, forced), in the
+//!   rendered order: Namespace and guardrails, ConfigMaps and Services, then workloads.
+//! - Prune: objects labelled `app.kubernetes.io/managed-by=devpop` in the environment's
+//!   namespace that the new render no longer contains are deleted.
+//! - Rollout: like `kubectl rollout status` (observedGeneration, updated and available
+//!   replicas), failing fast on ProgressDeadlineExceeded, image pull errors, crash loops and a
+//!   failing `prepare.sh` init container, naming the object and the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{ApplyReport, Subject, Target, TargetError};
+use crate::rendering::{Object, Rendered, LABEL_MANAGED_BY};
+
+pub const FIELD_MANAGER: &str = "devpop";
+
+#[derive(Clone)]
+pub struct KubeCluster {
+    client: Client,
+    poll: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TargetError {
+    TargetError::Unavailable(format!("cluster: {e}"))
+}
+
+impl KubeCluster {
+    pub fn new(client: Client) -> Self {
+        KubeCluster { client, poll: Duration::from_secs(1) }
+    }
+
+    /// How often rollouts are checked (tests use a short one).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Finds the cluster the way kubectl does.
+    pub async fn discover(kubeconfig: Option<&Path>) -> Result<Self, TargetError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.map_err(unavailable)?
+            }
+            None => kube::Config::infer().await.map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
+        };
+        Ok(Self::new(Client::try_from(config).map_err(unavailable)?))
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn ssa<K>(&self, api: Api<K>, name: &str, object: &K) -> Result<K, TargetError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(name, &params, &Patch::Apply(object)).await.map_err(|e| TargetError::Refused {
+            object: format!("{}/{name}", K::kind(&())),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies one object; returns the ClusterIP when it is a Service.
+    async fn apply_object(&self, ns: &str, o: &Object) -> Result<Option<String>, TargetError> {
+        let name = o.name();
+        match o {
+            Object::Namespace(x) => {
+                self.ssa(Api::<Namespace>::all(self.client.clone()), name, x).await?;
+            }
+            Object::ResourceQuota(x) => {
+                self.ssa(self.api::<ResourceQuota>(ns), name, x).await?;
+            }
+            Object::LimitRange(x) => {
+                self.ssa(self.api::<LimitRange>(ns), name, x).await?;
+            }
+            Object::NetworkPolicy(x) => {
+                self.ssa(self.api::<NetworkPolicy>(ns), name, x).await?;
+            }
+            Object::ConfigMap(x) => {
+                self.ssa(self.api::<ConfigMap>(ns), name, x).await?;
+            }
+            Object::Service(x) => {
+                let applied = self.ssa(self.api::<Service>(ns), name, x).await?;
+                return Ok(applied.spec.and_then(|s| s.cluster_ip));
+            }
+            Object::Deployment(x) => {
+                self.ssa(self.api::<Deployment>(ns), name, x).await?;
+            }
+            Object::HorizontalPodAutoscaler(x) => {
+                self.ssa(self.api::<HorizontalPodAutoscaler>(ns), name, x).await?;
+            }
+            Object::Ingress(x) => {
+                self.ssa(self.api::<Ingress>(ns), name, x).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the objects of kind `K` managed by devpop in `ns` that `keep` does not name.
+    async fn prune_kind<K>(&self, ns: &str, keep: &BTreeSet<String>, pruned: &mut Vec<String>) -> Result<(), TargetError>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    {
+        let api = self.api::<K>(ns);
+        let kind = K::kind(&());
+        let list = api.list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop"))).await.map_err(unavailable)?;
+        for item in list.items {
+            let Some(name) = item.metadata.name else { continue };
+            let key = format!("{kind}/{name}");
+            if !keep.contains(&key) {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => pruned.push(key),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(unavailable(format!("deleting {key}: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a Deployment's pods are not coming up, if they are failing in a way that will not
+    /// fix itself.
+    async fn pod_trouble(&self, ns: &str, deployment: &str) -> Result<Option<String>, TargetError> {
+        let pods = self.api::<Pod>(ns);
+        let list = pods.list(&ListParams::default().labels(&format!("{}={deployment}", crate::rendering::LABEL_HOP))).await.map_err(unavailable)?;
+        for pod in list.items {
+            let Some(status) = pod.status else { continue };
+            let pod_name = pod.metadata.name.unwrap_or_default();
+            for (init, statuses) in [(true, status.init_container_statuses.unwrap_or_default()), (false, status.container_statuses.unwrap_or_default())] {
+                for cs in statuses {
+                    let what = if init && cs.name == "prepare" { "prepare.sh".to_owned() } else { format!("container {}", cs.name) };
+                    if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                        let reason = waiting.reason.clone().unwrap_or_default();
+                        if ["ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"].contains(&reason.as_str()) {
+                            let message = waiting.message.clone().unwrap_or_default();
+                            return Ok(Some(format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned()));
+                        }
+                    }
+                    if init {
+                        if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+                            if cs.restart_count >= 2 {
+                                return Ok(Some(format!("pod {pod_name}: {what} exited {} ({})", t.exit_code, t.reason.clone().unwrap_or_default())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Is this Deployment rolled out (as `kubectl rollout status` decides)? `Err` when it failed.
+pub fn rollout_state(d: &Deployment) -> Result<bool, String> {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = &d.status else { return Ok(false) };
+    for c in status.conditions.iter().flatten() {
+        if c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") {
+            return Err(format!("ProgressDeadlineExceeded: {}", c.message.clone().unwrap_or_default()));
+        }
+    }
+    Ok(status.observed_generation.unwrap_or(0) >= generation
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.available_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) <= status.updated_replicas.unwrap_or(0))
+}
+
+impl Target for KubeCluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
+        let mut ips = BTreeMap::new();
+        for o in rendered.objects.iter().filter(|o| !matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")) {
+            if let Some(ip) = self.apply_object(&rendered.namespace, o).await? {
+                ips.insert(o.name().to_owned(), ip);
+            }
+        }
+        Ok(ips)
+    }
+
+    async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
+        let ns = &rendered.namespace;
+        for o in &rendered.objects {
+            self.apply_object(ns, o).await?;
+        }
+        let keep: BTreeSet<String> = rendered.objects.iter().map(Object::key).collect();
+        let mut pruned = Vec::new();
+        // Workloads first, then what they used.
+        self.prune_kind::<Ingress>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<HorizontalPodAutoscaler>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<Deployment>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<Service>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<ConfigMap>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<NetworkPolicy>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<LimitRange>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<ResourceQuota>(ns, &keep, &mut pruned).await?;
+        Ok(ApplyReport {
+            applied: rendered.objects.len(),
+            summary: format!("{} objects applied (server-side apply), {} pruned", rendered.objects.len(), pruned.len()),
+            pruned,
+        })
+    }
+
+    async fn rollout(&self, _: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
+        let ns = &rendered.namespace;
+        let api = self.api::<Deployment>(ns);
+        let names: Vec<&str> = rendered.objects.iter().filter(|o| o.kind() == "Deployment").map(Object::name).collect();
+        let start = Instant::now();
+        let mut pending: Vec<&str> = names.clone();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for name in pending {
+                let d = api.get_status(name).await.map_err(unavailable)?;
+                match rollout_state(&d) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if let Some(trouble) = self.pod_trouble(ns, name).await? {
+                            return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: trouble });
+                        }
+                        still.push(name);
+                    }
+                    Err(reason) => return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason }),
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                if start.elapsed() > deadline {
+                    return Err(TargetError::Unhealthy {
+                        object: format!("Deployment/{}", pending[0]),
+                        reason: format!("not ready within {}s (the deployment's deadline)", deadline.as_secs()),
+                    });
+                }
+                tokio::time::sleep(self.poll).await;
+            }
+        }
+        Ok(format!("{} Deployments rolled out", names.len()))
+    }
+
+    async fn remove(&self, _: &Subject, namespace: &str) -> Result<String, TargetError> {
+        match Api::<Namespace>::all(self.client.clone()).delete(namespace, &DeleteParams::default()).await {
+            Ok(_) => Ok(format!("namespace {namespace} deleted")),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(format!("namespace {namespace} was already gone")),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
