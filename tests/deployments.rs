@@ -344,3 +344,33 @@ fn rollback_pushes_a_new_commit_restoring_an_earlier_deployment_and_deploys_it()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no deployment 999"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wait_deployment_puts_the_environment_back_to_its_last_ready_state() {
+    let w = World::new();
+    let good = w.push(&sample(), "Production");
+    let bad = w.push(&sample(), "Production");
+    let cluster = Arc::new(MemoryCluster::new());
+    let deployer = w.deployer(cluster.clone());
+    let first = deployer.wait(deployer.submit(request("Production", &good)).await.unwrap().id).await.unwrap();
+    assert_eq!(first.state, State::Ready);
+
+    cluster.set_health("m1-cache", Health::FailsOnce("CrashLoopBackOff: back-off restarting".into()));
+    let objects = w.repos.path(&RepoId::new("1", "1", "site").unwrap()).join("objects");
+    let waiting = NewDeployment { quarantine: Some(objects.to_string_lossy().into_owned()), ..request("Production", &bad) };
+    let failed = deployer.wait(deployer.submit(waiting).await.unwrap().id).await.unwrap();
+    assert_eq!(failed.state, State::Failed);
+    let restore_id = failed.id + 1;
+    for _ in 0..100 {
+        if deployer.records().get(restore_id).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restored = deployer.wait(restore_id).await.expect("a restoring deployment was queued");
+    assert_eq!(restored.state, State::Ready, "{:#?}", restored.steps);
+    assert_eq!(restored.request.commit, good, "the last ready state is applied again");
+    assert_eq!(restored.request.pusher, format!("devpop (restoring after deployment {} failed)", failed.id));
+    let failed = deployer.records().get(failed.id).unwrap();
+    assert!(failed.steps.iter().any(|s| s.message == format!("restoring deployment {} as deployment {restore_id}", first.id)));
+}

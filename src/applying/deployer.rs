@@ -179,9 +179,41 @@ impl<T: Target> Deployer<T> {
             Err(e) => {
                 let message = e.to_string();
                 tracing::info!(deployment = id, %message, "deployment failed");
-                self.record(move |r| r.transition(id, State::Failed, message)).await?
+                let failed = self.record(move |r| r.transition(id, State::Failed, message)).await?;
+                if failed.request.quarantine.is_some() {
+                    self.restore_after(&failed).await?;
+                }
+                failed
             }
         };
+        Ok(())
+    }
+
+    /// A `-o wait` deployment failed, so its push is refused and its branch does not move: put
+    /// the environment back to what its branch says, the last deployment that became ready.
+    async fn restore_after(&self, failed: &Deployment) -> Result<(), DeployError> {
+        let key = failed.environment_key();
+        let records = self.records.clone();
+        let last = tokio::task::spawn_blocking(move || records.last_ready(&key)).await.map_err(|e| DeployError::Internal(e.to_string()))?;
+        let Some(last) = last else { return Ok(()) };
+        let request = NewDeployment {
+            pusher: format!("devpop (restoring after deployment {} failed)", failed.id),
+            quarantine: None,
+            ..last.request.clone()
+        };
+        let restore = self.record(move |r| r.create(request)).await?;
+        let (failed_id, restore_id, last_id) = (failed.id, restore.id, last.id);
+        self.record(move |r| r.note(failed_id, format!("restoring deployment {last_id} as deployment {restore_id}"))).await?;
+        // Queued behind nothing else of this environment: this worker runs it next.
+        let queued = {
+            let mut queues = self.queues.lock().expect("queue lock");
+            let q = queues.entry(restore.environment_key()).or_default();
+            q.pending.get_or_insert(restore.id) == &restore.id
+        };
+        if !queued {
+            // A newer push is already waiting: it supersedes the restore.
+            self.record(move |r| r.transition(restore_id, State::Superseded, "a newer deployment was already queued")).await?;
+        }
         Ok(())
     }
 

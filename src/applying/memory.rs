@@ -17,6 +17,8 @@ pub enum Health {
     Fails(String),
     /// Never becomes ready (the deadline decides).
     Hangs,
+    /// Fails this once, then is ready.
+    FailsOnce(String),
 }
 
 #[derive(Default)]
@@ -110,17 +112,24 @@ impl Target for MemoryCluster {
 
     async fn rollout(&self, _: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
         let outcomes: Vec<(String, Health)> = {
-            let s = self.state.lock().unwrap();
-            rendered
-                .objects
-                .iter()
-                .filter(|o| o.kind() == "Deployment")
-                .map(|o| (o.name().to_owned(), s.health.get(o.name()).cloned().unwrap_or(Health::Ready)))
+            let mut s = self.state.lock().unwrap();
+            let names: Vec<String> = rendered.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name().to_owned()).collect();
+            names
+                .into_iter()
+                .map(|n| {
+                    let h = s.health.get(&n).cloned().unwrap_or(Health::Ready);
+                    if let Health::FailsOnce(reason) = h {
+                        s.health.insert(n.clone(), Health::Ready);
+                        (n, Health::Fails(reason))
+                    } else {
+                        (n, h)
+                    }
+                })
                 .collect()
         };
         for (name, health) in &outcomes {
             match health {
-                Health::Ready => {}
+                Health::Ready | Health::FailsOnce(_) => {}
                 Health::Fails(reason) => return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: reason.clone() }),
                 Health::Hangs => {
                     tokio::time::sleep(deadline).await;
