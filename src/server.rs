@@ -162,7 +162,7 @@ impl Server {
             }
             crate::settings::TargetSettings::Cluster { kubeconfig, rollout_deadline } => {
                 let cluster = crate::applying::kube::KubeCluster::discover(kubeconfig.as_deref()).await.map_err(ServeError::Cluster)?;
-                (AnyTarget::Cluster(cluster), *rollout_deadline)
+                (AnyTarget::Cluster(cluster, crate::applying::RenderOnly { repos: rendered.clone() }), *rollout_deadline)
             }
         };
         tracing::info!(target = target.name(), "deploying to");

@@ -1,6 +1,6 @@
 //! The deployment pipeline against the in-memory cluster (no Kubernetes API server runs here):
 //! states, next-hop wiring, one-at-a-time queues, supersede, prune, health outcomes, restart
-//! recovery; and a real server resuming a deployment after a restart.
+//! recovery; and, through a real server, push options, rollback and a kill mid-deployment.
 
 mod common;
 
@@ -208,32 +208,6 @@ async fn deleting_a_branch_removes_the_environment_namespace() {
 }
 
 #[test]
-fn a_real_server_resumes_a_deployment_it_had_not_finished() {
-    // Push with one server, then leave a deployment half-done in its records, as a crash would.
-    let devpop = Devpop::start();
-    let url = devpop.create_app("1", "1", "site");
-    let (_dir, work) = clone(&url);
-    replace_tree(&work, &sample());
-    commit_all(&work, "sample");
-    let out = git(&work, &["push", "origin", "HEAD:Production"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let first = queued_deployment(&stderr(&out), "Production");
-    wait_deployment(&devpop, first);
-    let commit = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
-    let data = devpop.stop();
-    {
-        let records = Records::open(data.path()).unwrap();
-        let d = records.create(NewDeployment { account: "1".into(), application: "1".into(), repo: "site".into(), ..request("Staging", &commit) }).unwrap();
-        records.transition(d.id, State::Rendering, "rendering").unwrap();
-    }
-    let devpop = Devpop::start_in(data, &[]);
-    let d = wait_deployment(&devpop, first + 1);
-    assert_eq!(d["state"], "ready", "{d}");
-    let (_r, rendered) = clone(&format!("{}/rendered/account/1/application/1/site.git", devpop.url));
-    assert!(rendered.join("Staging/kustomization.yaml").is_file(), "the resumed deployment was published");
-}
-
-#[test]
 fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
     let devpop = Devpop::start();
     let url = devpop.create_app("1", "1", "site");
@@ -373,4 +347,35 @@ async fn a_failed_wait_deployment_puts_the_environment_back_to_its_last_ready_st
     assert_eq!(restored.request.pusher, format!("devpop (restoring after deployment {} failed)", failed.id));
     let failed = deployer.records().get(failed.id).unwrap();
     assert!(failed.steps.iter().any(|s| s.message == format!("restoring deployment {} as deployment {restore_id}", first.id)));
+}
+
+#[test]
+fn a_server_killed_mid_deployment_resumes_it_after_a_restart() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &sample());
+    commit_all(&work, "sample");
+    // Hold the rendered repo's writer lock, so the deployment stops mid-way (applying).
+    let rendered_dir = devpop.data.path().join("rendered/1/1");
+    std::fs::create_dir_all(&rendered_dir).unwrap();
+    let lock = std::fs::File::create(rendered_dir.join("site.git.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = queued_deployment(&stderr(&out), "Production");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let r = http(&devpop.addr(), "GET", &format!("/api/v1/deployments/{id}"), &[], b"");
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["state"] == "applying"
+        }),
+        "the deployment reached applying"
+    );
+    let data = devpop.stop(); // SIGKILL, mid-deployment
+    drop(lock);
+    let devpop = Devpop::start_in(data, &[]);
+    let d = wait_deployment(&devpop, id);
+    assert_eq!(d["state"], "ready", "{d}");
+    let messages: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["message"].as_str().unwrap()).collect();
+    assert!(messages.contains(&"resumed after a restart (was applying)"), "{messages:?}");
 }

@@ -77,6 +77,9 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                     ]
                 }),
                 Method::GET if path.ends_with("/pods") => script.pods.clone(),
+                Method::GET if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 => {
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": path.rsplit('/').next().unwrap()}})
+                }
                 Method::GET if path.ends_with("/status") => json!({
                     "apiVersion": "apps/v1", "kind": "Deployment",
                     "metadata": {"name": path.rsplit('/').nth(1).unwrap(), "generation": 1},
@@ -206,6 +209,20 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
     let (client, _) = mock(deadline);
     let err = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap_err();
     assert!(err.to_string().contains("ProgressDeadlineExceeded: ReplicaSet has timed out progressing."), "{err}");
+}
+
+#[tokio::test]
+async fn dry_run_asks_the_api_server_to_check_every_object_without_storing() {
+    let (client, seen) = mock(ready());
+    let r = rendered(&BTreeMap::new());
+    let message = KubeCluster::new(client).dry_run(&subject(), &r).await.unwrap().unwrap();
+    assert_eq!(message, format!("the cluster accepts all {} objects (server-side dry run)", r.objects.len()));
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
+    assert_eq!(patches.len(), r.objects.len());
+    for p in patches {
+        assert!(p.uri.contains("dryRun=All") && p.uri.contains("fieldManager=devpop"), "{}", p.uri);
+    }
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/internal/v1/deployments", post(create_deployment))
+        .route("/internal/v1/dry-run", post(dry_run))
 }
 
 /// The link a push prints for a deployment.
@@ -64,12 +65,34 @@ struct Queued {
 
 /// Called by the post-receive hook; proves itself with the per-start hook token.
 async fn create_deployment(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<NewDeployment>) -> Result<Json<Queued>, HttpError> {
-    let token = headers.get("x-devpop-hook-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !constant_time_eq(token.as_bytes(), state.hook_token.as_bytes()) {
-        return Err(HttpError::api(StatusCode::FORBIDDEN, "forbidden", "only devpop's own hooks may queue deployments"));
-    }
+    check_hook_token(&state, &headers)?;
     let d = state.deployer.submit(request).await?;
     Ok(Json(Queued { id: d.id, url: deployment_url(&state.base_url, d.id) }))
+}
+
+#[derive(serde::Serialize)]
+struct DryRun {
+    /// What the target said, when it had something to check.
+    message: Option<String>,
+    error: Option<String>,
+}
+
+/// Called by the pre-receive hook for `-o dry-run`: the target's own check of the render.
+async fn dry_run(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<NewDeployment>) -> Result<Json<DryRun>, HttpError> {
+    check_hook_token(&state, &headers)?;
+    Ok(Json(match state.deployer.dry_run(request).await {
+        Ok(message) => DryRun { message, error: None },
+        Err(e) => DryRun { message: None, error: Some(e) },
+    }))
+}
+
+fn check_hook_token(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+    let token = headers.get("x-devpop-hook-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if constant_time_eq(token.as_bytes(), state.hook_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(HttpError::api(StatusCode::FORBIDDEN, "forbidden", "only devpop's own hooks may call the internal API"))
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

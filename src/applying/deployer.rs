@@ -260,6 +260,25 @@ impl<T: Target> Deployer<T> {
             .map_err(|e| Failure(e.to_string()))?
     }
 
+    /// Renders a commit (from the quarantine, for a push still in progress) and asks the target
+    /// whether it would accept it; records nothing.
+    pub async fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
+        let subject = Subject {
+            account: request.account.clone(),
+            application: request.application.clone(),
+            repo: request.repo.clone(),
+            environment: request.environment.clone(),
+            commit: request.commit.clone(),
+            deployment: 0,
+        };
+        let (repos, packages, settings, s) = (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
+        let rendered = tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &s, &BTreeMap::new(), request.quarantine))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.0)?;
+        self.target.dry_run(&subject, &rendered).await.map_err(|e| e.to_string())
+    }
+
     /// Waits until deployment `id` reaches a final state.
     pub async fn wait(&self, id: u64) -> Option<Deployment> {
         let mut rx = self.subscribe();

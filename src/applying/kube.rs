@@ -33,6 +33,8 @@ pub const FIELD_MANAGER: &str = "devpop";
 pub struct KubeCluster {
     client: Client,
     poll: Duration,
+    /// Every apply is a server-side dry run (`dryRun=All`): the API server checks, stores nothing.
+    dry_run: bool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TargetError {
@@ -41,7 +43,7 @@ fn unavailable(e: impl std::fmt::Display) -> TargetError {
 
 impl KubeCluster {
     pub fn new(client: Client) -> Self {
-        KubeCluster { client, poll: Duration::from_secs(1) }
+        KubeCluster { client, poll: Duration::from_secs(1), dry_run: false }
     }
 
     /// How often rollouts are checked (tests use a short one).
@@ -73,7 +75,8 @@ impl KubeCluster {
     where
         K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
     {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        params.dry_run = self.dry_run;
         api.patch(name, &params, &Patch::Apply(object)).await.map_err(|e| TargetError::Refused {
             object: format!("{}/{name}", K::kind(&())),
             message: e.to_string(),
@@ -257,6 +260,25 @@ impl Target for KubeCluster {
             }
         }
         Ok(format!("{} Deployments rolled out", names.len()))
+    }
+
+    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+        let checker = KubeCluster { dry_run: true, ..self.clone() };
+        let namespace_exists = Api::<Namespace>::all(self.client.clone()).get_opt(&rendered.namespace).await.map_err(unavailable)?.is_some();
+        let mut checked = 0;
+        for o in &rendered.objects {
+            // Objects of a namespace that does not exist yet cannot be dry-run before it is.
+            if !namespace_exists && o.kind() != "Namespace" {
+                continue;
+            }
+            checker.apply_object(&rendered.namespace, o).await?;
+            checked += 1;
+        }
+        Ok(Some(if namespace_exists {
+            format!("the cluster accepts all {checked} objects (server-side dry run)")
+        } else {
+            format!("the cluster accepts namespace {} (server-side dry run; its objects are checked once it exists)", rendered.namespace)
+        }))
     }
 
     async fn remove(&self, _: &Subject, namespace: &str) -> Result<String, TargetError> {

@@ -143,6 +143,10 @@ impl Target for MemoryCluster {
         Ok(format!("{} Deployments ready", outcomes.len()))
     }
 
+    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+        Ok(Some(format!("{} objects would be applied", rendered.objects.len())))
+    }
+
     async fn remove(&self, _: &Subject, namespace: &str) -> Result<String, TargetError> {
         let mut s = self.state.lock().unwrap();
         s.namespaces.remove(namespace);

@@ -77,6 +77,10 @@ pub trait Target: Send + Sync + 'static {
 
     /// Removes the environment (its namespace).
     fn remove(&self, subject: &Subject, namespace: &str) -> impl Future<Output = Result<String, TargetError>> + Send;
+
+    /// Asks the target whether it would accept `rendered`, changing nothing (a server-side
+    /// dry run on a cluster). `None` when the target has nothing to check.
+    fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<Option<String>, TargetError>> + Send;
 }
 
 /// The render-only target: the rendered repo is the output.
@@ -125,47 +129,69 @@ impl Target for RenderOnly {
     async fn remove(&self, subject: &Subject, _namespace: &str) -> Result<String, TargetError> {
         self.publish(subject, None).await
     }
+
+    async fn dry_run(&self, _: &Subject, _: &Rendered) -> Result<Option<String>, TargetError> {
+        Ok(None)
+    }
 }
 
-/// The targets `devpop serve` can deploy to (`--target`).
+/// The targets `devpop serve` can deploy to (`--target`). With a cluster, what was applied is
+/// also committed to the rendered repo: the record of what runs, and what `-o dry-run` diffs
+/// against.
 pub enum AnyTarget {
     RenderOnly(RenderOnly),
-    Cluster(kube::KubeCluster),
+    Cluster(kube::KubeCluster, RenderOnly),
 }
 
 impl Target for AnyTarget {
     fn name(&self) -> &'static str {
         match self {
             AnyTarget::RenderOnly(t) => t.name(),
-            AnyTarget::Cluster(t) => t.name(),
+            AnyTarget::Cluster(t, _) => t.name(),
         }
     }
 
     async fn prepare(&self, subject: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.prepare(subject, rendered).await,
-            AnyTarget::Cluster(t) => t.prepare(subject, rendered).await,
+            AnyTarget::Cluster(t, _) => t.prepare(subject, rendered).await,
         }
     }
 
     async fn apply(&self, subject: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.apply(subject, rendered).await,
-            AnyTarget::Cluster(t) => t.apply(subject, rendered).await,
+            AnyTarget::Cluster(t, published) => {
+                let mut report = t.apply(subject, rendered).await?;
+                let record = published.apply(subject, rendered).await?;
+                report.summary = format!("{}; {}", report.summary, record.summary);
+                Ok(report)
+            }
         }
     }
 
     async fn rollout(&self, subject: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.rollout(subject, rendered, deadline).await,
-            AnyTarget::Cluster(t) => t.rollout(subject, rendered, deadline).await,
+            AnyTarget::Cluster(t, _) => t.rollout(subject, rendered, deadline).await,
         }
     }
 
     async fn remove(&self, subject: &Subject, namespace: &str) -> Result<String, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.remove(subject, namespace).await,
-            AnyTarget::Cluster(t) => t.remove(subject, namespace).await,
+            AnyTarget::Cluster(t, published) => {
+                let message = t.remove(subject, namespace).await?;
+                published.remove(subject, namespace).await?;
+                Ok(message)
+            }
+        }
+    }
+
+    async fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+        match self {
+            AnyTarget::RenderOnly(t) => t.dry_run(subject, rendered).await,
+            AnyTarget::Cluster(t, _) => t.dry_run(subject, rendered).await,
         }
     }
 }

@@ -106,7 +106,7 @@ pub fn pre_receive(
     }
     let mut accepted = true;
     for update in &updates {
-        accepted &= check_update(&id, &repo, update, out, packages, settings, &options)?;
+        accepted &= check_update(&id, &repo, update, out, packages, settings, &options, link)?;
     }
     if options.dry_run && accepted {
         say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
@@ -129,6 +129,7 @@ pub fn pre_receive(
     Ok(accepted)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_update(
     id: &RepoId,
     repo: &Repository,
@@ -137,6 +138,7 @@ fn check_update(
     packages: &PackageStore,
     settings: &CheckSettings,
     options: &PushOptions,
+    link: Option<&ServerLink>,
 ) -> Result<bool, HookError> {
     let Some(branch) = update.branch() else {
         say(
@@ -158,6 +160,23 @@ fn check_update(
     let verdict = checks::run(&source, subject, packages, settings, out)?;
     if let (true, Some(rendered)) = (options.dry_run, &verdict.rendered) {
         dry_run_report(out, id, branch, rendered, packages)?;
+        if let Some(link) = link {
+            let request = deployment_request(id, update, link, std::env::var("GIT_QUARANTINE_PATH").ok());
+            let body = serde_json::to_vec(&request).map_err(|e| HookError::BadInput(e.to_string()))?;
+            let answer: serde_json::Value = match call(link, "POST", "/internal/v1/dry-run", &body) {
+                Ok(a) => serde_json::from_str(&a).unwrap_or_default(),
+                Err(e) => {
+                    say(out, &format!("warning: the target's own dry run did not run: {e}"))?;
+                    serde_json::Value::Null
+                }
+            };
+            if let Some(message) = answer["message"].as_str() {
+                say(out, &format!("Dry run on the target: {message}"))?;
+            }
+            if let Some(error) = answer["error"].as_str() {
+                say(out, &format!("error: dry run on the target: {error}"))?;
+            }
+        }
     }
     if verdict.accepted() {
         return Ok(true);
