@@ -13,9 +13,11 @@ use devpop::packages::descriptor;
 use devpop::rendering::{self, Files, ModuleInput, RenderInput, RenderSettings};
 
 fn main() {
-    let descriptor = descriptor::parse(include_str!("../tests/fixtures/packages/example-simple/.section-proxy.yaml")).unwrap();
+    let descriptor =
+        descriptor::parse(include_str!("../tests/fixtures/packages/example-simple/.section-proxy.yaml")).unwrap();
     let names = ["cache", "waf", "images", "rewrite", "example"];
-    let chain: Vec<String> = names.iter().map(|n| format!(r#"{{"name": "{n}", "image": "example-simple:1.0.0"}}"#)).collect();
+    let chain: Vec<String> =
+        names.iter().map(|n| format!(r#"{{"name": "{n}", "image": "example-simple:1.0.0"}}"#)).collect();
     let config_text = format!(
         r#"{{"proxychain": [{}], "environments": {{"Production": {{"origin": {{"address": "origin.example.com", "host_header": "www.example.com"}},
         "alternate_origins": {{"images": {{"address": "img.example.com"}}, "api": {{"address": "api.example.com", "https_port": 8443}}}},
@@ -31,13 +33,22 @@ fn main() {
         .map(|n| ModuleInput {
             name: (*n).to_owned(),
             descriptor: descriptor.clone(),
-            config_files: [("server.conf".to_owned(), file(include_str!("../tests/fixtures/packages/example-simple/proxy_config/server.conf")))].into(),
-            proxy_files: [("nginx.conf".to_owned(), file(include_str!("../tests/fixtures/packages/example-simple/proxy/nginx.conf")))].into(),
+            config_files: [(
+                "server.conf".to_owned(),
+                file(include_str!("../tests/fixtures/packages/example-simple/proxy_config/server.conf")),
+            )]
+            .into(),
+            proxy_files: [(
+                "nginx.conf".to_owned(),
+                file(include_str!("../tests/fixtures/packages/example-simple/proxy/nginx.conf")),
+            )]
+            .into(),
             prepare_sh: file("#!/bin/sh\nexit 0\n"),
         })
         .collect();
     let outage: Files = [("maintenance.html".to_owned(), file("<h1>back soon</h1>"))].into();
-    let errors: Files = [("503.html".to_owned(), file("<h1>503</h1>")), ("404.html".to_owned(), file("<h1>404</h1>"))].into();
+    let errors: Files =
+        [("503.html".to_owned(), file("<h1>503</h1>")), ("404.html".to_owned(), file("<h1>404</h1>"))].into();
     let id = RepoId::new("9999", "9999", "www-example-com").unwrap();
     let settings = RenderSettings::default();
     let hop_ips: BTreeMap<String, String> = BTreeMap::new();

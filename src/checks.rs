@@ -34,7 +34,13 @@ pub struct CheckSettings {
 
 impl Default for CheckSettings {
     fn default() -> Self {
-        CheckSettings { bwrap: PathBuf::from("bwrap"), sandbox: sandbox::Limits::default(), parallel: 4, memo_dir: None, render: RenderSettings::default() }
+        CheckSettings {
+            bwrap: PathBuf::from("bwrap"),
+            sandbox: sandbox::Limits::default(),
+            parallel: 4,
+            memo_dir: None,
+            render: RenderSettings::default(),
+        }
     }
 }
 
@@ -119,7 +125,8 @@ pub fn run(
                 } else if job.memo.as_ref().is_some_and(ValidationMemo::passed_before) {
                     Outcome::Passed { output: String::new() }
                 } else {
-                    let outcome = sandbox::run_validate(&settings.bwrap, &job.script, job.scratch.path(), &settings.sandbox);
+                    let outcome =
+                        sandbox::run_validate(&settings.bwrap, &job.script, job.scratch.path(), &settings.sandbox);
                     if let (Outcome::Passed { output }, Some(memo)) = (&outcome, &job.memo) {
                         if output.is_empty() {
                             memo.remember_pass();
@@ -133,7 +140,11 @@ pub fn run(
         for (Job { name, written, .. }, rx) in jobs.iter().zip(&receivers) {
             line(out, &format!("Validating configuration for proxy {name}..."))?;
             for skipped in &written.skipped {
-                let d = Diagnostic::warning(skipped.clone(), None, "symlink or submodule not passed to validate.sh (links are never followed); commit the file itself");
+                let d = Diagnostic::warning(
+                    skipped.clone(),
+                    None,
+                    "symlink or submodule not passed to validate.sh (links are never followed); commit the file itself",
+                );
                 say(out, &mut verdict, &d)?;
             }
             let outcome = rx.recv().unwrap_or_else(|_| Outcome::CannotRun("the validation worker stopped".into()));
@@ -147,7 +158,11 @@ pub fn run(
         match render(source, subject, &config, packages, &settings.render, &Default::default()) {
             Ok(rendered) => verdict.rendered = Some(rendered),
             Err(e) => {
-                let d = Diagnostic::error("section.config.json", None, format!("cannot render environment {environment}: {e}"));
+                let d = Diagnostic::error(
+                    "section.config.json",
+                    None,
+                    format!("cannot render environment {environment}: {e}"),
+                );
                 say(out, &mut verdict, &d)?;
             }
         }
@@ -183,7 +198,13 @@ pub fn render(
         let prepare_sh = std::fs::read(package.dir.join("prepare.sh"))
             .map_err(|source| SourceError::Io { path: package.dir.join("prepare.sh"), source })?;
         let (config_files, _) = source.read_folder(&entry.name)?;
-        modules.push(ModuleInput { name: entry.name.clone(), descriptor: package.descriptor, config_files, proxy_files, prepare_sh });
+        modules.push(ModuleInput {
+            name: entry.name.clone(),
+            descriptor: package.descriptor,
+            config_files,
+            proxy_files,
+            prepare_sh,
+        });
     }
     let (outage_pages, _): (Files, _) = source.read_folder("outage_pages")?;
     let (custom_errors, _): (Files, _) = source.read_folder("custom_errors")?;
@@ -221,7 +242,13 @@ pub struct ValidationMemo {
 }
 
 impl ValidationMemo {
-    fn new(dir: &std::path::Path, image: &str, script: &std::path::Path, folder_id: &str, limits: &sandbox::Limits) -> Option<Self> {
+    fn new(
+        dir: &std::path::Path,
+        image: &str,
+        script: &std::path::Path,
+        folder_id: &str,
+        limits: &sandbox::Limits,
+    ) -> Option<Self> {
         let script = std::fs::read(script).ok()?;
         let script_id = git2::Oid::hash_object(git2::ObjectType::Blob, &script).ok()?;
         let key = format!("{image}\n{script_id}\n{folder_id}\n{limits:?}");
@@ -255,14 +282,22 @@ fn report_outcome(
             output.as_str(),
             false,
         ),
-        Outcome::Failed { status, output } => (format!("error: proxy {name}: validate.sh {status}:"), output.as_str(), true),
+        Outcome::Failed { status, output } => {
+            (format!("error: proxy {name}: validate.sh {status}:"), output.as_str(), true)
+        }
         Outcome::TimedOut { output } => (
-            format!("error: proxy {name}: validate.sh did not finish within {}s and was stopped:", limits.timeout.as_secs_f32()),
+            format!(
+                "error: proxy {name}: validate.sh did not finish within {}s and was stopped:",
+                limits.timeout.as_secs_f32()
+            ),
             output.as_str(),
             true,
         ),
         Outcome::OutputTooLarge { output } => (
-            format!("error: proxy {name}: validate.sh printed more than {} KiB and was stopped; it began with:", limits.max_output / 1024),
+            format!(
+                "error: proxy {name}: validate.sh printed more than {} KiB and was stopped; it began with:",
+                limits.max_output / 1024
+            ),
             output.as_str(),
             true,
         ),
@@ -289,10 +324,7 @@ fn report_outcome(
 
 /// A script's output is hostile too: no terminal control sequences reach the pusher.
 fn printable(s: &str) -> String {
-    s.chars()
-        .take(SHOW_WIDTH)
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-        .collect()
+    s.chars().take(SHOW_WIDTH).map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect()
 }
 
 fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result<()> {

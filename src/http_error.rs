@@ -65,7 +65,9 @@ impl From<crate::applying::deployer::DeployError> for HttpError {
         use crate::applying::deployer::DeployError as E;
         match &e {
             E::BadName(_) => HttpError::api(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()),
-            E::Record(crate::records::RecordError::NotFound(_)) => HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            E::Record(crate::records::RecordError::NotFound(_)) => {
+                HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
             _ => HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use devpop::checks::CheckSettings;
-use devpop::rendering::RenderSettings;
 use devpop::names::RepoId;
 use devpop::packages::PackageStore;
-use devpop::source::WorkDir;
+use devpop::rendering::RenderSettings;
 use devpop::repos::RepoStore;
 use devpop::server::Server;
 use devpop::settings::{self, Limits, Settings};
+use devpop::source::WorkDir;
 
 #[derive(Parser)]
 #[command(name = "devpop", version, about = "Turns `git push` into a deployment on Kubernetes", long_about = None)]
@@ -304,7 +304,11 @@ struct ServerLinkArgs {
 impl ServerLinkArgs {
     fn link(self) -> Option<devpop::hook::ServerLink> {
         let pusher = self.pusher;
-        self.internal_url.zip(self.hook_token).map(|(internal_url, token)| devpop::hook::ServerLink { internal_url, token, pusher })
+        self.internal_url.zip(self.hook_token).map(|(internal_url, token)| devpop::hook::ServerLink {
+            internal_url,
+            token,
+            pusher,
+        })
     }
 }
 
@@ -367,7 +371,10 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Package(PackageCommand::List { data }) => {
             let store = PackageStore::new(&absolute(&data.data)?);
             for name in store.catalog().all() {
-                let image = store.get(&name).map(|p| p.descriptor.metadata.image).unwrap_or_else(|e| format!("(unreadable: {e})"));
+                let image = store
+                    .get(&name)
+                    .map(|p| p.descriptor.metadata.image)
+                    .unwrap_or_else(|e| format!("(unreadable: {e})"));
                 println!("{name}\t{image}");
             }
             Ok(ExitCode::SUCCESS)
@@ -382,7 +389,8 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Hook(HookCommand::PreReceive { data, check, server }) => {
             let packages = PackageStore::new(&data.data);
-            let settings = CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..check.check_settings() };
+            let settings =
+                CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..check.check_settings() };
             let stdin = io::stdin().lock();
             let mut out = io::stdout().lock();
             let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings, server.link().as_ref())?;
@@ -408,18 +416,23 @@ impl Local {
         let dir = args.dir.canonicalize().with_context(|| format!("{}", args.dir.display()))?;
         let env = match &args.env {
             Some(env) => env.clone(),
-            None => current_branch(&dir).context("no --env given and the checked-out branch is unknown; pass --env NAME")?,
+            None => {
+                current_branch(&dir).context("no --env given and the checked-out branch is unknown; pass --env NAME")?
+            }
         };
         let id = match &args.app {
             Some(app) => {
                 let parts: Vec<&str> = app.split('/').collect();
-                let [account, application, repo] = parts[..] else { anyhow::bail!("--app {app:?}: use account/application/repo") };
+                let [account, application, repo] = parts[..] else {
+                    anyhow::bail!("--app {app:?}: use account/application/repo")
+                };
                 RepoId::new(account, application, repo)?
             }
             None => {
                 let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("app");
                 let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
-                RepoId::new("local", "local", clean.trim_start_matches(['-', '_', '.'])).or_else(|_| RepoId::new("local", "local", "app"))?
+                RepoId::new("local", "local", clean.trim_start_matches(['-', '_', '.']))
+                    .or_else(|_| RepoId::new("local", "local", "app"))?
             }
         };
         let commit = git2::Repository::discover(&dir)
@@ -432,7 +445,10 @@ impl Local {
                 let tmp = tempfile::tempdir()?;
                 let store = PackageStore::new(tmp.path());
                 store.install_builtins()?;
-                eprintln!("note: using the built-in packages ({}); pass --data to use a server's", store.catalog().all().join(", "));
+                eprintln!(
+                    "note: using the built-in packages ({}); pass --data to use a server's",
+                    store.catalog().all().join(", ")
+                );
                 (store, Some(tmp))
             }
         };
@@ -448,12 +464,30 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let local = Local::new(&args.local)?;
     let (dir, env) = (&local.dir, &local.env);
     let mut out = io::stdout().lock();
-    let verdict = devpop::checks::run(&WorkDir { root: dir }, local.subject(), &local.packages, &args.check.check_settings(), &mut out)?;
+    let verdict = devpop::checks::run(
+        &WorkDir { root: dir },
+        local.subject(),
+        &local.packages,
+        &args.check.check_settings(),
+        &mut out,
+    )?;
     if verdict.accepted() {
-        writeln!(out, "{}: ready to push to {env} ({} warning{})", dir.display(), verdict.warnings, if verdict.warnings == 1 { "" } else { "s" })?;
+        writeln!(
+            out,
+            "{}: ready to push to {env} ({} warning{})",
+            dir.display(),
+            verdict.warnings,
+            if verdict.warnings == 1 { "" } else { "s" }
+        )?;
         Ok(ExitCode::SUCCESS)
     } else {
-        writeln!(out, "{}: {} problem{} to fix before pushing to {env}", dir.display(), verdict.errors, if verdict.errors == 1 { "" } else { "s" })?;
+        writeln!(
+            out,
+            "{}: {} problem{} to fix before pushing to {env}",
+            dir.display(),
+            verdict.errors,
+            if verdict.errors == 1 { "" } else { "s" }
+        )?;
         Ok(ExitCode::FAILURE)
     }
 }
@@ -468,9 +502,20 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         for d in &report.diagnostics {
             eprintln!("{d}");
         }
-        anyhow::bail!("{} cannot be rendered for {} until the problems above are fixed (devpop validate shows them all)", local.dir.display(), local.env);
+        anyhow::bail!(
+            "{} cannot be rendered for {} until the problems above are fixed (devpop validate shows them all)",
+            local.dir.display(),
+            local.env
+        );
     };
-    let rendered = devpop::checks::render(&source, local.subject(), &config, &local.packages, &args.check.render_settings(), &Default::default())?;
+    let rendered = devpop::checks::render(
+        &source,
+        local.subject(),
+        &config,
+        &local.packages,
+        &args.check.render_settings(),
+        &Default::default(),
+    )?;
     match args.out {
         None => print!("{}", devpop::rendering::to_yaml(&rendered)),
         Some(out) => {
@@ -495,7 +540,9 @@ fn current_branch(dir: &Path) -> Option<String> {
 
 fn rollback(args: RollbackArgs) -> Result<ExitCode> {
     let parts: Vec<&str> = args.app.split('/').collect();
-    let [account, application, repo] = parts[..] else { anyhow::bail!("{:?}: name the application as account/application/repo", args.app) };
+    let [account, application, repo] = parts[..] else {
+        anyhow::bail!("{:?}: name the application as account/application/repo", args.app)
+    };
     let id = RepoId::new(account, application, repo)?;
     let data = absolute(&args.data.data)?;
     let repo_path = RepoStore::new(&data, &std::env::current_exe()?).path(&id);
@@ -515,15 +562,32 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
     let target = match args.to {
         Some(n) => {
             let d = records.get(n).with_context(|| format!("no deployment {n}"))?;
-            anyhow::ensure!(d.environment_key() == key, "deployment {n} is of {}/{}/{} {}, not {id} {}", d.request.account, d.request.application, d.request.repo, d.request.environment, args.env);
-            anyhow::ensure!(d.request.action == devpop::records::Action::Deploy, "deployment {n} removed the environment; pick a deployment that deployed it");
+            anyhow::ensure!(
+                d.environment_key() == key,
+                "deployment {n} is of {}/{}/{} {}, not {id} {}",
+                d.request.account,
+                d.request.application,
+                d.request.repo,
+                d.request.environment,
+                args.env
+            );
+            anyhow::ensure!(
+                d.request.action == devpop::records::Action::Deploy,
+                "deployment {n} removed the environment; pick a deployment that deployed it"
+            );
             d
         }
         None => records
-            .list(|d| d.environment_key() == key && d.state == devpop::records::State::Ready && d.request.action == devpop::records::Action::Deploy)
+            .list(|d| {
+                d.environment_key() == key
+                    && d.state == devpop::records::State::Ready
+                    && d.request.action == devpop::records::Action::Deploy
+            })
             .into_iter()
             .find(|d| tree_of(&d.request.commit).is_some_and(|t| t != head))
-            .with_context(|| format!("{id} {} has no earlier ready deployment with a different state to restore", args.env))?,
+            .with_context(|| {
+                format!("{id} {} has no earlier ready deployment with a different state to restore", args.env)
+            })?,
     };
     let message = format!(
         "Roll back {} to deployment {} (commit {})\n\nRestores the state deployed by deployment {} ({}).\n",
@@ -534,7 +598,13 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         target.request.commit
     );
     let commit = devpop::repos::restore_commit(&repo_path, &args.env, &target.request.commit, &message)?;
-    println!("Rolling {} of {id} back to deployment {} (commit {}) with commit {}", args.env, target.id, devpop::records::short(&target.request.commit), devpop::records::short(&commit.to_string()));
+    println!(
+        "Rolling {} of {id} back to deployment {} (commit {}) with commit {}",
+        args.env,
+        target.id,
+        devpop::records::short(&target.request.commit),
+        devpop::records::short(&commit.to_string())
+    );
     // Through the server, like any push: the same checks, a deployment record, linear history.
     let url = format!("{}{}", args.public_url.trim_end_matches('/'), id.url_path());
     let status = std::process::Command::new("git")
@@ -558,11 +628,18 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         settings.render = args.check.render_settings();
         settings.target = match args.target {
             TargetKind::RenderOnly => devpop::settings::TargetSettings::RenderOnly,
-            TargetKind::Cluster => devpop::settings::TargetSettings::Cluster { kubeconfig: args.kubeconfig, rollout_deadline: args.rollout_deadline },
+            TargetKind::Cluster => devpop::settings::TargetSettings::Cluster {
+                kubeconfig: args.kubeconfig,
+                rollout_deadline: args.rollout_deadline,
+            },
         };
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
-        let mode = if args.insecure_no_auth { "NO AUTHENTICATION (--insecure-no-auth)" } else { "local mode: loopback only, no authentication" };
+        let mode = if args.insecure_no_auth {
+            "NO AUTHENTICATION (--insecure-no-auth)"
+        } else {
+            "local mode: loopback only, no authentication"
+        };
         // The first line on stdout is the address; tests and scripts read it.
         println!("devpop serving on {url} ({mode})");
         io::stdout().flush()?;

@@ -25,13 +25,7 @@ const ID_RULE: &str = "use 1-64 letters, digits, '-' or '_', starting with a let
 const REPO_RULE: &str =
     "use 1-100 letters, digits, '-', '_' or '.', starting with a letter or digit, not ending in '.' or '.lock'";
 
-fn check(
-    what: &'static str,
-    value: &str,
-    max: usize,
-    extra: &[u8],
-    rule: &'static str,
-) -> Result<(), NameError> {
+fn check(what: &'static str, value: &str, max: usize, extra: &[u8], rule: &'static str) -> Result<(), NameError> {
     let bytes = value.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= max
@@ -52,17 +46,9 @@ impl RepoId {
         let repo = repo.strip_suffix(".git").unwrap_or(repo);
         check("repo name", repo, 100, b"-_.", REPO_RULE)?;
         if repo.ends_with('.') || repo.ends_with(".lock") || repo.contains("..") {
-            return Err(NameError::Invalid {
-                what: "repo name",
-                value: repo.to_owned(),
-                rule: REPO_RULE,
-            });
+            return Err(NameError::Invalid { what: "repo name", value: repo.to_owned(), rule: REPO_RULE });
         }
-        Ok(RepoId {
-            account: account.to_owned(),
-            application: application.to_owned(),
-            repo: repo.to_owned(),
-        })
+        Ok(RepoId { account: account.to_owned(), application: application.to_owned(), repo: repo.to_owned() })
     }
 
     /// The URL path of the repo, e.g. `/account/9999/application/9999/sample-application.git`.

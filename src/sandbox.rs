@@ -35,10 +35,19 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Exit 0; `output` is what it printed anyway (the contract says nothing).
-    Passed { output: String },
-    Failed { status: String, output: String },
-    TimedOut { output: String },
-    OutputTooLarge { output: String },
+    Passed {
+        output: String,
+    },
+    Failed {
+        status: String,
+        output: String,
+    },
+    TimedOut {
+        output: String,
+    },
+    OutputTooLarge {
+        output: String,
+    },
     /// The sandbox itself could not run (bwrap missing, ...): the push fails closed.
     CannotRun(String),
 }
@@ -46,7 +55,17 @@ pub enum Outcome {
 /// Runs `script` with `config_dir` mounted read-only at [`CONFIG_MOUNT`].
 pub fn run_validate(bwrap: &Path, script: &Path, config_dir: &Path, limits: &Limits) -> Outcome {
     let mut cmd = Command::new(bwrap);
-    cmd.args(["--unshare-all", "--uid", "65534", "--gid", "65534", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+    cmd.args([
+        "--unshare-all",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]);
     cmd.args(["--ro-bind", "/usr", "/usr"]);
     for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
         match std::fs::read_link(top) {
@@ -110,7 +129,8 @@ fn run_bounded(mut cmd: Command, limits: &Limits) -> Outcome {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Outcome::CannotRun(
-                "bubblewrap (bwrap) is not installed on the devpop server; install it (apt-get install bubblewrap)".into(),
+                "bubblewrap (bwrap) is not installed on the devpop server; install it (apt-get install bubblewrap)"
+                    .into(),
             )
         }
         Err(e) => return Outcome::CannotRun(format!("cannot start the sandbox: {e}")),
@@ -169,7 +189,6 @@ fn run_bounded(mut cmd: Command, limits: &Limits) -> Outcome {
         Err(e) => Outcome::CannotRun(format!("waiting for the sandbox: {e}")),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -14,11 +14,11 @@ use axum::Router;
 
 use crate::applying::deployer::Deployer;
 use crate::applying::{AnyTarget, Target};
-use std::time::Duration;
 use crate::http_error::HttpError;
 use crate::metrics::Metrics;
 use crate::repos::RepoStore;
 use crate::settings::Settings;
+use std::time::Duration;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -140,7 +140,8 @@ impl Server {
             tracing::info!(packages = ?builtins, "installed the built-in packages");
         }
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let mut settings = settings;
         let bound = listener.local_addr()?;
         let base_url = settings.base_url(bound);
@@ -153,20 +154,31 @@ impl Server {
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
         let records = {
             let data = settings.data_dir.clone();
-            Arc::new(tokio::task::spawn_blocking(move || crate::records::Records::open(&data)).await.map_err(std::io::Error::other)??)
+            Arc::new(
+                tokio::task::spawn_blocking(move || crate::records::Records::open(&data))
+                    .await
+                    .map_err(std::io::Error::other)??,
+            )
         };
         let rendered = crate::applying::RenderedRepos::new(&settings.data_dir);
         let (target, deadline) = match &settings.target {
-            crate::settings::TargetSettings::RenderOnly => {
-                (AnyTarget::RenderOnly(crate::applying::RenderOnly { repos: rendered.clone() }), Duration::from_secs(300))
-            }
+            crate::settings::TargetSettings::RenderOnly => (
+                AnyTarget::RenderOnly(crate::applying::RenderOnly { repos: rendered.clone() }),
+                Duration::from_secs(300),
+            ),
             crate::settings::TargetSettings::Cluster { kubeconfig, rollout_deadline } => {
-                let cluster = crate::applying::kube::KubeCluster::discover(kubeconfig.as_deref()).await.map_err(ServeError::Cluster)?;
-                (AnyTarget::Cluster(cluster, crate::applying::RenderOnly { repos: rendered.clone() }), *rollout_deadline)
+                let cluster = crate::applying::kube::KubeCluster::discover(kubeconfig.as_deref())
+                    .await
+                    .map_err(ServeError::Cluster)?;
+                (
+                    AnyTarget::Cluster(cluster, crate::applying::RenderOnly { repos: rendered.clone() }),
+                    *rollout_deadline,
+                )
             }
         };
         tracing::info!(target = target.name(), "deploying to");
-        let mut deployer = Deployer::new(records, Arc::new(target), repos.clone(), packages, settings.render.clone(), 4);
+        let mut deployer =
+            Deployer::new(records, Arc::new(target), repos.clone(), packages, settings.render.clone(), 4);
         Arc::get_mut(&mut deployer).expect("not shared yet").rollout_deadline = deadline;
         let state = AppState(Arc::new(Shared {
             rendered,

@@ -48,7 +48,15 @@ impl Default for Limits {
 
 impl Settings {
     pub fn new(data_dir: PathBuf) -> Self {
-        Settings { data_dir, public_url: None, git: PathBuf::from("git"), limits: Limits::default(), hook_env: Vec::new(), render: Default::default(), target: TargetSettings::default() }
+        Settings {
+            data_dir,
+            public_url: None,
+            git: PathBuf::from("git"),
+            limits: Limits::default(),
+            hook_env: Vec::new(),
+            render: Default::default(),
+            target: TargetSettings::default(),
+        }
     }
 
     /// The base URL for links, given the address actually bound.

@@ -99,12 +99,7 @@ pub fn write_files(files: &Files, into: &Path) -> Result<(), SourceError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err)?;
         }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io_err)?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&path).map_err(io_err)?;
         f.write_all(content).map_err(io_err)?;
     }
     Ok(())
@@ -121,7 +116,14 @@ impl GitCommit<'_> {
         move |source| SourceError::Git { commit: self.commit.to_string(), source }
     }
 
-    fn read_tree(&self, tree: &git2::Tree, rel: &str, out: &mut Files, depth: usize, budget: &mut Budget) -> Result<(), SourceError> {
+    fn read_tree(
+        &self,
+        tree: &git2::Tree,
+        rel: &str,
+        out: &mut Files,
+        depth: usize,
+        budget: &mut Budget,
+    ) -> Result<(), SourceError> {
         let odb = self.repo.odb().map_err(self.err())?;
         for entry in tree.iter() {
             if budget.written.over_limit.is_some() {
@@ -242,7 +244,8 @@ fn walk_dir(from: &Path, rel: &str, out: &mut Files, depth: usize, budget: &mut 
 impl RepoSource for WorkDir<'_> {
     fn snapshot(&self) -> Result<Snapshot, SourceError> {
         let mut snapshot = Snapshot::default();
-        let entries = fs::read_dir(self.root).map_err(|source| SourceError::Io { path: self.root.to_owned(), source })?;
+        let entries =
+            fs::read_dir(self.root).map_err(|source| SourceError::Io { path: self.root.to_owned(), source })?;
         for e in entries.flatten() {
             let Ok(name) = e.file_name().into_string() else { continue };
             let Ok(meta) = fs::symlink_metadata(e.path()) else { continue };

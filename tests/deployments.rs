@@ -56,7 +56,8 @@ impl World {
 
     fn deployer(&self, cluster: Arc<MemoryCluster>) -> Arc<Deployer<MemoryCluster>> {
         let records = Arc::new(Records::open(self.data.path()).unwrap());
-        let mut d = Deployer::new(records, cluster, self.repos.clone(), self.packages.clone(), RenderSettings::default(), 4);
+        let mut d =
+            Deployer::new(records, cluster, self.repos.clone(), self.packages.clone(), RenderSettings::default(), 4);
         Arc::get_mut(&mut d).unwrap().rollout_deadline = Duration::from_millis(300);
         d
     }
@@ -149,7 +150,9 @@ async fn objects_the_new_render_no_longer_has_are_pruned() {
     let d = deployer.wait(d.id).await.unwrap();
     assert_eq!(d.state, State::Ready, "{:#?}", d.steps);
     let pruned: Vec<String> = cluster.calls().into_iter().filter(|c| c.0 == "prune").map(|c| c.2).collect();
-    for key in ["Deployment/m2-example", "Service/m2-example", "ConfigMap/m2-example-config", "NetworkPolicy/allow-m2-example"] {
+    for key in
+        ["Deployment/m2-example", "Service/m2-example", "ConfigMap/m2-example-config", "NetworkPolicy/allow-m2-example"]
+    {
         assert!(pruned.contains(&key.to_owned()), "{key} not pruned: {pruned:?}");
     }
     assert!(d.steps.iter().any(|s| s.message.starts_with("pruned: ")), "the record says what was pruned");
@@ -161,11 +164,17 @@ async fn an_unhealthy_rollout_fails_naming_the_object_and_the_reason() {
     let w = World::new();
     let commit = w.push(&sample(), "Production");
     let cluster = Arc::new(MemoryCluster::new());
-    cluster.set_health("m2-example", Health::Fails("ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found".into()));
+    cluster.set_health(
+        "m2-example",
+        Health::Fails("ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found".into()),
+    );
     let deployer = w.deployer(cluster.clone());
     let d = deployer.wait(deployer.submit(request("Production", &commit)).await.unwrap().id).await.unwrap();
     assert_eq!(d.state, State::Failed);
-    assert_eq!(d.steps.last().unwrap().message, "Deployment/m2-example: ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found");
+    assert_eq!(
+        d.steps.last().unwrap().message,
+        "Deployment/m2-example: ImagePullBackOff: registry.example.com/section/example-simple:1.0.0-k1 not found"
+    );
 
     cluster.set_health("m2-example", Health::Hangs);
     let d = deployer.wait(deployer.submit(request("Production", &commit)).await.unwrap().id).await.unwrap();
@@ -229,8 +238,16 @@ fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
     wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
     // Change one module's config and drop the other module.
     let config = std::fs::read_to_string(work.join("section.config.json")).unwrap();
-    std::fs::write(work.join("section.config.json"), config.replace(",\n    { \"name\": \"example\", \"image\": \"example-simple:1.0.0\" }", "")).unwrap();
-    std::fs::write(work.join("cache/default.vcl"), std::fs::read_to_string(work.join("cache/default.vcl")).unwrap() + "# tuned\n").unwrap();
+    std::fs::write(
+        work.join("section.config.json"),
+        config.replace(",\n    { \"name\": \"example\", \"image\": \"example-simple:1.0.0\" }", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("cache/default.vcl"),
+        std::fs::read_to_string(work.join("cache/default.vcl")).unwrap() + "# tuned\n",
+    )
+    .unwrap();
     commit_all(&work, "one module");
     let out = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
     let err = stderr(&out);
@@ -286,7 +303,11 @@ fn rollback_pushes_a_new_commit_restoring_an_earlier_deployment_and_deploys_it()
         wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"))
     };
     let v1 = push(&work);
-    std::fs::write(work.join("cache/default.vcl"), "vcl 4.1;\nbackend default { .host = \"next-hop\"; .port = \"80\"; }\n").unwrap();
+    std::fs::write(
+        work.join("cache/default.vcl"),
+        "vcl 4.1;\nbackend default { .host = \"next-hop\"; .port = \"80\"; }\n",
+    )
+    .unwrap();
     commit_all(&work, "v2");
     push(&work);
     let repo = devpop.repo_path("1", "1", "site");
@@ -310,8 +331,12 @@ fn rollback_pushes_a_new_commit_restoring_an_earlier_deployment_and_deploys_it()
     let head = server_branch(&repo, "Production");
     assert_eq!(git_ok(&repo, &["rev-parse", &format!("{head}^")]).trim(), v2_head, "history stays linear");
     let v1_commit = v1["commit"].as_str().unwrap();
-    assert_eq!(git_ok(&repo, &["rev-parse", &format!("{head}^{{tree}}")]), git_ok(&repo, &["rev-parse", &format!("{v1_commit}^{{tree}}")]));
-    assert!(git_ok(&repo, &["log", "-1", "--format=%s", &head]).starts_with(&format!("Roll back Production to deployment {}", v1["id"])));
+    assert_eq!(
+        git_ok(&repo, &["rev-parse", &format!("{head}^{{tree}}")]),
+        git_ok(&repo, &["rev-parse", &format!("{v1_commit}^{{tree}}")])
+    );
+    assert!(git_ok(&repo, &["log", "-1", "--format=%s", &head])
+        .starts_with(&format!("Roll back Production to deployment {}", v1["id"])));
 
     // --to a deployment of another environment, or one that does not exist: a clear refusal.
     let out = rollback(&["--to", "999"]);
@@ -331,7 +356,8 @@ async fn a_failed_wait_deployment_puts_the_environment_back_to_its_last_ready_st
 
     cluster.set_health("m1-cache", Health::FailsOnce("CrashLoopBackOff: back-off restarting".into()));
     let objects = w.repos.path(&RepoId::new("1", "1", "site").unwrap()).join("objects");
-    let waiting = NewDeployment { quarantine: Some(objects.to_string_lossy().into_owned()), ..request("Production", &bad) };
+    let waiting =
+        NewDeployment { quarantine: Some(objects.to_string_lossy().into_owned()), ..request("Production", &bad) };
     let failed = deployer.wait(deployer.submit(waiting).await.unwrap().id).await.unwrap();
     assert_eq!(failed.state, State::Failed);
     let restore_id = failed.id + 1;
@@ -346,7 +372,10 @@ async fn a_failed_wait_deployment_puts_the_environment_back_to_its_last_ready_st
     assert_eq!(restored.request.commit, good, "the last ready state is applied again");
     assert_eq!(restored.request.pusher, format!("devpop (restoring after deployment {} failed)", failed.id));
     let failed = deployer.records().get(failed.id).unwrap();
-    assert!(failed.steps.iter().any(|s| s.message == format!("restoring deployment {} as deployment {restore_id}", first.id)));
+    assert!(failed
+        .steps
+        .iter()
+        .any(|s| s.message == format!("restoring deployment {} as deployment {restore_id}", first.id)));
 }
 
 #[test]

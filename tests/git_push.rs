@@ -41,7 +41,8 @@ fn broken_config_push_is_rejected_with_its_line_and_leaves_nothing_behind() {
     let repo = devpop.repo_path("1", "1", "site");
     let before = server_branch(&repo, "Production");
     let (_dir, work) = clone(&url);
-    std::fs::write(work.join("section.config.json"), "{\n  \"proxychain\": [\n    { \"name\": \"cache\" },\n  ]\n").unwrap();
+    std::fs::write(work.join("section.config.json"), "{\n  \"proxychain\": [\n    { \"name\": \"cache\" },\n  ]\n")
+        .unwrap();
     std::fs::write(work.join("big.bin"), vec![7u8; 300_000]).unwrap();
     commit_all(&work, "break the config");
     let bad_commit = git_ok(&work, &["rev-parse", "HEAD"]);
@@ -142,7 +143,11 @@ fn pushing_a_tag_or_an_undefined_environment_is_refused_with_the_reason() {
     git_ok(&work, &["tag", "v1"]);
     let out = git(&work, &["push", "origin", "v1"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("error: refs/tags/v1: devpop deploys branches, one per environment"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: refs/tags/v1: devpop deploys branches, one per environment"),
+        "{}",
+        stderr(&out)
+    );
 
     git_ok(&work, &["checkout", "-q", "-b", "Staging"]);
     let out = git(&work, &["push", "origin", "Staging"]);
@@ -164,7 +169,11 @@ fn bad_http_requests_get_clear_errors_and_the_server_keeps_serving() {
 
     let r = http(&addr, "GET", "/nowhere", &[], b"");
     assert_eq!(r.status, 404);
-    assert!(r.text().contains("git repos live at /account/<account>/application/<application>/<repo>.git"), "{}", r.text());
+    assert!(
+        r.text().contains("git repos live at /account/<account>/application/<application>/<repo>.git"),
+        "{}",
+        r.text()
+    );
 
     let r = http(&addr, "GET", &format!("{base}/info/refs"), &[], b"");
     assert_eq!(r.status, 403, "dumb protocol is refused");
@@ -243,9 +252,7 @@ fn client_that_disconnects_mid_push_leaves_no_quarantine() {
     let mut s = TcpStream::connect(devpop.addr()).unwrap();
     let command = format!("{before} {} refs/heads/Production\0 report-status side-band-64k\n", "1".repeat(40));
     let pkt = format!("{:04x}{command}0000", command.len() + 4);
-    let head = format!(
-        "POST /account/1/application/1/site.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 10000000\r\n\r\n"
-    );
+    let head = "POST /account/1/application/1/site.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 10000000\r\n\r\n".to_string();
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(pkt.as_bytes()).unwrap();
     // A pack header promising many objects, then a little data, then hang up.
@@ -284,5 +291,9 @@ fn listening_beyond_loopback_without_auth_is_refused() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to listen on 0.0.0.0:0"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to listen on 0.0.0.0:0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

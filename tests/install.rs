@@ -17,10 +17,19 @@ fn install_manifests_pass_strict_kubernetes_1_33_validation() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubernetes-validate"));
     assert!(validator.is_file(), "run the tests with tests/run, which installs kubernetes-validate");
-    let out = Command::new(validator).args(["--strict", "-k", "1.33.0", "--no-warn"]).arg(install_yaml()).output().unwrap();
+    let out =
+        Command::new(validator).args(["--strict", "-k", "1.33.0", "--no-warn"]).arg(install_yaml()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && !text.contains("ERROR"), "{text}");
-    for kind in ["namespace/devpop", "serviceaccount/devpop", "clusterrole/devpop-applier", "clusterrolebinding/devpop-applier", "persistentvolumeclaim/devpop-data", "deployment/devpop", "service/devpop"] {
+    for kind in [
+        "namespace/devpop",
+        "serviceaccount/devpop",
+        "clusterrole/devpop-applier",
+        "clusterrolebinding/devpop-applier",
+        "persistentvolumeclaim/devpop-data",
+        "deployment/devpop",
+        "service/devpop",
+    ] {
         assert!(text.contains(&format!("passed for resource {kind}")), "{kind} missing:\n{text}");
     }
     let yaml = std::fs::read_to_string(install_yaml()).unwrap();

@@ -55,7 +55,12 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let uri = parts.uri.to_string();
             let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            log.lock().unwrap().push(Seen { method: parts.method.clone(), uri: uri.clone(), content_type, body: body.clone() });
+            log.lock().unwrap().push(Seen {
+                method: parts.method.clone(),
+                uri: uri.clone(),
+                content_type,
+                body: body.clone(),
+            });
             let path = parts.uri.path().to_owned();
             let answer = match parts.method {
                 Method::PATCH => {
@@ -86,7 +91,9 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                     "spec": {"replicas": 1, "selector": {}, "template": {}},
                     "status": script.deployment_status
                 }),
-                Method::GET => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": []}),
+                Method::GET => {
+                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": []})
+                }
                 _ => json!({}),
             };
             Ok::<_, std::convert::Infallible>(
@@ -111,8 +118,10 @@ fn rendered(hop_ips: &BTreeMap<String, String>) -> Rendered {
     let source = WorkDir { root: &root };
     let report = devpop::validation::check(&source.snapshot().unwrap(), "Production", &store.catalog());
     let id = RepoId::new("9999", "9999", "sample-application").unwrap();
-    let subject = checks::Subject { id: &id, environment: "Production", commit: "0123456789abcdef0123456789abcdef01234567" };
-    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips).unwrap()
+    let subject =
+        checks::Subject { id: &id, environment: "Production", commit: "0123456789abcdef0123456789abcdef01234567" };
+    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips)
+        .unwrap()
 }
 
 fn subject() -> Subject {
@@ -127,7 +136,10 @@ fn subject() -> Subject {
 }
 
 fn ready() -> Script {
-    Script { deployment_status: ready_status(), pods: json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}) }
+    Script {
+        deployment_status: ready_status(),
+        pods: json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+    }
 }
 
 #[tokio::test]
@@ -143,8 +155,13 @@ async fn every_object_is_server_side_applied_by_devpop_with_force() {
 
     let seen = seen.lock().unwrap().clone();
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
-    let workloads = r.objects.iter().filter(|o| matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")).count();
-    assert_eq!(patches.len(), 2 * r.objects.len() - workloads, "prepare applies all but the workloads, apply applies everything");
+    let workloads =
+        r.objects.iter().filter(|o| matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")).count();
+    assert_eq!(
+        patches.len(),
+        2 * r.objects.len() - workloads,
+        "prepare applies all but the workloads, apply applies everything"
+    );
     for p in &patches {
         assert_eq!(p.content_type, "application/apply-patch+yaml", "{}", p.uri);
         assert!(p.uri.contains("fieldManager=devpop") && p.uri.contains("force=true"), "{}", p.uri);
@@ -156,7 +173,11 @@ async fn every_object_is_server_side_applied_by_devpop_with_force() {
         .find(|p| p.uri.starts_with(&format!("/apis/apps/v1/namespaces/{ns}/deployments/m1-cache?")))
         .expect("the module Deployment is applied");
     assert_eq!(deploy.body["kind"], "Deployment");
-    assert_eq!(deploy.body["spec"]["template"]["spec"]["hostAliases"][0]["ip"], json!(ips["m2-example"]), "next-hop wired to the ClusterIP");
+    assert_eq!(
+        deploy.body["spec"]["template"]["spec"]["hostAliases"][0]["ip"],
+        json!(ips["m2-example"]),
+        "next-hop wired to the ClusterIP"
+    );
 }
 
 #[tokio::test]
@@ -173,7 +194,8 @@ async fn prune_lists_by_the_devpop_label_and_deletes_only_what_the_render_droppe
     }
     let deletes: Vec<&str> = seen.iter().filter(|s| s.method == Method::DELETE).map(|s| s.uri.as_str()).collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
-    assert!(deletes[0].starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered(&BTreeMap::new()).namespace)));
+    assert!(deletes[0]
+        .starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered(&BTreeMap::new()).namespace)));
 }
 
 #[tokio::test]
@@ -192,12 +214,17 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
         }]}),
     };
     let (client, _) = mock(stuck);
-    let err = KubeCluster::new(client).with_poll(Duration::from_millis(10)).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap_err();
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(10))
+        .rollout(&subject(), &r, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         TargetError::Unhealthy {
             object: "Deployment/private-ingress".into(),
-            reason: "pod private-ingress-abc: container nginx: ImagePullBackOff Back-off pulling image \"nginx:nope\"".into()
+            reason: "pod private-ingress-abc: container nginx: ImagePullBackOff Back-off pulling image \"nginx:nope\""
+                .into()
         }
     );
 
@@ -230,10 +257,36 @@ fn rollout_state_follows_kubectl_rollout_status() {
     let d = |status: Value, generation: i64| -> k8s_openapi::api::apps::v1::Deployment {
         serde_json::from_value(json!({"metadata": {"name": "x", "generation": generation}, "spec": {"replicas": 2, "selector": {}, "template": {}}, "status": status})).unwrap()
     };
-    assert_eq!(rollout_state(&d(json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}), 2)), Ok(true));
-    assert_eq!(rollout_state(&d(json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}), 2)), Ok(false), "old generation");
-    assert_eq!(rollout_state(&d(json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}), 2)), Ok(false), "old pods remain");
-    assert_eq!(rollout_state(&d(json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}), 2)), Ok(false));
+    assert_eq!(
+        rollout_state(&d(
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+            2
+        )),
+        Ok(true)
+    );
+    assert_eq!(
+        rollout_state(&d(
+            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+            2
+        )),
+        Ok(false),
+        "old generation"
+    );
+    assert_eq!(
+        rollout_state(&d(
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+            2
+        )),
+        Ok(false),
+        "old pods remain"
+    );
+    assert_eq!(
+        rollout_state(&d(
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+            2
+        )),
+        Ok(false)
+    );
 }
 
 /// Deploys the sample application to a real cluster when DEVPOP_TEST_KUBECONFIG is set.

@@ -33,7 +33,8 @@ fn render_dir(dir: &Path, env: &str, hop_ips: &BTreeMap<String, String>) -> Rend
     assert!(report.is_ok(), "{:?}", report.diagnostics);
     let id = RepoId::new("9999", "9999", "sample-application").unwrap();
     let subject = Subject { id: &id, environment: env, commit: COMMIT };
-    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips).unwrap()
+    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips)
+        .unwrap()
 }
 
 fn sample(env: &str) -> Rendered {
@@ -65,7 +66,11 @@ fn kubernetes_validate() -> PathBuf {
 }
 
 fn validate_strict(files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(kubernetes_validate()).args(["--strict", "-k", "1.33.0", "--no-warn"]).args(files).output().unwrap();
+    let out = Command::new(kubernetes_validate())
+        .args(["--strict", "-k", "1.33.0", "--no-warn"])
+        .args(files)
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success() && !text.contains("ERROR"), text)
 }
@@ -86,8 +91,10 @@ fn write_objects(rendered: &Rendered, dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn every_rendered_object_passes_strict_kubernetes_1_33_schema_validation() {
     let out = tempfile::tempdir().unwrap();
-    let resolved: BTreeMap<String, String> =
-        [("m2-example", "10.96.0.20"), ("egress", "10.96.0.30")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let resolved: BTreeMap<String, String> = [("m2-example", "10.96.0.20"), ("egress", "10.96.0.30")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let mut files = Vec::new();
     for (n, (case, env, ips)) in [
         ("repos/sample-application", "Production", BTreeMap::new()),
@@ -108,7 +115,11 @@ fn every_rendered_object_passes_strict_kubernetes_1_33_schema_validation() {
 
     // The validator does reject what is wrong (so the check above means something).
     let bad = out.path().join("bad.yaml");
-    std::fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 1, selector: {}, templat: {}}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 1, selector: {}, templat: {}}\n",
+    )
+    .unwrap();
     assert!(!validate_strict(&[bad]).0, "an invalid Deployment must fail validation");
 }
 
@@ -142,8 +153,10 @@ fn peers(peers: Option<&Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>
 
 #[test]
 fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
-    let ips: BTreeMap<String, String> =
-        [("m2-example", "10.96.0.20"), ("egress", "10.96.0.30")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let ips: BTreeMap<String, String> = [("m2-example", "10.96.0.20"), ("egress", "10.96.0.30")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let r = render_dir(&fixture("repos/sample-application"), "Production", &ips);
     let chain = ["private-ingress", "m1-cache", "m2-example", "egress"];
 
@@ -157,7 +170,10 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
         assert_eq!(d.metadata.annotations.as_ref().unwrap()[rendering::ANNOTATION_NEXT_HOP], next);
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let alias = &pod.host_aliases.as_ref().unwrap()[0];
-        assert_eq!((alias.ip.as_str(), alias.hostnames.as_ref().unwrap().as_slice()), (ip, &["next-hop".to_owned()][..]));
+        assert_eq!(
+            (alias.ip.as_str(), alias.hostnames.as_ref().unwrap().as_slice()),
+            (ip, &["next-hop".to_owned()][..])
+        );
         let Object::Service(s) = find(&r, &format!("Service/{next}")) else { unreachable!() };
         assert_eq!(s.spec.as_ref().unwrap().selector.as_ref().unwrap()[rendering::LABEL_HOP], next);
     }
@@ -173,7 +189,15 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
     let names: Vec<&str> = r.objects.iter().filter(|o| o.kind() == "NetworkPolicy").map(Object::name).collect();
     assert_eq!(
         names,
-        ["default-deny", "allow-dns", "allow-private-ingress", "allow-m1-cache", "allow-m2-example", "allow-egress", "allow-static-server"]
+        [
+            "default-deny",
+            "allow-dns",
+            "allow-private-ingress",
+            "allow-m1-cache",
+            "allow-m2-example",
+            "allow-egress",
+            "allow-static-server"
+        ]
     );
     for (i, hop) in chain.iter().enumerate() {
         let spec = policy(&r, &format!("allow-{hop}")).spec.as_ref().unwrap();
@@ -181,7 +205,11 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
         let expected_from = if i == 0 { "ns:ingress-nginx".to_owned() } else { chain[i - 1].to_owned() };
         assert_eq!(from, [expected_from], "who may reach {hop}");
         let to: Vec<String> = spec.egress.as_ref().unwrap().iter().flat_map(|e| peers(e.to.as_ref())).collect();
-        let expected_to = if i + 1 < chain.len() { vec![chain[i + 1].to_owned()] } else { vec!["ip:0.0.0.0/0".to_owned(), "static-server".to_owned()] };
+        let expected_to = if i + 1 < chain.len() {
+            vec![chain[i + 1].to_owned()]
+        } else {
+            vec!["ip:0.0.0.0/0".to_owned(), "static-server".to_owned()]
+        };
         assert_eq!(to, expected_to, "what {hop} may reach");
     }
     let deny = policy(&r, "default-deny").spec.as_ref().unwrap();
@@ -221,7 +249,10 @@ fn a_push_publishes_the_rendered_repo_which_clones_with_plain_git() {
     let rendered_url = format!("{}/rendered/account/9999/application/9999/site.git", devpop.url);
     let (_rdir, rendered) = clone(&rendered_url);
     let log = git_ok(&rendered, &["log", "--format=%s"]);
-    assert_eq!(log.lines().collect::<Vec<_>>(), [format!("Staging: render of {pushed}"), format!("Production: render of {pushed}")]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [format!("Staging: render of {pushed}"), format!("Production: render of {pushed}")]
+    );
     for env in ["Production", "Staging"] {
         let k = std::fs::read_to_string(rendered.join(env).join("kustomization.yaml")).unwrap();
         assert!(k.contains("kind: Kustomization") && k.contains("-deployment-m1-cache.yaml"), "{k}");
@@ -260,7 +291,8 @@ fn devpop_render_writes_one_file_per_object_and_a_kustomization() {
     assert!(listed[0].ends_with("-namespace-section-sampleapplication-production-6b170bd85b05b.yaml"), "{listed:?}");
 
     // Broken input: a clear error, non-zero exit.
-    let bad = Command::new(DEVPOP).args(["render", "--env", "Production"]).arg(fixture("bad/broken-json")).output().unwrap();
+    let bad =
+        Command::new(DEVPOP).args(["render", "--env", "Production"]).arg(fixture("bad/broken-json")).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("section.config.json:4:3: invalid JSON"));
 }

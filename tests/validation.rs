@@ -24,20 +24,11 @@ fn push_case(devpop: &Devpop, app: &str, case: &Path, branch: &str) -> (bool, St
 
 /// The `remote:` lines of a push, as the hook printed them.
 fn remote_lines(push_output: &str) -> Vec<String> {
-    push_output
-        .lines()
-        .filter_map(|l| l.strip_prefix("remote: "))
-        .map(|l| l.trim_end().to_owned())
-        .collect()
+    push_output.lines().filter_map(|l| l.strip_prefix("remote: ")).map(|l| l.trim_end().to_owned()).collect()
 }
 
 fn devpop_validate(dir: &Path, env: &str, data: &Path) -> (bool, Vec<String>) {
-    let out = Command::new(DEVPOP)
-        .args(["validate", "--env", env, "--data"])
-        .arg(data)
-        .arg(dir)
-        .output()
-        .unwrap();
+    let out = Command::new(DEVPOP).args(["validate", "--env", env, "--data"]).arg(data).arg(dir).output().unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     (out.status.success(), lines)
 }
@@ -75,17 +66,26 @@ fn every_bad_fixture_is_rejected_with_what_to_fix_and_devpop_validate_agrees() {
         assert!(!ok, "{case}: push must be rejected:\n{output}");
         let remote = remote_lines(&output).join("\n");
         assert!(remote.contains(expected), "{case}: expected\n{expected}\nin\n{remote}");
-        assert!(output.contains(&format!("! [remote rejected] HEAD -> {branch} (pre-receive hook declined)")), "{output}");
+        assert!(
+            output.contains(&format!("! [remote rejected] HEAD -> {branch} (pre-receive hook declined)")),
+            "{output}"
+        );
         let repo = devpop.repo_path("1", &app, &app);
-        let expected_head = if *branch == "Production" { git_ok(&repo, &["rev-parse", "refs/heads/Production"]) } else { String::new() };
+        let expected_head = if *branch == "Production" {
+            git_ok(&repo, &["rev-parse", "refs/heads/Production"])
+        } else {
+            String::new()
+        };
         assert_eq!(server_branch(&repo, branch), expected_head.trim(), "{case}: branch unchanged");
         assert!(quarantines(&repo).is_empty(), "{case}: quarantine left");
 
         // devpop validate on the same tree says the same, line for line.
         let (valid, lines) = devpop_validate(&dir, branch, devpop.data.path());
         assert!(!valid, "{case}: devpop validate must fail");
-        let pushed: Vec<String> = remote_lines(&output).into_iter().filter(|l| !l.starts_with("error: push to")).collect();
-        let offline: Vec<String> = lines.into_iter().filter(|l| !l.contains("problem to fix") && !l.contains("problems to fix")).collect();
+        let pushed: Vec<String> =
+            remote_lines(&output).into_iter().filter(|l| !l.starts_with("error: push to")).collect();
+        let offline: Vec<String> =
+            lines.into_iter().filter(|l| !l.contains("problem to fix") && !l.contains("problems to fix")).collect();
         assert_eq!(pushed, offline, "{case}: push and devpop validate disagree");
     }
 }
@@ -97,8 +97,14 @@ fn sample_application_is_accepted_with_each_module_validated() {
     assert!(ok, "{output}");
     let remote = remote_lines(&output);
     assert_eq!(remote.len(), 4, "{output}");
-    assert_eq!(remote[..2], ["Validating configuration for proxy cache...", "Validating configuration for proxy example..."]);
-    assert!(remote[2].starts_with("Rendering environment Production (namespace section-sample-production-"), "{output}");
+    assert_eq!(
+        remote[..2],
+        ["Validating configuration for proxy cache...", "Validating configuration for proxy example..."]
+    );
+    assert!(
+        remote[2].starts_with("Rendering environment Production (namespace section-sample-production-"),
+        "{output}"
+    );
     assert_eq!(remote[3], format!("Deployment 1 queued for Production: {}/api/v1/deployments/1", devpop.url));
     let (ok, output) = push_case(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
     assert!(ok, "{output}");
@@ -125,10 +131,19 @@ fn package_add_refuses_forbidden_pod_fields_and_list_shows_builtins() {
     let yaml = src.path().join(".section-proxy.yaml");
     let text = std::fs::read_to_string(&yaml).unwrap().replace("spec:\n", "spec:\n  hostNetwork: true\n");
     std::fs::write(&yaml, text).unwrap();
-    let out = Command::new(DEVPOP).args(["package", "add"]).arg(src.path()).arg("--data").arg(devpop.data.path()).output().unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["package", "add"])
+        .arg(src.path())
+        .arg("--data")
+        .arg(devpop.data.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.hostNetwork: not allowed in a module package (modules share no host namespaces); remove it"), "{err}");
+    assert!(
+        err.contains("spec.hostNetwork: not allowed in a module package (modules share no host namespaces); remove it"),
+        "{err}"
+    );
 
     let out = Command::new(DEVPOP).args(["package", "list", "--data"]).arg(devpop.data.path()).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
@@ -143,11 +158,19 @@ fn probe_case(devpop: &Devpop, script: &str) -> tempfile::TempDir {
     let src = tempfile::tempdir().unwrap();
     copy_tree(&fixture("packages/example-simple"), src.path());
     let yaml = src.path().join(".section-proxy.yaml");
-    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: example-simple:1.0.0", &format!("name: probe:{version}"));
+    let text = std::fs::read_to_string(&yaml)
+        .unwrap()
+        .replace("name: example-simple:1.0.0", &format!("name: probe:{version}"));
     std::fs::write(&yaml, text).unwrap();
     let validate = src.path().join("validate.sh");
     std::fs::write(&validate, format!("#!/bin/sh\n{script}\n")).unwrap();
-    let out = Command::new(DEVPOP).args(["package", "add"]).arg(src.path()).arg("--data").arg(devpop.data.path()).output().unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["package", "add"])
+        .arg(src.path())
+        .arg("--data")
+        .arg(devpop.data.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let repo = tempfile::tempdir().unwrap();
@@ -172,7 +195,10 @@ fn a_symlink_to_etc_passwd_never_reaches_validate_sh_or_the_pusher() {
     let (ok, output) = push_case(&devpop, "symlink", repo.path(), "Production");
     assert!(!ok);
     assert!(!output.contains("root:"), "the host's /etc/passwd leaked:\n{output}");
-    assert!(output.contains("remote: warning: probe/passwd: symlink or submodule not passed to validate.sh"), "{output}");
+    assert!(
+        output.contains("remote: warning: probe/passwd: symlink or submodule not passed to validate.sh"),
+        "{output}"
+    );
     assert!(output.contains("No such file or directory"), "{output}");
 }
 
@@ -183,7 +209,10 @@ fn a_validate_sh_that_sleeps_forever_is_stopped_at_the_time_limit() {
     let start = Instant::now();
     let (ok, output) = push_case(&devpop, "sleepy", repo.path(), "Production");
     assert!(!ok);
-    assert!(output.contains("remote: error: proxy probe: validate.sh did not finish within 1s and was stopped:"), "{output}");
+    assert!(
+        output.contains("remote: error: proxy probe: validate.sh did not finish within 1s and was stopped:"),
+        "{output}"
+    );
     assert!(output.contains("remote:   checking"), "{output}");
     assert!(start.elapsed() < Duration::from_secs(20));
 }
@@ -194,7 +223,12 @@ fn a_validate_sh_that_writes_100mb_to_stderr_is_cut_off() {
     let repo = probe_case(&devpop, "head -c 100000000 /dev/zero | tr '\\0' 'x' | fold -w 100 >&2; exit 1");
     let (ok, output) = push_case(&devpop, "noisy", repo.path(), "Production");
     assert!(!ok);
-    assert!(output.contains("remote: error: proxy probe: validate.sh printed more than 64 KiB and was stopped; it began with:"), "{output}");
+    assert!(
+        output.contains(
+            "remote: error: proxy probe: validate.sh printed more than 64 KiB and was stopped; it began with:"
+        ),
+        "{output}"
+    );
     assert!(output.contains("more lines)"), "{output}");
     assert!(output.len() < 100_000, "the pusher gets a bounded excerpt, not {} bytes", output.len());
 }
@@ -226,12 +260,19 @@ fn hostile_configs_are_refused_quickly() {
     .unwrap();
     let (ok, output) = push_case(&devpop, "huge", repo.path(), "Production");
     assert!(!ok);
-    assert!(output.contains("remote: error: section.config.json:1:15: proxychain: has 10000 modules; at most 64 are allowed"), "{output}");
+    assert!(
+        output
+            .contains("remote: error: section.config.json:1:15: proxychain: has 10000 modules; at most 64 are allowed"),
+        "{output}"
+    );
 
     std::fs::write(repo.path().join("section.config.json"), "[".repeat(100_000) + &"]".repeat(100_000)).unwrap();
     let (ok, output) = push_case(&devpop, "deep", repo.path(), "Production");
     assert!(!ok);
-    assert!(output.contains("remote: error: section.config.json:1:65: invalid JSON: nested deeper than 64 levels"), "{output}");
+    assert!(
+        output.contains("remote: error: section.config.json:1:65: invalid JSON: nested deeper than 64 levels"),
+        "{output}"
+    );
 }
 
 #[test]
@@ -268,7 +309,7 @@ fn an_unchanged_module_folder_is_not_validated_twice_but_a_changed_one_is() {
     let url = devpop.create_app("1", "memo", "memo");
     let (_dir, work) = clone(&url);
     replace_tree(&work, repo.path());
-    let mut push = |change: &str| {
+    let push = |change: &str| {
         std::fs::write(work.join(change), format!("{:?}\n", Instant::now())).unwrap();
         commit_all(&work, change);
         let start = Instant::now();

@@ -24,9 +24,9 @@ pub fn deployment_url(base: &str, id: u64) -> String {
 }
 
 async fn get_deployment(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Deployment>, HttpError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| HttpError::api(StatusCode::BAD_REQUEST, "invalid_id", format!("{id:?} is not a deployment id (a number)")))?;
+    let id: u64 = id.parse().map_err(|_| {
+        HttpError::api(StatusCode::BAD_REQUEST, "invalid_id", format!("{id:?} is not a deployment id (a number)"))
+    })?;
     state
         .deployer
         .records()
@@ -51,7 +51,9 @@ fn default_limit() -> usize {
 async fn list_deployments(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Json<Vec<Deployment>> {
     let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     let mut list = state.deployer.records().list(|d| {
-        matches(&q.account, &d.request.account) && matches(&q.application, &d.request.application) && matches(&q.environment, &d.request.environment)
+        matches(&q.account, &d.request.account)
+            && matches(&q.application, &d.request.application)
+            && matches(&q.environment, &d.request.environment)
     });
     list.truncate(q.limit.min(500));
     Json(list)
@@ -64,7 +66,11 @@ struct Queued {
 }
 
 /// Called by the post-receive hook; proves itself with the per-start hook token.
-async fn create_deployment(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<NewDeployment>) -> Result<Json<Queued>, HttpError> {
+async fn create_deployment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<NewDeployment>,
+) -> Result<Json<Queued>, HttpError> {
     check_hook_token(&state, &headers)?;
     let d = state.deployer.submit(request).await?;
     Ok(Json(Queued { id: d.id, url: deployment_url(&state.base_url, d.id) }))
@@ -78,7 +84,11 @@ struct DryRun {
 }
 
 /// Called by the pre-receive hook for `-o dry-run`: the target's own check of the render.
-async fn dry_run(State(state): State<AppState>, headers: HeaderMap, Json(request): Json<NewDeployment>) -> Result<Json<DryRun>, HttpError> {
+async fn dry_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<NewDeployment>,
+) -> Result<Json<DryRun>, HttpError> {
     check_hook_token(&state, &headers)?;
     Ok(Json(match state.deployer.dry_run(request).await {
         Ok(message) => DryRun { message, error: None },

@@ -56,7 +56,14 @@ pub struct Deployer<T: Target> {
 }
 
 impl<T: Target> Deployer<T> {
-    pub fn new(records: Arc<Records>, target: Arc<T>, repos: RepoStore, packages: PackageStore, render: RenderSettings, parallel: usize) -> Arc<Self> {
+    pub fn new(
+        records: Arc<Records>,
+        target: Arc<T>,
+        repos: RepoStore,
+        packages: PackageStore,
+        render: RenderSettings,
+        parallel: usize,
+    ) -> Arc<Self> {
         Arc::new(Deployer {
             records,
             target,
@@ -88,7 +95,9 @@ impl<T: Target> Deployer<T> {
         F: FnOnce(&Records) -> Result<Deployment, RecordError> + Send + 'static,
     {
         let records = self.records.clone();
-        let d = tokio::task::spawn_blocking(move || f(&records)).await.map_err(|e| DeployError::Internal(e.to_string()))??;
+        let d = tokio::task::spawn_blocking(move || f(&records))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))??;
         let _ = self.events.send(d.clone());
         Ok(d)
     }
@@ -104,13 +113,18 @@ impl<T: Target> Deployer<T> {
     /// At start-up: queues again every deployment that had not finished.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, DeployError> {
         let records = self.records.clone();
-        let unfinished = tokio::task::spawn_blocking(move || records.unfinished()).await.map_err(|e| DeployError::Internal(e.to_string()))?;
+        let unfinished = tokio::task::spawn_blocking(move || records.unfinished())
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         for d in &unfinished {
             let (id, state) = (d.id, d.state);
             let d = if state == State::Queued {
                 self.record(move |r| r.note(id, "resumed after a restart")).await?
             } else {
-                self.record(move |r| r.transition(id, State::Queued, format!("resumed after a restart (was {})", state.as_str()))).await?
+                self.record(move |r| {
+                    r.transition(id, State::Queued, format!("resumed after a restart (was {})", state.as_str()))
+                })
+                .await?
             };
             self.enqueue(&d).await;
         }
@@ -129,7 +143,9 @@ impl<T: Target> Deployer<T> {
         };
         if let Some(old) = superseded {
             let new = d.id;
-            let _ = self.record(move |r| r.transition(old, State::Superseded, format!("superseded by deployment {new}"))).await;
+            let _ = self
+                .record(move |r| r.transition(old, State::Superseded, format!("superseded by deployment {new}")))
+                .await;
         }
         if start {
             let this = self.clone();
@@ -194,7 +210,9 @@ impl<T: Target> Deployer<T> {
     async fn restore_after(&self, failed: &Deployment) -> Result<(), DeployError> {
         let key = failed.environment_key();
         let records = self.records.clone();
-        let last = tokio::task::spawn_blocking(move || records.last_ready(&key)).await.map_err(|e| DeployError::Internal(e.to_string()))?;
+        let last = tokio::task::spawn_blocking(move || records.last_ready(&key))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
         let Some(last) = last else { return Ok(()) };
         let request = NewDeployment {
             pusher: format!("devpop (restoring after deployment {} failed)", failed.id),
@@ -203,7 +221,8 @@ impl<T: Target> Deployer<T> {
         };
         let restore = self.record(move |r| r.create(request)).await?;
         let (failed_id, restore_id, last_id) = (failed.id, restore.id, last.id);
-        self.record(move |r| r.note(failed_id, format!("restoring deployment {last_id} as deployment {restore_id}"))).await?;
+        self.record(move |r| r.note(failed_id, format!("restoring deployment {last_id} as deployment {restore_id}")))
+            .await?;
         // Queued behind nothing else of this environment: this worker runs it next.
         let queued = {
             let mut queues = self.queues.lock().expect("queue lock");
@@ -212,7 +231,8 @@ impl<T: Target> Deployer<T> {
         };
         if !queued {
             // A newer push is already waiting: it supersedes the restore.
-            self.record(move |r| r.transition(restore_id, State::Superseded, "a newer deployment was already queued")).await?;
+            self.record(move |r| r.transition(restore_id, State::Superseded, "a newer deployment was already queued"))
+                .await?;
         }
         Ok(())
     }
@@ -244,7 +264,8 @@ impl<T: Target> Deployer<T> {
             .map(|rid| rendering::naming::namespace(&self.render.namespace_prefix, &rid, &subject.environment))
             .ok_or_else(|| Failure("invalid application name".into()))?;
         let ns2 = ns.clone();
-        self.record(move |r| r.transition(id, State::Rendering, format!("branch deleted: removing namespace {ns2}"))).await?;
+        self.record(move |r| r.transition(id, State::Rendering, format!("branch deleted: removing namespace {ns2}")))
+            .await?;
         self.record(move |r| r.transition(id, State::Applying, "removing")).await?;
         let message = self.target.remove(subject, &ns).await?;
         self.record(move |r| r.transition(id, State::Progressing, message)).await?;
@@ -253,7 +274,8 @@ impl<T: Target> Deployer<T> {
 
     /// Renders the deployment's commit from the application's repo (blocking work off the runtime).
     async fn render(&self, subject: &Subject, hop_ips: BTreeMap<String, String>) -> Result<Rendered, Failure> {
-        let (repos, packages, settings, subject) = (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
+        let (repos, packages, settings, subject) =
+            (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
         let quarantine = self.records.get(subject.deployment).and_then(|d| d.request.quarantine);
         tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, &hop_ips, quarantine))
             .await
@@ -271,11 +293,14 @@ impl<T: Target> Deployer<T> {
             commit: request.commit.clone(),
             deployment: 0,
         };
-        let (repos, packages, settings, s) = (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
-        let rendered = tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &s, &BTreeMap::new(), request.quarantine))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.0)?;
+        let (repos, packages, settings, s) =
+            (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
+        let rendered = tokio::task::spawn_blocking(move || {
+            render_commit(&repos, &packages, &settings, &s, &BTreeMap::new(), request.quarantine)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.0)?;
         self.target.dry_run(&subject, &rendered).await.map_err(|e| e.to_string())
     }
 
@@ -331,14 +356,17 @@ pub fn render_commit(
     let repo = git2::Repository::open_bare(&repo_path).map_err(|e| Failure(format!("opening the repo: {e}")))?;
     if let Some(quarantine) = &quarantine {
         // A `-o wait` push: the commit is still in git's quarantine, inside the repo's objects/.
-        let q = std::path::Path::new(quarantine).canonicalize().map_err(|e| Failure(format!("the pushed objects are gone: {e}")))?;
+        let q = std::path::Path::new(quarantine)
+            .canonicalize()
+            .map_err(|e| Failure(format!("the pushed objects are gone: {e}")))?;
         let objects = repo_path.join("objects").canonicalize().map_err(|e| Failure(e.to_string()))?;
         if !q.starts_with(&objects) {
             return Err(Failure("the quarantine is not inside the repo".into()));
         }
         repo.odb().and_then(|odb| odb.add_disk_alternate(&q.to_string_lossy())).map_err(|e| Failure(e.to_string()))?;
     }
-    let commit = git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
+    let commit =
+        git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
     let source = GitCommit { repo: &repo, commit };
     let snapshot = source.snapshot().map_err(|e| Failure(e.to_string()))?;
     let report = crate::validation::check(&snapshot, &subject.environment, &packages.catalog());
@@ -347,5 +375,6 @@ pub fn render_commit(
         return Err(Failure(format!("the commit does not validate any more: {first}")));
     };
     let check_subject = checks::Subject { id: &id, environment: &subject.environment, commit: &subject.commit };
-    checks::render(&source, check_subject, &config, packages, settings, hop_ips).map_err(|e| Failure(format!("cannot render: {e}")))
+    checks::render(&source, check_subject, &config, packages, settings, hop_ips)
+        .map_err(|e| Failure(format!("cannot render: {e}")))
 }

@@ -56,10 +56,15 @@ impl KubeCluster {
     pub async fn discover(kubeconfig: Option<&Path>) -> Result<Self, TargetError> {
         let config = match kubeconfig {
             Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.map_err(unavailable)?
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(unavailable)?
             }
-            None => kube::Config::infer().await.map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
         };
         Ok(Self::new(Client::try_from(config).map_err(unavailable)?))
     }
@@ -77,10 +82,9 @@ impl KubeCluster {
     {
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         params.dry_run = self.dry_run;
-        api.patch(name, &params, &Patch::Apply(object)).await.map_err(|e| TargetError::Refused {
-            object: format!("{}/{name}", K::kind(&())),
-            message: e.to_string(),
-        })
+        api.patch(name, &params, &Patch::Apply(object))
+            .await
+            .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: e.to_string() })
     }
 
     /// Applies one object; returns the ClusterIP when it is a Service.
@@ -120,13 +124,24 @@ impl KubeCluster {
     }
 
     /// Deletes the objects of kind `K` managed by devpop in `ns` that `keep` does not name.
-    async fn prune_kind<K>(&self, ns: &str, keep: &BTreeSet<String>, pruned: &mut Vec<String>) -> Result<(), TargetError>
+    async fn prune_kind<K>(
+        &self,
+        ns: &str,
+        keep: &BTreeSet<String>,
+        pruned: &mut Vec<String>,
+    ) -> Result<(), TargetError>
     where
-        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
     {
         let api = self.api::<K>(ns);
         let kind = K::kind(&());
-        let list = api.list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop"))).await.map_err(unavailable)?;
+        let list = api
+            .list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop")))
+            .await
+            .map_err(unavailable)?;
         for item in list.items {
             let Some(name) = item.metadata.name else { continue };
             let key = format!("{kind}/{name}");
@@ -145,24 +160,50 @@ impl KubeCluster {
     /// fix itself.
     async fn pod_trouble(&self, ns: &str, deployment: &str) -> Result<Option<String>, TargetError> {
         let pods = self.api::<Pod>(ns);
-        let list = pods.list(&ListParams::default().labels(&format!("{}={deployment}", crate::rendering::LABEL_HOP))).await.map_err(unavailable)?;
+        let list = pods
+            .list(&ListParams::default().labels(&format!("{}={deployment}", crate::rendering::LABEL_HOP)))
+            .await
+            .map_err(unavailable)?;
         for pod in list.items {
             let Some(status) = pod.status else { continue };
             let pod_name = pod.metadata.name.unwrap_or_default();
-            for (init, statuses) in [(true, status.init_container_statuses.unwrap_or_default()), (false, status.container_statuses.unwrap_or_default())] {
+            for (init, statuses) in [
+                (true, status.init_container_statuses.unwrap_or_default()),
+                (false, status.container_statuses.unwrap_or_default()),
+            ] {
                 for cs in statuses {
-                    let what = if init && cs.name == "prepare" { "prepare.sh".to_owned() } else { format!("container {}", cs.name) };
+                    let what = if init && cs.name == "prepare" {
+                        "prepare.sh".to_owned()
+                    } else {
+                        format!("container {}", cs.name)
+                    };
                     if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
                         let reason = waiting.reason.clone().unwrap_or_default();
-                        if ["ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"].contains(&reason.as_str()) {
+                        if [
+                            "ImagePullBackOff",
+                            "ErrImagePull",
+                            "CrashLoopBackOff",
+                            "CreateContainerConfigError",
+                            "InvalidImageName",
+                        ]
+                        .contains(&reason.as_str())
+                        {
                             let message = waiting.message.clone().unwrap_or_default();
-                            return Ok(Some(format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned()));
+                            return Ok(Some(
+                                format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned(),
+                            ));
                         }
                     }
                     if init {
-                        if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+                        if let Some(t) =
+                            cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0)
+                        {
                             if cs.restart_count >= 2 {
-                                return Ok(Some(format!("pod {pod_name}: {what} exited {} ({})", t.exit_code, t.reason.clone().unwrap_or_default())));
+                                return Ok(Some(format!(
+                                    "pod {pod_name}: {what} exited {} ({})",
+                                    t.exit_code,
+                                    t.reason.clone().unwrap_or_default()
+                                )));
                             }
                         }
                     }
@@ -196,7 +237,11 @@ impl Target for KubeCluster {
 
     async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
         let mut ips = BTreeMap::new();
-        for o in rendered.objects.iter().filter(|o| !matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")) {
+        for o in rendered
+            .objects
+            .iter()
+            .filter(|o| !matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress"))
+        {
             if let Some(ip) = self.apply_object(&rendered.namespace, o).await? {
                 ips.insert(o.name().to_owned(), ip);
             }
@@ -241,7 +286,10 @@ impl Target for KubeCluster {
                     Ok(true) => {}
                     Ok(false) => {
                         if let Some(trouble) = self.pod_trouble(ns, name).await? {
-                            return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: trouble });
+                            return Err(TargetError::Unhealthy {
+                                object: format!("Deployment/{name}"),
+                                reason: trouble,
+                            });
                         }
                         still.push(name);
                     }
@@ -264,7 +312,11 @@ impl Target for KubeCluster {
 
     async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
         let checker = KubeCluster { dry_run: true, ..self.clone() };
-        let namespace_exists = Api::<Namespace>::all(self.client.clone()).get_opt(&rendered.namespace).await.map_err(unavailable)?.is_some();
+        let namespace_exists = Api::<Namespace>::all(self.client.clone())
+            .get_opt(&rendered.namespace)
+            .await
+            .map_err(unavailable)?
+            .is_some();
         let mut checked = 0;
         for o in &rendered.objects {
             // Objects of a namespace that does not exist yet cannot be dry-run before it is.
@@ -277,7 +329,10 @@ impl Target for KubeCluster {
         Ok(Some(if namespace_exists {
             format!("the cluster accepts all {checked} objects (server-side dry run)")
         } else {
-            format!("the cluster accepts namespace {} (server-side dry run; its objects are checked once it exists)", rendered.namespace)
+            format!(
+                "the cluster accepts namespace {} (server-side dry run; its objects are checked once it exists)",
+                rendered.namespace
+            )
         }))
     }
 

@@ -107,13 +107,18 @@ impl Target for MemoryCluster {
         for p in &pruned {
             s.calls.push(("prune".into(), ns.clone(), p.clone()));
         }
-        Ok(ApplyReport { applied: new.len(), summary: format!("{} objects applied, {} pruned", new.len(), pruned.len()), pruned })
+        Ok(ApplyReport {
+            applied: new.len(),
+            summary: format!("{} objects applied, {} pruned", new.len(), pruned.len()),
+            pruned,
+        })
     }
 
     async fn rollout(&self, _: &Subject, rendered: &Rendered, deadline: Duration) -> Result<String, TargetError> {
         let outcomes: Vec<(String, Health)> = {
             let mut s = self.state.lock().unwrap();
-            let names: Vec<String> = rendered.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name().to_owned()).collect();
+            let names: Vec<String> =
+                rendered.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name().to_owned()).collect();
             names
                 .into_iter()
                 .map(|n| {
@@ -130,7 +135,9 @@ impl Target for MemoryCluster {
         for (name, health) in &outcomes {
             match health {
                 Health::Ready | Health::FailsOnce(_) => {}
-                Health::Fails(reason) => return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: reason.clone() }),
+                Health::Fails(reason) => {
+                    return Err(TargetError::Unhealthy { object: format!("Deployment/{name}"), reason: reason.clone() })
+                }
                 Health::Hangs => {
                     tokio::time::sleep(deadline).await;
                     return Err(TargetError::Unhealthy {

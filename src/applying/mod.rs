@@ -65,22 +65,39 @@ pub trait Target: Send + Sync + 'static {
     /// Applies what must exist before the workloads can be wired (Namespace, guardrails,
     /// ConfigMaps, Services) and returns the ClusterIPs of the environment's Services by name;
     /// empty when the target has no cluster.
-    fn prepare(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<BTreeMap<String, String>, TargetError>> + Send;
+    fn prepare(
+        &self,
+        subject: &Subject,
+        rendered: &Rendered,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>, TargetError>> + Send;
 
     /// Applies every object (server-side apply), then deletes the objects labelled as this
     /// environment's that `rendered` no longer contains.
-    fn apply(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<ApplyReport, TargetError>> + Send;
+    fn apply(
+        &self,
+        subject: &Subject,
+        rendered: &Rendered,
+    ) -> impl Future<Output = Result<ApplyReport, TargetError>> + Send;
 
     /// Follows the rollout of the environment's Deployments until all are ready; fails fast,
     /// naming the object and the reason, or at the deadline.
-    fn rollout(&self, subject: &Subject, rendered: &Rendered, deadline: Duration) -> impl Future<Output = Result<String, TargetError>> + Send;
+    fn rollout(
+        &self,
+        subject: &Subject,
+        rendered: &Rendered,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<String, TargetError>> + Send;
 
     /// Removes the environment (its namespace).
     fn remove(&self, subject: &Subject, namespace: &str) -> impl Future<Output = Result<String, TargetError>> + Send;
 
     /// Asks the target whether it would accept `rendered`, changing nothing (a server-side
     /// dry run on a cluster). `None` when the target has nothing to check.
-    fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> impl Future<Output = Result<Option<String>, TargetError>> + Send;
+    fn dry_run(
+        &self,
+        subject: &Subject,
+        rendered: &Rendered,
+    ) -> impl Future<Output = Result<Option<String>, TargetError>> + Send;
 }
 
 /// The render-only target: the rendered repo is the output.

@@ -99,7 +99,11 @@ impl RenderedRepos {
 
     /// The objects published for an environment, by [`rendering::object_stem`] -> YAML; `None`
     /// when the environment has never been published.
-    pub fn environment_objects(&self, id: &RepoId, environment: &str) -> Result<Option<std::collections::BTreeMap<String, String>>, ApplyError> {
+    pub fn environment_objects(
+        &self,
+        id: &RepoId,
+        environment: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ApplyError> {
         let path = self.path(id);
         let Ok(repo) = Repository::open_bare(&path) else { return Ok(None) };
         let git = |source| ApplyError::Git { path: path.clone(), source };
@@ -110,7 +114,9 @@ impl RenderedRepos {
         let mut out = std::collections::BTreeMap::new();
         for e in folder.iter() {
             let Ok(name) = e.name() else { continue };
-            let Some(stem) = name.strip_suffix(".yaml").and_then(|n| n.split_once('-')).map(|(_, s)| s) else { continue };
+            let Some(stem) = name.strip_suffix(".yaml").and_then(|n| n.split_once('-')).map(|(_, s)| s) else {
+                continue;
+            };
             if name == "kustomization.yaml" {
                 continue;
             }
@@ -122,7 +128,13 @@ impl RenderedRepos {
 
     /// Replaces the environment's folder with `rendered` (or removes it, for `None`) in a new
     /// commit on `main`. Returns the new commit, or `None` when nothing changed.
-    pub fn publish(&self, id: &RepoId, environment: &str, source_commit: &str, rendered: Option<&Rendered>) -> Result<Option<git2::Oid>, ApplyError> {
+    pub fn publish(
+        &self,
+        id: &RepoId,
+        environment: &str,
+        source_commit: &str,
+        rendered: Option<&Rendered>,
+    ) -> Result<Option<git2::Oid>, ApplyError> {
         let (repo, _lock) = self.open(id)?;
         let path = self.path(id);
         let git = |source| ApplyError::Git { path: path.clone(), source };
@@ -158,7 +170,8 @@ impl RenderedRepos {
             None => format!("{environment}: removed (branch deleted)\n"),
         };
         let parents: Vec<&git2::Commit> = head.iter().collect();
-        let commit = repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, &message, &tree, &parents).map_err(git)?;
+        let commit =
+            repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, &message, &tree, &parents).map_err(git)?;
         Ok(Some(commit))
     }
 }

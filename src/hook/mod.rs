@@ -94,10 +94,7 @@ pub fn pre_receive(
     settings: &CheckSettings,
     link: Option<&ServerLink>,
 ) -> Result<bool, HookError> {
-    let updates = input
-        .lines()
-        .map(|line| RefUpdate::parse(line?.trim_end()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
     let options = PushOptions::from_env();
@@ -208,10 +205,7 @@ pub struct ServerLink {
 /// its environment) and says where to follow it. The push is already accepted; problems here
 /// are warnings.
 pub fn post_receive(input: impl BufRead, out: &mut impl Write, link: Option<&ServerLink>) -> Result<(), HookError> {
-    let updates = input
-        .lines()
-        .map(|line| RefUpdate::parse(line?.trim_end()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
     if PushOptions::from_env().wait {
@@ -268,11 +262,18 @@ fn call(link: &ServerLink, method: &str, path: &str, body: &[u8]) -> Result<Stri
 
 /// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
 /// deployment's steps; `Ok(true)` when it became ready (the push is then accepted).
-fn deploy_and_wait(out: &mut impl Write, link: &ServerLink, request: crate::records::NewDeployment) -> Result<bool, HookError> {
+fn deploy_and_wait(
+    out: &mut impl Write,
+    link: &ServerLink,
+    request: crate::records::NewDeployment,
+) -> Result<bool, HookError> {
     let queued = match submit(link, &request) {
         Ok(q) => q,
         Err(e) => {
-            say(out, &format!("error: {}: cannot deploy: the devpop server did not take it ({e})", request.environment))?;
+            say(
+                out,
+                &format!("error: {}: cannot deploy: the devpop server did not take it ({e})", request.environment),
+            )?;
             return Ok(false);
         }
     };
@@ -280,7 +281,9 @@ fn deploy_and_wait(out: &mut impl Write, link: &ServerLink, request: crate::reco
     let mut shown = 1; // the "queued" step
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     loop {
-        let d: crate::records::Deployment = match call(link, "GET", &format!("/api/v1/deployments/{}", queued.id), b"").map(|b| serde_json::from_str(&b)) {
+        let d: crate::records::Deployment = match call(link, "GET", &format!("/api/v1/deployments/{}", queued.id), b"")
+            .map(|b| serde_json::from_str(&b))
+        {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(HookError::BadInput(e.to_string())),
             Err(e) => {
@@ -298,7 +301,15 @@ fn deploy_and_wait(out: &mut impl Write, link: &ServerLink, request: crate::reco
                 return Ok(true);
             }
             crate::records::State::Failed | crate::records::State::Superseded => {
-                say(out, &format!("error: deployment {} of {} {}; the branch is unchanged", d.id, request.environment, d.state.as_str()))?;
+                say(
+                    out,
+                    &format!(
+                        "error: deployment {} of {} {}; the branch is unchanged",
+                        d.id,
+                        request.environment,
+                        d.state.as_str()
+                    ),
+                )?;
                 return Ok(false);
             }
             _ if std::time::Instant::now() > deadline => {
@@ -310,7 +321,12 @@ fn deploy_and_wait(out: &mut impl Write, link: &ServerLink, request: crate::reco
     }
 }
 
-fn deployment_request(id: &RepoId, update: &RefUpdate, link: &ServerLink, quarantine: Option<String>) -> crate::records::NewDeployment {
+fn deployment_request(
+    id: &RepoId,
+    update: &RefUpdate,
+    link: &ServerLink,
+    quarantine: Option<String>,
+) -> crate::records::NewDeployment {
     crate::records::NewDeployment {
         account: id.account.clone(),
         application: id.application.clone(),
@@ -324,12 +340,25 @@ fn deployment_request(id: &RepoId, update: &RefUpdate, link: &ServerLink, quaran
 }
 
 /// What a push would change, against what was last published for the environment.
-fn dry_run_report(out: &mut impl Write, id: &RepoId, branch: &str, rendered: &crate::rendering::Rendered, packages: &PackageStore) -> Result<(), HookError> {
+fn dry_run_report(
+    out: &mut impl Write,
+    id: &RepoId,
+    branch: &str,
+    rendered: &crate::rendering::Rendered,
+    packages: &PackageStore,
+) -> Result<(), HookError> {
     // The rendered repos live beside the packages in the data dir.
     let data_dir = packages.data_dir();
     let before = crate::applying::RenderedRepos::new(&data_dir).environment_objects(id, branch).unwrap_or(None);
     let Some(before) = before else {
-        say(out, &format!("Dry run: {branch} has not been deployed yet; this push would create {} objects in namespace {}", rendered.objects.len(), rendered.namespace))?;
+        say(
+            out,
+            &format!(
+                "Dry run: {branch} has not been deployed yet; this push would create {} objects in namespace {}",
+                rendered.objects.len(),
+                rendered.namespace
+            ),
+        )?;
         return Ok(());
     };
     let d = crate::rendering::diff(&before, rendered);
@@ -339,7 +368,16 @@ fn dry_run_report(out: &mut impl Write, id: &RepoId, branch: &str, rendered: &cr
             say(out, &format!("  {mark} {k}"))?;
         }
     }
-    say(out, &format!("  ({} added, {} changed, {} removed, {} unchanged)", d.added.len(), d.changed.len(), d.removed.len(), d.unchanged))?;
+    say(
+        out,
+        &format!(
+            "  ({} added, {} changed, {} removed, {} unchanged)",
+            d.added.len(),
+            d.changed.len(),
+            d.removed.len(),
+            d.unchanged
+        ),
+    )?;
     Ok(())
 }
 

@@ -313,7 +313,10 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
     let volumes: Vec<&str> = d.spec.volumes.iter().map(|v| v.name.as_str()).collect();
     for (i, v) in d.spec.volumes.iter().enumerate() {
         if !is_dns_label(&v.name) {
-            problem(format!("spec.volumes[{i}].name {:?}: use lower-case letters, digits and '-' (at most 63)", v.name));
+            problem(format!(
+                "spec.volumes[{i}].name {:?}: use lower-case letters, digits and '-' (at most 63)",
+                v.name
+            ));
         }
         if volumes.iter().filter(|n| **n == v.name).count() > 1 {
             problem(format!("spec.volumes[{i}].name {:?}: declared twice", v.name));
@@ -332,7 +335,10 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
                 if !["cpu", "memory", "ephemeral-storage"].contains(&res.as_str()) {
                     problem(format!("{at}.resources.{kind}.{res}: only cpu, memory and ephemeral-storage can be set"));
                 } else if !is_quantity(&q.as_string()) {
-                    problem(format!("{at}.resources.{kind}.{res} {:?}: not a quantity (e.g. 100m, 128Mi)", q.as_string()));
+                    problem(format!(
+                        "{at}.resources.{kind}.{res} {:?}: not a quantity (e.g. 100m, 128Mi)",
+                        q.as_string()
+                    ));
                 }
             }
         }
@@ -352,7 +358,10 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
                 problem(format!("{at}.volumeMounts[{j}].mountPath {:?}: must be an absolute path", vm.mount_path));
             }
             if vm.mount_path.trim_end_matches('/') == m.configuration_mount_path.trim_end_matches('/') {
-                problem(format!("{at}.volumeMounts[{j}].mountPath {:?}: the module's config is mounted there", vm.mount_path));
+                problem(format!(
+                    "{at}.volumeMounts[{j}].mountPath {:?}: the module's config is mounted there",
+                    vm.mount_path
+                ));
             }
         }
     }
@@ -437,7 +446,10 @@ mod tests {
             .replace("cpu: 50m", "cpu: lots")
             .replace("name: example-simple:1.0.0", "name: example-simple");
         let problems = parse(&bad).unwrap_err().join("\n");
-        assert!(problems.contains("metadata.httpContainer \"web\" is not a container of spec.containers (example)"), "{problems}");
+        assert!(
+            problems.contains("metadata.httpContainer \"web\" is not a container of spec.containers (example)"),
+            "{problems}"
+        );
         assert!(problems.contains("resources.requests.cpu \"lots\": not a quantity"), "{problems}");
         assert!(problems.contains("metadata.name \"example-simple\": use module:version"), "{problems}");
     }

@@ -78,7 +78,11 @@ const BUILTINS: &[Builtin] = &[
             ("validate.sh", include_str!("../../templates/packages/example-simple/validate.sh"), true),
             ("prepare.sh", include_str!("../../templates/packages/example-simple/prepare.sh"), true),
             ("proxy/nginx.conf", include_str!("../../templates/packages/example-simple/proxy/nginx.conf"), false),
-            ("proxy_config/server.conf", include_str!("../../templates/packages/example-simple/proxy_config/server.conf"), false),
+            (
+                "proxy_config/server.conf",
+                include_str!("../../templates/packages/example-simple/proxy_config/server.conf"),
+                false,
+            ),
         ],
     ),
     (
@@ -88,7 +92,11 @@ const BUILTINS: &[Builtin] = &[
             ("validate.sh", include_str!("../../templates/packages/edge-cache/validate.sh"), true),
             ("prepare.sh", include_str!("../../templates/packages/edge-cache/prepare.sh"), true),
             ("proxy/varnish.params", include_str!("../../templates/packages/edge-cache/proxy/varnish.params"), false),
-            ("proxy_config/default.vcl", include_str!("../../templates/packages/edge-cache/proxy_config/default.vcl"), false),
+            (
+                "proxy_config/default.vcl",
+                include_str!("../../templates/packages/edge-cache/proxy_config/default.vcl"),
+                false,
+            ),
         ],
     ),
 ];
@@ -111,7 +119,12 @@ impl PackageStore {
     pub fn catalog(&self) -> Catalog {
         let names = |p: &Path| -> Vec<String> {
             let mut v: Vec<String> = fs::read_dir(p)
-                .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| !n.starts_with('.')).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| !n.starts_with('.'))
+                        .collect()
+                })
                 .unwrap_or_default();
             v.sort();
             v
@@ -138,7 +151,8 @@ impl PackageStore {
             io::ErrorKind::NotFound => PackageError::NotInstalled(package.into()),
             _ => PackageError::Io { path: path.clone(), source: e },
         })?;
-        let descriptor = descriptor::parse(&text).map_err(|problems| PackageError::Invalid { dir: dir.clone(), problems })?;
+        let descriptor =
+            descriptor::parse(&text).map_err(|problems| PackageError::Invalid { dir: dir.clone(), problems })?;
         Ok(Installed { dir, descriptor })
     }
 
@@ -158,7 +172,9 @@ impl PackageStore {
             copy_regular(&source.join(part), &staged.join(part))?;
         }
         fs::rename(&staged, &target).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty => PackageError::Exists(descriptor.metadata.name.clone()),
+            io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty => {
+                PackageError::Exists(descriptor.metadata.name.clone())
+            }
             _ => PackageError::Io { path: target.clone(), source: e },
         })?;
         Ok(Installed { dir: target, descriptor })

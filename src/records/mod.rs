@@ -133,8 +133,15 @@ pub enum RecordError {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 enum Event {
-    Created { deployment: Deployment },
-    Step { id: u64, step: Step, #[serde(default)] namespace: Option<String> },
+    Created {
+        deployment: Deployment,
+    },
+    Step {
+        id: u64,
+        step: Step,
+        #[serde(default)]
+        namespace: Option<String>,
+    },
 }
 
 struct Inner {
@@ -187,8 +194,12 @@ impl Records {
         let id = inner.by_id.keys().next_back().map_or(1, |last| last + 1);
         let now = Timestamp::now();
         let message = match request.action {
-            Action::Deploy => format!("queued: {} of {} by {}", short(&request.commit), request.environment, request.pusher),
-            Action::Delete => format!("queued: removal of {} (branch deleted) by {}", request.environment, request.pusher),
+            Action::Deploy => {
+                format!("queued: {} of {} by {}", short(&request.commit), request.environment, request.pusher)
+            }
+            Action::Delete => {
+                format!("queued: removal of {} (branch deleted) by {}", request.environment, request.pusher)
+            }
         };
         let deployment = Deployment {
             id,
@@ -219,7 +230,13 @@ impl Records {
         self.step(id, None, format!("namespace {namespace}"), Some(namespace.to_owned()))
     }
 
-    fn step(&self, id: u64, state: Option<State>, message: String, namespace: Option<String>) -> Result<Deployment, RecordError> {
+    fn step(
+        &self,
+        id: u64,
+        state: Option<State>,
+        message: String,
+        namespace: Option<String>,
+    ) -> Result<Deployment, RecordError> {
         let mut inner = self.inner.lock().expect("records lock");
         let current = inner.by_id.get(&id).ok_or(RecordError::NotFound(id))?.state;
         let state = state.unwrap_or(current);

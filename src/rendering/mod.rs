@@ -19,15 +19,15 @@ use k8s_openapi::api::autoscaling::v2::{
     ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    HostAlias, KeyToPath, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, HostAlias, KeyToPath, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec, ServiceBackendPort,
+    IngressSpec, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -247,9 +247,12 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     let mut workloads = Vec::new();
     // private-ingress
     let first_hop = format!("{}.{ns}.svc.cluster.local", hops[1]);
-    let conf = r.template("private-ingress", minijinja::context! {
-        namespace => ns, first_hop => first_hop,
-    })?;
+    let conf = r.template(
+        "private-ingress",
+        minijinja::context! {
+            namespace => ns, first_hop => first_hop,
+        },
+    )?;
     workloads.extend(r.nginx_component(PRIVATE_INGRESS, conf, None));
     workloads.push(r.ingress());
     // modules
@@ -260,9 +263,12 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     // egress and static-server
     let conf = r.egress_conf(env, origin)?;
     workloads.extend(r.nginx_component(EGRESS, conf, None));
-    let conf = r.template("static-server", minijinja::context! {
-        namespace => ns,
-    })?;
+    let conf = r.template(
+        "static-server",
+        minijinja::context! {
+            namespace => ns,
+        },
+    )?;
     let content = r.static_content()?;
     workloads.extend(r.nginx_component(STATIC_SERVER, conf, Some(content)));
 
@@ -406,7 +412,12 @@ impl Renderer<'_> {
         if let Some(hop) = hop {
             labels.insert(LABEL_HOP.into(), hop.into());
         }
-        ObjectMeta { name: Some(name.into()), namespace: Some(self.ns.clone()), labels: Some(labels), ..Default::default() }
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.ns.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        }
     }
 
     fn template(&self, name: &'static str, ctx: minijinja::Value) -> Result<String, RenderError> {
@@ -454,7 +465,13 @@ impl Renderer<'_> {
         }))
     }
 
-    fn policy(&self, name: &str, pods: Option<&str>, ingress: Option<Vec<NetworkPolicyIngressRule>>, egress: Option<Vec<NetworkPolicyEgressRule>>) -> Object {
+    fn policy(
+        &self,
+        name: &str,
+        pods: Option<&str>,
+        ingress: Option<Vec<NetworkPolicyIngressRule>>,
+        egress: Option<Vec<NetworkPolicyEgressRule>>,
+    ) -> Object {
         let mut types = Vec::new();
         if ingress.is_some() {
             types.push("Ingress".to_owned());
@@ -476,9 +493,17 @@ impl Renderer<'_> {
     /// Default deny; DNS for all; then each hop may be reached only from the previous one and
     /// may reach only the next one; egress may reach the internet and static-server.
     fn network_policies(&self, hops: &[String], env: &Environment, origin: &Origin) -> Vec<Object> {
-        let pod_peer = |hop: &str| NetworkPolicyPeer { pod_selector: Some(LabelSelector { match_labels: Some(selector(hop)), ..Default::default() }), ..Default::default() };
-        let tcp = |port: i32| NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), ..Default::default() };
-        let port_of = |hop: &str| if hop == PRIVATE_INGRESS || hop == EGRESS || hop == STATIC_SERVER { NGINX_PORT } else { 80 };
+        let pod_peer = |hop: &str| NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector { match_labels: Some(selector(hop)), ..Default::default() }),
+            ..Default::default()
+        };
+        let tcp = |port: i32| NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        };
+        let port_of =
+            |hop: &str| if hop == PRIVATE_INGRESS || hop == EGRESS || hop == STATIC_SERVER { NGINX_PORT } else { 80 };
         let mut out = vec![
             self.policy("default-deny", None, Some(vec![]), Some(vec![])),
             self.policy(
@@ -487,12 +512,22 @@ impl Renderer<'_> {
                 None,
                 Some(vec![NetworkPolicyEgressRule {
                     to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(LabelSelector { match_labels: Some(string_map([("kubernetes.io/metadata.name", "kube-system".to_owned())])), ..Default::default() }),
-                        pod_selector: Some(LabelSelector { match_labels: Some(string_map([("k8s-app", "kube-dns".to_owned())])), ..Default::default() }),
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(string_map([("kubernetes.io/metadata.name", "kube-system".to_owned())])),
+                            ..Default::default()
+                        }),
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(string_map([("k8s-app", "kube-dns".to_owned())])),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }]),
                     ports: Some(vec![
-                        NetworkPolicyPort { port: Some(IntOrString::Int(53)), protocol: Some("UDP".into()), ..Default::default() },
+                        NetworkPolicyPort {
+                            port: Some(IntOrString::Int(53)),
+                            protocol: Some("UDP".into()),
+                            ..Default::default()
+                        },
                         tcp(53),
                     ]),
                 }]),
@@ -502,7 +537,10 @@ impl Renderer<'_> {
             let from = if i == 0 {
                 NetworkPolicyPeer {
                     namespace_selector: Some(LabelSelector {
-                        match_labels: Some(string_map([("kubernetes.io/metadata.name", self.input.settings.ingress_namespace.clone())])),
+                        match_labels: Some(string_map([(
+                            "kubernetes.io/metadata.name",
+                            self.input.settings.ingress_namespace.clone(),
+                        )])),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -510,7 +548,8 @@ impl Renderer<'_> {
             } else {
                 pod_peer(&hops[i - 1])
             };
-            let ingress = vec![NetworkPolicyIngressRule { from: Some(vec![from]), ports: Some(vec![tcp(port_of(hop))]) }];
+            let ingress =
+                vec![NetworkPolicyIngressRule { from: Some(vec![from]), ports: Some(vec![tcp(port_of(hop))]) }];
             let egress = if let Some(next) = hops.get(i + 1) {
                 vec![NetworkPolicyEgressRule { to: Some(vec![pod_peer(next)]), ports: Some(vec![tcp(port_of(next))]) }]
             } else {
@@ -528,13 +567,21 @@ impl Renderer<'_> {
                         to: Some(vec![NetworkPolicyPeer {
                             ip_block: Some(IPBlock {
                                 cidr: "0.0.0.0/0".into(),
-                                except: Some(vec!["10.0.0.0/8".into(), "172.16.0.0/12".into(), "192.168.0.0/16".into(), "169.254.0.0/16".into()]),
+                                except: Some(vec![
+                                    "10.0.0.0/8".into(),
+                                    "172.16.0.0/12".into(),
+                                    "192.168.0.0/16".into(),
+                                    "169.254.0.0/16".into(),
+                                ]),
                             }),
                             ..Default::default()
                         }]),
                         ports: Some(ports.into_iter().map(tcp).collect()),
                     },
-                    NetworkPolicyEgressRule { to: Some(vec![pod_peer(STATIC_SERVER)]), ports: Some(vec![tcp(NGINX_PORT)]) },
+                    NetworkPolicyEgressRule {
+                        to: Some(vec![pod_peer(STATIC_SERVER)]),
+                        ports: Some(vec![tcp(NGINX_PORT)]),
+                    },
                 ]
             };
             out.push(self.policy(&format!("allow-{hop}"), Some(hop), Some(ingress), Some(egress)));
@@ -542,7 +589,10 @@ impl Renderer<'_> {
         out.push(self.policy(
             &format!("allow-{STATIC_SERVER}"),
             Some(STATIC_SERVER),
-            Some(vec![NetworkPolicyIngressRule { from: Some(vec![pod_peer(EGRESS)]), ports: Some(vec![tcp(NGINX_PORT)]) }]),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pod_peer(EGRESS)]),
+                ports: Some(vec![tcp(NGINX_PORT)]),
+            }]),
             Some(vec![]),
         ));
         out
@@ -553,7 +603,8 @@ impl Renderer<'_> {
         let mut binary = BTreeMap::new();
         let mut items = Vec::new();
         for (path, content) in files {
-            let mut key: String = path.chars().map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) { c } else { '_' }).collect();
+            let mut key: String =
+                path.chars().map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) { c } else { '_' }).collect();
             while data.contains_key(&key) || binary.contains_key(&key) {
                 key.push('_');
             }
@@ -591,7 +642,14 @@ impl Renderer<'_> {
         }))
     }
 
-    fn deployment(&self, name: &str, replicas: Option<i32>, config_hash: String, pod: PodSpec, annotations: BTreeMap<String, String>) -> Object {
+    fn deployment(
+        &self,
+        name: &str,
+        replicas: Option<i32>,
+        config_hash: String,
+        pod: PodSpec,
+        annotations: BTreeMap<String, String>,
+    ) -> Object {
         let mut meta = self.meta(name, Some(name));
         if !annotations.is_empty() {
             meta.annotations = Some(annotations);
@@ -641,7 +699,13 @@ impl Renderer<'_> {
         }
     }
 
-    fn module(&self, position: usize, m: &ModuleInput, next: &str, depends_on: &mut Vec<String>) -> Result<Vec<Object>, RenderError> {
+    fn module(
+        &self,
+        position: usize,
+        m: &ModuleInput,
+        next: &str,
+        depends_on: &mut Vec<String>,
+    ) -> Result<Vec<Object>, RenderError> {
         let name = module_object_name(position, &m.name);
         let size: usize = m.config_files.values().map(Vec::len).sum();
         if size > MAX_CONFIGMAP_BYTES {
@@ -655,7 +719,12 @@ impl Renderer<'_> {
 
         let cm_volume = |vol: &str, cm: &str, items: Vec<KeyToPath>, mode: i32| Volume {
             name: vol.into(),
-            config_map: Some(ConfigMapVolumeSource { name: cm.into(), items: Some(items), default_mode: Some(mode), optional: Some(false) }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.into(),
+                items: Some(items),
+                default_mode: Some(mode),
+                optional: Some(false),
+            }),
             ..Default::default()
         };
         let mut volumes = vec![
@@ -667,12 +736,21 @@ impl Renderer<'_> {
             let ed = v.empty_dir.clone().unwrap_or_default();
             volumes.push(Volume {
                 name: v.name.clone(),
-                empty_dir: Some(EmptyDirVolumeSource { medium: ed.medium, size_limit: ed.size_limit.as_deref().map(q) }),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: ed.medium,
+                    size_limit: ed.size_limit.as_deref().map(q),
+                }),
                 ..Default::default()
             });
         }
-        let mount = |vol: &str, path: &str| VolumeMount { name: vol.into(), mount_path: path.into(), read_only: Some(true), ..Default::default() };
-        let standard_mounts = vec![mount("devpop-config", &d.metadata.configuration_mount_path), mount("devpop-proxy", "/opt/proxy")];
+        let mount = |vol: &str, path: &str| VolumeMount {
+            name: vol.into(),
+            mount_path: path.into(),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let standard_mounts =
+            vec![mount("devpop-config", &d.metadata.configuration_mount_path), mount("devpop-proxy", "/opt/proxy")];
 
         let containers = d
             .spec
@@ -692,10 +770,20 @@ impl Renderer<'_> {
                 }));
                 let mut ports = Vec::new();
                 if is_http {
-                    ports.push(ContainerPort { name: Some("http".into()), container_port: 80, protocol: Some("TCP".into()), ..Default::default() });
+                    ports.push(ContainerPort {
+                        name: Some("http".into()),
+                        container_port: 80,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    });
                 }
                 if let Some(metrics) = d.metadata.metrics.as_ref().filter(|_| is_http) {
-                    ports.push(ContainerPort { name: Some("metrics".into()), container_port: metrics.port.into(), protocol: Some("TCP".into()), ..Default::default() });
+                    ports.push(ContainerPort {
+                        name: Some("metrics".into()),
+                        container_port: metrics.port.into(),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    });
                 }
                 let tcp_probe = |delay: i32| Probe {
                     tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(80), host: None }),
@@ -708,8 +796,17 @@ impl Renderer<'_> {
                     image: Some(d.metadata.image.clone()),
                     command: (!c.command.is_empty()).then(|| c.command.clone()),
                     args: (!c.args.is_empty()).then(|| c.args.clone()),
-                    env: (!c.env.is_empty()).then(|| c.env.iter().map(|e| EnvVar { name: e.name.clone(), value: Some(e.value.clone()), value_from: None }).collect()),
-                    resources: Some(ResourceRequirements { requests: resources(&c.resources.requests), limits: resources(&c.resources.limits), ..Default::default() }),
+                    env: (!c.env.is_empty()).then(|| {
+                        c.env
+                            .iter()
+                            .map(|e| EnvVar { name: e.name.clone(), value: Some(e.value.clone()), value_from: None })
+                            .collect()
+                    }),
+                    resources: Some(ResourceRequirements {
+                        requests: resources(&c.resources.requests),
+                        limits: resources(&c.resources.limits),
+                        ..Default::default()
+                    }),
                     volume_mounts: Some(mounts),
                     ports: (!ports.is_empty()).then_some(ports),
                     readiness_probe: is_http.then(|| tcp_probe(2)),
@@ -765,19 +862,33 @@ impl Renderer<'_> {
             ..Default::default()
         };
         let replicas = if d.hpa.is_some() { None } else { Some(1) };
-        let mut out = vec![config_cm, proxy_cm, prepare_cm, self.service(&name, 80), self.deployment(&name, replicas, hash, pod, annotations)];
+        let mut out = vec![
+            config_cm,
+            proxy_cm,
+            prepare_cm,
+            self.service(&name, 80),
+            self.deployment(&name, replicas, hash, pod, annotations),
+        ];
         if let Some(hpa) = &d.hpa {
             out.push(Object::HorizontalPodAutoscaler(Box::new(HorizontalPodAutoscaler {
                 metadata: self.meta(&name, Some(&name)),
                 spec: Some(HorizontalPodAutoscalerSpec {
-                    scale_target_ref: CrossVersionObjectReference { api_version: Some("apps/v1".into()), kind: "Deployment".into(), name: name.clone() },
+                    scale_target_ref: CrossVersionObjectReference {
+                        api_version: Some("apps/v1".into()),
+                        kind: "Deployment".into(),
+                        name: name.clone(),
+                    },
                     min_replicas: Some(hpa.min_replicas as i32),
                     max_replicas: hpa.max_replicas as i32,
                     metrics: Some(vec![MetricSpec {
                         type_: "Resource".into(),
                         resource: Some(ResourceMetricSource {
                             name: "cpu".into(),
-                            target: MetricTarget { type_: "Utilization".into(), average_utilization: Some(hpa.target_cpu_utilization_percentage as i32), ..Default::default() },
+                            target: MetricTarget {
+                                type_: "Utilization".into(),
+                                average_utilization: Some(hpa.target_cpu_utilization_percentage as i32),
+                                ..Default::default()
+                            },
                         }),
                         ..Default::default()
                     }]),
@@ -790,34 +901,68 @@ impl Renderer<'_> {
     }
 
     /// private-ingress, egress and static-server: devpop's own nginx, config from templates.
-    fn nginx_component(&self, name: &str, nginx_conf: String, content: Option<(Object, Vec<KeyToPath>)>) -> Vec<Object> {
+    fn nginx_component(
+        &self,
+        name: &str,
+        nginx_conf: String,
+        content: Option<(Object, Vec<KeyToPath>)>,
+    ) -> Vec<Object> {
         let conf_files: Files = [("nginx.conf".to_owned(), nginx_conf.into_bytes())].into();
         let (conf_cm, conf_items) = self.config_map(&format!("{name}-nginx"), name, &conf_files);
         let hash = content_hash(&[&conf_files["nginx.conf"]]);
         let mut volumes = vec![
             Volume {
                 name: "nginx-conf".into(),
-                config_map: Some(ConfigMapVolumeSource { name: format!("{name}-nginx"), items: Some(conf_items), default_mode: Some(0o444), optional: Some(false) }),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: format!("{name}-nginx"),
+                    items: Some(conf_items),
+                    default_mode: Some(0o444),
+                    optional: Some(false),
+                }),
                 ..Default::default()
             },
-            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(q("64Mi")) }), ..Default::default() },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(q("64Mi")) }),
+                ..Default::default()
+            },
         ];
         let mut mounts = vec![
-            VolumeMount { name: "nginx-conf".into(), mount_path: "/etc/nginx/nginx.conf".into(), sub_path: Some("nginx.conf".into()), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "nginx-conf".into(),
+                mount_path: "/etc/nginx/nginx.conf".into(),
+                sub_path: Some("nginx.conf".into()),
+                read_only: Some(true),
+                ..Default::default()
+            },
             VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
         ];
         let mut out = vec![conf_cm];
         if let Some((content_cm, items)) = content {
             volumes.push(Volume {
                 name: "static".into(),
-                config_map: Some(ConfigMapVolumeSource { name: content_cm.name().to_owned(), items: Some(items), default_mode: Some(0o444), optional: Some(false) }),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: content_cm.name().to_owned(),
+                    items: Some(items),
+                    default_mode: Some(0o444),
+                    optional: Some(false),
+                }),
                 ..Default::default()
             });
-            mounts.push(VolumeMount { name: "static".into(), mount_path: "/srv/static".into(), read_only: Some(true), ..Default::default() });
+            mounts.push(VolumeMount {
+                name: "static".into(),
+                mount_path: "/srv/static".into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
             out.push(content_cm);
         }
         let probe = |delay: i32| Probe {
-            http_get: Some(HTTPGetAction { path: Some("/.devpop/healthz".into()), port: IntOrString::Int(NGINX_PORT), ..Default::default() }),
+            http_get: Some(HTTPGetAction {
+                path: Some("/.devpop/healthz".into()),
+                port: IntOrString::Int(NGINX_PORT),
+                ..Default::default()
+            }),
             initial_delay_seconds: Some(delay),
             period_seconds: Some(10),
             ..Default::default()
@@ -825,7 +970,12 @@ impl Renderer<'_> {
         let container = Container {
             name: "nginx".into(),
             image: Some(self.input.settings.proxy_image.clone()),
-            ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: NGINX_PORT, protocol: Some("TCP".into()), ..Default::default() }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: NGINX_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             resources: Some(ResourceRequirements {
                 requests: Some([("cpu".to_owned(), q("50m")), ("memory".to_owned(), q("32Mi"))].into()),
                 limits: Some([("memory".to_owned(), q("128Mi"))].into()),
@@ -913,19 +1063,23 @@ impl Renderer<'_> {
             .collect();
         let outage_page = self.input.outage_pages.keys().find(|k| k.ends_with(".html") && !k.contains('/')).cloned();
         // The outage page covers the gateway errors that have no custom page of their own.
-        let outage_codes: Vec<&str> = ["502", "503", "504"].into_iter().filter(|c| !custom_errors.iter().any(|e| e == c)).collect();
-        self.template("egress", minijinja::context! {
-            namespace => self.ns,
-            resolver => self.input.settings.cluster_dns,
-            origin => view(origin),
-            alternates => alternates,
-            ip_blacklist => env.ip_blacklist,
-            maintain_encoding => env.maintain_upstream_content_encoding,
-            custom_errors => custom_errors,
-            outage_page => outage_page,
-            outage_codes => outage_codes,
-            static_server => format!("{STATIC_SERVER}.{}.svc.cluster.local", self.ns),
-        })
+        let outage_codes: Vec<&str> =
+            ["502", "503", "504"].into_iter().filter(|c| !custom_errors.iter().any(|e| e == c)).collect();
+        self.template(
+            "egress",
+            minijinja::context! {
+                namespace => self.ns,
+                resolver => self.input.settings.cluster_dns,
+                origin => view(origin),
+                alternates => alternates,
+                ip_blacklist => env.ip_blacklist,
+                maintain_encoding => env.maintain_upstream_content_encoding,
+                custom_errors => custom_errors,
+                outage_page => outage_page,
+                outage_codes => outage_codes,
+                static_server => format!("{STATIC_SERVER}.{}.svc.cluster.local", self.ns),
+            },
+        )
     }
 
     fn static_content(&self) -> Result<(Object, Vec<KeyToPath>), RenderError> {

@@ -14,7 +14,8 @@ pub const MAX_LABEL: usize = 63;
 pub fn namespace(prefix: &str, id: &RepoId, environment: &str) -> String {
     let digest = Sha256::digest(format!("{}/{}/{}/{environment}", id.account, id.application, id.repo));
     let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..13].to_owned();
-    let clean = |s: &str| -> String { s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect() };
+    let clean =
+        |s: &str| -> String { s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect() };
     let prefix = clean(prefix);
     let prefix = if prefix.is_empty() { "section".to_owned() } else { prefix };
     let (mut app, mut env) = (clean(&id.repo), clean(environment));
@@ -85,7 +86,17 @@ mod tests {
             ("___", "..."),
             ("UPPER.case-Name_1", "Staging-2.0"),
         ] {
-            let r = id("acme", "app", if repo == "___" { "x___" } else if repo == long { "a" } else { repo });
+            let r = id(
+                "acme",
+                "app",
+                if repo == "___" {
+                    "x___"
+                } else if repo == long {
+                    "a"
+                } else {
+                    repo
+                },
+            );
             let ns = namespace("section", &r, env);
             assert!(is_dns_label(&ns), "{ns:?} for {repo}/{env}");
             assert!(ns.len() <= 63);

@@ -53,11 +53,7 @@ pub struct RepoStore {
 impl RepoStore {
     /// `data_dir` must be absolute (hooks refer to it); `devpop_exe` is the binary hooks run.
     pub fn new(data_dir: &Path, devpop_exe: &Path) -> Self {
-        RepoStore {
-            root: data_dir.join("repos"),
-            data_dir: data_dir.to_owned(),
-            devpop_exe: devpop_exe.to_owned(),
-        }
+        RepoStore { root: data_dir.join("repos"), data_dir: data_dir.to_owned(), devpop_exe: devpop_exe.to_owned() }
     }
 
     pub fn path(&self, id: &RepoId) -> PathBuf {
@@ -236,11 +232,9 @@ pub fn sweep_quarantine(objects: &Path) -> usize {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("tmp_objdir-") || name.starts_with("incoming-") {
-            if fs::remove_dir_all(e.path()).is_ok() {
-                tracing::info!(path = %e.path().display(), "removed a quarantine left by an interrupted push");
-                removed += 1;
-            }
+        if (name.starts_with("tmp_objdir-") || name.starts_with("incoming-")) && fs::remove_dir_all(e.path()).is_ok() {
+            tracing::info!(path = %e.path().display(), "removed a quarantine left by an interrupted push");
+            removed += 1;
         }
     }
     removed

@@ -70,7 +70,8 @@ impl ReceivePackAdvertiser {
         refs.sort();
         let mut out = Vec::with_capacity(64 + refs.len() * 64);
         let zero = git2::Oid::ZERO_SHA1;
-        let first = refs.first().map_or((zero.to_string(), "capabilities^{}".to_owned()), |(n, o)| (o.to_string(), n.clone()));
+        let first =
+            refs.first().map_or((zero.to_string(), "capabilities^{}".to_owned()), |(n, o)| (o.to_string(), n.clone()));
         pkt_line(&mut out, &format!("{} {}\0{}\n", first.0, first.1, self.capabilities));
         for (name, oid) in refs.iter().skip(1) {
             pkt_line(&mut out, &format!("{oid} {name}\n"));

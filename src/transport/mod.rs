@@ -90,12 +90,24 @@ pub enum RepoKind {
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/account/{account}/application/{application}/{repo}/info/refs", get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Application)))
+        .route(
+            "/account/{account}/application/{application}/{repo}/info/refs",
+            get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Application)),
+        )
         .route("/account/{account}/application/{application}/{repo}/git-upload-pack", post(upload_pack))
         .route("/account/{account}/application/{application}/{repo}/git-receive-pack", post(receive_pack))
-        .route("/rendered/account/{account}/application/{application}/{repo}/info/refs", get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Rendered)))
-        .route("/rendered/account/{account}/application/{application}/{repo}/git-upload-pack", post(upload_pack_rendered))
-        .route("/rendered/account/{account}/application/{application}/{repo}/git-receive-pack", post(|| async { HttpError::from(TransportError::ReadOnly) }))
+        .route(
+            "/rendered/account/{account}/application/{application}/{repo}/info/refs",
+            get(|s, p, q, h| info_refs(s, p, q, h, RepoKind::Rendered)),
+        )
+        .route(
+            "/rendered/account/{account}/application/{application}/{repo}/git-upload-pack",
+            post(upload_pack_rendered),
+        )
+        .route(
+            "/rendered/account/{account}/application/{application}/{repo}/git-receive-pack",
+            post(|| async { HttpError::from(TransportError::ReadOnly) }),
+        )
 }
 
 #[derive(Deserialize)]
@@ -105,7 +117,11 @@ struct InfoRefsQuery {
 
 type RepoPath = Path<(String, String, String)>;
 
-async fn repo_path(state: &AppState, kind: RepoKind, (account, application, repo): (String, String, String)) -> Result<std::path::PathBuf, TransportError> {
+async fn repo_path(
+    state: &AppState,
+    kind: RepoKind,
+    (account, application, repo): (String, String, String),
+) -> Result<std::path::PathBuf, TransportError> {
     let id = RepoId::new(&account, &application, &repo)?;
     let path = match kind {
         RepoKind::Application => state.repos.path(&id),
@@ -146,7 +162,8 @@ async fn info_refs(
     }
     let repo = repo_path(&state, kind, segments).await?;
     let protocol = protocol(&headers);
-    let v2 = service == Service::UploadPack && protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
+    let v2 =
+        service == Service::UploadPack && protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=2"));
     state.metrics.git_request(service);
     let v1 = protocol.as_deref().is_some_and(|p| p.split(':').any(|kv| kv == "version=1"));
     let body = if service == Service::ReceivePack && !v1 {
@@ -158,7 +175,8 @@ async fn info_refs(
             .map_err(|e| TransportError::Internal(format!("reading refs: {e}")))?;
         Body::from(refs)
     } else {
-        let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
+        let inv =
+            process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
         inv.advertise().await?
     };
     // Protocol v0/v1 clients expect a service announcement before the advertisement; v2 does not.
@@ -174,11 +192,21 @@ async fn info_refs(
     Ok(no_cache(body.into_response(), format!("application/x-{}-advertisement", service.name())))
 }
 
-async fn upload_pack(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+async fn upload_pack(
+    state: State<AppState>,
+    path: RepoPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
     rpc(state, path, headers, body, Service::UploadPack, RepoKind::Application, None).await
 }
 
-async fn upload_pack_rendered(state: State<AppState>, path: RepoPath, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+async fn upload_pack_rendered(
+    state: State<AppState>,
+    path: RepoPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
     rpc(state, path, headers, body, Service::UploadPack, RepoKind::Rendered, None).await
 }
 
@@ -214,7 +242,8 @@ async fn rpc(
         Some(other) => return Err(TransportError::WrongEncoding(other.to_owned()).into()),
     };
     let limit = state.settings.limits.max_request_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(TransportError::TooLarge { limit }.into());
     }

@@ -139,8 +139,7 @@ async fn feed(
 ) {
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let raw = BufReader::with_capacity(PIPE_BUF, StreamReader::new(stream));
-    let reader: Box<dyn AsyncRead + Send + Unpin> =
-        if gzip { Box::new(GzipDecoder::new(raw)) } else { Box::new(raw) };
+    let reader: Box<dyn AsyncRead + Send + Unpin> = if gzip { Box::new(GzipDecoder::new(raw)) } else { Box::new(raw) };
     // One byte past the limit tells "exactly at the limit" from "over it".
     let mut limited = reader.take(limit.saturating_add(1));
     let copied = tokio::io::copy_buf(&mut BufReader::with_capacity(PIPE_BUF, &mut limited), &mut stdin).await;
@@ -201,7 +200,9 @@ fn supervise(mut child: Child, timeout: Duration, service: Service, after: Optio
                     }
                 }
             }
-            Ok(s) => tracing::info!(service = service.subcommand(), status = %s, stderr = stderr.trim(), "git ended with an error"),
+            Ok(s) => {
+                tracing::info!(service = service.subcommand(), status = %s, stderr = stderr.trim(), "git ended with an error")
+            }
             Err(e) => tracing::warn!(service = service.subcommand(), error = %e, "waiting for git failed"),
         }
     });

@@ -225,7 +225,10 @@ impl Checker {
     }
 
     fn proxychain(&mut self, node: &Node) -> Vec<ProxyEntry> {
-        let Some(items) = self.expect(node, "proxychain", "an array of {\"name\", \"image\"}", node.as_array().map(|_| node)).and_then(Node::as_array) else {
+        let Some(items) = self
+            .expect(node, "proxychain", "an array of {\"name\", \"image\"}", node.as_array().map(|_| node))
+            .and_then(Node::as_array)
+        else {
             return Vec::new();
         };
         if items.len() > MAX_PROXYCHAIN {
@@ -263,15 +266,15 @@ impl Checker {
             };
             let mut ok = true;
             if !is_module_name(&name) {
-                self.error(
-                    name_pos,
-                    format!("{path}.name {name:?}: use letters and digits only (1-32 characters)"),
-                );
+                self.error(name_pos, format!("{path}.name {name:?}: use letters and digits only (1-32 characters)"));
                 ok = false;
             } else if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
                 self.error(
                     name_pos,
-                    format!("{path}.name {name:?}: already used at line {}; module names must be unique in the chain", first.line),
+                    format!(
+                        "{path}.name {name:?}: already used at line {}; module names must be unique in the chain",
+                        first.line
+                    ),
                 );
                 ok = false;
             }
@@ -306,10 +309,7 @@ impl Checker {
 
     fn environment(&mut self, m: &Member, path: &str) -> Option<Environment> {
         if !is_branch_name(&m.key) {
-            self.error(
-                m.key_pos,
-                format!("{path}: not a usable branch name; use letters, digits, '-', '_' or '.'"),
-            );
+            self.error(m.key_pos, format!("{path}: not a usable branch name; use letters, digits, '-', '_' or '.'"));
         }
         let members = self.object(&m.value, path)?;
         let members = self.members(
@@ -335,9 +335,7 @@ impl Checker {
                 }
                 "alternate_origins" => env.alternate_origins = self.alternate_origins(&member.value, &here),
                 "ip_blacklist" => env.ip_blacklist = self.ip_blacklist(&member.value, &here),
-                _ => {
-                    env.maintain_upstream_content_encoding = self.boolean(&member.value, &here).unwrap_or(false)
-                }
+                _ => env.maintain_upstream_content_encoding = self.boolean(&member.value, &here).unwrap_or(false),
             }
         }
         if !has_origin {
@@ -377,7 +375,10 @@ impl Checker {
                         if is_host(&a) {
                             address = Some(a);
                         } else {
-                            self.error(v.pos, format!("{here} {a:?}: use a host name or an IP address, without scheme, port or path"));
+                            self.error(
+                                v.pos,
+                                format!("{here} {a:?}: use a host name or an IP address, without scheme, port or path"),
+                            );
                         }
                     }
                 }
@@ -422,7 +423,9 @@ impl Checker {
     }
 
     fn header_names(&mut self, node: &Node, path: &str) -> Vec<String> {
-        let Some(items) = self.expect(node, path, "an array of header names", node.as_array().map(|_| node)).and_then(Node::as_array) else {
+        let Some(items) =
+            self.expect(node, path, "an array of header names", node.as_array().map(|_| node)).and_then(Node::as_array)
+        else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -459,7 +462,10 @@ impl Checker {
     }
 
     fn ip_blacklist(&mut self, node: &Node, path: &str) -> Vec<String> {
-        let Some(items) = self.expect(node, path, "an array of IPv4 addresses or CIDRs", node.as_array().map(|_| node)).and_then(Node::as_array) else {
+        let Some(items) = self
+            .expect(node, path, "an array of IPv4 addresses or CIDRs", node.as_array().map(|_| node))
+            .and_then(Node::as_array)
+        else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -469,7 +475,10 @@ impl Checker {
                 if is_ipv4_or_cidr(&s) {
                     out.push(s);
                 } else {
-                    self.error(item.pos, format!("{here} {s:?}: use an IPv4 address or CIDR, e.g. \"198.51.100.0/24\""));
+                    self.error(
+                        item.pos,
+                        format!("{here} {s:?}: use an IPv4 address or CIDR, e.g. \"198.51.100.0/24\""),
+                    );
                 }
             }
         }
@@ -550,9 +559,7 @@ fn is_header_name(s: &str) -> bool {
 fn is_ipv4_or_cidr(s: &str) -> bool {
     match s.split_once('/') {
         Some((ip, prefix)) => {
-            ip.parse::<Ipv4Addr>().is_ok()
-                && !prefix.starts_with('+')
-                && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
+            ip.parse::<Ipv4Addr>().is_ok() && !prefix.starts_with('+') && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
         }
         None => s.parse::<Ipv4Addr>().is_ok(),
     }
@@ -609,7 +616,9 @@ mod tests {
         let text = SAMPLE.replace("\"example\", \"image\"", "\"ex-ample\", \"image\"");
         assert_eq!(
             messages(&text),
-            [r#"error: section.config.json:4:15: proxychain[1].name "ex-ample": use letters and digits only (1-32 characters)"#]
+            [
+                r#"error: section.config.json:4:15: proxychain[1].name "ex-ample": use letters and digits only (1-32 characters)"#
+            ]
         );
     }
 
@@ -665,7 +674,8 @@ mod tests {
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let m = messages("{\n  \"proxychain\": [\n    { \"name\": \"cache\", \"image\": \"edge-cache:6.5.0\" },\n  ]\n");
+        let m =
+            messages("{\n  \"proxychain\": [\n    { \"name\": \"cache\", \"image\": \"edge-cache:6.5.0\" },\n  ]\n");
         assert_eq!(m.len(), 1);
         assert!(m[0].starts_with("error: section.config.json:4:3: invalid JSON:"), "{m:?}");
     }

@@ -25,13 +25,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(file: impl Into<String>, pos: Option<Pos>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            file: file.into(),
-            pos,
-            message: message.into(),
-            environment: None,
-        }
+        Diagnostic { severity: Severity::Error, file: file.into(), pos, message: message.into(), environment: None }
     }
 
     pub fn warning(file: impl Into<String>, pos: Option<Pos>, message: impl Into<String>) -> Self {

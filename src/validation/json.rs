@@ -216,10 +216,8 @@ impl Parser<'_> {
             self.skip_ws();
             if self.peek() != Some(b'"') {
                 let hint = if self.peek() == Some(b'}') { " (remove the trailing comma)" } else { "" };
-                return Err(self.error(format!(
-                    "expected a member name in double quotes, found {}{hint}",
-                    self.describe_next()
-                )));
+                return Err(self
+                    .error(format!("expected a member name in double quotes, found {}{hint}", self.describe_next())));
             }
             let key_pos = self.pos();
             let key = self.string()?;
@@ -241,10 +239,8 @@ impl Parser<'_> {
                     return Ok(Value::Object(members));
                 }
                 _ => {
-                    return Err(self.error(format!(
-                        "expected ',' or '}}' after an object member, found {}",
-                        self.describe_next()
-                    )))
+                    return Err(self
+                        .error(format!("expected ',' or '}}' after an object member, found {}", self.describe_next())))
                 }
             }
         }
@@ -274,10 +270,8 @@ impl Parser<'_> {
                     return Ok(Value::Array(items));
                 }
                 _ => {
-                    return Err(self.error(format!(
-                        "expected ',' or ']' after an array element, found {}",
-                        self.describe_next()
-                    )))
+                    return Err(self
+                        .error(format!("expected ',' or ']' after an array element, found {}", self.describe_next())))
                 }
             }
         }
@@ -344,9 +338,7 @@ impl Parser<'_> {
                     let mut buf = [0; 4];
                     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
                 }
-                Some(b) if b < 0x20 => {
-                    return Err(self.error("control character in string: escape it (e.g. \\n)"))
-                }
+                Some(b) if b < 0x20 => return Err(self.error("control character in string: escape it (e.g. \\n)")),
                 Some(b) => {
                     self.bump();
                     out.push(b);
@@ -433,7 +425,20 @@ mod tests {
 
     #[test]
     fn rejects_what_json_does_not_allow() {
-        for bad in ["", "{'a': 1}", "[01]", "[1.]", "[.5]", "{\"a\" 1}", "[true false]", "\"a\nb\"", "[1] x", "nul", "// c\n{}", "[\"\\x\"]"] {
+        for bad in [
+            "",
+            "{'a': 1}",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "{\"a\" 1}",
+            "[true false]",
+            "\"a\nb\"",
+            "[1] x",
+            "nul",
+            "// c\n{}",
+            "[\"\\x\"]",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} must be refused");
         }
     }

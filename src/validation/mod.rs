@@ -56,10 +56,8 @@ impl Report {
 /// Checks a commit for deployment to `environment` (the pushed branch), given the installed
 /// packages.
 pub fn check(snapshot: &Snapshot, environment: &str, catalog: &Catalog) -> Report {
-    let refuse = |message: String| Report {
-        config: None,
-        diagnostics: vec![Diagnostic::error(config::FILE, None, message)],
-    };
+    let refuse =
+        |message: String| Report { config: None, diagnostics: vec![Diagnostic::error(config::FILE, None, message)] };
     let text = match &snapshot.config {
         ConfigFile::Present(text) => text,
         ConfigFile::Missing => {
@@ -75,7 +73,11 @@ pub fn check(snapshot: &Snapshot, environment: &str, catalog: &Catalog) -> Repor
     if let Some(config) = &config {
         for entry in &config.proxychain {
             if !catalog.contains(&entry.image) {
-                diagnostics.push(Diagnostic::error(config::FILE, Some(entry.image_pos), unknown_package(&entry.image, catalog)));
+                diagnostics.push(Diagnostic::error(
+                    config::FILE,
+                    Some(entry.image_pos),
+                    unknown_package(&entry.image, catalog),
+                ));
             }
             if !snapshot.top_level_dirs.contains(&entry.name) {
                 diagnostics.push(Diagnostic::error(
@@ -150,7 +152,9 @@ mod tests {
 
     #[test]
     fn unknown_package_lists_the_installed_versions_of_its_module() {
-        let text = TWO_MODULES.replace("example-simple:1.0.0", "example-simple:9.9.9").replace("edge-cache:6.5.0", "varnish:1");
+        let text = TWO_MODULES
+            .replace("example-simple:1.0.0", "example-simple:9.9.9")
+            .replace("edge-cache:6.5.0", "varnish:1");
         let r = check(&snapshot(&text, &["cache", "example"]), "Production", &catalog());
         let m: Vec<String> = r.diagnostics.iter().map(ToString::to_string).collect();
         assert_eq!(m.len(), 2, "{m:#?}");

@@ -55,7 +55,18 @@ impl Devpop {
     /// `devpop app create`; returns the clone URL.
     pub fn create_app(&self, account: &str, app: &str, repo: &str) -> String {
         let out = Command::new(DEVPOP)
-            .args(["app", "create", account, app, repo, "--origin", "origin.example.com", "--public-url", &self.url, "--data"])
+            .args([
+                "app",
+                "create",
+                account,
+                app,
+                repo,
+                "--origin",
+                "origin.example.com",
+                "--public-url",
+                &self.url,
+                "--data",
+            ])
             .arg(self.data.path())
             .output()
             .unwrap();
@@ -74,8 +85,8 @@ impl Devpop {
     /// Stops the server and hands back its data dir.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.kill();
-        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
-        data
+
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
     }
 
     fn kill(&mut self) {
