@@ -16,6 +16,8 @@ use crate::names::RepoId;
 use crate::rendering::{self, Rendered};
 
 pub const BRANCH: &str = "main";
+/// Packs a rendered repo may collect before they are consolidated.
+const MAX_PACKS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -138,6 +140,10 @@ impl RenderedRepos {
         let (repo, _lock) = self.open(id)?;
         let path = self.path(id);
         let git = |source| ApplyError::Git { path: path.clone(), source };
+        // New objects go to memory first and then to disk as one pack: a render is dozens of
+        // objects, and one file per object (loose objects) costs far more than the render.
+        let odb = repo.odb().map_err(git)?;
+        let mempack = odb.add_new_mempack_backend(1000).map_err(git)?;
         let head = repo.find_reference(&format!("refs/heads/{BRANCH}")).ok().and_then(|r| r.peel_to_commit().ok());
         let base_tree = head.as_ref().map(|c| c.tree()).transpose().map_err(git)?;
         let mut root = repo.treebuilder(base_tree.as_ref()).map_err(git)?;
@@ -170,8 +176,35 @@ impl RenderedRepos {
             None => format!("{environment}: removed (branch deleted)\n"),
         };
         let parents: Vec<&git2::Commit> = head.iter().collect();
-        let commit =
-            repo.commit(Some(&format!("refs/heads/{BRANCH}")), &sig, &sig, &message, &tree, &parents).map_err(git)?;
+        let commit = repo.commit(None, &sig, &sig, &message, &tree, &parents).map_err(git)?;
+        let mut pack = git2::Buf::new();
+        mempack.dump(&repo, &mut pack).map_err(git)?;
+        let mut writer = odb.packwriter().map_err(git)?;
+        std::io::Write::write_all(&mut writer, &pack).map_err(|source| ApplyError::Io { path: path.clone(), source })?;
+        writer.commit().map_err(git)?;
+        mempack.reset().map_err(git)?;
+        let parent = head.as_ref().map(|c| c.id());
+        match parent {
+            Some(p) => repo.reference_matching(&format!("refs/heads/{BRANCH}"), commit, true, p, &message),
+            None => repo.reference(&format!("refs/heads/{BRANCH}"), commit, false, &message),
+        }
+        .map_err(git)?;
+        // One pack per publish: consolidate them once they pile up (off the push path: this
+        // runs in the deployer).
+        let packs = std::fs::read_dir(path.join("objects/pack"))
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pack")).count())
+            .unwrap_or(0);
+        if packs > MAX_PACKS {
+            let _ = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&path)
+                .args(["gc", "--quiet"])
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         Ok(Some(commit))
     }
 }
