@@ -278,13 +278,6 @@ enum HookCommand {
         #[command(flatten)]
         server: ServerLinkArgs,
     },
-    /// Queue the deployments of an accepted push (git runs this with the ref updates on stdin).
-    PostReceive {
-        #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        server: ServerLinkArgs,
-    },
 }
 
 /// How a hook reaches the server that ran it (set by devpop serve in the hooks' environment).
@@ -299,15 +292,19 @@ struct ServerLinkArgs {
     /// Who pushed.
     #[arg(long, env = "DEVPOP_PUSHER", default_value = "unknown")]
     pusher: String,
+    /// This push, as the server knows it.
+    #[arg(long, env = "DEVPOP_PUSH_ID")]
+    push_id: Option<String>,
 }
 
 impl ServerLinkArgs {
     fn link(self) -> Option<devpop::hook::ServerLink> {
-        let pusher = self.pusher;
+        let (pusher, push) = (self.pusher, self.push_id);
         self.internal_url.zip(self.hook_token).map(|(internal_url, token)| devpop::hook::ServerLink {
             internal_url,
             token,
             pusher,
+            push,
         })
     }
 }
@@ -382,11 +379,6 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Validate(args) => validate(args),
         Command::Render(args) => render(args),
         Command::Rollback(args) => rollback(args),
-        Command::Hook(HookCommand::PostReceive { data: _, server }) => {
-            let mut out = io::stdout().lock();
-            devpop::hook::post_receive(io::stdin().lock(), &mut out, server.link().as_ref())?;
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Hook(HookCommand::PreReceive { data, check, server }) => {
             let packages = PackageStore::new(&data.data);
             let settings =

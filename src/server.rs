@@ -34,6 +34,14 @@ pub struct Shared {
     /// Proves a request to the internal API comes from one of this server's hooks.
     pub hook_token: String,
     pub base_url: String,
+    pushes: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// A name for one push, unique while this server runs.
+    pub fn next_push_id(&self) -> String {
+        format!("push-{}", self.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -189,6 +197,7 @@ impl Server {
             deployer,
             hook_token,
             base_url,
+            pushes: Default::default(),
         }));
         Ok(Server { listener, state, _lock: lock })
     }

@@ -408,3 +408,29 @@ fn a_server_killed_mid_deployment_resumes_it_after_a_restart() {
     let messages: Vec<&str> = d["steps"].as_array().unwrap().iter().map(|s| s["message"].as_str().unwrap()).collect();
     assert!(messages.contains(&"resumed after a restart (was applying)"), "{messages:?}");
 }
+
+#[test]
+fn a_push_whose_branch_does_not_move_records_no_deployment() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    std::fs::write(work.join("notes.txt"), "x\n").unwrap();
+    commit_all(&work, "change");
+    // The checks pass, then git cannot move the branch (someone holds its lock).
+    let repo = devpop.repo_path("1", "1", "site");
+    std::fs::write(repo.join("refs/heads/Production.lock"), "").unwrap();
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let announced = queued_deployment(&stderr(&out), "Production");
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(&devpop.addr(), "GET", &format!("/api/v1/deployments/{announced}"), &[], b"");
+    assert_eq!(r.status, 404, "nothing is recorded for a push that did not land: {}", r.text());
+    let list = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"");
+    assert_eq!(list.text().trim(), "[]");
+
+    std::fs::remove_file(repo.join("refs/heads/Production.lock")).unwrap();
+    let out = git(&work, &["push", "origin", "Production"]);
+    let next = queued_deployment(&stderr(&out), "Production");
+    assert!(next > announced);
+    assert_eq!(wait_deployment(&devpop, next)["state"], "ready");
+}

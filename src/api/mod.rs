@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/internal/v1/deployments", post(create_deployment))
         .route("/internal/v1/dry-run", post(dry_run))
+        .route("/internal/v1/reservations", post(reserve_deployment))
 }
 
 /// The link a push prints for a deployment.
@@ -74,6 +75,24 @@ async fn create_deployment(
     check_hook_token(&state, &headers)?;
     let d = state.deployer.submit(request).await?;
     Ok(Json(Queued { id: d.id, url: deployment_url(&state.base_url, d.id) }))
+}
+
+#[derive(Deserialize)]
+struct Reservation {
+    push: String,
+    deployment: NewDeployment,
+}
+
+/// Called by the pre-receive hook once a push passed its checks: the id its deployment will
+/// have (recorded when the branch moves; see `Deployer::push_finished`).
+async fn reserve_deployment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(r): Json<Reservation>,
+) -> Result<Json<Queued>, HttpError> {
+    check_hook_token(&state, &headers)?;
+    let id = state.deployer.reserve(&r.push, r.deployment)?;
+    Ok(Json(Queued { id, url: deployment_url(&state.base_url, id) }))
 }
 
 #[derive(serde::Serialize)]

@@ -53,6 +53,9 @@ pub struct Deployer<T: Target> {
     queues: Mutex<HashMap<EnvKey, EnvQueue>>,
     permits: Arc<Semaphore>,
     events: broadcast::Sender<Deployment>,
+    /// Deployments announced by a push still in progress, by push: recorded and queued only
+    /// once git has moved their branch.
+    reservations: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
 }
 
 impl<T: Target> Deployer<T> {
@@ -74,6 +77,7 @@ impl<T: Target> Deployer<T> {
             queues: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             events: broadcast::channel(1024).0,
+            reservations: Mutex::new(HashMap::new()),
         })
     }
 
@@ -108,6 +112,37 @@ impl<T: Target> Deployer<T> {
         let d = self.record(move |r| r.create(request)).await?;
         self.enqueue(&d).await;
         Ok(d)
+    }
+
+    /// Announces the deployment a push will make (called from its pre-receive check): an id,
+    /// nothing recorded yet.
+    pub fn reserve(&self, push: &str, request: NewDeployment) -> Result<u64, DeployError> {
+        RepoId::new(&request.account, &request.application, &request.repo)?;
+        let id = self.records.reserve_id();
+        self.reservations.lock().expect("reservations lock").entry(push.to_owned()).or_default().push((id, request));
+        Ok(id)
+    }
+
+    /// The push ended. If git succeeded, records and queues each announced deployment whose
+    /// branch now is where the push put it (the rest never happened: nothing is recorded).
+    pub async fn push_finished(self: &Arc<Self>, push: &str, git_succeeded: bool) {
+        let reserved = self.reservations.lock().expect("reservations lock").remove(push).unwrap_or_default();
+        if !git_succeeded {
+            return;
+        }
+        for (id, request) in reserved {
+            let repos = self.repos.clone();
+            let r = request.clone();
+            let landed = tokio::task::spawn_blocking(move || branch_is_at(&repos, &r)).await.unwrap_or(false);
+            if !landed {
+                tracing::info!(deployment = id, environment = %request.environment, "the push did not move the branch; no deployment");
+                continue;
+            }
+            match self.record(move |r| r.create_as(Some(id), request)).await {
+                Ok(d) => self.enqueue(&d).await,
+                Err(e) => tracing::error!(deployment = id, error = %e, "cannot record a deployment"),
+            }
+        }
     }
 
     /// At start-up: queues again every deployment that had not finished.
@@ -339,6 +374,17 @@ impl From<TargetError> for Failure {
 impl From<DeployError> for Failure {
     fn from(e: DeployError) -> Self {
         Failure(e.to_string())
+    }
+}
+
+/// Is the deployment's branch where the push meant it to be (gone, for a deletion)?
+fn branch_is_at(repos: &RepoStore, request: &NewDeployment) -> bool {
+    let Ok(id) = RepoId::new(&request.account, &request.application, &request.repo) else { return false };
+    let Ok(repo) = git2::Repository::open_bare(repos.path(&id)) else { return false };
+    let head = repo.find_reference(&format!("refs/heads/{}", request.environment)).ok().and_then(|r| r.target());
+    match request.action {
+        Action::Deploy => head.is_some_and(|h| h.to_string() == request.commit),
+        Action::Delete => head.is_none(),
     }
 }
 

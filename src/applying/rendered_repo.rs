@@ -180,7 +180,8 @@ impl RenderedRepos {
         let mut pack = git2::Buf::new();
         mempack.dump(&repo, &mut pack).map_err(git)?;
         let mut writer = odb.packwriter().map_err(git)?;
-        std::io::Write::write_all(&mut writer, &pack).map_err(|source| ApplyError::Io { path: path.clone(), source })?;
+        std::io::Write::write_all(&mut writer, &pack)
+            .map_err(|source| ApplyError::Io { path: path.clone(), source })?;
         writer.commit().map_err(git)?;
         mempack.reset().map_err(git)?;
         let parent = head.as_ref().map(|c| c.id());

@@ -5,7 +5,9 @@
 //! runs [`checks::run`] on it. Everything it
 //! prints reaches the pusher as `remote:` lines as it happens (git relays hook output on the
 //! side band), so each line is flushed. A non-zero exit rejects the whole push; git then
-//! drops the quarantine, so nothing of a rejected push stays on the server.
+//! drops the quarantine, so nothing of a rejected push stays on the server. An accepted push
+//! announces its deployments to the server, which records and queues them once git has moved
+//! the branches (so devpop needs no post-receive hook).
 
 use std::io::{self, BufRead, Write};
 
@@ -109,6 +111,9 @@ pub fn pre_receive(
         say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
     }
+    if !options.wait && accepted {
+        announce_deployments(out, &id, &updates, link)?;
+    }
     if options.wait && accepted {
         let Some(link) = link else {
             say(out, "error: -o wait needs the push to come through a devpop server")?;
@@ -199,31 +204,8 @@ pub struct ServerLink {
     pub token: String,
     /// Who pushed, as the transport saw it.
     pub pusher: String,
-}
-
-/// After the refs moved: queues one deployment per updated branch (a deleted branch removes
-/// its environment) and says where to follow it. The push is already accepted; problems here
-/// are warnings.
-pub fn post_receive(input: impl BufRead, out: &mut impl Write, link: Option<&ServerLink>) -> Result<(), HookError> {
-    let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
-    let repo = Repository::open_from_env().map_err(HookError::Open)?;
-    let id = repo_id(&repo)?;
-    if PushOptions::from_env().wait {
-        return Ok(()); // deployed (and waited for) before the branch moved
-    }
-    for update in &updates {
-        let Some(branch) = update.branch() else { continue };
-        let Some(link) = link else {
-            say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
-            continue;
-        };
-        let request = deployment_request(&id, update, link, None);
-        match submit(link, &request) {
-            Ok(queued) => say(out, &format!("Deployment {} queued for {branch}: {}", queued.id, queued.url))?,
-            Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
-        }
-    }
-    Ok(())
+    /// This push, as the server knows it (its deployments are announced under it).
+    pub push: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -319,6 +301,31 @@ fn deploy_and_wait(
             _ => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
     }
+}
+
+/// Tells the server which deployments this push makes, and the user their ids. The server
+/// records them once git has moved the branches (a push that fails after this leaves nothing).
+fn announce_deployments(
+    out: &mut impl Write,
+    id: &RepoId,
+    updates: &[RefUpdate],
+    link: Option<&ServerLink>,
+) -> Result<(), HookError> {
+    for update in updates {
+        let Some(branch) = update.branch() else { continue };
+        let (Some(link), Some(push)) = (link, link.and_then(|l| l.push.as_deref())) else {
+            say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
+            continue;
+        };
+        let body = serde_json::json!({ "push": push, "deployment": deployment_request(id, update, link, None) });
+        let answer = call(link, "POST", "/internal/v1/reservations", body.to_string().as_bytes())
+            .and_then(|a| serde_json::from_str::<Queued>(&a).map_err(|e| e.to_string()));
+        match answer {
+            Ok(q) => say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?,
+            Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
+        }
+    }
+    Ok(())
 }
 
 fn deployment_request(

@@ -147,6 +147,8 @@ enum Event {
 struct Inner {
     file: File,
     by_id: BTreeMap<u64, Deployment>,
+    /// The highest id handed out by [`Records::reserve_id`] (it may not be recorded yet).
+    reserved: u64,
 }
 
 /// The deployment records of a data dir. Thread-safe; blocking (call from `spawn_blocking`).
@@ -180,7 +182,7 @@ impl Records {
                 file.write_all(b"\n").map_err(io)?;
             }
         }
-        Ok(Records { path, inner: Mutex::new(Inner { file, by_id }) })
+        Ok(Records { path, inner: Mutex::new(Inner { file, by_id, reserved: 0 }) })
     }
 
     fn write(&self, inner: &mut Inner, event: &Event) -> Result<(), RecordError> {
@@ -189,9 +191,24 @@ impl Records {
         inner.file.write_all(&line).map_err(|source| RecordError::Io { path: self.path.clone(), source })
     }
 
-    pub fn create(&self, request: NewDeployment) -> Result<Deployment, RecordError> {
+    /// Hands out the next id without recording anything (a push announces its deployment's id
+    /// before the branch moves; the record is made only if it does).
+    pub fn reserve_id(&self) -> u64 {
         let mut inner = self.inner.lock().expect("records lock");
-        let id = inner.by_id.keys().next_back().map_or(1, |last| last + 1);
+        let id = next_id(&inner);
+        inner.reserved = id;
+        id
+    }
+
+    pub fn create(&self, request: NewDeployment) -> Result<Deployment, RecordError> {
+        self.create_as(None, request)
+    }
+
+    /// Creates a deployment, with a reserved id or the next one.
+    pub fn create_as(&self, reserved: Option<u64>, request: NewDeployment) -> Result<Deployment, RecordError> {
+        let mut inner = self.inner.lock().expect("records lock");
+        let id = reserved.filter(|id| !inner.by_id.contains_key(id)).unwrap_or_else(|| next_id(&inner));
+        inner.reserved = inner.reserved.max(id);
         let now = Timestamp::now();
         let message = match request.action {
             Action::Deploy => {
@@ -270,6 +287,10 @@ impl Records {
     pub fn last_ready(&self, key: &(String, String, String, String)) -> Option<Deployment> {
         self.list(|d| d.state == State::Ready && &d.environment_key() == key).into_iter().next()
     }
+}
+
+fn next_id(inner: &Inner) -> u64 {
+    inner.by_id.keys().next_back().copied().unwrap_or(0).max(inner.reserved) + 1
 }
 
 fn apply(by_id: &mut BTreeMap<u64, Deployment>, event: Event) {

@@ -16,10 +16,9 @@ use crate::names::RepoId;
 pub const FIRST_ENVIRONMENT: &str = "Production";
 
 /// The hook shims every repo gets: (hook name, script with @DEVPOP@ and @DATA@ to fill in).
-const HOOKS: &[(&str, &str)] = &[
-    ("pre-receive", include_str!("../../hooks/pre-receive")),
-    ("post-receive", include_str!("../../hooks/post-receive")),
-];
+const HOOKS: &[(&str, &str)] = &[("pre-receive", include_str!("../../hooks/pre-receive"))];
+/// Hooks earlier devpop versions installed, removed when hooks are refreshed.
+const RETIRED_HOOKS: &[&str] = &["post-receive"];
 const SKELETON_CONFIG: &str = include_str!("../../templates/app/section.config.json");
 const SKELETON_README: &str = include_str!("../../templates/app/README.md");
 const SKELETON_GITIGNORE: &str = include_str!("../../templates/app/gitignore");
@@ -145,6 +144,12 @@ impl RepoStore {
             set_executable(tmp.path()).map_err(io_err(tmp.path()))?;
             let target = hooks.join(name);
             tmp.persist(&target).map_err(|e| RepoError::Io { path: target, source: e.error })?;
+        }
+        for name in RETIRED_HOOKS {
+            let path = hooks.join(name);
+            if fs::read_to_string(&path).is_ok_and(|s| s.contains("devpop hook")) {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
         }
         Ok(())
     }

@@ -249,14 +249,19 @@ async fn rpc(
     }
     let repo = repo_path(&state, kind, segments).await?;
     state.metrics.git_request(service);
-    let inv = process::Invocation {
-        settings: &state.settings,
-        service,
-        repo: &repo,
-        protocol: protocol(&headers),
-        hook_env: state.settings.hook_env.iter().cloned().chain(extra_env).collect(),
-    };
-    let body = inv.rpc(body, gzip).await?;
+    let mut hook_env: Vec<(String, String)> = state.settings.hook_env.iter().cloned().chain(extra_env).collect();
+    // A push announces its deployments from pre-receive; they become real when git is done.
+    let on_exit: Option<process::OnExit> = (service == Service::ReceivePack).then(|| {
+        let push = state.next_push_id();
+        hook_env.push(("DEVPOP_PUSH_ID".to_owned(), push.clone()));
+        let deployer = state.deployer.clone();
+        Box::new(move |ok: bool| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            Box::pin(async move { deployer.push_finished(&push, ok).await })
+        }) as process::OnExit
+    });
+    let inv =
+        process::Invocation { settings: &state.settings, service, repo: &repo, protocol: protocol(&headers), hook_env };
+    let body = inv.rpc(body, gzip, on_exit).await?;
     Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))
 }
 

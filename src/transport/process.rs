@@ -39,6 +39,9 @@ pub struct Invocation<'a> {
     pub hook_env: Vec<(String, String)>,
 }
 
+/// Called when the git process has ended, with whether it succeeded.
+pub type OnExit = Box<dyn FnOnce(bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
 /// `git` with a scrubbed, predictable environment: no system or user git config, no prompts,
 /// English messages. Every git process devpop starts is made here.
 pub fn git_command(settings: &Settings) -> Command {
@@ -76,7 +79,7 @@ impl Invocation<'_> {
     pub async fn advertise(&self) -> Result<Body, TransportError> {
         let mut child = self.command(true).spawn().map_err(TransportError::Spawn)?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        supervise(child, self.settings.limits.git_timeout, self.service, None);
+        supervise(child, self.settings.limits.git_timeout, self.service, None, None);
         Ok(Body::from_stream(ReaderStream::with_capacity(stdout, PIPE_BUF)))
     }
 
@@ -84,7 +87,7 @@ impl Invocation<'_> {
     /// its output as the response body. Holds the response back until git has said something
     /// (or the request body was refused), so an oversized or broken upload gets a real HTTP
     /// error instead of a truncated protocol stream.
-    pub async fn rpc(&self, body: Body, gzip: bool) -> Result<Body, TransportError> {
+    pub async fn rpc(&self, body: Body, gzip: bool, on_exit: Option<OnExit>) -> Result<Body, TransportError> {
         let mut cmd = self.command(false);
         cmd.stdin(Stdio::piped());
         let mut child = cmd.spawn().map_err(TransportError::Spawn)?;
@@ -96,7 +99,7 @@ impl Invocation<'_> {
             cmd.arg("-C").arg(self.repo).args(["maintenance", "run", "--auto", "--quiet"]);
             cmd
         });
-        supervise(child, self.settings.limits.git_timeout, self.service, maintain);
+        supervise(child, self.settings.limits.git_timeout, self.service, maintain, on_exit);
 
         let limit = self.settings.limits.max_request_bytes;
         // The feeder says why it gave up *before* it closes git's stdin, so its verdict always
@@ -169,7 +172,7 @@ async fn feed(
 
 /// Waits for the process in the background, enforcing the time limit, and logs how it ended;
 /// then starts `after` (if any) when git succeeded.
-fn supervise(mut child: Child, timeout: Duration, service: Service, after: Option<Command>) {
+fn supervise(mut child: Child, timeout: Duration, service: Service, after: Option<Command>, on_exit: Option<OnExit>) {
     tokio::spawn(async move {
         let stderr = child.stderr.take();
         let log_stderr = async move {
@@ -188,6 +191,9 @@ fn supervise(mut child: Child, timeout: Duration, service: Service, after: Optio
             }
         };
         let stderr = log_stderr.await;
+        if let Some(on_exit) = on_exit {
+            on_exit(status.as_ref().is_ok_and(|s| s.success())).await;
+        }
         match status {
             Ok(s) if s.success() => {
                 tracing::debug!(service = service.subcommand(), "git finished");
