@@ -21,6 +21,10 @@ use devpop::source::WorkDir;
 #[derive(Parser)]
 #[command(name = "devpop", version, about = "Turns `git push` into a deployment on Kubernetes", long_about = None)]
 struct Cli {
+    /// A config file (TOML, `flag-name = value`); flags and DEVPOP_* variables take precedence.
+    /// Without one, ./devpop.toml is read when it exists.
+    #[arg(long, global = true, env = "DEVPOP_CONFIG")]
+    config: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, env = "DEVPOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -310,6 +314,10 @@ impl ServerLinkArgs {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = load_config_file() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.command) {
@@ -318,6 +326,44 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Applies the config file's settings as DEVPOP_* variables that are not set already (flags >
+/// environment > file). Runs before anything else, while the process is single-threaded.
+fn load_config_file() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let given = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--config=").map(str::to_owned)))
+        .or_else(|| std::env::var("DEVPOP_CONFIG").ok());
+    let path = match given {
+        Some(p) => PathBuf::from(p),
+        None if Path::new("devpop.toml").is_file() => PathBuf::from("devpop.toml"),
+        None => return Ok(()),
+    };
+    let mut known = Vec::new();
+    collect_env_names(&<Cli as clap::CommandFactory>::command(), &mut known);
+    for (var, value) in settings::config_file_env(&path, &known)? {
+        if std::env::var_os(&var).is_none() {
+            std::env::set_var(var, value);
+        }
+    }
+    Ok(())
+}
+
+fn collect_env_names(cmd: &clap::Command, out: &mut Vec<String>) {
+    for arg in cmd.get_arguments() {
+        if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+            if env != "DEVPOP_CONFIG" && env != "DEVPOP_HOOK_TOKEN" && !out.iter().any(|e| e == env) {
+                out.push(env.to_owned());
+            }
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        collect_env_names(sub, out);
     }
 }
 

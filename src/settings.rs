@@ -68,6 +68,43 @@ impl Settings {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: unknown setting {key:?}; settings are the long flag names, e.g. listen, data, max-request-bytes")]
+    Unknown { path: PathBuf, key: String },
+    #[error("{path}: {key}: use a string, a number or true/false")]
+    Type { path: PathBuf, key: String },
+}
+
+/// Reads a config file (TOML, `flag-name = value`, e.g. `listen = "127.0.0.1:8080"`) into the
+/// `DEVPOP_*` environment variables its keys stand for. `known` lists the variables the CLI
+/// reads; the caller applies only those not already set, so flags beat env beat the file.
+pub fn config_file_env(path: &std::path::Path, known: &[String]) -> Result<Vec<(String, String)>, ConfigFileError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.to_owned(), source })?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigFileError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let var = format!("DEVPOP_{}", key.to_ascii_uppercase().replace('-', "_"));
+        if !known.contains(&var) {
+            return Err(ConfigFileError::Unknown { path: path.to_owned(), key });
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => return Err(ConfigFileError::Type { path: path.to_owned(), key }),
+        };
+        out.push((var, value));
+    }
+    Ok(out)
+}
+
 /// Parses sizes such as `512`, `64k`, `200M`, `2G` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -100,6 +137,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_file_keys_become_devpop_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devpop.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax-request-bytes = \"1G\"\ninsecure-no-auth = false\n")
+            .unwrap();
+        let known: Vec<String> = ["DEVPOP_LISTEN", "DEVPOP_MAX_REQUEST_BYTES", "DEVPOP_INSECURE_NO_AUTH"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let env = config_file_env(&path, &known).unwrap();
+        assert!(env.contains(&("DEVPOP_LISTEN".into(), "127.0.0.1:9000".into())));
+        assert!(env.contains(&("DEVPOP_INSECURE_NO_AUTH".into(), "false".into())));
+        std::fs::write(&path, "lisen = 1\n").unwrap();
+        assert!(config_file_env(&path, &known).unwrap_err().to_string().contains("unknown setting \"lisen\""));
+    }
 
     #[test]
     fn sizes_and_durations_read_like_people_write_them() {

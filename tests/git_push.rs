@@ -297,3 +297,47 @@ fn listening_beyond_loopback_without_auth_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn settings_come_from_a_config_file_below_env_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("devpop.toml");
+    std::fs::write(&config, "listen = \"0.0.0.0:0\"\nmax-request-bytes = \"1M\"\n").unwrap();
+    let serve = |extra: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(DEVPOP)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = serve(&[], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to listen on 0.0.0.0:0"),
+        "the file's listen is used"
+    );
+    // An environment variable beats the file (a bad value proves it is read, not ignored).
+    let out = serve(&[], &[("DEVPOP_LISTEN", "not-an-address")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not-an-address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax-request-bytes = \"1M\"\n").unwrap();
+    let devpop = Devpop::start_with(&["--config", config.to_str().unwrap()]);
+    let url = devpop.create_app("1", "1", "site");
+    let (_d, work) = clone(&url);
+    std::fs::write(work.join("big.bin"), random_bytes(3 << 20)).unwrap();
+    commit_all(&work, "too big for the file's limit");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(stderr(&out).contains("413"), "max-request-bytes from the file applies: {}", stderr(&out));
+
+    std::fs::write(&config, "lisen = \"127.0.0.1:0\"\n").unwrap();
+    let out = serve(&[], &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"lisen\""));
+}
