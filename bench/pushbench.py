@@ -269,6 +269,20 @@ def memory(devpop, tmp, big_mb):
     return idle, peak, elapsed
 
 
+def print_latency(title, times):
+    print(f"### {title}")
+    print()
+    print("| server | p50 ms | p95 ms | mean ms |")
+    print("|---|---:|---:|---:|")
+    for name in ("devpop", "baseline"):
+        v = times[name]
+        print(f"| {name} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {statistics.mean(v):.1f} |")
+    r50 = pct(times["devpop"], 50) / pct(times["baseline"], 50)
+    r95 = pct(times["devpop"], 95) / pct(times["baseline"], 95)
+    print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pushes", type=int, default=60, help="incremental pushes per server (latency)")
@@ -299,32 +313,12 @@ def main():
     git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
     print(f"Machine: {os.cpu_count()} cores; {git_version}; lighttpd {subprocess.run(['lighttpd', '-v'], capture_output=True, text=True).stdout.split()[0].split('/')[1]}")
     print()
-    print(f"### Incremental push latency ({args.pushes} pushes each, interleaved)")
-    print()
-    print("| server | p50 ms | p95 ms | mean ms |")
-    print("|---|---:|---:|---:|")
-    for name in ("devpop", "baseline"):
-        v = lat[name]
-        print(f"| {name} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {statistics.mean(v):.1f} |")
-    r50 = pct(lat["devpop"], 50) / pct(lat["baseline"], 50)
-    r95 = pct(lat["devpop"], 95) / pct(lat["baseline"], 95)
-    print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
-    print()
-    for title, lat_s in (
-        ("every push changes both modules' config: both validate.sh run sandboxed", lat_cold),
-        ("pushes that leave the module folders unchanged: validations remembered", lat_warm),
+    for title, times in (
+        (f"Incremental push latency ({args.pushes} pushes each, interleaved)", lat),
+        (f"Sample application (2 modules), every push changes both modules' config: both validate.sh run sandboxed ({args.pushes} pushes each)", lat_cold),
+        (f"Sample application (2 modules), pushes that leave the module folders unchanged: validations remembered ({args.pushes} pushes each)", lat_warm),
     ):
-        print(f"### Sample application (2 modules), {title} ({args.pushes} pushes each)")
-        print()
-        print("| server | p50 ms | p95 ms | mean ms |")
-        print("|---|---:|---:|---:|")
-        for name in ("devpop", "baseline"):
-            v = lat_s[name]
-            print(f"| {name} | {pct(v, 50):.1f} | {pct(v, 95):.1f} | {statistics.mean(v):.1f} |")
-        r50 = pct(lat_s["devpop"], 50) / pct(lat_s["baseline"], 50)
-        r95 = pct(lat_s["devpop"], 95) / pct(lat_s["baseline"], 95)
-        print(f"| **ratio devpop/baseline** | **{r50:.2f}x** | **{r95:.2f}x** | |")
-        print()
+        print_latency(title, times)
     print("Where validation time goes (`devpop validate` on the sample application, median of 40 runs):")
     print()
     print("| modules in the chain | ms | added by the last module |")

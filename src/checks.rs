@@ -336,7 +336,8 @@ fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result
     line(out, &d.to_string())
 }
 
-fn line(out: &mut dyn Write, text: &str) -> io::Result<()> {
+/// Writes one line of push output and flushes it, so the pusher sees it now.
+pub fn line(out: &mut dyn Write, text: &str) -> io::Result<()> {
     writeln!(out, "{text}")?;
     out.flush()
 }

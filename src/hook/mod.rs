@@ -397,8 +397,7 @@ pub fn repo_id(repo: &Repository) -> Result<RepoId, HookError> {
 }
 
 fn say(out: &mut impl Write, line: &str) -> io::Result<()> {
-    writeln!(out, "{line}")?;
-    out.flush()
+    checks::line(out, line)
 }
 
 #[cfg(test)]
