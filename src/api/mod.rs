@@ -1,129 +1,130 @@
-//! The REST API (JSON under `/api/v1`) and the hooks' internal endpoint.
+//! The REST API (JSON under `/api/v1`, shaped after Section's Aperture API) and the hooks'
+//! internal endpoints (`/internal/v1`).
+//!
+//! Errors are `{"error": {"code", "message"}}` with the matching status (see `http_error`);
+//! lists are pages: `{"items", "total", "offset", "limit"}` with `?offset=&limit=`. The
+//! OpenAPI document is at `/api/v1/openapi.json`.
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+pub mod applications;
+pub mod deployments;
+mod internal;
+pub mod packages;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::http_error::HttpError;
-use crate::records::{Deployment, NewDeployment};
 use crate::server::AppState;
 
+pub use deployments::deployment_url;
+
 pub fn routes() -> Router<AppState> {
+    use applications as a;
     Router::new()
-        .route("/api/v1/deployments", get(list_deployments))
-        .route("/api/v1/deployments/{id}", get(get_deployment))
-        .route("/internal/v1/deployments", post(create_deployment))
-        .route("/internal/v1/dry-run", post(dry_run))
-        .route("/internal/v1/reservations", post(reserve_deployment))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/accounts", get(a::list_accounts))
+        .route("/api/v1/accounts/{account}/applications", get(a::list_applications).post(a::create_application))
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}",
+            get(a::get_application).delete(a::delete_application),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments",
+            get(a::list_environments).post(a::create_environment),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}",
+            get(a::get_environment).delete(a::delete_environment),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/stack",
+            get(a::get_stack),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/config",
+            get(a::get_config),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/deployments",
+            get(a::environment_deployments),
+        )
+        .route("/api/v1/deployments", get(deployments::list))
+        .route("/api/v1/deployments/{id}", get(deployments::get))
+        .route("/api/v1/deployments/{id}/events", get(deployments::events))
+        .route("/api/v1/packages", get(packages::list).post(packages::install))
+        .route("/internal/v1/deployments", post(internal::create_deployment))
+        .route("/internal/v1/dry-run", post(internal::dry_run))
+        .route("/internal/v1/reservations", post(internal::reserve_deployment))
 }
 
-/// The link a push prints for a deployment.
-pub fn deployment_url(base: &str, id: u64) -> String {
-    format!("{}/api/v1/deployments/{id}", base.trim_end_matches('/'))
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn get_deployment(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Deployment>, HttpError> {
-    let id: u64 = id.parse().map_err(|_| {
-        HttpError::api(StatusCode::BAD_REQUEST, "invalid_id", format!("{id:?} is not a deployment id (a number)"))
-    })?;
-    state
-        .deployer
-        .records()
-        .get(id)
-        .map(Json)
-        .ok_or_else(|| HttpError::api(StatusCode::NOT_FOUND, "not_found", format!("no deployment {id}")))
+pub(crate) fn api_err(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+    HttpError::api(status, code, message)
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    account: Option<String>,
-    application: Option<String>,
-    environment: Option<String>,
+/// Runs blocking work (libgit2, the filesystem) off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub offset: usize,
     #[serde(default = "default_limit")]
-    limit: usize,
+    pub limit: usize,
 }
 
 fn default_limit() -> usize {
     50
 }
 
-async fn list_deployments(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Json<Vec<Deployment>> {
-    let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    let mut list = state.deployer.records().list(|d| {
-        matches(&q.account, &d.request.account)
-            && matches(&q.application, &d.request.application)
-            && matches(&q.environment, &d.request.environment)
-    });
-    list.truncate(q.limit.min(500));
-    Json(list)
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
 }
 
-#[derive(serde::Serialize)]
-struct Queued {
-    id: u64,
-    url: String,
+/// One page of a list (`limit` is capped at 500).
+pub fn page<T>(all: Vec<T>, q: &PageQuery) -> Page<T> {
+    let limit = q.limit.clamp(1, 500);
+    let total = all.len();
+    let items = all.into_iter().skip(q.offset).take(limit).collect();
+    Page { items, total, offset: q.offset, limit }
 }
 
-/// Called by the post-receive hook; proves itself with the per-start hook token.
-async fn create_deployment(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(request): Json<NewDeployment>,
-) -> Result<Json<Queued>, HttpError> {
-    check_hook_token(&state, &headers)?;
-    let d = state.deployer.submit(request).await?;
-    Ok(Json(Queued { id: d.id, url: deployment_url(&state.base_url, d.id) }))
-}
+/// `Json<T>` whose rejections are API errors (`invalid_body`, with serde's reason).
+pub struct ApiJson<T>(pub T);
 
-#[derive(Deserialize)]
-struct Reservation {
-    push: String,
-    deployment: NewDeployment,
-}
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = HttpError;
 
-/// Called by the pre-receive hook once a push passed its checks: the id its deployment will
-/// have (recorded when the branch moves; see `Deployer::push_finished`).
-async fn reserve_deployment(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(r): Json<Reservation>,
-) -> Result<Json<Queued>, HttpError> {
-    check_hook_token(&state, &headers)?;
-    let id = state.deployer.reserve(&r.push, r.deployment)?;
-    Ok(Json(Queued { id, url: deployment_url(&state.base_url, id) }))
-}
-
-#[derive(serde::Serialize)]
-struct DryRun {
-    /// What the target said, when it had something to check.
-    message: Option<String>,
-    error: Option<String>,
-}
-
-/// Called by the pre-receive hook for `-o dry-run`: the target's own check of the render.
-async fn dry_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Json(request): Json<NewDeployment>,
-) -> Result<Json<DryRun>, HttpError> {
-    check_hook_token(&state, &headers)?;
-    Ok(Json(match state.deployer.dry_run(request).await {
-        Ok(message) => DryRun { message, error: None },
-        Err(e) => DryRun { message: None, error: Some(e) },
-    }))
-}
-
-fn check_hook_token(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
-    let token = headers.get("x-devpop-hook-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if constant_time_eq(token.as_bytes(), state.hook_token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(HttpError::api(StatusCode::FORBIDDEN, "forbidden", "only devpop's own hooks may call the internal API"))
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(api_err(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            )),
+            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
+        }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,0 +1,448 @@
+//! Accounts, applications and their environments (branches), each environment's stack and
+//! config: what a team does from the console or a script instead of the CLI.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+
+use super::{api_err, blocking, page, ApiJson, Page, PageQuery};
+use crate::http_error::HttpError;
+use crate::names::RepoId;
+use crate::records::{Action, Deployment, NewDeployment};
+use crate::server::AppState;
+use crate::source::{GitCommit, RepoSource};
+use crate::validation::config::{self, is_branch_name};
+
+#[derive(Debug, Serialize)]
+pub struct Application {
+    pub account: String,
+    pub application: String,
+    pub repo: String,
+    /// `git clone` / `git remote add developer-pop` this.
+    pub clone_url: String,
+    /// The rendered manifests (read-only git).
+    pub rendered_url: String,
+    pub environments: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Environment {
+    pub name: String,
+    /// The commit the branch is at.
+    pub commit: String,
+    pub namespace: String,
+    /// The newest deployment of the environment, if any.
+    pub last_deployment: Option<Deployment>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StackEntry {
+    /// `proxychain[].name`.
+    pub name: String,
+    /// The package (`module:version`).
+    pub package: String,
+    /// The container image the package runs; `None` when the package is not installed.
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Account {
+    pub account: String,
+    pub applications: usize,
+}
+
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Account>>, HttpError> {
+    let repos = state.repos.clone();
+    let ids = blocking(move || Ok(repos.list())).await?;
+    let mut accounts: Vec<Account> = Vec::new();
+    for id in ids {
+        match accounts.last_mut() {
+            Some(a) if a.account == id.account => a.applications += 1,
+            _ => accounts.push(Account { account: id.account, applications: 1 }),
+        }
+    }
+    Ok(Json(page(accounts, &q)))
+}
+
+fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
+    // Validate the names first: they become paths.
+    RepoId::new(account, application, "x")
+        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+    let repo = state.repos.application_repo(account, application).ok_or_else(|| {
+        api_err(StatusCode::NOT_FOUND, "not_found", format!("no application {application} in account {account}"))
+    })?;
+    RepoId::new(account, application, &repo)
+        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))
+}
+
+fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
+    let mut out = Vec::new();
+    for b in repo.branches(Some(git2::BranchType::Local))? {
+        let (b, _) = b?;
+        if let (Ok(Some(name)), Some(target)) = (b.name(), b.get().target()) {
+            out.push((name.to_owned(), target));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
+    let repo = Repository::open_bare(state.repos.path(id)).map_err(internal)?;
+    let base = state.base_url.trim_end_matches('/');
+    Ok(Application {
+        account: id.account.clone(),
+        application: id.application.clone(),
+        repo: id.repo.clone(),
+        clone_url: format!("{base}{}", id.url_path()),
+        rendered_url: format!("{base}/rendered{}", id.url_path()),
+        environments: branches(&repo).map_err(internal)?.into_iter().map(|(n, _)| n).collect(),
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpError {
+    api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+pub async fn list_applications(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Application>>, HttpError> {
+    RepoId::new(&account, "x", "x").map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+    let st = state.clone();
+    let apps = blocking(move || {
+        st.repos.list().into_iter().filter(|id| id.account == account).map(|id| describe(&st, &id)).collect()
+    })
+    .await?;
+    Ok(Json(page(apps, &q)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    pub application: String,
+    /// The repo name (defaults to the application id).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Production's origin host.
+    pub origin: String,
+}
+
+pub async fn create_application(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    ApiJson(body): ApiJson<CreateApplication>,
+) -> Result<(StatusCode, Json<Application>), HttpError> {
+    let repo = body.repo.clone().unwrap_or_else(|| body.application.clone());
+    let id = RepoId::new(&account, &body.application, &repo)
+        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+    let st = state.clone();
+    let app = blocking(move || {
+        st.repos.create(&id, &body.origin).map_err(|e| match e {
+            crate::repos::RepoError::Exists(_) | crate::repos::RepoError::ApplicationHasRepo { .. } => {
+                api_err(StatusCode::CONFLICT, "exists", e.to_string())
+            }
+            crate::repos::RepoError::BadOrigin(_) => api_err(StatusCode::BAD_REQUEST, "invalid_origin", e.to_string()),
+            e => internal(e),
+        })?;
+        describe(&st, &id)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(app)))
+}
+
+pub async fn get_application(
+    State(state): State<AppState>,
+    Path((account, application)): Path<(String, String)>,
+) -> Result<Json<Application>, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    Ok(Json(blocking(move || describe(&st, &id)).await?))
+}
+
+/// Deletes the application: each environment is removed (a deployment per environment), then
+/// the repo.
+pub async fn delete_application(
+    State(state): State<AppState>,
+    Path((account, application)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    let rid = id.clone();
+    let envs = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
+        branches(&repo).map_err(internal)
+    })
+    .await?;
+    for (env, commit) in envs {
+        let request = request(&id, &env, commit.to_string(), Action::Delete, "api");
+        state.deployer.submit(request).await?;
+    }
+    let path = state.repos.path(&id);
+    blocking(move || std::fs::remove_dir_all(&path).map_err(internal)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
+    NewDeployment {
+        account: id.account.clone(),
+        application: id.application.clone(),
+        repo: id.repo.clone(),
+        environment: env.to_owned(),
+        commit,
+        action,
+        pusher: pusher.to_owned(),
+        quarantine: None,
+    }
+}
+
+fn environment_of(state: &AppState, id: &RepoId, name: &str, head: Oid) -> Environment {
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), name.to_owned());
+    Environment {
+        name: name.to_owned(),
+        commit: head.to_string(),
+        namespace: crate::rendering::naming::namespace(&state.settings.render.namespace_prefix, id, name),
+        last_deployment: state.deployer.records().list(|d| d.environment_key() == key).into_iter().next(),
+    }
+}
+
+pub async fn list_environments(
+    State(state): State<AppState>,
+    Path((account, application)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Environment>>, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    let envs = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        Ok(branches(&repo).map_err(internal)?.into_iter().map(|(n, h)| environment_of(&st, &id, &n, h)).collect())
+    })
+    .await?;
+    Ok(Json(page(envs, &q)))
+}
+
+/// The branch an environment is, or 404.
+fn environment_head(repo: &Repository, account: &str, application: &str, env: &str) -> Result<Oid, HttpError> {
+    if !is_branch_name(env) {
+        return Err(api_err(StatusCode::BAD_REQUEST, "invalid_name", format!("{env:?} is not an environment name")));
+    }
+    repo.find_reference(&format!("refs/heads/{env}")).ok().and_then(|r| r.target()).ok_or_else(|| {
+        api_err(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("application {account}/{application} has no environment {env}"),
+        )
+    })
+}
+
+pub async fn get_environment(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+) -> Result<Json<Environment>, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    Ok(Json(
+        blocking(move || {
+            let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+            let head = environment_head(&repo, &account, &application, &env)?;
+            Ok(environment_of(&st, &id, &env, head))
+        })
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironment {
+    pub name: String,
+    /// The environment to copy (its branch and its settings in section.config.json).
+    pub source: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedEnvironment {
+    #[serde(flatten)]
+    pub environment: Environment,
+    /// The deployment that creates it.
+    pub deployment: u64,
+}
+
+/// Creates an environment from a source one: a branch whose first commit copies the source's
+/// settings under the new name in section.config.json. Checked like a push before it exists.
+pub async fn create_environment(
+    State(state): State<AppState>,
+    Path((account, application)): Path<(String, String)>,
+    ApiJson(body): ApiJson<CreateEnvironment>,
+) -> Result<(StatusCode, Json<CreatedEnvironment>), HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    if !is_branch_name(&body.name) {
+        return Err(api_err(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("{:?} is not a usable environment (branch) name", body.name),
+        ));
+    }
+    let st = state.clone();
+    let rid = id.clone();
+    let name = body.name.clone();
+    let commit = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
+        let source = environment_head(&repo, &account, &application, &body.source)?;
+        if repo.find_reference(&format!("refs/heads/{}", body.name)).is_ok() {
+            return Err(api_err(StatusCode::CONFLICT, "exists", format!("environment {} already exists", body.name)));
+        }
+        let commit = environment_commit(&repo, source, &body.source, &body.name).map_err(internal)?;
+        // The same checks as a push.
+        let mut output = Vec::new();
+        let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
+        let settings = crate::checks::CheckSettings { render: st.settings.render.clone(), ..Default::default() };
+        let commit_hex = commit.to_string();
+        let subject = crate::checks::Subject { id: &rid, environment: &body.name, commit: &commit_hex };
+        let verdict =
+            crate::checks::run(&GitCommit { repo: &repo, commit }, subject, &packages, &settings, &mut output)
+                .map_err(internal)?;
+        if !verdict.accepted() {
+            let text = String::from_utf8_lossy(&output).into_owned();
+            return Err(api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_environment", text.trim().to_owned()));
+        }
+        repo.reference(
+            &format!("refs/heads/{}", body.name),
+            commit,
+            false,
+            &format!("devpop: create environment {} from {}", body.name, body.source),
+        )
+        .map_err(|e| api_err(StatusCode::CONFLICT, "exists", e.to_string()))?;
+        Ok(commit)
+    })
+    .await?;
+    let d = state.deployer.submit(request(&id, &name, commit.to_string(), Action::Deploy, "api")).await?;
+    let environment = environment_of(&state, &id, &name, commit);
+    Ok((StatusCode::CREATED, Json(CreatedEnvironment { environment, deployment: d.id })))
+}
+
+/// A commit on top of `source` whose section.config.json also defines `name`, as a copy of
+/// `source_env`'s settings (no new commit when it already does).
+fn environment_commit(repo: &Repository, source: Oid, source_env: &str, name: &str) -> Result<Oid, git2::Error> {
+    let parent = repo.find_commit(source)?;
+    let tree = parent.tree()?;
+    let entry = tree.get_name(config::FILE).ok_or_else(|| git2::Error::from_str("section.config.json is missing"))?;
+    let blob = repo.find_blob(entry.id())?;
+    let mut json: serde_json::Value =
+        serde_json::from_slice(blob.content()).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    let envs =
+        json["environments"].as_object_mut().ok_or_else(|| git2::Error::from_str("environments is not an object"))?;
+    if envs.contains_key(name) {
+        return Ok(source);
+    }
+    let copy = envs
+        .get(source_env)
+        .cloned()
+        .ok_or_else(|| git2::Error::from_str("the source environment is not in section.config.json"))?;
+    envs.insert(name.to_owned(), copy);
+    let mut text = serde_json::to_string_pretty(&json).expect("JSON serialises");
+    text.push('\n');
+    let mut builder = repo.treebuilder(Some(&tree))?;
+    builder.insert(config::FILE, repo.blob(text.as_bytes())?, 0o100644)?;
+    let new_tree = repo.find_tree(builder.write()?)?;
+    let sig = git2::Signature::now("devpop", "devpop@localhost")?;
+    repo.commit(None, &sig, &sig, &format!("Create environment {name} from {source_env}\n"), &new_tree, &[&parent])
+}
+
+/// Deletes an environment: its branch, and (a deployment) its namespace.
+pub async fn delete_environment(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    let rid = id.clone();
+    let name = env.clone();
+    let head = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
+        let head = environment_head(&repo, &account, &application, &env)?;
+        let default =
+            repo.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
+        if default.as_deref() == Some(&format!("refs/heads/{env}")) {
+            return Err(api_err(
+                StatusCode::CONFLICT,
+                "default_environment",
+                format!("{env} is the application's default environment and cannot be deleted"),
+            ));
+        }
+        repo.find_reference(&format!("refs/heads/{env}")).and_then(|mut r| r.delete()).map_err(internal)?;
+        Ok(head)
+    })
+    .await?;
+    let d = state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, "api")).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "deployment": d.id }))))
+}
+
+/// The environment's proxychain with each module's package and image.
+pub async fn get_stack(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+) -> Result<Json<Vec<StackEntry>>, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    Ok(Json(
+        blocking(move || {
+            let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+            let head = environment_head(&repo, &account, &application, &env)?;
+            let snapshot = GitCommit { repo: &repo, commit: head }.snapshot().map_err(internal)?;
+            let crate::validation::ConfigFile::Present(text) = snapshot.config else {
+                return Ok(Vec::new());
+            };
+            let (cfg, _) = config::parse(&text);
+            let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
+            Ok(cfg
+                .map(|c| c.proxychain)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| StackEntry {
+                    image: packages.get(&e.image).ok().map(|p| p.descriptor.metadata.image),
+                    name: e.name,
+                    package: e.image,
+                })
+                .collect())
+        })
+        .await?,
+    ))
+}
+
+/// The environment's current section.config.json, as committed.
+pub async fn get_config(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+) -> Result<Response, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let st = state.clone();
+    let text = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let head = environment_head(&repo, &account, &application, &env)?;
+        match (GitCommit { repo: &repo, commit: head }).snapshot().map_err(internal)?.config {
+            crate::validation::ConfigFile::Present(text) => Ok(text),
+            _ => {
+                Err(api_err(StatusCode::NOT_FOUND, "not_found", "the environment's commit has no section.config.json"))
+            }
+        }
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+pub async fn environment_deployments(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Deployment>>, HttpError> {
+    let id = application_id(&state, &account, &application)?;
+    let key = (id.account, id.application, id.repo, env);
+    Ok(Json(page(state.deployer.records().list(|d| d.environment_key() == key), &q)))
+}

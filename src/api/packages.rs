@@ -1,0 +1,142 @@
+//! Packages: the installed ones, and installing one from an uploaded module-source archive.
+
+use std::io::Read;
+use std::path::{Component, Path};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+
+use super::{api_err, blocking, page, Page, PageQuery};
+use crate::http_error::HttpError;
+use crate::packages::{PackageError, PackageStore};
+use crate::server::AppState;
+
+/// The largest module-source archive accepted (compressed, and unpacked).
+pub const MAX_ARCHIVE: usize = 16 << 20;
+const MAX_ENTRIES: usize = 2_000;
+
+#[derive(Debug, Serialize)]
+pub struct Package {
+    /// `module:version`, what proxychain[].image names.
+    pub name: String,
+    pub module: String,
+    pub version: String,
+    /// The container image it runs.
+    pub image: String,
+}
+
+fn describe(store: &PackageStore, name: &str) -> Option<Package> {
+    let p = store.get(name).ok()?;
+    Some(Package {
+        name: name.to_owned(),
+        module: p.descriptor.module().to_owned(),
+        version: p.descriptor.version().to_owned(),
+        image: p.descriptor.metadata.image.clone(),
+    })
+}
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Result<Json<Page<Package>>, HttpError> {
+    let store = PackageStore::new(&state.settings.data_dir);
+    let all = blocking(move || Ok(store.catalog().all().iter().filter_map(|n| describe(&store, n)).collect())).await?;
+    Ok(Json(page(all, &q)))
+}
+
+/// Installs a package from a `.tar.gz` of its module source folder (the files at the top, or
+/// in one top-level folder), like `devpop package add`.
+pub async fn install(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Package>), HttpError> {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !matches!(ct, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream")
+    {
+        return Err(api_err(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the module source as a .tar.gz (Content-Type: application/gzip)",
+        ));
+    }
+    if body.len() > MAX_ARCHIVE {
+        return Err(api_err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the archive is over {MAX_ARCHIVE} bytes"),
+        ));
+    }
+    let store = PackageStore::new(&state.settings.data_dir);
+    let pkg = blocking(move || {
+        let dir =
+            tempfile::tempdir().map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        unpack(&body, dir.path()).map_err(|m| api_err(StatusCode::BAD_REQUEST, "invalid_archive", m))?;
+        let root = source_root(dir.path());
+        let installed = store.add(&root).map_err(|e| match e {
+            PackageError::Exists(_) => api_err(StatusCode::CONFLICT, "exists", e.to_string()),
+            PackageError::Invalid { .. } => api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_package", e.to_string()),
+            e => api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        })?;
+        describe(&store, &installed.descriptor.metadata.name)
+            .ok_or_else(|| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installed package unreadable"))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(pkg)))
+}
+
+/// The folder holding `.section-proxy.yaml`: the top, or its only folder.
+fn source_root(dir: &Path) -> std::path::PathBuf {
+    if dir.join(crate::packages::descriptor::FILE).exists() {
+        return dir.to_owned();
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir).map(|d| d.flatten().collect()).unwrap_or_default();
+    match entries.as_slice() {
+        [only] if only.path().is_dir() => only.path(),
+        _ => dir.to_owned(),
+    }
+}
+
+/// Unpacks a hostile .tar.gz: regular files and folders only, relative paths without `..`,
+/// bounded in entries and unpacked size; links and devices are refused.
+fn unpack(archive: &[u8], into: &Path) -> Result<(), String> {
+    let gz = flate2::read::GzDecoder::new(archive);
+    let mut tar = tar::Archive::new(gz.take(MAX_ARCHIVE as u64 * 4));
+    let mut total = 0u64;
+    for (n, entry) in tar.entries().map_err(|e| format!("not a tar.gz: {e}"))?.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(format!("more than {MAX_ENTRIES} entries"));
+        }
+        let mut entry = entry.map_err(|e| format!("not a tar.gz: {e}"))?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(format!("{}: paths must stay inside the archive", path.display()));
+        }
+        let kind = entry.header().entry_type();
+        let target = into.join(&path);
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+        } else if kind.is_file() {
+            total += entry.size();
+            if total > MAX_ARCHIVE as u64 {
+                return Err(format!("unpacks to more than {MAX_ARCHIVE} bytes"));
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            let mode = entry.header().mode().unwrap_or(0o644);
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).map_err(|e| e.to_string())?;
+            std::fs::write(&target, content).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            let exec = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(exec)).map_err(|e| e.to_string())?;
+        } else {
+            return Err(format!(
+                "{}: only regular files and folders are allowed (no links or devices)",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
