@@ -168,7 +168,7 @@ fn deployments_are_listed_read_and_followed_live() {
     assert!(r.head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{}", r.head);
     let text = r.text();
     assert!(text.contains("event: deployment"), "{text}");
-    let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).last().unwrap();
+    let last = text.lines().filter_map(|l| l.strip_prefix("data: ")).next_back().unwrap();
     assert_eq!(serde_json::from_str::<Value>(last).unwrap()["state"], "ready");
 }
 
