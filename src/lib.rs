@@ -7,6 +7,7 @@
 pub mod api;
 pub mod applying;
 pub mod checks;
+pub mod console;
 pub mod hook;
 pub mod http_error;
 pub mod metrics;

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::transport::routes())
         .merge(crate::api::routes())
+        .merge(crate::console::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

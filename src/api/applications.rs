@@ -70,7 +70,7 @@ pub async fn list_accounts(
     Ok(Json(page(accounts, &q)))
 }
 
-fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
+pub(crate) fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
     // Validate the names first: they become paths.
     RepoId::new(account, application, "x")
         .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
@@ -81,7 +81,7 @@ fn application_id(state: &AppState, account: &str, application: &str) -> Result<
         .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))
 }
 
-fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
+pub(crate) fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
     let mut out = Vec::new();
     for b in repo.branches(Some(git2::BranchType::Local))? {
         let (b, _) = b?;
@@ -93,7 +93,7 @@ fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
     Ok(out)
 }
 
-fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
+pub(crate) fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
     let repo = Repository::open_bare(state.repos.path(id)).map_err(internal)?;
     let base = state.base_url.trim_end_matches('/');
     Ok(Application {
@@ -106,7 +106,7 @@ fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> HttpError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> HttpError {
     api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
@@ -203,7 +203,7 @@ fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str)
     }
 }
 
-fn environment_of(state: &AppState, id: &RepoId, name: &str, head: Oid) -> Environment {
+pub(crate) fn environment_of(state: &AppState, id: &RepoId, name: &str, head: Oid) -> Environment {
     let key = (id.account.clone(), id.application.clone(), id.repo.clone(), name.to_owned());
     Environment {
         name: name.to_owned(),
@@ -395,25 +395,30 @@ pub async fn get_stack(
         blocking(move || {
             let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
             let head = environment_head(&repo, &account, &application, &env)?;
-            let snapshot = GitCommit { repo: &repo, commit: head }.snapshot().map_err(internal)?;
-            let crate::validation::ConfigFile::Present(text) = snapshot.config else {
-                return Ok(Vec::new());
-            };
-            let (cfg, _) = config::parse(&text);
-            let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
-            Ok(cfg
-                .map(|c| c.proxychain)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| StackEntry {
-                    image: packages.get(&e.image).ok().map(|p| p.descriptor.metadata.image),
-                    name: e.name,
-                    package: e.image,
-                })
-                .collect())
+            stack_of(&st, &repo, head)
         })
         .await?,
     ))
+}
+
+/// The proxychain of the commit `head`, with each module's package and image.
+pub(crate) fn stack_of(state: &AppState, repo: &Repository, head: Oid) -> Result<Vec<StackEntry>, HttpError> {
+    let snapshot = GitCommit { repo, commit: head }.snapshot().map_err(internal)?;
+    let crate::validation::ConfigFile::Present(text) = snapshot.config else {
+        return Ok(Vec::new());
+    };
+    let (cfg, _) = config::parse(&text);
+    let packages = crate::packages::PackageStore::new(&state.settings.data_dir);
+    Ok(cfg
+        .map(|c| c.proxychain)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| StackEntry {
+            image: packages.get(&e.image).ok().map(|p| p.descriptor.metadata.image),
+            name: e.name,
+            package: e.image,
+        })
+        .collect())
 }
 
 /// The environment's current section.config.json, as committed.

@@ -28,7 +28,7 @@ pub struct Package {
     pub image: String,
 }
 
-fn describe(store: &PackageStore, name: &str) -> Option<Package> {
+pub(crate) fn describe(store: &PackageStore, name: &str) -> Option<Package> {
     let p = store.get(name).ok()?;
     Some(Package {
         name: name.to_owned(),
