@@ -235,10 +235,11 @@ impl HttpResponse {
     }
 }
 
-/// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`).
+/// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`). The body is read
+/// by its Content-Length or chunks (some servers keep the connection open regardless).
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -250,7 +251,22 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let body = &raw[split + 4..];
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| body.len() >= len) || (head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")) {
+                break;
+            }
+        }
+    }
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP response head");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
