@@ -153,6 +153,12 @@ fn deployments_are_listed_read_and_followed_live() {
 
     let (s, list) = call(&devpop, "GET", "/api/v1/deployments?application=site&environment=Production", None);
     assert_eq!((s, list["items"][0]["id"].as_u64()), (200, Some(id)));
+    let lines: Vec<&str> =
+        list["items"][0]["validation"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("Rendering environment Production (namespace ")),
+        "the push's check output is kept: {lines:?}"
+    );
     let (_, none) = call(&devpop, "GET", "/api/v1/deployments?environment=Staging", None);
     assert_eq!(none["total"], 0);
     for (path, status, code) in

@@ -136,11 +136,16 @@ fn a_team_creates_an_application_pushes_and_watches_the_deployment_in_the_browse
     for want in ["queued", "rendering", "applying", "render-only target: manifests published"] {
         assert!(steps.contains(want), "{want:?} not in {steps}");
     }
+    let output = b.text("#validation");
+    assert!(output.contains("Validating configuration for proxy cache..."), "the push output is shown: {output}");
 
     // The application page lists the environment with its stack and the deployment.
     b.goto(&format!("{}/console/accounts/9999/applications/shop", devpop.url));
     let main = b.text("main");
-    assert!(main.contains("Production") && main.contains("edge-cache:6.5.0") && main.contains("example-simple:1.0.0"), "{main}");
+    assert!(
+        main.contains("Production") && main.contains("edge-cache:6.5.0") && main.contains("example-simple:1.0.0"),
+        "{main}"
+    );
     let history = b.text("table");
     assert!(history.contains(&format!("{id} Production ready")), "the deployment is in the history: {history}");
 }

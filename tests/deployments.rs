@@ -73,6 +73,7 @@ fn request(env: &str, commit: &str) -> NewDeployment {
         action: Action::Deploy,
         pusher: "test".into(),
         quarantine: None,
+        validation: Vec::new(),
     }
 }
 

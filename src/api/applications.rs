@@ -200,6 +200,7 @@ fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str)
         action,
         pusher: pusher.to_owned(),
         quarantine: None,
+        validation: Vec::new(),
     }
 }
 

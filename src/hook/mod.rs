@@ -103,16 +103,20 @@ pub fn pre_receive(
     for unknown in &options.unknown {
         say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
     }
+    // Everything the checks print also goes into the deployment records.
+    let mut tee = Tee { out, seen: Vec::new() };
     let mut accepted = true;
     for update in &updates {
-        accepted &= check_update(&id, &repo, update, out, packages, settings, &options, link)?;
+        accepted &= check_update(&id, &repo, update, &mut tee, packages, settings, &options, link)?;
     }
+    let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
+    let out = tee.out;
     if options.dry_run && accepted {
         say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
     }
     if !options.wait && accepted {
-        announce_deployments(out, &id, &updates, link)?;
+        announce_deployments(out, &id, &updates, link, &validation)?;
     }
     if options.wait && accepted {
         let Some(link) = link else {
@@ -122,7 +126,8 @@ pub fn pre_receive(
         // The commit is still in quarantine: the server reads it from there.
         let quarantine = std::env::var("GIT_QUARANTINE_PATH").ok();
         for update in updates.iter().filter(|u| u.branch().is_some()) {
-            let request = deployment_request(&id, update, link, quarantine.clone());
+            let mut request = deployment_request(&id, update, link, quarantine.clone());
+            request.validation = validation.clone();
             if !deploy_and_wait(out, link, request)? {
                 return Ok(false);
             }
@@ -310,6 +315,7 @@ fn announce_deployments(
     id: &RepoId,
     updates: &[RefUpdate],
     link: Option<&ServerLink>,
+    validation: &[String],
 ) -> Result<(), HookError> {
     for update in updates {
         let Some(branch) = update.branch() else { continue };
@@ -317,7 +323,9 @@ fn announce_deployments(
             say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
             continue;
         };
-        let body = serde_json::json!({ "push": push, "deployment": deployment_request(id, update, link, None) });
+        let mut request = deployment_request(id, update, link, None);
+        request.validation = validation.to_vec();
+        let body = serde_json::json!({ "push": push, "deployment": request });
         let answer = call(link, "POST", "/internal/v1/reservations", body.to_string().as_bytes())
             .and_then(|a| serde_json::from_str::<Queued>(&a).map_err(|e| e.to_string()));
         match answer {
@@ -343,6 +351,27 @@ fn deployment_request(
         action: if update.is_delete() { crate::records::Action::Delete } else { crate::records::Action::Deploy },
         pusher: link.pusher.clone(),
         quarantine,
+        validation: Vec::new(),
+    }
+}
+
+/// Passes writes through, keeping a copy.
+struct Tee<'a, W: Write> {
+    out: &'a mut W,
+    seen: Vec<u8>,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if self.seen.len() < 256 * 1024 {
+            self.seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 

@@ -88,6 +88,9 @@ pub struct NewDeployment {
     /// (the commit is not in the repo proper until the deployment is ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
+    /// What the push's checks printed (validation, each module's validate.sh, rendering).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +332,7 @@ mod tests {
             action: Action::Deploy,
             pusher: "dev".into(),
             quarantine: None,
+            validation: Vec::new(),
         }
     }
 

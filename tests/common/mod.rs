@@ -261,8 +261,13 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
         if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
             let body = &raw[split + 4..];
-            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|len| body.len() >= len) || (head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")) {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| body.len() >= len)
+                || (head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n"))
+            {
                 break;
             }
         }
