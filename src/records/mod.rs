@@ -137,7 +137,7 @@ pub enum RecordError {
 #[serde(tag = "event", rename_all = "lowercase")]
 enum Event {
     Created {
-        deployment: Deployment,
+        deployment: Box<Deployment>,
     },
     Step {
         id: u64,
@@ -230,7 +230,7 @@ impl Records {
             steps: vec![Step { at: now, state: State::Queued, message }],
             namespace: None,
         };
-        let event = Event::Created { deployment: deployment.clone() };
+        let event = Event::Created { deployment: Box::new(deployment.clone()) };
         self.write(&mut inner, &event)?;
         inner.by_id.insert(id, deployment.clone());
         Ok(deployment)
@@ -299,7 +299,7 @@ fn next_id(inner: &Inner) -> u64 {
 fn apply(by_id: &mut BTreeMap<u64, Deployment>, event: Event) {
     match event {
         Event::Created { deployment } => {
-            by_id.insert(deployment.id, deployment);
+            by_id.insert(deployment.id, *deployment);
         }
         Event::Step { id, step, namespace } => {
             if let Some(d) = by_id.get_mut(&id) {
