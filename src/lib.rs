@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod applying;
+pub mod auth;
 pub mod checks;
 pub mod console;
 pub mod hook;

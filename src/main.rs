@@ -127,6 +127,9 @@ enum Command {
     /// Manage applications (one application = one environment repo).
     #[command(subcommand)]
     App(AppCommand),
+    /// Manage API tokens (for git over HTTP, the API and the console, with --auth tokens).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Manage module packages (the module types a proxychain can use).
     #[command(subcommand)]
     Package(PackageCommand),
@@ -160,6 +163,9 @@ struct ServeArgs {
     /// Listen beyond loopback without authentication (never on a shared network).
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Authentication: none (the local default: loopback only) or API tokens (devpop token create).
+    #[arg(long, env = "DEVPOP_AUTH", value_enum, default_value_t = AuthMode::None)]
+    auth: AuthMode,
     /// Where accepted pushes are deployed: the rendered repo only, or a Kubernetes cluster.
     #[arg(long, env = "DEVPOP_TARGET", value_enum, default_value_t = TargetKind::RenderOnly)]
     target: TargetKind,
@@ -171,6 +177,12 @@ struct ServeArgs {
     rollout_deadline: Duration,
     #[command(flatten)]
     check: CheckArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    None,
+    Tokens,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -213,6 +225,38 @@ struct RenderCmdArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     check: CheckArgs,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (shown once; only its hash is kept).
+    Create {
+        /// The account it acts on.
+        #[arg(long, required_unless_present = "admin")]
+        account: Option<String>,
+        /// Every account, and server-wide things (packages, tokens).
+        #[arg(long, conflicts_with = "account")]
+        admin: bool,
+        /// Clone, fetch and read only.
+        #[arg(long)]
+        read_only: bool,
+        /// Lifetime, e.g. 90d, 12h (default: no expiry).
+        #[arg(long, value_parser = settings::parse_duration)]
+        expires: Option<Duration>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List tokens (ids, scopes, expiry; never the tokens).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -423,6 +467,43 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(args) => validate(args),
+        Command::Token(TokenCommand::Create { account, admin, read_only, expires, data }) => {
+            let store = devpop::auth::TokenStore::new(&absolute(&data.data)?);
+            let account = if admin { devpop::auth::ALL_ACCOUNTS.to_owned() } else { account.unwrap_or_default() };
+            if account != devpop::auth::ALL_ACCOUNTS {
+                RepoId::new(&account, "x", "x")?;
+            }
+            let expires_at =
+                expires.map(|d| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(d.as_secs() as i64));
+            let (record, token) = store.create(&account, read_only, expires_at)?;
+            eprintln!(
+                "Created {} for {} ({}{}). It is shown once; devpop keeps only its hash:",
+                record.id,
+                if admin { "every account".to_owned() } else { format!("account {account}") },
+                if read_only { "read-only" } else { "read-write" },
+                expires_at.map(|e| format!(", expires {e}")).unwrap_or_default()
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::List { data }) => {
+            for t in devpop::auth::TokenStore::new(&absolute(&data.data)?).list()? {
+                let state = if t.revoked { "revoked" } else { "active" };
+                let expires = t.expires_at.map(|e| e.to_string()).unwrap_or_else(|| "never".into());
+                println!(
+                    "{}\t{}\t{}\t{state}\texpires {expires}",
+                    t.id,
+                    t.account,
+                    if t.read_only { "read-only" } else { "read-write" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Revoke { id, data }) => {
+            let t = devpop::auth::TokenStore::new(&absolute(&data.data)?).revoke(&id)?;
+            println!("Revoked {} (account {}).", t.id, t.account);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Render(args) => render(args),
         Command::Rollback(args) => rollback(args),
         Command::Hook(HookCommand::PreReceive { data, check, server }) => {
@@ -664,6 +745,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
         settings.hook_env = args.check.as_env();
         settings.render = args.check.render_settings();
+        settings.auth_tokens = args.auth == AuthMode::Tokens;
         settings.target = match args.target {
             TargetKind::RenderOnly => devpop::settings::TargetSettings::RenderOnly,
             TargetKind::Cluster => devpop::settings::TargetSettings::Cluster {
@@ -673,10 +755,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         };
         let server = Server::bind(settings, args.listen, args.insecure_no_auth).await?;
         let url = server.base_url()?;
-        let mode = if args.insecure_no_auth {
-            "NO AUTHENTICATION (--insecure-no-auth)"
-        } else {
-            "local mode: loopback only, no authentication"
+        let mode = match (args.auth, args.insecure_no_auth) {
+            (AuthMode::Tokens, _) => "API tokens required",
+            (AuthMode::None, true) => "NO AUTHENTICATION (--insecure-no-auth)",
+            (AuthMode::None, false) => "local mode: loopback only, no authentication",
         };
         // The first line on stdout is the address; tests and scripts read it.
         println!("devpop serving on {url} ({mode})");

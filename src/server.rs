@@ -35,6 +35,10 @@ pub struct Shared {
     pub hook_token: String,
     pub base_url: String,
     pushes: std::sync::atomic::AtomicU64,
+    /// Requests need a token (`--auth tokens`); off in local mode.
+    pub auth_enabled: bool,
+    pub tokens: crate::auth::TokenStore,
+    pub sessions: crate::auth::Sessions,
 }
 
 impl Shared {
@@ -59,7 +63,7 @@ pub enum ServeError {
     Locked(PathBuf),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("refusing to listen on {0}, which is reachable beyond this machine, without authentication; listen on 127.0.0.1 or pass --insecure-no-auth")]
+    #[error("refusing to listen on {0}, which is reachable beyond this machine, without authentication; pass --auth tokens, listen on 127.0.0.1, or pass --insecure-no-auth")]
     NotLoopback(SocketAddr),
     #[error("cannot use git: {0}")]
     Git(#[from] crate::transport::TransportError),
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::enforce::enforce))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state)
 }
@@ -124,7 +129,8 @@ pub struct Server {
 impl Server {
     /// Prepares the data dir (lock, repos' hooks, crash leftovers) and binds the listener.
     pub async fn bind(settings: Settings, listen: SocketAddr, insecure_no_auth: bool) -> Result<Self, ServeError> {
-        if !listen.ip().is_loopback() && !insecure_no_auth {
+        let auth_enabled = settings.auth_tokens;
+        if !listen.ip().is_loopback() && !insecure_no_auth && !auth_enabled {
             return Err(ServeError::NotLoopback(listen));
         }
         let data = settings.data_dir.clone();
@@ -199,6 +205,9 @@ impl Server {
             hook_token,
             base_url,
             pushes: Default::default(),
+            auth_enabled,
+            tokens: crate::auth::TokenStore::new(&data),
+            sessions: Default::default(),
         }));
         Ok(Server { listener, state, _lock: lock })
     }

@@ -20,6 +20,8 @@ pub struct Settings {
     /// How environments are rendered (the deployer renders too).
     pub render: crate::rendering::RenderSettings,
     pub target: TargetSettings,
+    /// Requests need an API token (`--auth tokens`).
+    pub auth_tokens: bool,
 }
 
 /// Where accepted pushes are deployed.
@@ -56,6 +58,7 @@ impl Settings {
             hook_env: Vec::new(),
             render: Default::default(),
             target: TargetSettings::default(),
+            auth_tokens: false,
         }
     }
 
@@ -129,7 +132,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -163,6 +167,7 @@ mod tests {
         assert!(parse_size("12x").is_err() && parse_size("M").is_err());
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("1d").is_err());
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
+        assert!(parse_duration("1w").is_err());
     }
 }

@@ -6,11 +6,13 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 
 use super::{api_err, page, Page, PageQuery};
+use crate::auth::Principal;
 use crate::http_error::HttpError;
 use crate::records::Deployment;
 use crate::server::AppState;
@@ -26,16 +28,23 @@ fn parse_id(id: &str) -> Result<u64, HttpError> {
     })
 }
 
-fn find(state: &AppState, id: u64) -> Result<Deployment, HttpError> {
+/// The deployment, if it exists and the principal may see it (404 otherwise: another
+/// account's deployments are not revealed).
+pub(crate) fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
     state
         .deployer
         .records()
         .get(id)
+        .filter(|d| principal.may_read(&d.request.account))
         .ok_or_else(|| api_err(StatusCode::NOT_FOUND, "not_found", format!("no deployment {id}")))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Deployment>, HttpError> {
-    Ok(Json(find(&state, parse_id(&id)?)?))
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Json<Deployment>, HttpError> {
+    Ok(Json(find(&state, &principal, parse_id(&id)?)?))
 }
 
 #[derive(Deserialize)]
@@ -47,10 +56,15 @@ pub struct ListQuery {
     page: PageQuery,
 }
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Json<Page<Deployment>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> Json<Page<Deployment>> {
     let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     let list = state.deployer.records().list(|d| {
-        matches(&q.account, &d.request.account)
+        principal.may_read(&d.request.account)
+            && matches(&q.account, &d.request.account)
             && matches(&q.application, &d.request.application)
             && matches(&q.environment, &d.request.environment)
     });
@@ -61,13 +75,14 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
 /// reaches a final state (then the stream ends).
 pub async fn events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     use tokio::sync::broadcast::error::RecvError;
     let id = parse_id(&id)?;
     // Subscribe before reading the current state, so no change falls in between.
     let rx = state.deployer.subscribe();
-    let first = find(&state, id)?;
+    let first = find(&state, &principal, id)?;
     let records = state.deployer.records().clone();
     let stream = futures_util::stream::unfold(Some((Some(first), rx)), move |st| {
         let records = records.clone();

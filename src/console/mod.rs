@@ -8,12 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Form, Router};
 use git2::Repository;
 use minijinja::context;
 
 use crate::api::applications::{application_id, branches, describe, environment_of, internal, stack_of};
 use crate::api::blocking;
+use crate::auth::enforce::SESSION_COOKIE;
+use crate::auth::Principal;
 use crate::http_error::HttpError;
 use crate::server::AppState;
 
@@ -24,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/accounts/{account}/applications/{application}", get(application))
         .route("/console/deployments/{id}", get(deployment))
         .route("/console/packages", get(packages))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", axum::routing::post(logout))
 }
 
 fn templates() -> &'static minijinja::Environment<'static> {
@@ -36,6 +40,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("application.html", include_str!("../../templates/console/application.html")),
             ("deployment.html", include_str!("../../templates/console/deployment.html")),
             ("packages.html", include_str!("../../templates/console/packages.html")),
+            ("login.html", include_str!("../../templates/console/login.html")),
         ] {
             env.add_template(name, source).expect("templates/console are valid templates");
         }
@@ -87,11 +92,15 @@ async fn application(
     page("application.html", context! { app, environments, stacks, deployments })
 }
 
-async fn deployment(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, HttpError> {
+async fn deployment(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
     let d = id
         .parse::<u64>()
         .ok()
-        .and_then(|id| state.deployer.records().get(id))
+        .and_then(|id| crate::api::deployments::find(&state, &principal, id).ok())
         .ok_or_else(|| not_found(format!("no deployment {id}")))?;
     page("deployment.html", context! { d })
 }
@@ -103,4 +112,39 @@ async fn packages(State(state): State<AppState>) -> Result<Response, HttpError> 
     })
     .await?;
     page("packages.html", context! { packages })
+}
+
+async fn login_page(State(state): State<AppState>) -> Result<Response, HttpError> {
+    page("login.html", context! { auth => state.auth_enabled, error => "" })
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Logs the console in with an API token: an opaque session id in an HttpOnly, SameSite=Strict
+/// cookie (the console's actions are JSON API calls, which other sites cannot forge).
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<Response, HttpError> {
+    if state.tokens.verify(form.token.trim()).is_none() {
+        let mut r = page(
+            "login.html",
+            context! { auth => true, error => "That token is not valid (wrong, revoked or expired)." },
+        )?;
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(r);
+    }
+    let session = state.sessions.open(form.token.trim()).map_err(internal)?;
+    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
+    Ok(([(axum::http::header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
+}
+
+async fn logout(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(session) = headers.get(axum::http::header::COOKIE).and_then(|c| c.to_str().ok()).and_then(|c| {
+        c.split(';').find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('=').map(str::to_owned))
+    }) {
+        state.sessions.close(&session);
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(axum::http::header::SET_COOKIE, cookie)], Redirect::to("/console/login")).into_response()
 }

@@ -1,0 +1,116 @@
+//! The middleware that decides, for every request, who is asking and whether they may.
+//!
+//! It runs before any handler, so a token of account A asking for a repo of account B gets the
+//! same 403 whether that repo exists or not. Handlers that list across accounts filter by the
+//! [`Principal`] this puts in the request's extensions.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::{presented_token, Principal};
+use crate::http_error::HttpError;
+use crate::server::AppState;
+
+pub const SESSION_COOKIE: &str = "devpop_session";
+
+/// Paths anyone may reach: health, metrics, the API description, the console's login, and the
+/// hooks' internal endpoints (which check their own per-start secret).
+fn public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json" | "/console/login")
+        || path.starts_with("/internal/")
+}
+
+/// The account a path belongs to, if it is account-scoped.
+fn account_of(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/account/")
+        .or_else(|| path.strip_prefix("/rendered/account/"))
+        .or_else(|| path.strip_prefix("/api/v1/accounts/"))
+        .or_else(|| path.strip_prefix("/console/accounts/"))?;
+    Some(rest.split('/').next().unwrap_or(""))
+}
+
+/// Does the request change anything? (A push, or an API/console call other than a read.)
+fn is_write(req: &Request) -> bool {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    path.ends_with("/git-receive-pack")
+        || query.contains("service=git-receive-pack")
+        || !matches!(*req.method(), Method::GET | Method::HEAD) && !path.ends_with("/git-upload-pack")
+}
+
+/// Server-wide things only an admin token may do.
+fn admin_only(req: &Request) -> bool {
+    let path = req.uri().path();
+    path == "/api/v1/accounts"
+        || path.starts_with("/api/v1/tokens")
+        || (path == "/api/v1/packages" && req.method() == Method::POST)
+}
+
+fn cookie(req: &Request, name: &str) -> Option<String> {
+    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    cookies.split(';').find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+}
+
+pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !state.auth_enabled || public(&path) {
+        req.extensions_mut().insert(Principal::Local);
+        return next.run(req).await;
+    }
+    let token =
+        presented_token(req.headers()).or_else(|| cookie(&req, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
+    let Some(principal) = token.and_then(|t| state.tokens.verify(&t)) else {
+        if path == "/" || path.starts_with("/console") {
+            return Redirect::to("/console/login").into_response();
+        }
+        let mut r = HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication required: use a devpop API token (for git: any username, the token as password)",
+        )
+        .into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
+        return r;
+    };
+    let refusal = if let Some(account) = account_of(&path) {
+        if !principal.may_read(account) {
+            Some(format!("this token cannot access account {account:?}"))
+        } else if is_write(&req) && !principal.may_write(account) {
+            Some("this token is read-only: it can clone, fetch and read, not push or change".to_owned())
+        } else {
+            None
+        }
+    } else if admin_only(&req) && !principal.is_admin() {
+        Some("only an admin token (devpop token create --admin) may do this".to_owned())
+    } else if is_write(&req) && matches!(principal, Principal::Token { read_only: true, .. }) {
+        Some("this token is read-only: it can clone, fetch and read, not push or change".to_owned())
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
+        let json = path.starts_with("/api/");
+        return if json {
+            HttpError::api(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+        } else {
+            HttpError::new(StatusCode::FORBIDDEN, message).into_response()
+        };
+    }
+    tracing::debug!(principal = %principal.name(), %path, "authorised");
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_scoped_paths() {
+        assert_eq!(account_of("/account/9999/application/1/x.git/info/refs"), Some("9999"));
+        assert_eq!(account_of("/rendered/account/7/application/1/x.git/git-upload-pack"), Some("7"));
+        assert_eq!(account_of("/api/v1/accounts/5/applications"), Some("5"));
+        assert_eq!(account_of("/api/v1/deployments/3"), None);
+    }
+}
