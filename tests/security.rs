@@ -1,0 +1,232 @@
+//! Access control with `--auth tokens`, against a real server, git and the API: missing, wrong,
+//! revoked, expired and read-only tokens; one account's token against every route of another;
+//! path traversal in path parameters; and no token in plain text on disk or in the logs.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn token(devpop: &Devpop, args: &[&str]) -> String {
+    let out = Command::new(DEVPOP).args(["token", "create"]).args(args).arg("--data").arg(devpop.data.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The clone URL with `section-token:<token>` as credentials.
+fn with_token(url: &str, token: &str) -> String {
+    url.replacen("http://", &format!("http://section-token:{token}@"), 1)
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+struct World {
+    devpop: Devpop,
+    url_a: String,
+    url_b: String,
+    a: String,
+    a_read: String,
+    b: String,
+    admin: String,
+}
+
+fn world() -> World {
+    let devpop = Devpop::start_with(&["--auth", "tokens"]);
+    let url_a = devpop.create_app("acme", "shop", "shop");
+    let url_b = devpop.create_app("globex", "site", "site");
+    let a = token(&devpop, &["--account", "acme"]);
+    let a_read = token(&devpop, &["--account", "acme", "--read-only"]);
+    let b = token(&devpop, &["--account", "globex"]);
+    let admin = token(&devpop, &["--admin"]);
+    World { devpop, url_a, url_b, a, a_read, b, admin }
+}
+
+#[test]
+fn git_needs_a_valid_token_of_the_repos_account() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    // No token: 401, so git asks for credentials (and fails without a terminal).
+    let out = git(dir.path(), &["clone", &w.url_a, "none"]);
+    assert!(!out.status.success());
+    let r = http(&w.devpop.addr(), "GET", "/account/acme/application/shop/shop.git/info/refs?service=git-upload-pack", &[], b"");
+    assert_eq!(r.status, 401);
+    assert!(r.head.contains("WWW-Authenticate: Basic realm=\"devpop\"") || r.head.to_ascii_lowercase().contains("www-authenticate: basic realm=\"devpop\""), "{}", r.head);
+    // A wrong token.
+    assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, "dp_wrong"), "wrong"]).status.success());
+    // The right one: clone and push.
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &w.a), "ok"]);
+    let work = dir.path().join("ok");
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    commit_all(&work, "x");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A read-only token clones but cannot push.
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &w.a_read), "ro"]);
+    let ro = dir.path().join("ro");
+    std::fs::write(ro.join("y.txt"), "y\n").unwrap();
+    commit_all(&ro, "y");
+    let out = git(&ro, &["push", "origin", "Production"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+    // Account A's token against account B's repo: 403 whether the repo exists or not.
+    let exists = http(&w.devpop.addr(), "GET", "/account/globex/application/site/site.git/info/refs?service=git-upload-pack", &[("Authorization", &bearer(&w.a))], b"");
+    let missing = http(&w.devpop.addr(), "GET", "/account/globex/application/nope/nope.git/info/refs?service=git-upload-pack", &[("Authorization", &bearer(&w.a))], b"");
+    assert_eq!((exists.status, missing.status), (403, 403));
+    assert_eq!(exists.text(), missing.text(), "a refusal does not reveal whether the repo exists");
+    assert!(!git(dir.path(), &["clone", &with_token(&w.url_b, &w.a), "theirs"]).status.success());
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_b, &w.admin), "admin"]);
+}
+
+#[test]
+fn revoked_and_expired_tokens_stop_working() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    let short = token(&w.devpop, &["--account", "acme", "--expires", "1s"]);
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &short), "before"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, &short), "after"]).status.success(), "expired");
+
+    let list = Command::new(DEVPOP).args(["token", "list", "--data"]).arg(w.devpop.data.path()).output().unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+    let id = listing.lines().find(|l| l.contains("acme\tread-write")).unwrap().split('\t').next().unwrap().to_owned();
+    let out = Command::new(DEVPOP).args(["token", "revoke", &id, "--data"]).arg(w.devpop.data.path()).output().unwrap();
+    assert!(out.status.success());
+    assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, &w.a), "revoked"]).status.success(), "revoked");
+    let r = http(&w.devpop.addr(), "GET", "/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a))], b"");
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn the_api_scopes_every_route_to_the_tokens_account() {
+    let w = world();
+    let addr = w.devpop.addr();
+    let get = |path: &str, auth: &[(&str, &str)]| http(&addr, "GET", path, auth, b"");
+    assert_eq!(get("/api/v1/accounts/acme/applications", &[]).status, 401);
+    assert_eq!(get("/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a))]).status, 200);
+    assert_eq!(get("/api/v1/accounts/acme/applications", &[("section-token", &w.a)]).status, 200);
+    assert_eq!(get("/healthz", &[]).status, 200, "health stays public");
+
+    // Every account-scoped route of B, with A's token: 403 forbidden (JSON), for GET and writes.
+    let b_routes = [
+        ("GET", "/api/v1/accounts/globex/applications"),
+        ("POST", "/api/v1/accounts/globex/applications"),
+        ("GET", "/api/v1/accounts/globex/applications/site"),
+        ("DELETE", "/api/v1/accounts/globex/applications/site"),
+        ("GET", "/api/v1/accounts/globex/applications/site/environments"),
+        ("POST", "/api/v1/accounts/globex/applications/site/environments"),
+        ("GET", "/api/v1/accounts/globex/applications/site/environments/Production"),
+        ("DELETE", "/api/v1/accounts/globex/applications/site/environments/Production"),
+        ("GET", "/api/v1/accounts/globex/applications/site/environments/Production/stack"),
+        ("GET", "/api/v1/accounts/globex/applications/site/environments/Production/config"),
+        ("GET", "/api/v1/accounts/globex/applications/site/environments/Production/deployments"),
+        ("GET", "/account/globex/application/site/site.git/info/refs?service=git-upload-pack"),
+        ("POST", "/account/globex/application/site/site.git/git-upload-pack"),
+        ("POST", "/account/globex/application/site/site.git/git-receive-pack"),
+        ("GET", "/rendered/account/globex/application/site/site.git/info/refs?service=git-upload-pack"),
+        ("GET", "/console/accounts/globex/applications/site"),
+    ];
+    for (method, path) in b_routes {
+        let r = http(&addr, method, path, &[("Authorization", &bearer(&w.a)), ("Content-Type", "application/json")], b"{}");
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        assert!(r.text().contains("this token cannot access account \\\"globex\\\"") || r.text().contains("this token cannot access account \"globex\""), "{method} {path}: {}", r.text());
+    }
+    // Read-only tokens cannot change anything; admin-only routes need the admin token.
+    let r = http(&addr, "POST", "/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a_read)), ("Content-Type", "application/json")], br#"{"application":"x","origin":"x.com"}"#);
+    assert_eq!(r.status, 403);
+    assert_eq!(get("/api/v1/accounts", &[("Authorization", &bearer(&w.a))]).status, 403);
+    assert_eq!(get("/api/v1/accounts", &[("Authorization", &bearer(&w.admin))]).status, 200);
+    // Deployments of other accounts are not listed, and look like they do not exist.
+    let dir = tempfile::tempdir().unwrap();
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_b, &w.b), "b"]);
+    let work = dir.path().join("b");
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    commit_all(&work, "x");
+    let out = git(&work, &["push", "origin", "Production"]);
+    let id = queued_deployment(&stderr(&out), "Production");
+    let mine = get(&format!("/api/v1/deployments/{id}"), &[("Authorization", &bearer(&w.b))]);
+    assert_eq!(mine.status, 200);
+    let theirs = get(&format!("/api/v1/deployments/{id}"), &[("Authorization", &bearer(&w.a))]);
+    assert_eq!(theirs.status, 404);
+    let list: serde_json::Value = serde_json::from_slice(&get("/api/v1/deployments", &[("Authorization", &bearer(&w.a))]).body).unwrap();
+    assert_eq!(list["total"], 0);
+}
+
+#[test]
+fn path_traversal_in_any_path_parameter_never_escapes() {
+    let w = world();
+    let addr = w.devpop.addr();
+    let auth = [("Authorization", bearer(&w.admin))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for bad in ["..", "%2e%2e", "..%2f..%2fetc", "a%2fb", "a%00b", "%2F", ".git"] {
+        for path in [
+            format!("/account/{bad}/application/shop/shop.git/info/refs?service=git-upload-pack"),
+            format!("/account/acme/application/{bad}/shop.git/info/refs?service=git-upload-pack"),
+            format!("/account/acme/application/shop/{bad}/info/refs?service=git-upload-pack"),
+            format!("/api/v1/accounts/{bad}/applications"),
+            format!("/api/v1/accounts/acme/applications/{bad}"),
+            format!("/api/v1/accounts/acme/applications/shop/environments/{bad}"),
+            format!("/api/v1/deployments/{bad}"),
+        ] {
+            let r = http(&addr, "GET", &path, &auth, b"");
+            assert!([400, 403, 404].contains(&r.status), "{path}: {} {}", r.status, r.text());
+            assert!(!r.text().contains("root:"), "{path} leaked a host file");
+        }
+    }
+}
+
+#[test]
+fn no_token_is_stored_or_logged_in_plain_text() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("server.log");
+    let mut server = Command::new(DEVPOP)
+        .args(["serve", "--listen", "127.0.0.1:0", "--auth", "tokens", "--data"])
+        .arg(data.path().join("d"))
+        .env("DEVPOP_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut first).unwrap();
+    let base = first.split_whitespace().nth(3).unwrap().to_owned();
+    let addr = base.trim_start_matches("http://").to_owned();
+    let dd = data.path().join("d");
+    let out = Command::new(DEVPOP).args(["app", "create", "acme", "shop", "shop", "--data"]).arg(&dd).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(DEVPOP).args(["token", "create", "--account", "acme", "--data"]).arg(&dd).output().unwrap();
+    let t = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // Use it every way: git, Bearer, header, console login.
+    let dir = tempfile::tempdir().unwrap();
+    git_ok(dir.path(), &["clone", "-q", &with_token(&format!("{base}/account/acme/application/shop/shop.git"), &t), "w"]);
+    let work = dir.path().join("w");
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    commit_all(&work, "x");
+    assert!(git(&work, &["push", "origin", "Production"]).status.success());
+    http(&addr, "GET", "/api/v1/deployments", &[("Authorization", &bearer(&t))], b"");
+    http(&addr, "GET", "/api/v1/deployments", &[("section-token", &t)], b"");
+    let login = http(&addr, "POST", "/console/login", &[("Content-Type", "application/x-www-form-urlencoded")], format!("token={t}").as_bytes());
+    assert_eq!(login.status, 303, "{}", login.head);
+    assert!(login.head.contains("HttpOnly") && login.head.contains("SameSite=Strict"), "{}", login.head);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let mut checked = 0;
+    let mut stack = vec![data.path().to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                checked += 1;
+                assert!(!bytes.windows(t.len()).any(|w| w == t.as_bytes()), "the token is in plain text in {}", path.display());
+            }
+        }
+    }
+    assert!(checked > 10, "the data dir and the log were read ({checked} files)");
+}
