@@ -39,6 +39,7 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         _ if status.is_server_error() => "internal",
         _ => "error",
     }
@@ -82,6 +83,7 @@ impl From<TransportError> for HttpError {
             E::NotSmart | E::ReadOnly => StatusCode::FORBIDDEN,
             E::WrongContentType { .. } | E::WrongEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::TooManyPushes { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Spawn(_) | E::Pipe(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError::new(status, e.to_string())

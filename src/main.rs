@@ -163,6 +163,18 @@ struct ServeArgs {
     /// Listen beyond loopback without authentication (never on a shared network).
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Pushes in progress at once per account (more get 429).
+    #[arg(long, env = "DEVPOP_PUSHES_PER_ACCOUNT", default_value_t = 8)]
+    pushes_per_account: usize,
+    /// API requests per second per client (token or address); more get 429.
+    #[arg(long, env = "DEVPOP_API_RATE", default_value_t = 50.0)]
+    api_rate: f64,
+    /// API requests a client may burst above the rate.
+    #[arg(long, env = "DEVPOP_API_BURST", default_value_t = 200.0)]
+    api_burst: f64,
+    /// Refs one push may update (more are refused by the hook).
+    #[arg(long, env = "DEVPOP_MAX_REFS", default_value_t = 100)]
+    max_refs: usize,
     /// Authentication: none (the local default: loopback only) or API tokens (devpop token create).
     #[arg(long, env = "DEVPOP_AUTH", value_enum, default_value_t = AuthMode::None)]
     auth: AuthMode,
@@ -742,8 +754,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let mut settings = Settings::new(absolute(&args.data.data)?);
         settings.public_url = args.public_url;
-        settings.limits = Limits { max_request_bytes: args.max_request_bytes, git_timeout: args.git_timeout };
+        settings.limits = Limits {
+            max_request_bytes: args.max_request_bytes,
+            git_timeout: args.git_timeout,
+            pushes_per_account: args.pushes_per_account,
+            api_rate: args.api_rate,
+            api_burst: args.api_burst,
+        };
         settings.hook_env = args.check.as_env();
+        settings.hook_env.push(("DEVPOP_MAX_REFS".to_owned(), args.max_refs.to_string()));
         settings.render = args.check.render_settings();
         settings.auth_tokens = args.auth == AuthMode::Tokens;
         settings.target = match args.target {

@@ -38,6 +38,8 @@ pub struct Shared {
     /// Requests need a token (`--auth tokens`); off in local mode.
     pub auth_enabled: bool,
     pub tokens: crate::auth::TokenStore,
+    pub push_slots: crate::transport::PushSlots,
+    pub rate: crate::auth::limits::RateLimiter,
     pub sessions: crate::auth::Sessions,
 }
 
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), crate::auth::enforce::enforce))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::limits::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state)
 }
@@ -130,6 +133,7 @@ impl Server {
     /// Prepares the data dir (lock, repos' hooks, crash leftovers) and binds the listener.
     pub async fn bind(settings: Settings, listen: SocketAddr, insecure_no_auth: bool) -> Result<Self, ServeError> {
         let auth_enabled = settings.auth_tokens;
+        let limits = settings.limits.clone();
         if !listen.ip().is_loopback() && !insecure_no_auth && !auth_enabled {
             return Err(ServeError::NotLoopback(listen));
         }
@@ -207,6 +211,8 @@ impl Server {
             pushes: Default::default(),
             auth_enabled,
             tokens: crate::auth::TokenStore::new(&data),
+            push_slots: crate::transport::PushSlots::new(limits.pushes_per_account),
+            rate: crate::auth::limits::RateLimiter::new(limits.api_rate, limits.api_burst),
             sessions: Default::default(),
         }));
         Ok(Server { listener, state, _lock: lock })

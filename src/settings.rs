@@ -40,11 +40,22 @@ pub struct Limits {
     pub max_request_bytes: u64,
     /// How long one git request (a whole push, checks included) may take.
     pub git_timeout: Duration,
+    /// Pushes in progress at once per account.
+    pub pushes_per_account: usize,
+    /// API requests per second per client (token or address), and the burst allowed.
+    pub api_rate: f64,
+    pub api_burst: f64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 2 << 30, git_timeout: Duration::from_secs(600) }
+        Limits {
+            max_request_bytes: 2 << 30,
+            git_timeout: Duration::from_secs(600),
+            pushes_per_account: 8,
+            api_rate: 50.0,
+            api_burst: 200.0,
+        }
     }
 }
 

@@ -10,7 +10,13 @@ use std::time::Duration;
 use common::*;
 
 fn token(devpop: &Devpop, args: &[&str]) -> String {
-    let out = Command::new(DEVPOP).args(["token", "create"]).args(args).arg("--data").arg(devpop.data.path()).output().unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["token", "create"])
+        .args(args)
+        .arg("--data")
+        .arg(devpop.data.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
@@ -52,9 +58,20 @@ fn git_needs_a_valid_token_of_the_repos_account() {
     // No token: 401, so git asks for credentials (and fails without a terminal).
     let out = git(dir.path(), &["clone", &w.url_a, "none"]);
     assert!(!out.status.success());
-    let r = http(&w.devpop.addr(), "GET", "/account/acme/application/shop/shop.git/info/refs?service=git-upload-pack", &[], b"");
+    let r = http(
+        &w.devpop.addr(),
+        "GET",
+        "/account/acme/application/shop/shop.git/info/refs?service=git-upload-pack",
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 401);
-    assert!(r.head.contains("WWW-Authenticate: Basic realm=\"devpop\"") || r.head.to_ascii_lowercase().contains("www-authenticate: basic realm=\"devpop\""), "{}", r.head);
+    assert!(
+        r.head.contains("WWW-Authenticate: Basic realm=\"devpop\"")
+            || r.head.to_ascii_lowercase().contains("www-authenticate: basic realm=\"devpop\""),
+        "{}",
+        r.head
+    );
     // A wrong token.
     assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, "dp_wrong"), "wrong"]).status.success());
     // The right one: clone and push.
@@ -73,8 +90,20 @@ fn git_needs_a_valid_token_of_the_repos_account() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
     // Account A's token against account B's repo: 403 whether the repo exists or not.
-    let exists = http(&w.devpop.addr(), "GET", "/account/globex/application/site/site.git/info/refs?service=git-upload-pack", &[("Authorization", &bearer(&w.a))], b"");
-    let missing = http(&w.devpop.addr(), "GET", "/account/globex/application/nope/nope.git/info/refs?service=git-upload-pack", &[("Authorization", &bearer(&w.a))], b"");
+    let exists = http(
+        &w.devpop.addr(),
+        "GET",
+        "/account/globex/application/site/site.git/info/refs?service=git-upload-pack",
+        &[("Authorization", &bearer(&w.a))],
+        b"",
+    );
+    let missing = http(
+        &w.devpop.addr(),
+        "GET",
+        "/account/globex/application/nope/nope.git/info/refs?service=git-upload-pack",
+        &[("Authorization", &bearer(&w.a))],
+        b"",
+    );
     assert_eq!((exists.status, missing.status), (403, 403));
     assert_eq!(exists.text(), missing.text(), "a refusal does not reveal whether the repo exists");
     assert!(!git(dir.path(), &["clone", &with_token(&w.url_b, &w.a), "theirs"]).status.success());
@@ -96,7 +125,8 @@ fn revoked_and_expired_tokens_stop_working() {
     let out = Command::new(DEVPOP).args(["token", "revoke", &id, "--data"]).arg(w.devpop.data.path()).output().unwrap();
     assert!(out.status.success());
     assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, &w.a), "revoked"]).status.success(), "revoked");
-    let r = http(&w.devpop.addr(), "GET", "/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a))], b"");
+    let r =
+        http(&w.devpop.addr(), "GET", "/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a))], b"");
     assert_eq!(r.status, 401);
 }
 
@@ -130,12 +160,24 @@ fn the_api_scopes_every_route_to_the_tokens_account() {
         ("GET", "/console/accounts/globex/applications/site"),
     ];
     for (method, path) in b_routes {
-        let r = http(&addr, method, path, &[("Authorization", &bearer(&w.a)), ("Content-Type", "application/json")], b"{}");
+        let r =
+            http(&addr, method, path, &[("Authorization", &bearer(&w.a)), ("Content-Type", "application/json")], b"{}");
         assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
-        assert!(r.text().contains("this token cannot access account \\\"globex\\\"") || r.text().contains("this token cannot access account \"globex\""), "{method} {path}: {}", r.text());
+        assert!(
+            r.text().contains("this token cannot access account \\\"globex\\\"")
+                || r.text().contains("this token cannot access account \"globex\""),
+            "{method} {path}: {}",
+            r.text()
+        );
     }
     // Read-only tokens cannot change anything; admin-only routes need the admin token.
-    let r = http(&addr, "POST", "/api/v1/accounts/acme/applications", &[("Authorization", &bearer(&w.a_read)), ("Content-Type", "application/json")], br#"{"application":"x","origin":"x.com"}"#);
+    let r = http(
+        &addr,
+        "POST",
+        "/api/v1/accounts/acme/applications",
+        &[("Authorization", &bearer(&w.a_read)), ("Content-Type", "application/json")],
+        br#"{"application":"x","origin":"x.com"}"#,
+    );
     assert_eq!(r.status, 403);
     assert_eq!(get("/api/v1/accounts", &[("Authorization", &bearer(&w.a))]).status, 403);
     assert_eq!(get("/api/v1/accounts", &[("Authorization", &bearer(&w.admin))]).status, 200);
@@ -151,7 +193,8 @@ fn the_api_scopes_every_route_to_the_tokens_account() {
     assert_eq!(mine.status, 200);
     let theirs = get(&format!("/api/v1/deployments/{id}"), &[("Authorization", &bearer(&w.a))]);
     assert_eq!(theirs.status, 404);
-    let list: serde_json::Value = serde_json::from_slice(&get("/api/v1/deployments", &[("Authorization", &bearer(&w.a))]).body).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_slice(&get("/api/v1/deployments", &[("Authorization", &bearer(&w.a))]).body).unwrap();
     assert_eq!(list["total"], 0);
 }
 
@@ -201,14 +244,23 @@ fn no_token_is_stored_or_logged_in_plain_text() {
     let t = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     // Use it every way: git, Bearer, header, console login.
     let dir = tempfile::tempdir().unwrap();
-    git_ok(dir.path(), &["clone", "-q", &with_token(&format!("{base}/account/acme/application/shop/shop.git"), &t), "w"]);
+    git_ok(
+        dir.path(),
+        &["clone", "-q", &with_token(&format!("{base}/account/acme/application/shop/shop.git"), &t), "w"],
+    );
     let work = dir.path().join("w");
     std::fs::write(work.join("x.txt"), "x\n").unwrap();
     commit_all(&work, "x");
     assert!(git(&work, &["push", "origin", "Production"]).status.success());
     http(&addr, "GET", "/api/v1/deployments", &[("Authorization", &bearer(&t))], b"");
     http(&addr, "GET", "/api/v1/deployments", &[("section-token", &t)], b"");
-    let login = http(&addr, "POST", "/console/login", &[("Content-Type", "application/x-www-form-urlencoded")], format!("token={t}").as_bytes());
+    let login = http(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("token={t}").as_bytes(),
+    );
     assert_eq!(login.status, 303, "{}", login.head);
     assert!(login.head.contains("HttpOnly") && login.head.contains("SameSite=Strict"), "{}", login.head);
     std::thread::sleep(Duration::from_millis(300));
@@ -224,9 +276,99 @@ fn no_token_is_stored_or_logged_in_plain_text() {
                 stack.push(path);
             } else if let Ok(bytes) = std::fs::read(&path) {
                 checked += 1;
-                assert!(!bytes.windows(t.len()).any(|w| w == t.as_bytes()), "the token is in plain text in {}", path.display());
+                assert!(
+                    !bytes.windows(t.len()).any(|w| w == t.as_bytes()),
+                    "the token is in plain text in {}",
+                    path.display()
+                );
             }
         }
     }
     assert!(checked > 10, "the data dir and the log were read ({checked} files)");
+}
+
+#[test]
+fn a_push_of_1000_refs_is_refused_whole() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    let mut refspecs = Vec::new();
+    for i in 0..1000 {
+        git_ok(&work, &["branch", &format!("env{i}")]);
+        refspecs.push(format!("env{i}"));
+    }
+    let mut args = vec!["push", "origin"];
+    args.extend(refspecs.iter().map(String::as_str));
+    let out = git(&work, &args);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("remote: error: this push updates 1000 refs; at most 100 are accepted in one push"),
+        "{}",
+        &stderr(&out)[..500.min(stderr(&out).len())]
+    );
+    let refs = git_ok(&devpop.repo_path("1", "1", "site"), &["for-each-ref", "--format=%(refname)"]);
+    assert_eq!(refs.trim(), "refs/heads/Production", "nothing of the push landed");
+}
+
+#[test]
+fn a_burst_of_api_requests_past_the_limit_gets_429_with_retry_after() {
+    let devpop = Devpop::start_with(&["--api-rate", "1", "--api-burst", "5"]);
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for _ in 0..12 {
+        let r = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"");
+        if r.status == 429 {
+            retry =
+                r.head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned));
+            assert!(r.text().contains("\"code\":\"rate_limited\""), "{}", r.text());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(http(&devpop.addr(), "GET", "/healthz", &[], b"").status, 200, "git and health are not API-limited");
+}
+
+#[test]
+fn pushes_in_progress_are_bounded_per_account() {
+    use std::io::Write;
+    let devpop = Devpop::start_with(&["--pushes-per-account", "1"]);
+    let url = devpop.create_app("acme", "one", "one");
+    devpop.create_app("globex", "two", "two");
+    // A push that is still sending (its connection open, its body not all there).
+    let head = server_branch(&devpop.repo_path("acme", "one", "one"), "Production");
+    let command = format!("{head} {} refs/heads/Production\0 report-status\n", "1".repeat(40));
+    let mut slow = std::net::TcpStream::connect(devpop.addr()).unwrap();
+    slow.write_all(b"POST /account/acme/application/one/one.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+    slow.write_all(format!("{:04x}{command}0000PACK\0\0\0\x02\0\0\0\x05", command.len() + 4).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_dir, work) = clone(&url);
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    commit_all(&work, "x");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
+    let r = http(
+        &devpop.addr(),
+        "POST",
+        "/account/acme/application/one/one.git/git-receive-pack",
+        &[("Content-Type", "application/x-git-receive-pack-request")],
+        b"0000",
+    );
+    assert!(r.text().contains("account acme has 1 pushes in progress already"), "{}", r.text());
+    // Another account is not affected.
+    let r = http(
+        &devpop.addr(),
+        "POST",
+        "/account/globex/application/two/two.git/git-receive-pack",
+        &[("Content-Type", "application/x-git-receive-pack-request")],
+        b"0000",
+    );
+    assert_eq!(r.status, 200);
+    drop(slow);
+    assert!(
+        eventually(Duration::from_secs(10), || git(&work, &["push", "origin", "Production"]).status.success()),
+        "once the first push ends, the next goes through"
+    );
 }

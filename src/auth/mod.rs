@@ -8,6 +8,7 @@
 //! the console logs in with a token and keeps a session cookie.
 
 pub mod enforce;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

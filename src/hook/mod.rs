@@ -97,6 +97,17 @@ pub fn pre_receive(
     link: Option<&ServerLink>,
 ) -> Result<bool, HookError> {
     let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
+    let max_refs: usize = std::env::var("DEVPOP_MAX_REFS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    if updates.len() > max_refs {
+        say(
+            out,
+            &format!(
+                "error: this push updates {} refs; at most {max_refs} are accepted in one push (each branch is an environment): push fewer at a time",
+                updates.len()
+            ),
+        )?;
+        return Ok(false);
+    }
     let repo = Repository::open_from_env().map_err(HookError::Open)?;
     let id = repo_id(&repo)?;
     let options = PushOptions::from_env();

@@ -13,9 +13,11 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde::Deserialize;
 
+use crate::auth::Principal;
 use crate::http_error::HttpError;
 use crate::names::{NameError, RepoId};
 use crate::server::AppState;
@@ -58,6 +60,8 @@ pub enum TransportError {
     NoRepo(RepoId),
     #[error("no manifests have been rendered for {} yet; they appear after the first accepted push", .0.url_path())]
     NothingRendered(RepoId),
+    #[error("account {account} has {limit} pushes in progress already (the limit); push again in a moment")]
+    TooManyPushes { account: String, limit: usize },
     #[error("the rendered repo is read-only: devpop writes it after each accepted push; push to the application's repo instead")]
     ReadOnly,
     #[error("devpop serves git's smart HTTP protocol only (service=git-upload-pack or git-receive-pack); use git 2.x")]
@@ -86,6 +90,44 @@ pub enum TransportError {
 pub enum RepoKind {
     Application,
     Rendered,
+}
+
+/// Counts the pushes in progress per account.
+#[derive(Debug, Default)]
+pub struct PushSlots {
+    limit: usize,
+    in_flight: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// A push's place; given back when dropped.
+pub struct PushSlot {
+    account: String,
+    in_flight: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl PushSlots {
+    pub fn new(limit: usize) -> Self {
+        PushSlots { limit: limit.max(1), in_flight: Default::default() }
+    }
+
+    pub fn acquire(&self, account: &str) -> Result<PushSlot, TransportError> {
+        let mut map = self.in_flight.lock().expect("push slots");
+        let n = map.entry(account.to_owned()).or_default();
+        if *n >= self.limit {
+            return Err(TransportError::TooManyPushes { account: account.to_owned(), limit: self.limit });
+        }
+        *n += 1;
+        Ok(PushSlot { account: account.to_owned(), in_flight: self.in_flight.clone() })
+    }
+}
+
+impl Drop for PushSlot {
+    fn drop(&mut self) {
+        let mut map = self.in_flight.lock().expect("push slots");
+        if let Some(n) = map.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -214,11 +256,16 @@ async fn receive_pack(
     state: State<AppState>,
     path: RepoPath,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    // Who pushed, for the deployment record (authentication comes with tokens).
-    let pusher = ("DEVPOP_PUSHER".to_owned(), format!("anonymous@{}", peer.ip()));
+    // Who pushed, for the deployment record.
+    let who = match &principal {
+        Principal::Local => "anonymous".to_owned(),
+        Principal::Token { id, .. } => id.clone(),
+    };
+    let pusher = ("DEVPOP_PUSHER".to_owned(), format!("{who}@{}", peer.ip()));
     rpc(state, path, headers, body, Service::ReceivePack, RepoKind::Application, Some(pusher)).await
 }
 
@@ -247,7 +294,10 @@ async fn rpc(
     if declared.is_some_and(|n| n > limit) {
         return Err(TransportError::TooLarge { limit }.into());
     }
+    let account = segments.0.clone();
     let repo = repo_path(&state, kind, segments).await?;
+    // Bounded pushes in flight per account: one tenant cannot take every git process.
+    let slot = if service == Service::ReceivePack { Some(state.push_slots.acquire(&account)?) } else { None };
     state.metrics.git_request(service);
     let mut hook_env: Vec<(String, String)> = state.settings.hook_env.iter().cloned().chain(extra_env).collect();
     // A push announces its deployments from pre-receive; they become real when git is done.
@@ -256,7 +306,10 @@ async fn rpc(
         hook_env.push(("DEVPOP_PUSH_ID".to_owned(), push.clone()));
         let deployer = state.deployer.clone();
         Box::new(move |ok: bool| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-            Box::pin(async move { deployer.push_finished(&push, ok).await })
+            Box::pin(async move {
+                drop(slot);
+                deployer.push_finished(&push, ok).await
+            })
         }) as process::OnExit
     });
     let inv =
