@@ -438,6 +438,10 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     path.canonicalize().with_context(|| format!("resolving {}", path.display()))
 }
 
+fn audit(data: &Path) -> Result<devpop::records::audit::AuditLog> {
+    Ok(devpop::records::audit::AuditLog::new(&absolute(data)?))
+}
+
 fn store(data: &DataArgs) -> Result<RepoStore> {
     let exe = std::env::current_exe().context("finding the devpop binary")?;
     Ok(RepoStore::new(&absolute(&data.data)?, &exe))
@@ -449,6 +453,14 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::App(AppCommand::Create { account, application, repo_name, origin, data, public_url }) => {
             let id = RepoId::new(&account, &application, &repo_name)?;
             store(&data)?.create(&id, &origin)?;
+            audit(&data.data)?.record(
+                "cli",
+                None,
+                "application.create",
+                &id.account,
+                &format!("{}/{}", id.application, id.repo),
+                &origin,
+            );
             let url = format!("{}{}", public_url.trim_end_matches('/'), id.url_path());
             println!("Created application {id} (branch Production, origin {origin}).");
             println!("Clone it with:\n  git clone {url}");
@@ -464,6 +476,14 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Package(PackageCommand::Add { source, data }) => {
             let store = PackageStore::new(&absolute(&data.data)?);
             let p = store.add(&source)?;
+            audit(&data.data)?.record(
+                "cli",
+                None,
+                "package.install",
+                devpop::auth::ALL_ACCOUNTS,
+                &p.descriptor.metadata.name,
+                &p.descriptor.metadata.image,
+            );
             println!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
             Ok(ExitCode::SUCCESS)
         }
@@ -488,6 +508,14 @@ fn run(command: Command) -> Result<ExitCode> {
             let expires_at =
                 expires.map(|d| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(d.as_secs() as i64));
             let (record, token) = store.create(&account, read_only, expires_at)?;
+            audit(&data.data)?.record(
+                "cli",
+                None,
+                "token.create",
+                &record.account,
+                &record.id,
+                if read_only { "read-only" } else { "read-write" },
+            );
             eprintln!(
                 "Created {} for {} ({}{}). It is shown once; devpop keeps only its hash:",
                 record.id,
@@ -513,6 +541,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Token(TokenCommand::Revoke { id, data }) => {
             let t = devpop::auth::TokenStore::new(&absolute(&data.data)?).revoke(&id)?;
+            audit(&data.data)?.record("cli", None, "token.revoke", &t.account, &t.id, "");
             println!("Revoked {} (account {}).", t.id, t.account);
             Ok(ExitCode::SUCCESS)
         }
@@ -729,6 +758,14 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         target.request.commit
     );
     let commit = devpop::repos::restore_commit(&repo_path, &args.env, &target.request.commit, &message)?;
+    devpop::records::audit::AuditLog::new(&data).record(
+        "cli",
+        None,
+        "rollback",
+        &id.account,
+        &format!("{}/{}/{}", id.application, id.repo, args.env),
+        &format!("to deployment {} (commit {})", target.id, devpop::records::short(&target.request.commit)),
+    );
     println!(
         "Rolling {} of {id} back to deployment {} (commit {}) with commit {}",
         args.env,

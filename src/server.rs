@@ -39,6 +39,7 @@ pub struct Shared {
     pub auth_enabled: bool,
     pub tokens: crate::auth::TokenStore,
     pub push_slots: crate::transport::PushSlots,
+    pub audit: Arc<crate::records::audit::AuditLog>,
     pub rate: crate::auth::limits::RateLimiter,
     pub sessions: crate::auth::Sessions,
 }
@@ -196,9 +197,12 @@ impl Server {
             }
         };
         tracing::info!(target = target.name(), "deploying to");
+        let audit = Arc::new(crate::records::audit::AuditLog::new(&settings.data_dir));
         let mut deployer =
             Deployer::new(records, Arc::new(target), repos.clone(), packages, settings.render.clone(), 4);
-        Arc::get_mut(&mut deployer).expect("not shared yet").rollout_deadline = deadline;
+        let d = Arc::get_mut(&mut deployer).expect("not shared yet");
+        d.rollout_deadline = deadline;
+        d.audit = Some(audit.clone());
         let state = AppState(Arc::new(Shared {
             rendered,
             settings,
@@ -212,6 +216,7 @@ impl Server {
             auth_enabled,
             tokens: crate::auth::TokenStore::new(&data),
             push_slots: crate::transport::PushSlots::new(limits.pushes_per_account),
+            audit: audit.clone(),
             rate: crate::auth::limits::RateLimiter::new(limits.api_rate, limits.api_burst),
             sessions: Default::default(),
         }));

@@ -372,3 +372,77 @@ fn pushes_in_progress_are_bounded_per_account() {
         "once the first push ends, the next goes through"
     );
 }
+
+#[test]
+fn tokens_are_managed_over_the_api_and_every_action_is_audited() {
+    let w = world();
+    let addr = w.devpop.addr();
+    let admin = bearer(&w.admin);
+    // An admin creates a token for acme over the API, which then pushes.
+    let r = http(
+        &addr,
+        "POST",
+        "/api/v1/tokens",
+        &[("Authorization", &admin), ("Content-Type", "application/json")],
+        br#"{"account":"acme"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let t = created["token"].as_str().unwrap().to_owned();
+    let r = http(
+        &addr,
+        "POST",
+        "/api/v1/tokens",
+        &[("Authorization", &bearer(&w.a)), ("Content-Type", "application/json")],
+        br#"{"account":"acme"}"#,
+    );
+    assert_eq!(r.status, 403, "only an admin manages tokens");
+    let dir = tempfile::tempdir().unwrap();
+    git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &t), "w"]);
+    let work = dir.path().join("w");
+    std::fs::write(work.join("x.txt"), "x\n").unwrap();
+    commit_all(&work, "x");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = http(
+        &addr,
+        "POST",
+        "/api/v1/accounts/acme/applications/shop/environments",
+        &[("Authorization", &bearer(&t)), ("Content-Type", "application/json")],
+        br#"{"name":"Dev","source":"Production"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = http(
+        &addr,
+        "DELETE",
+        &format!("/api/v1/tokens/{}", created["id"].as_str().unwrap()),
+        &[("Authorization", &admin)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        http(&addr, "GET", "/api/v1/deployments", &[("Authorization", &bearer(&t))], b"").status,
+        401,
+        "revoked over the API"
+    );
+
+    let audit = |who: &str| -> Vec<serde_json::Value> {
+        let r = http(&addr, "GET", "/api/v1/audit?limit=500", &[("Authorization", &bearer(who))], b"");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["items"].as_array().unwrap().clone()
+    };
+    let all = audit(&w.admin);
+    let id = created["id"].as_str().unwrap();
+    let find = |action: &str, who: &str| all.iter().find(|e| e["action"] == action && e["who"] == who).cloned();
+    let push = find("push", id).expect("the push is audited with its token");
+    assert_eq!(
+        (push["account"].as_str(), push["target"].as_str(), push["from"].as_str()),
+        (Some("acme"), Some("shop/shop/Production"), Some("127.0.0.1"))
+    );
+    assert!(find("environment.create", id).is_some());
+    assert!(all.iter().any(|e| e["action"] == "token.create" && e["who"] == "cli"), "CLI actions are audited too");
+    assert!(all.iter().any(|e| e["action"] == "application.create" && e["who"] == "cli"));
+    assert!(all.iter().any(|e| e["action"] == "token.revoke" && e["target"] == id));
+    // Account B sees none of A's entries.
+    assert!(audit(&w.b).iter().all(|e| e["account"] == "globex"), "{:?}", audit(&w.b));
+}

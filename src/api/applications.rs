@@ -1,14 +1,16 @@
 //! Accounts, applications and their environments (branches), each environment's stack and
 //! config: what a team does from the console or a script instead of the CLI.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use super::{api_err, blocking, page, ApiJson, Page, PageQuery};
+use super::{api_err, audit_action, blocking, page, ApiJson, Page, PageQuery};
+use crate::auth::Principal;
 use crate::http_error::HttpError;
 use crate::names::RepoId;
 use crate::records::{Action, Deployment, NewDeployment};
@@ -137,6 +139,8 @@ pub struct CreateApplication {
 
 pub async fn create_application(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(account): Path<String>,
     ApiJson(body): ApiJson<CreateApplication>,
 ) -> Result<(StatusCode, Json<Application>), HttpError> {
@@ -155,6 +159,15 @@ pub async fn create_application(
         describe(&st, &id)
     })
     .await?;
+    audit_action(
+        &state,
+        &principal,
+        peer,
+        "application.create",
+        &app.account,
+        &format!("{}/{}", app.application, app.repo),
+        "",
+    );
     Ok((StatusCode::CREATED, Json(app)))
 }
 
@@ -171,6 +184,8 @@ pub async fn get_application(
 /// the repo.
 pub async fn delete_application(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
     let id = application_id(&state, &account, &application)?;
@@ -187,6 +202,15 @@ pub async fn delete_application(
     }
     let path = state.repos.path(&id);
     blocking(move || std::fs::remove_dir_all(&path).map_err(internal)).await?;
+    audit_action(
+        &state,
+        &principal,
+        peer,
+        "application.delete",
+        &id.account,
+        &format!("{}/{}", id.application, id.repo),
+        "",
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -279,6 +303,8 @@ pub struct CreatedEnvironment {
 /// settings under the new name in section.config.json. Checked like a push before it exists.
 pub async fn create_environment(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((account, application)): Path<(String, String)>,
     ApiJson(body): ApiJson<CreateEnvironment>,
 ) -> Result<(StatusCode, Json<CreatedEnvironment>), HttpError> {
@@ -325,6 +351,15 @@ pub async fn create_environment(
     .await?;
     let d = state.deployer.submit(request(&id, &name, commit.to_string(), Action::Deploy, "api")).await?;
     let environment = environment_of(&state, &id, &name, commit);
+    audit_action(
+        &state,
+        &principal,
+        peer,
+        "environment.create",
+        &id.account,
+        &format!("{}/{}/{name}", id.application, id.repo),
+        &format!("deployment {}", d.id),
+    );
     Ok((StatusCode::CREATED, Json(CreatedEnvironment { environment, deployment: d.id })))
 }
 
@@ -359,6 +394,8 @@ fn environment_commit(repo: &Repository, source: Oid, source_env: &str, name: &s
 /// Deletes an environment: its branch, and (a deployment) its namespace.
 pub async fn delete_environment(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((account, application, env)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
     let id = application_id(&state, &account, &application)?;
@@ -382,6 +419,15 @@ pub async fn delete_environment(
     })
     .await?;
     let d = state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, "api")).await?;
+    audit_action(
+        &state,
+        &principal,
+        peer,
+        "environment.delete",
+        &id.account,
+        &format!("{}/{}/{name}", id.application, id.repo),
+        &format!("deployment {}", d.id),
+    );
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "deployment": d.id }))))
 }
 

@@ -6,6 +6,7 @@
 //! OpenAPI document is at `/api/v1/openapi.json`.
 
 pub mod applications;
+pub mod audit;
 pub mod deployments;
 mod internal;
 pub mod packages;
@@ -58,6 +59,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/deployments/{id}", get(deployments::get))
         .route("/api/v1/deployments/{id}/events", get(deployments::events))
         .route("/api/v1/packages", get(packages::list).post(packages::install))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/tokens", get(audit::list_tokens).post(audit::create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(audit::revoke_token))
         .route("/internal/v1/deployments", post(internal::create_deployment))
         .route("/internal/v1/dry-run", post(internal::dry_run))
         .route("/internal/v1/reservations", post(internal::reserve_deployment))
@@ -67,6 +71,23 @@ const OPENAPI: &str = include_str!("openapi.json");
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// Records an action in the audit log, as the principal and from the peer address.
+pub(crate) fn audit_action(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    peer: std::net::SocketAddr,
+    action: &str,
+    account: &str,
+    target: &str,
+    detail: &str,
+) {
+    let who = match principal {
+        crate::auth::Principal::Local => "local".to_owned(),
+        crate::auth::Principal::Token { id, .. } => id.clone(),
+    };
+    state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
 }
 
 pub(crate) fn api_err(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {

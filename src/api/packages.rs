@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::{Component, Path};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
@@ -48,6 +49,8 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<PageQuery>) -> 
 /// in one top-level folder), like `devpop package add`.
 pub async fn install(
     State(state): State<AppState>,
+    Extension(principal): Extension<crate::auth::Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Package>), HttpError> {
@@ -82,6 +85,7 @@ pub async fn install(
             .ok_or_else(|| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installed package unreadable"))
     })
     .await?;
+    super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image);
     Ok((StatusCode::CREATED, Json(pkg)))
 }
 

@@ -50,6 +50,8 @@ pub struct Deployer<T: Target> {
     render: RenderSettings,
     /// How long a rollout may take before the deployment fails.
     pub rollout_deadline: Duration,
+    /// Where landed pushes are recorded for the audit log.
+    pub audit: Option<Arc<crate::records::audit::AuditLog>>,
     queues: Mutex<HashMap<EnvKey, EnvQueue>>,
     permits: Arc<Semaphore>,
     events: broadcast::Sender<Deployment>,
@@ -74,6 +76,7 @@ impl<T: Target> Deployer<T> {
             packages,
             render,
             rollout_deadline: Duration::from_secs(300),
+            audit: None,
             queues: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             events: broadcast::channel(1024).0,
@@ -137,6 +140,22 @@ impl<T: Target> Deployer<T> {
             if !landed {
                 tracing::info!(deployment = id, environment = %request.environment, "the push did not move the branch; no deployment");
                 continue;
+            }
+            if let Some(audit) = &self.audit {
+                let (who, from) = match request.pusher.rsplit_once('@') {
+                    Some((who, from)) => (who.to_owned(), Some(from.to_owned())),
+                    None => (request.pusher.clone(), None),
+                };
+                let action = if request.action == Action::Delete { "branch.delete" } else { "push" };
+                let target = format!("{}/{}/{}", request.application, request.repo, request.environment);
+                audit.record(
+                    &who,
+                    from,
+                    action,
+                    &request.account,
+                    &target,
+                    &format!("commit {} (deployment {id})", crate::records::short(&request.commit)),
+                );
             }
             match self.record(move |r| r.create_as(Some(id), request)).await {
                 Ok(d) => self.enqueue(&d).await,

@@ -12,6 +12,8 @@
 //! skips). Writes are flushed to the OS before a call returns, so a process crash or restart
 //! loses nothing; an OS crash may lose the last writes (no fsync on the push path).
 
+pub mod audit;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
