@@ -99,6 +99,18 @@ impl Invocation<'_> {
             cmd.arg("-C").arg(self.repo).args(["maintenance", "run", "--auto", "--quiet"]);
             cmd
         });
+        // With an exit action (a push's deployments), the response ends only once it has run:
+        // the ids the push printed exist when the client is told the push is done.
+        let (exited_tx, exited_rx) = tokio::sync::oneshot::channel::<()>();
+        let waits = on_exit.is_some();
+        let on_exit = on_exit.map(|f| -> OnExit {
+            Box::new(move |ok| {
+                Box::pin(async move {
+                    f(ok).await;
+                    let _ = exited_tx.send(());
+                })
+            })
+        });
         supervise(child, self.settings.limits.git_timeout, self.service, maintain, on_exit);
 
         let limit = self.settings.limits.max_request_bytes;
@@ -126,7 +138,14 @@ impl Invocation<'_> {
             }
         };
         first.truncate(n);
-        Ok(Body::from_stream(prepend(first, stdout)))
+        let body = prepend(first, stdout);
+        if !waits {
+            return Ok(Body::from_stream(body));
+        }
+        let after_exit = futures_util::StreamExt::filter_map(futures_util::stream::once(exited_rx), |_| async {
+            None::<Result<bytes::Bytes, std::io::Error>>
+        });
+        Ok(Body::from_stream(futures_util::StreamExt::chain(body, after_exit)))
     }
 }
 
