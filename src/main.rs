@@ -164,7 +164,7 @@ struct ServeArgs {
     #[arg(long, env = "DEVPOP_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
     /// Pushes in progress at once per account (more get 429).
-    #[arg(long, env = "DEVPOP_PUSHES_PER_ACCOUNT", default_value_t = 8)]
+    #[arg(long, env = "DEVPOP_PUSHES_PER_ACCOUNT", default_value_t = 32)]
     pushes_per_account: usize,
     /// API requests per second per client (token or address); more get 429.
     #[arg(long, env = "DEVPOP_API_RATE", default_value_t = 50.0)]

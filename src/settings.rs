@@ -52,7 +52,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 2 << 30,
             git_timeout: Duration::from_secs(600),
-            pushes_per_account: 8,
+            pushes_per_account: 32,
             api_rate: 50.0,
             api_burst: 200.0,
         }
