@@ -172,6 +172,9 @@ struct ServeArgs {
     /// API requests a client may burst above the rate.
     #[arg(long, env = "DEVPOP_API_BURST", default_value_t = 200.0)]
     api_burst: f64,
+    /// The largest file a pushed commit may hold, e.g. 100M (the hook refuses the push).
+    #[arg(long, env = "DEVPOP_MAX_BLOB_BYTES", default_value = "100M", value_parser = settings::parse_size)]
+    max_blob_bytes: u64,
     /// Refs one push may update (more are refused by the hook).
     #[arg(long, env = "DEVPOP_MAX_REFS", default_value_t = 100)]
     max_refs: usize,
@@ -800,6 +803,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         };
         settings.hook_env = args.check.as_env();
         settings.hook_env.push(("DEVPOP_MAX_REFS".to_owned(), args.max_refs.to_string()));
+        settings.hook_env.push(("DEVPOP_MAX_BLOB_BYTES".to_owned(), args.max_blob_bytes.to_string()));
         settings.render = args.check.render_settings();
         settings.auth_tokens = args.auth == AuthMode::Tokens;
         settings.target = match args.target {

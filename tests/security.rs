@@ -446,3 +446,24 @@ fn tokens_are_managed_over_the_api_and_every_action_is_audited() {
     // Account B sees none of A's entries.
     assert!(audit(&w.b).iter().all(|e| e["account"] == "globex"), "{:?}", audit(&w.b));
 }
+
+#[test]
+fn a_file_over_the_blob_limit_is_refused_naming_it() {
+    let devpop = Devpop::start_with(&["--max-blob-bytes", "1M"]);
+    let url = devpop.create_app("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    std::fs::create_dir(work.join("assets")).unwrap();
+    std::fs::write(work.join("assets/video.bin"), random_bytes(2 << 20)).unwrap();
+    commit_all(&work, "a big file");
+    let repo = devpop.repo_path("1", "1", "site");
+    let before = server_branch(&repo, "Production");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("remote: error: assets/video.bin: 2097152 bytes; files larger than 1048576 bytes are refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(server_branch(&repo, "Production"), before);
+}

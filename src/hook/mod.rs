@@ -172,6 +172,14 @@ fn check_update(
         say(out, &format!("Environment {branch}: branch deleted"))?;
         return Ok(true);
     }
+    if let Some(problem) = oversized_blob(repo, update.new)? {
+        say(out, &problem)?;
+        say(
+            out,
+            &format!("error: push to {branch} rejected: 1 problem to fix (listed above); the branch is unchanged"),
+        )?;
+        return Ok(false);
+    }
     let source = GitCommit { repo, commit: update.new };
     let commit = update.new.to_string();
     let subject = checks::Subject { id, environment: branch, commit: &commit };
@@ -317,6 +325,36 @@ fn deploy_and_wait(
             _ => std::thread::sleep(std::time::Duration::from_millis(200)),
         }
     }
+}
+
+/// The first file of the commit larger than `DEVPOP_MAX_BLOB_BYTES` (sizes come from object
+/// headers: nothing is loaded), as an error line.
+fn oversized_blob(repo: &Repository, commit: Oid) -> Result<Option<String>, HookError> {
+    let limit: usize = std::env::var("DEVPOP_MAX_BLOB_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(100 << 20);
+    let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| HookError::BadInput(e.to_string()))?;
+    let odb = repo.odb().map_err(|e| HookError::BadInput(e.to_string()))?;
+    let mut found = None;
+    let mut seen = 0usize;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        seen += 1;
+        if seen > 100_000 {
+            return git2::TreeWalkResult::Abort;
+        }
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            if let Ok((size, _)) = odb.read_header(entry.id()) {
+                if size > limit {
+                    found = Some(format!(
+                        "error: {dir}{}: {size} bytes; files larger than {limit} bytes are refused (DEVPOP_MAX_BLOB_BYTES): an environment repo holds configuration",
+                        entry.name().unwrap_or("?")
+                    ));
+                    return git2::TreeWalkResult::Abort;
+                }
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .or_else(|e| if e.code() == git2::ErrorCode::User { Ok(()) } else { Err(HookError::BadInput(e.to_string())) })?;
+    Ok(found)
 }
 
 /// Tells the server which deployments this push makes, and the user their ids. The server
