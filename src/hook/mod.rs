@@ -218,8 +218,8 @@ fn check_update(
     Ok(false)
 }
 
-/// Where the post-receive hook hands deployments to the server (set by `devpop serve` in the
-/// hooks' environment).
+/// How the hook reaches the server that ran it, to announce deployments (set by `devpop serve`
+/// in the hooks' environment).
 #[derive(Debug, Clone)]
 pub struct ServerLink {
     /// e.g. `http://127.0.0.1:8080` (the address the server is bound to).
