@@ -267,20 +267,28 @@ fn environment_head(repo: &Repository, account: &str, application: &str, env: &s
     })
 }
 
+/// Runs `f` on an environment's branch (its repo and head commit), off the async runtime;
+/// 404 for an unknown application or environment.
+async fn with_environment<T: Send + 'static>(
+    state: &AppState,
+    (account, application, env): (String, String, String),
+    f: impl FnOnce(&AppState, &RepoId, &Repository, &str, Oid) -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    let id = application_id(state, &account, &application)?;
+    let st = state.clone();
+    blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let head = environment_head(&repo, &account, &application, &env)?;
+        f(&st, &id, &repo, &env, head)
+    })
+    .await
+}
+
 pub async fn get_environment(
     State(state): State<AppState>,
-    Path((account, application, env)): Path<(String, String, String)>,
+    Path(names): Path<(String, String, String)>,
 ) -> Result<Json<Environment>, HttpError> {
-    let id = application_id(&state, &account, &application)?;
-    let st = state.clone();
-    Ok(Json(
-        blocking(move || {
-            let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-            let head = environment_head(&repo, &account, &application, &env)?;
-            Ok(environment_of(&st, &id, &env, head))
-        })
-        .await?,
-    ))
+    Ok(Json(with_environment(&state, names, |st, id, _, env, head| Ok(environment_of(st, id, env, head))).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,18 +442,9 @@ pub async fn delete_environment(
 /// The environment's proxychain with each module's package and image.
 pub async fn get_stack(
     State(state): State<AppState>,
-    Path((account, application, env)): Path<(String, String, String)>,
+    Path(names): Path<(String, String, String)>,
 ) -> Result<Json<Vec<StackEntry>>, HttpError> {
-    let id = application_id(&state, &account, &application)?;
-    let st = state.clone();
-    Ok(Json(
-        blocking(move || {
-            let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-            let head = environment_head(&repo, &account, &application, &env)?;
-            stack_of(&st, &repo, head)
-        })
-        .await?,
-    ))
+    Ok(Json(with_environment(&state, names, |st, _, repo, _, head| stack_of(st, repo, head)).await?))
 }
 
 /// The proxychain of the commit `head`, with each module's package and image.
@@ -471,14 +470,10 @@ pub(crate) fn stack_of(state: &AppState, repo: &Repository, head: Oid) -> Result
 /// The environment's current section.config.json, as committed.
 pub async fn get_config(
     State(state): State<AppState>,
-    Path((account, application, env)): Path<(String, String, String)>,
+    Path(names): Path<(String, String, String)>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application)?;
-    let st = state.clone();
-    let text = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-        let head = environment_head(&repo, &account, &application, &env)?;
-        match (GitCommit { repo: &repo, commit: head }).snapshot().map_err(internal)?.config {
+    let text = with_environment(&state, names, |_, _, repo, _, head| {
+        match (GitCommit { repo, commit: head }).snapshot().map_err(internal)?.config {
             crate::validation::ConfigFile::Present(text) => Ok(text),
             _ => {
                 Err(api_err(StatusCode::NOT_FOUND, "not_found", "the environment's commit has no section.config.json"))
