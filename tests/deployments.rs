@@ -272,7 +272,7 @@ fn push_option_wait_streams_the_deployment_and_the_exit_status_tells_the_outcome
     assert!(err.contains("remote: Deployment 1 queued for Production:"), "{err}");
     assert!(err.contains("remote:   [applying] applying"), "{err}");
     assert!(err.contains("remote: Deployment 1 of Production is ready"), "{err}");
-    assert!(!err.contains("Deployment 2"), "post-receive does not queue it again: {err}");
+    assert!(!err.contains("Deployment 2"), "the deployment is not announced a second time: {err}");
     let repo = devpop.repo_path("1", "1", "site");
     assert_eq!(server_branch(&repo, "Production"), git_ok(&work, &["rev-parse", "HEAD"]).trim());
 
