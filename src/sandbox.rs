@@ -82,7 +82,21 @@ pub fn run_validate(bwrap: &Path, script: &Path, config_dir: &Path, limits: &Lim
     if Path::new("/etc/alternatives").is_dir() {
         cmd.args(["--ro-bind", "/etc/alternatives", "/etc/alternatives"]);
     }
-    cmd.args(["--proc", "/proc", "--dev", "/dev", "--size", "16777216", "--tmpfs", "/tmp"]);
+    // A minimal /dev: the three devices scripts use and the usual fd links (a full `--dev` costs
+    // about 1 ms more per sandbox, measured with hyperfine).
+    cmd.args(["--proc", "/proc"]);
+    for dev in ["/dev/null", "/dev/zero", "/dev/urandom"] {
+        cmd.args(["--dev-bind", dev, dev]);
+    }
+    for (target, link) in [
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        cmd.args(["--symlink", target, link]);
+    }
+    cmd.args(["--size", "16777216", "--tmpfs", "/tmp"]);
     cmd.arg("--ro-bind").arg(config_dir).arg(CONFIG_MOUNT);
     cmd.arg("--ro-bind").arg(script).arg(SCRIPT_MOUNT);
     cmd.args(["--chdir", CONFIG_MOUNT, "--clearenv"]);
@@ -208,6 +222,15 @@ mod tests {
     fn run(body: &str, limits: &Limits) -> Outcome {
         let (_d, s, c) = script(body);
         run_validate(Path::new("bwrap"), &s, &c, limits)
+    }
+
+    #[test]
+    fn the_usual_devices_work() {
+        let out = run(
+            "echo to-null > /dev/null; head -c 4 /dev/zero | wc -c; head -c 4 /dev/urandom | wc -c; echo via-stderr > /dev/stderr; echo via-fd >&2",
+            &Limits::default(),
+        );
+        assert_eq!(out, Outcome::Passed { output: "4\n4\nvia-stderr\nvia-fd\n".into() });
     }
 
     #[test]
