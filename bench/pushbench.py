@@ -67,7 +67,8 @@ class Devpop:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [DEVPOP, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"],
+            # The memory run pushes one large file: allow it (the default refuses files over 100M).
+            [DEVPOP, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}", "--max-blob-bytes", "4G"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=dict(os.environ, DEVPOP_LOG="warn"),
