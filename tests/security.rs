@@ -348,7 +348,13 @@ fn pushes_in_progress_are_bounded_per_account() {
     commit_all(&work, "x");
     let out = git(&work, &["push", "origin", "Production"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "remote: devpop: account acme has 1 pushes in progress already (the limit); push again in a moment"
+        ),
+        "the refusal is a remote: line: {}",
+        stderr(&out)
+    );
     let r = http(
         &devpop.addr(),
         "POST",

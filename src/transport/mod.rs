@@ -110,6 +110,18 @@ impl PushSlots {
         PushSlots { limit: limit.max(1), in_flight: Default::default() }
     }
 
+    /// Refuses early (at `info/refs`, whose text/plain answer git shows as `remote:` lines) when
+    /// the account has no free place; the place itself is taken by the push request.
+    pub fn check(&self, account: &str) -> Result<(), TransportError> {
+        let map = self.in_flight.lock().expect("push slots");
+        match map.get(account) {
+            Some(n) if *n >= self.limit => {
+                Err(TransportError::TooManyPushes { account: account.to_owned(), limit: self.limit })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn acquire(&self, account: &str) -> Result<PushSlot, TransportError> {
         let mut map = self.in_flight.lock().expect("push slots");
         let n = map.entry(account.to_owned()).or_default();
@@ -201,6 +213,9 @@ async fn info_refs(
     let service = query.service.as_deref().and_then(Service::from_name).ok_or(TransportError::NotSmart)?;
     if kind == RepoKind::Rendered && service == Service::ReceivePack {
         return Err(TransportError::ReadOnly.into());
+    }
+    if service == Service::ReceivePack {
+        state.push_slots.check(&segments.0)?;
     }
     let repo = repo_path(&state, kind, segments).await?;
     let protocol = protocol(&headers);
