@@ -473,3 +473,52 @@ fn a_file_over_the_blob_limit_is_refused_naming_it() {
     );
     assert_eq!(server_branch(&repo, "Production"), before);
 }
+
+#[test]
+fn the_console_logs_in_with_a_token_keeps_its_scope_and_logs_out() {
+    let w = world();
+    let addr = w.devpop.addr();
+    let r = http(&addr, "GET", "/console", &[], b"");
+    assert_eq!(
+        (r.status, r.head.contains("location: /console/login") || r.head.contains("Location: /console/login")),
+        (303, true),
+        "{}",
+        r.head
+    );
+    let bad = http(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=dp_wrong",
+    );
+    assert_eq!(bad.status, 401);
+    assert!(bad.text().contains("That token is not valid"));
+    let login = http(
+        &addr,
+        "POST",
+        "/console/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("token={}", w.a).as_bytes(),
+    );
+    let cookie = login
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(!cookie.contains(&w.a), "the cookie is a session id, not the token");
+    let page = http(&addr, "GET", "/console", &[("Cookie", &cookie)], b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("shop") && !page.text().contains("globex"), "only the token's account is listed");
+    assert!(page.text().contains("Log out"));
+    assert_eq!(
+        http(&addr, "GET", "/console/accounts/globex/applications/site", &[("Cookie", &cookie)], b"").status,
+        403
+    );
+    assert_eq!(http(&addr, "GET", "/console/accounts/acme/applications/shop", &[("Cookie", &cookie)], b"").status, 200);
+    let out = http(&addr, "POST", "/console/logout", &[("Cookie", &cookie)], b"");
+    assert!(out.head.contains("Max-Age=0"), "{}", out.head);
+    assert_eq!(http(&addr, "GET", "/console", &[("Cookie", &cookie)], b"").status, 303, "the session is gone");
+}

@@ -48,7 +48,8 @@ fn templates() -> &'static minijinja::Environment<'static> {
     })
 }
 
-fn page(name: &str, ctx: minijinja::Value) -> Result<Response, HttpError> {
+fn page(state: &AppState, name: &str, ctx: minijinja::Value) -> Result<Response, HttpError> {
+    let ctx = context! { auth => state.auth_enabled, ..ctx };
     let html = templates().get_template(name).and_then(|t| t.render(ctx)).map_err(internal)?;
     Ok(Html(html).into_response())
 }
@@ -58,11 +59,17 @@ fn not_found(what: String) -> HttpError {
     HttpError::new(StatusCode::NOT_FOUND, what)
 }
 
-async fn applications(State(state): State<AppState>) -> Result<Response, HttpError> {
+async fn applications(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, HttpError> {
     let st = state.clone();
-    let apps =
-        blocking(move || st.repos.list().iter().map(|id| describe(&st, id)).collect::<Result<Vec<_>, _>>()).await?;
-    page("applications.html", context! { apps })
+    let apps = blocking(move || {
+        let visible = st.repos.list().into_iter().filter(|id| principal.may_read(&id.account));
+        visible.map(|id| describe(&st, &id)).collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    page(&state, "applications.html", context! { apps })
 }
 
 async fn application(
@@ -89,7 +96,7 @@ async fn application(
         .records()
         .list(|d| (d.request.account.clone(), d.request.application.clone(), d.request.repo.clone()) == key);
     deployments.truncate(50);
-    page("application.html", context! { app, environments, stacks, deployments })
+    page(&state, "application.html", context! { app, environments, stacks, deployments })
 }
 
 async fn deployment(
@@ -102,7 +109,7 @@ async fn deployment(
         .ok()
         .and_then(|id| crate::api::deployments::find(&state, &principal, id).ok())
         .ok_or_else(|| not_found(format!("no deployment {id}")))?;
-    page("deployment.html", context! { d })
+    page(&state, "deployment.html", context! { d })
 }
 
 async fn packages(State(state): State<AppState>) -> Result<Response, HttpError> {
@@ -111,11 +118,11 @@ async fn packages(State(state): State<AppState>) -> Result<Response, HttpError> 
         Ok(store.catalog().all().iter().filter_map(|n| crate::api::packages::describe(&store, n)).collect::<Vec<_>>())
     })
     .await?;
-    page("packages.html", context! { packages })
+    page(&state, "packages.html", context! { packages })
 }
 
 async fn login_page(State(state): State<AppState>) -> Result<Response, HttpError> {
-    page("login.html", context! { auth => state.auth_enabled, error => "" })
+    page(&state, "login.html", context! { login_page => true, error => "" })
 }
 
 #[derive(serde::Deserialize)]
@@ -128,8 +135,9 @@ struct LoginForm {
 async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<Response, HttpError> {
     if state.tokens.verify(form.token.trim()).is_none() {
         let mut r = page(
+            &state,
             "login.html",
-            context! { auth => true, error => "That token is not valid (wrong, revoked or expired)." },
+            context! { login_page => true, error => "That token is not valid (wrong, revoked or expired)." },
         )?;
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(r);
