@@ -125,12 +125,19 @@ fn a_team_creates_an_application_pushes_and_watches_the_deployment_in_the_browse
     let (_dir, work) = clone(&clone_url);
     replace_tree(&work, &fixture("repos/sample-application"));
     commit_all(&work, "sample");
+    // Hold the rendered repo's writer lock so the deployment stops mid-way (applying).
+    let rendered = devpop.data.path().join("rendered/9999/shop");
+    std::fs::create_dir_all(&rendered).unwrap();
+    let lock = std::fs::File::create(rendered.join("shop.git.lock")).unwrap();
+    lock.lock().unwrap();
     let out = git(&work, &["push", "origin", "HEAD:Production"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let id = queued_deployment(&stderr(&out), "Production");
 
-    // The deployment page shows it reaching its final state, step by step.
+    // The deployment page shows it under way, then, live (no reload), reaching its final state.
     b.goto(&format!("{}/console/deployments/{id}", devpop.url));
+    b.wait_text("#state", |s| s == "applying");
+    drop(lock);
     b.wait_text("#state", |s| s == "ready");
     let steps = b.text("#steps");
     for want in ["queued", "rendering", "applying", "render-only target: manifests published"] {
