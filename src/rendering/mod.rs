@@ -308,7 +308,7 @@ pub fn object_stem(o: &Object) -> String {
 }
 
 /// How a new render differs from what was published before (by object, ignoring the commit
-/// label, which changes with every push).
+/// label, which changes with every push; earlier devpop versions put it on every object).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     pub added: Vec<String>,
@@ -403,7 +403,6 @@ impl Renderer<'_> {
             (LABEL_APPLICATION, naming::label_value(&id.application)),
             (LABEL_REPO, naming::label_value(&id.repo)),
             (LABEL_ENVIRONMENT, naming::label_value(self.input.environment)),
-            (LABEL_COMMIT, naming::label_value(self.input.commit)),
         ])
     }
 
@@ -425,9 +424,12 @@ impl Renderer<'_> {
         templates().get_template(name).map_err(err)?.render(ctx).map_err(err)
     }
 
+    /// The Namespace alone carries the commit: an object a push does not change stays byte for
+    /// byte the same (nothing to rewrite in the rendered repo, no churn in the cluster).
     fn namespace(&self) -> Object {
         let mut meta = self.meta(&self.ns, None);
         meta.namespace = None;
+        meta.labels.get_or_insert_default().insert(LABEL_COMMIT.into(), naming::label_value(self.input.commit));
         Object::Namespace(Box::new(Namespace { metadata: meta, ..Default::default() }))
     }
 
@@ -654,10 +656,9 @@ impl Renderer<'_> {
         if !annotations.is_empty() {
             meta.annotations = Some(annotations);
         }
-        // The pod template carries no commit label: a commit that changes nothing of a
-        // module must not restart it. The config hash rolls pods when their config changes.
+        // A commit that changes nothing of a module must not restart it: the config hash rolls
+        // pods when their config changes.
         let mut pod_labels = self.labels();
-        pod_labels.remove(LABEL_COMMIT);
         pod_labels.insert(LABEL_HOP.into(), name.into());
         Object::Deployment(Box::new(Deployment {
             metadata: meta,
