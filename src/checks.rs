@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use crate::names::RepoId;
 use crate::packages::PackageStore;
@@ -25,10 +25,13 @@ const SHOW_WIDTH: usize = 300;
 pub struct CheckSettings {
     pub bwrap: PathBuf,
     pub sandbox: sandbox::Limits,
+    /// Sandboxes started ahead of time (a long-running server has them; a one-off check
+    /// starts each sandbox when it needs it).
+    pub pool: Option<sandbox::Pool>,
     /// How many `validate.sh` run at once.
     pub parallel: usize,
     /// Where passing validations are remembered (see [`ValidationMemo`]); `None` disables it.
-    pub memo_dir: Option<PathBuf>,
+    pub memo: Option<MemoStore>,
     pub render: RenderSettings,
 }
 
@@ -37,8 +40,9 @@ impl Default for CheckSettings {
         CheckSettings {
             bwrap: PathBuf::from("bwrap"),
             sandbox: sandbox::Limits::default(),
+            pool: None,
             parallel: 4,
-            memo_dir: None,
+            memo: None,
             render: RenderSettings::default(),
         }
     }
@@ -103,13 +107,39 @@ pub fn run(
         if !snapshot.top_level_dirs.contains(&entry.name) {
             continue;
         }
-        let memo = settings.memo_dir.as_deref().and_then(|dir| {
+        let memo = settings.memo.as_ref().and_then(|store| {
             let folder = source.folder_id(&entry.name)?;
-            ValidationMemo::new(dir, &entry.image, &package.validate_sh(), &folder, &settings.sandbox)
+            ValidationMemo::new(store, &entry.image, &package.validate_sh(), &folder, &settings.sandbox)
         });
-        let scratch = tempfile::Builder::new().prefix("devpop-validate-").tempdir().map_err(CheckError::Scratch)?;
-        let written = source.write_folder(&entry.name, scratch.path())?;
-        jobs.push(Job { name: entry.name.clone(), script: package.validate_sh(), scratch, written, memo });
+        if memo.as_ref().is_some_and(ValidationMemo::passed_before) {
+            // Passed on this very folder before: no sandbox, but the same warnings.
+            let (_, written) = source.read_folder(&entry.name)?;
+            jobs.push(Job {
+                name: entry.name.clone(),
+                script: package.validate_sh(),
+                used_sandbox: false,
+                sandbox: Mutex::new(None),
+                written,
+                memo,
+            });
+            continue;
+        }
+        let script = package.validate_sh();
+        let sandbox = match &settings.pool {
+            Some(pool) => pool.prepare(&script),
+            None => sandbox::Prepared::fresh(&settings.bwrap, &script),
+        }
+        .map_err(CheckError::Scratch)?;
+        tracing::debug!(module = %entry.name, ready = sandbox.was_ready(), "validate.sh sandbox");
+        let written = source.write_folder(&entry.name, sandbox.config_dir())?;
+        jobs.push(Job {
+            name: entry.name.clone(),
+            script,
+            used_sandbox: true,
+            sandbox: Mutex::new(Some(sandbox)),
+            written,
+            memo,
+        });
     }
 
     // Run them in parallel (bounded), report in chain order as each finishes.
@@ -122,17 +152,16 @@ pub fn run(
                 let Some(job) = jobs.get(i) else { break };
                 let outcome = if let Some(limit) = &job.written.over_limit {
                     Outcome::CannotRun(format!("its folder has {limit}; a module's config must be small"))
-                } else if job.memo.as_ref().is_some_and(ValidationMemo::passed_before) {
-                    Outcome::Passed { output: String::new() }
-                } else {
-                    let outcome =
-                        sandbox::run_validate(&settings.bwrap, &job.script, job.scratch.path(), &settings.sandbox);
+                } else if let Some(sandbox) = job.sandbox.lock().expect("job lock").take() {
+                    let outcome = sandbox.run(&settings.sandbox);
                     if let (Outcome::Passed { output }, Some(memo)) = (&outcome, &job.memo) {
                         if output.is_empty() {
                             memo.remember_pass();
                         }
                     }
                     outcome
+                } else {
+                    Outcome::Passed { output: String::new() } // remembered (see above)
                 };
                 let _ = senders[i].send(outcome);
             });
@@ -152,6 +181,12 @@ pub fn run(
         }
         Ok(())
     })?;
+    // Have the sandboxes used replaced (when the server is quiet).
+    if let Some(pool) = &settings.pool {
+        for job in jobs.iter().filter(|j| j.used_sandbox) {
+            pool.replace(&job.script);
+        }
+    }
     if verdict.accepted() {
         let ns = rendering::naming::namespace(&settings.render.namespace_prefix, subject.id, environment);
         line(out, &format!("Rendering environment {environment} (namespace {ns})..."))?;
@@ -226,10 +261,30 @@ pub fn render(
 struct Job {
     name: String,
     script: PathBuf,
-    /// The module's folder, written for the sandbox.
-    scratch: tempfile::TempDir,
+    used_sandbox: bool,
+    /// The sandbox, with the module's folder written for it (taken by the worker that runs it);
+    /// none when the memo says this folder passed before.
+    sandbox: Mutex<Option<sandbox::Prepared>>,
     written: crate::source::Written,
     memo: Option<ValidationMemo>,
+}
+
+/// Where passing validations are remembered: files in a folder (one-off checks, e.g. the hook
+/// of a push to a repo on disk), or memory (the server: creating files costs more than the
+/// lookup saves on some filesystems, and a restart only costs one validation per folder).
+#[derive(Debug, Clone)]
+pub enum MemoStore {
+    Dir(PathBuf),
+    Memory(std::sync::Arc<Mutex<std::collections::HashSet<git2::Oid>>>),
+}
+
+/// Keys a memory store holds before it starts over.
+const MEMO_MAX_KEYS: usize = 100_000;
+
+impl MemoStore {
+    pub fn memory() -> Self {
+        MemoStore::Memory(Default::default())
+    }
 }
 
 /// Remembers that a validate.sh passed on a module folder, so an unchanged folder is not
@@ -238,12 +293,13 @@ struct Job {
 /// sandbox limits; validate.sh is a pure function of those by contract (read-only input, no
 /// network). Only clean passes are remembered; a failure always runs again.
 pub struct ValidationMemo {
-    path: PathBuf,
+    key: git2::Oid,
+    store: MemoStore,
 }
 
 impl ValidationMemo {
     fn new(
-        dir: &std::path::Path,
+        store: &MemoStore,
         image: &str,
         script: &std::path::Path,
         folder_id: &str,
@@ -252,19 +308,31 @@ impl ValidationMemo {
         let script = std::fs::read(script).ok()?;
         let script_id = git2::Oid::hash_object(git2::ObjectType::Blob, &script).ok()?;
         let key = format!("{image}\n{script_id}\n{folder_id}\n{limits:?}");
-        let id = git2::Oid::hash_object(git2::ObjectType::Blob, key.as_bytes()).ok()?;
-        Some(ValidationMemo { path: dir.join(id.to_string()) })
+        let key = git2::Oid::hash_object(git2::ObjectType::Blob, key.as_bytes()).ok()?;
+        Some(ValidationMemo { key, store: store.clone() })
     }
 
     fn passed_before(&self) -> bool {
-        self.path.is_file()
+        match &self.store {
+            MemoStore::Dir(dir) => dir.join(self.key.to_string()).is_file(),
+            MemoStore::Memory(keys) => keys.lock().expect("memo lock").contains(&self.key),
+        }
     }
 
     fn remember_pass(&self) {
-        if let Some(dir) = self.path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        match &self.store {
+            MemoStore::Dir(dir) => {
+                let _ = std::fs::create_dir_all(dir);
+                let _ = std::fs::write(dir.join(self.key.to_string()), b"");
+            }
+            MemoStore::Memory(keys) => {
+                let mut keys = keys.lock().expect("memo lock");
+                if keys.len() >= MEMO_MAX_KEYS {
+                    keys.clear();
+                }
+                keys.insert(self.key);
+            }
         }
-        let _ = std::fs::write(&self.path, b"");
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use devpop::checks::CheckSettings;
+use devpop::checks::{CheckSettings, MemoStore};
+use devpop::hook::HookSettings;
 use devpop::names::RepoId;
 use devpop::packages::PackageStore;
 use devpop::rendering::RenderSettings;
@@ -101,22 +102,22 @@ impl CheckArgs {
             ..CheckSettings::default()
         }
     }
+}
 
-    /// The same settings as the environment the hook reads them from.
-    fn as_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("DEVPOP_VALIDATE_TIMEOUT".into(), format!("{}s", self.validate_timeout.as_secs().max(1))),
-            ("DEVPOP_VALIDATE_MAX_OUTPUT".into(), self.validate_max_output.to_string()),
-            ("DEVPOP_VALIDATE_MEMORY".into(), self.validate_memory.to_string()),
-            ("DEVPOP_BWRAP".into(), self.bwrap.to_string_lossy().into_owned()),
-            ("DEVPOP_NAMESPACE_PREFIX".into(), self.namespace_prefix.clone()),
-            ("DEVPOP_INGRESS_DOMAIN".into(), self.ingress_domain.clone()),
-            ("DEVPOP_INGRESS_NAMESPACE".into(), self.ingress_namespace.clone()),
-            ("DEVPOP_PROXY_IMAGE".into(), self.proxy_image.clone()),
-        ]
-        .into_iter()
-        .chain(self.ingress_class.iter().map(|c| ("DEVPOP_INGRESS_CLASS".into(), c.clone())))
-        .collect()
+/// Limits on one push as a whole (the checks refuse a push over them).
+#[derive(Args)]
+struct PushLimitArgs {
+    /// The largest file a pushed commit may hold, e.g. 100M.
+    #[arg(long, env = "DEVPOP_MAX_BLOB_BYTES", default_value = "100M", value_parser = settings::parse_size)]
+    max_blob_bytes: u64,
+    /// Refs one push may update.
+    #[arg(long, env = "DEVPOP_MAX_REFS", default_value_t = 100)]
+    max_refs: usize,
+}
+
+impl PushLimitArgs {
+    fn hook_settings(&self, checks: CheckSettings) -> HookSettings {
+        HookSettings { checks, max_refs: self.max_refs, max_blob_bytes: self.max_blob_bytes }
     }
 }
 
@@ -172,12 +173,8 @@ struct ServeArgs {
     /// API requests a client may burst above the rate.
     #[arg(long, env = "DEVPOP_API_BURST", default_value_t = 200.0)]
     api_burst: f64,
-    /// The largest file a pushed commit may hold, e.g. 100M (the hook refuses the push).
-    #[arg(long, env = "DEVPOP_MAX_BLOB_BYTES", default_value = "100M", value_parser = settings::parse_size)]
-    max_blob_bytes: u64,
-    /// Refs one push may update (more are refused by the hook).
-    #[arg(long, env = "DEVPOP_MAX_REFS", default_value_t = 100)]
-    max_refs: usize,
+    #[command(flatten)]
+    push: PushLimitArgs,
     /// Authentication: none (the local default: loopback only) or API tokens (devpop token create).
     #[arg(long, env = "DEVPOP_AUTH", value_enum, default_value_t = AuthMode::None)]
     auth: AuthMode,
@@ -332,44 +329,16 @@ struct RollbackArgs {
 
 #[derive(Subcommand)]
 enum HookCommand {
-    /// Check a push (git runs this with the ref updates on stdin).
+    /// Check a push to a repo on disk (git runs this with the ref updates on stdin; a push
+    /// through `devpop serve` is checked inside the server instead).
     PreReceive {
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
         check: CheckArgs,
         #[command(flatten)]
-        server: ServerLinkArgs,
+        push: PushLimitArgs,
     },
-}
-
-/// How a hook reaches the server that ran it (set by devpop serve in the hooks' environment).
-#[derive(Args)]
-struct ServerLinkArgs {
-    /// The server's own address.
-    #[arg(long, env = "DEVPOP_INTERNAL_URL")]
-    internal_url: Option<String>,
-    /// The server's per-start hook secret.
-    #[arg(long, env = "DEVPOP_HOOK_TOKEN", hide_env_values = true)]
-    hook_token: Option<String>,
-    /// Who pushed.
-    #[arg(long, env = "DEVPOP_PUSHER", default_value = "unknown")]
-    pusher: String,
-    /// This push, as the server knows it.
-    #[arg(long, env = "DEVPOP_PUSH_ID")]
-    push_id: Option<String>,
-}
-
-impl ServerLinkArgs {
-    fn link(self) -> Option<devpop::hook::ServerLink> {
-        let (pusher, push) = (self.pusher, self.push_id);
-        self.internal_url.zip(self.hook_token).map(|(internal_url, token)| devpop::hook::ServerLink {
-            internal_url,
-            token,
-            pusher,
-            push,
-        })
-    }
 }
 
 fn main() -> ExitCode {
@@ -550,13 +519,18 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Render(args) => render(args),
         Command::Rollback(args) => rollback(args),
-        Command::Hook(HookCommand::PreReceive { data, check, server }) => {
+        Command::Hook(HookCommand::PreReceive { data, check, push }) => {
             let packages = PackageStore::new(&data.data);
-            let settings =
-                CheckSettings { memo_dir: Some(data.data.join("cache/validated")), ..check.check_settings() };
-            let stdin = io::stdin().lock();
+            let checks = CheckSettings {
+                memo: Some(MemoStore::Dir(data.data.join("cache/validated"))),
+                ..check.check_settings()
+            };
+            let settings = push.hook_settings(checks);
+            let request = devpop::hook::PushRequest::from_git(io::stdin().lock())?;
+            let repo = git2::Repository::open_from_env()?;
+            let id = devpop::hook::repo_id(&repo)?;
             let mut out = io::stdout().lock();
-            let accepted = devpop::hook::pre_receive(stdin, &mut out, &packages, &settings, server.link().as_ref())?;
+            let accepted = devpop::hook::pre_receive(&id, &repo, &request, &mut out, &packages, &settings, None)?;
             out.flush()?;
             Ok(if accepted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -801,10 +775,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             api_rate: args.api_rate,
             api_burst: args.api_burst,
         };
-        settings.hook_env = args.check.as_env();
-        settings.hook_env.push(("DEVPOP_MAX_REFS".to_owned(), args.max_refs.to_string()));
-        settings.hook_env.push(("DEVPOP_MAX_BLOB_BYTES".to_owned(), args.max_blob_bytes.to_string()));
-        settings.render = args.check.render_settings();
+        settings.hook = args.push.hook_settings(args.check.check_settings());
         settings.auth_tokens = args.auth == AuthMode::Tokens;
         settings.target = match args.target {
             TargetKind::RenderOnly => devpop::settings::TargetSettings::RenderOnly,

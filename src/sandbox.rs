@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -54,6 +54,15 @@ pub enum Outcome {
 
 /// Runs `script` with `config_dir` mounted read-only at [`CONFIG_MOUNT`].
 pub fn run_validate(bwrap: &Path, script: &Path, config_dir: &Path, limits: &Limits) -> Outcome {
+    match Started::spawn(bwrap, script, config_dir, limits, false) {
+        Ok(started) => started.finish(limits),
+        Err(outcome) => outcome,
+    }
+}
+
+/// The bwrap command line: the sandbox described at the top of this module, running
+/// `inner` (an argv) inside it.
+fn command(bwrap: &Path, script: &Path, config_dir: &Path, inner: &[&str]) -> Command {
     let mut cmd = Command::new(bwrap);
     cmd.args([
         "--unshare-all",
@@ -109,105 +118,425 @@ pub fn run_validate(bwrap: &Path, script: &Path, config_dir: &Path, limits: &Lim
     ] {
         cmd.args(["--setenv", k, v]);
     }
-    cmd.args(["/bin/sh", SCRIPT_MOUNT]);
-    run_bounded(cmd, limits)
+    cmd.args(inner);
+    cmd
 }
 
-/// Runs a prepared command with stdout and stderr merged, enforcing the limits.
-fn run_bounded(mut cmd: Command, limits: &Limits) -> Outcome {
-    let (mut reader, writer) = match std::io::pipe() {
-        Ok(p) => p,
-        Err(e) => return Outcome::CannotRun(format!("pipe: {e}")),
-    };
-    let writer2 = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => return Outcome::CannotRun(format!("pipe: {e}")),
-    };
-    cmd.stdin(Stdio::null()).stdout(writer).stderr(writer2);
-    cmd.process_group(0);
-    let memory = limits.memory_bytes;
-    // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let set = |res, n: u64| {
-                let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
-                libc::setrlimit(res, &lim)
-            };
-            set(libc::RLIMIT_AS, memory);
-            set(libc::RLIMIT_FSIZE, 16 << 20);
-            set(libc::RLIMIT_CORE, 0);
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Outcome::CannotRun(
-                "bubblewrap (bwrap) is not installed on the devpop server; install it (apt-get install bubblewrap)"
-                    .into(),
-            )
+/// What a sandbox started ahead of time runs: a shell that waits for the word `go` on stdin,
+/// then runs validate.sh itself (with stdin at /dev/null, as if started then), so the run
+/// costs no exec; the shell's exit status is the script's. Anything else, or the pipe
+/// closing, ends it without running the script.
+const WAIT_THEN_VALIDATE: &str =
+    "read -r go && [ \"$go\" = go ] || exit 125; exec </dev/null; . /opt/section/validate.sh";
+
+/// A started sandbox: its process, the pipe its output comes through and, for one started
+/// ahead of time, the pipe that lets it go.
+struct Started {
+    child: std::process::Child,
+    output: std::io::PipeReader,
+    go: Option<std::io::PipeWriter>,
+}
+
+impl Started {
+    /// Starts bwrap; with `wait`, the sandbox is set up but validate.sh runs only at [`Self::go`].
+    fn spawn(bwrap: &Path, script: &Path, config_dir: &Path, limits: &Limits, wait: bool) -> Result<Self, Outcome> {
+        let cannot = |what: &str, e: std::io::Error| Outcome::CannotRun(format!("{what}: {e}"));
+        let inner: &[&str] = if wait { &["/bin/sh", "-c", WAIT_THEN_VALIDATE] } else { &["/bin/sh", SCRIPT_MOUNT] };
+        let mut cmd = command(bwrap, script, config_dir, inner);
+        let (output, writer) = std::io::pipe().map_err(|e| cannot("pipe", e))?;
+        let writer2 = writer.try_clone().map_err(|e| cannot("pipe", e))?;
+        let go = if wait {
+            let (r, w) = std::io::pipe().map_err(|e| cannot("pipe", e))?;
+            cmd.stdin(r);
+            Some(w)
+        } else {
+            cmd.stdin(Stdio::null());
+            None
+        };
+        cmd.stdout(writer).stderr(writer2);
+        cmd.process_group(0);
+        let memory = limits.memory_bytes;
+        // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let set = |res, n: u64| {
+                    let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                    libc::setrlimit(res, &lim)
+                };
+                set(libc::RLIMIT_AS, memory);
+                set(libc::RLIMIT_FSIZE, 16 << 20);
+                set(libc::RLIMIT_CORE, 0);
+                Ok(())
+            });
         }
-        Err(e) => return Outcome::CannotRun(format!("cannot start the sandbox: {e}")),
-    };
-    // Our copies of the write end must go, or the reader never sees EOF.
-    drop(cmd);
-    let pgid = child.id() as libc::pid_t;
-    let kill = move || {
+        let child =
+            match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Outcome::CannotRun(
+                    "bubblewrap (bwrap) is not installed on the devpop server; install it (apt-get install bubblewrap)"
+                        .into(),
+                )),
+                Err(e) => return Err(cannot("cannot start the sandbox", e)),
+            };
+        // `cmd` holds our copies of the pipes' child ends: they must go, or the reader never
+        // sees EOF.
+        drop(cmd);
+        Ok(Started { child, output, go })
+    }
+
+    fn kill_group(pgid: libc::pid_t) {
         // SAFETY: kill(2) on the process group of a child we spawned and have not reaped.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
-    };
+    }
 
-    let max = limits.max_output;
-    let (tx, rx) = mpsc::channel();
-    let reader_thread = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 8192];
-        let mut too_large = false;
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let room = max.saturating_sub(out.len());
-                    out.extend_from_slice(&buf[..n.min(room)]);
-                    if n > room {
-                        too_large = true;
-                        kill();
-                        break;
+    /// Lets a waiting sandbox run validate.sh, then collects it like [`Self::finish`].
+    fn go(mut self, limits: &Limits) -> Outcome {
+        use std::io::Write;
+        let sent = self.go.take().map(|mut w| w.write_all(b"go\n"));
+        match sent {
+            Some(Err(e)) => {
+                let outcome = self.finish(limits);
+                Outcome::CannotRun(format!("the sandbox stopped before validate.sh ran ({e}): {outcome:?}"))
+            }
+            _ => self.finish(limits),
+        }
+    }
+
+    /// Waits for the script, enforcing the time and output limits; stdout and stderr merged.
+    fn finish(mut self, limits: &Limits) -> Outcome {
+        let pgid = self.child.id() as libc::pid_t;
+        let max = limits.max_output;
+        let mut reader = self.output;
+        let (tx, rx) = mpsc::channel();
+        let reader_thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 8192];
+            let mut too_large = false;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let room = max.saturating_sub(out.len());
+                        out.extend_from_slice(&buf[..n.min(room)]);
+                        if n > room {
+                            too_large = true;
+                            Self::kill_group(pgid);
+                            break;
+                        }
                     }
                 }
             }
+            let _ = tx.send(());
+            (out, too_large)
+        });
+        let timed_out = rx.recv_timeout(limits.timeout).is_err();
+        if timed_out {
+            Self::kill_group(pgid);
         }
-        let _ = tx.send(());
-        (out, too_large)
-    });
-    let timed_out = rx.recv_timeout(limits.timeout).is_err();
-    if timed_out {
-        kill();
+        let (out, too_large) = reader_thread.join().unwrap_or_default();
+        let status = self.child.wait();
+        let output = String::from_utf8_lossy(&out).into_owned();
+        match status {
+            _ if timed_out => Outcome::TimedOut { output },
+            _ if too_large => Outcome::OutputTooLarge { output },
+            Ok(s) if s.success() => Outcome::Passed { output },
+            Ok(s) => {
+                let status = match s.code() {
+                    Some(code) => format!("exited {code}"),
+                    None => format!("was killed ({s})"),
+                };
+                Outcome::Failed { status, output }
+            }
+            Err(e) => Outcome::CannotRun(format!("waiting for the sandbox: {e}")),
+        }
     }
-    let (out, too_large) = reader_thread.join().unwrap_or_default();
-    let status = child.wait();
-    let output = String::from_utf8_lossy(&out).into_owned();
-    match status {
-        _ if timed_out => Outcome::TimedOut { output },
-        _ if too_large => Outcome::OutputTooLarge { output },
-        Ok(s) if s.success() => Outcome::Passed { output },
-        Ok(s) => {
-            let status = match s.code() {
-                Some(code) => format!("exited {code}"),
-                None => format!("was killed ({s})"),
-            };
-            Outcome::Failed { status, output }
+}
+
+/// A new folder for one run's config: in memory-backed `/dev/shm` when there is one (a module
+/// folder is small and bounded, and on a disk, creating and deleting files is most of what
+/// preparing a run costs), else in the temp dir. Private to this user (mode 0700).
+fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        match tempfile::Builder::new().prefix("devpop-probe-").tempdir_in(shm) {
+            Ok(_) => shm.to_owned(),
+            Err(_) => std::env::temp_dir(),
         }
-        Err(e) => Outcome::CannotRun(format!("waiting for the sandbox: {e}")),
+    });
+    tempfile::Builder::new().prefix("devpop-validate-").tempdir_in(root)
+}
+
+/// A sandbox that will never run (its script changed, or the pool is going away): stop it.
+struct Unused(Started);
+
+impl Drop for Unused {
+    fn drop(&mut self) {
+        self.0.go = None;
+        Started::kill_group(self.0.child.id() as libc::pid_t);
+        let _ = self.0.child.wait();
+    }
+}
+
+/// What identifies a script file's content for the pool: a sandbox binds the file it saw, so one
+/// started before the file changed must not be used after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileId { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()) })
+    }
+}
+
+/// A sandbox set up ahead of time for one script: namespaces made, mounts in place, the config
+/// folder bound at [`CONFIG_MOUNT`] still empty. Fill [`Self::config_dir`], then [`Self::run`].
+struct Waiting {
+    scratch: tempfile::TempDir,
+    script: FileId,
+    started: Option<Started>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(s) = self.started.take() {
+            drop(Unused(s));
+        }
+    }
+}
+
+/// One validate.sh run being prepared: write the module's folder into [`Self::config_dir`],
+/// then [`Self::run`]. Comes from [`Pool::prepare`], with a sandbox already waiting when the pool
+/// had one.
+pub struct Prepared {
+    waiting: Option<Waiting>,
+    scratch: Option<tempfile::TempDir>,
+    bwrap: PathBuf,
+    script: PathBuf,
+}
+
+impl Prepared {
+    /// A run that starts its sandbox when it runs.
+    pub fn fresh(bwrap: &Path, script: &Path) -> std::io::Result<Self> {
+        let scratch = scratch_dir()?;
+        Ok(Prepared { waiting: None, scratch: Some(scratch), bwrap: bwrap.to_owned(), script: script.to_owned() })
+    }
+
+    /// The empty folder that appears read-only at [`CONFIG_MOUNT`].
+    pub fn config_dir(&self) -> &Path {
+        match (&self.waiting, &self.scratch) {
+            (Some(w), _) => w.scratch.path(),
+            (None, Some(s)) => s.path(),
+            (None, None) => unreachable!("a Prepared has a folder"),
+        }
+    }
+
+    /// Whether a sandbox was already waiting (for the tests and the metrics).
+    pub fn was_ready(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    pub fn run(mut self, limits: &Limits) -> Outcome {
+        let outcome = match self.waiting.take() {
+            Some(mut w) => {
+                let started = w.started.take().expect("a waiting sandbox is started");
+                let outcome = started.go(limits);
+                drop(w); // its folder stays until the script is done
+                outcome
+            }
+            None => run_validate(&self.bwrap, &self.script, self.config_dir(), limits),
+        };
+        outcome
+    }
+}
+
+/// Sandboxes started ahead of time, a few per `validate.sh`, so a push does not wait for
+/// bubblewrap to build namespaces and mounts (about 3 ms of a sandboxed run). Each sandbox
+/// runs one script once and is never reused; taking one asks for a replacement, which a
+/// background thread starts. With `--die-with-parent`, bwrap dies when the thread that started
+/// it ends, so that one long-lived thread starts them all. A pool without a sandbox ready just
+/// starts one on demand.
+#[derive(Clone)]
+pub struct Pool {
+    inner: std::sync::Arc<PoolInner>,
+}
+
+struct PoolInner {
+    bwrap: PathBuf,
+    limits: Limits,
+    per_script: usize,
+    idle: std::sync::Mutex<std::collections::HashMap<PathBuf, Vec<Waiting>>>,
+    refill: std::sync::Mutex<mpsc::Sender<(PathBuf, bool)>>,
+    /// Pushes in progress ([`Pool::busy`]), and when the last one ended.
+    busy: std::sync::Mutex<(usize, std::time::Instant)>,
+}
+
+/// A used sandbox is replaced once no push has run for this long (starting one takes a few
+/// milliseconds of CPU, and slows the machine's other processes meanwhile)...
+const QUIET: Duration = Duration::from_millis(250);
+/// ... or after this long, if pushes keep coming.
+const MAX_QUIET_WAIT: Duration = Duration::from_secs(2);
+
+/// Marks the server busy with a push while it lives (see [`Pool::busy`]).
+pub struct Busy(std::sync::Arc<PoolInner>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().expect("pool lock");
+        busy.0 -= 1;
+        busy.1 = std::time::Instant::now();
+    }
+}
+
+/// At most this many scripts have sandboxes waiting (each is two small processes).
+const POOL_MAX_SCRIPTS: usize = 16;
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("bwrap", &self.inner.bwrap).field("per_script", &self.inner.per_script).finish()
+    }
+}
+
+impl Pool {
+    /// A pool keeping `per_script` sandboxes waiting for each script it has been asked for.
+    pub fn new(bwrap: &Path, limits: Limits, per_script: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<(PathBuf, bool)>();
+        let inner = std::sync::Arc::new(PoolInner {
+            bwrap: bwrap.to_owned(),
+            limits,
+            per_script,
+            idle: Default::default(),
+            refill: std::sync::Mutex::new(tx),
+            busy: std::sync::Mutex::new((0, std::time::Instant::now())),
+        });
+        let weak = std::sync::Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("sandbox-pool".into())
+            .spawn(move || {
+                // Scripts whose used sandboxes wait to be replaced, since when.
+                let mut deferred: Vec<PathBuf> = Vec::new();
+                let mut since = std::time::Instant::now();
+                loop {
+                    let message = if deferred.is_empty() {
+                        rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+                    } else {
+                        rx.recv_timeout(Duration::from_millis(50))
+                    };
+                    let Some(inner) = weak.upgrade() else { break };
+                    match message {
+                        Ok((script, true)) => inner.top_up(&script),
+                        Ok((script, false)) => {
+                            if deferred.is_empty() {
+                                since = std::time::Instant::now();
+                            }
+                            if !deferred.contains(&script) {
+                                deferred.push(script);
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if !deferred.is_empty() && (inner.quiet() || since.elapsed() > MAX_QUIET_WAIT) {
+                        for script in std::mem::take(&mut deferred) {
+                            inner.top_up(&script);
+                        }
+                    }
+                }
+            })
+            .expect("starting the sandbox pool thread");
+        Pool { inner }
+    }
+
+    /// Where a run of `script` writes its config, with a waiting sandbox when one is ready.
+    /// Call [`Self::replace`] once the runs are over.
+    pub fn prepare(&self, script: &Path) -> std::io::Result<Prepared> {
+        let id = FileId::of(script);
+        let waiting = {
+            let mut idle = self.inner.idle.lock().expect("pool lock");
+            let list = idle.entry(script.to_owned()).or_default();
+            // A sandbox started for an older version of the script is stopped (on drop).
+            let stale: Vec<Waiting> = list.extract_if(.., |w| Some(&w.script) != id.as_ref()).collect();
+            drop(stale);
+            list.pop()
+        };
+        match waiting {
+            Some(w) => Ok(Prepared {
+                waiting: Some(w),
+                scratch: None,
+                bwrap: self.inner.bwrap.clone(),
+                script: script.to_owned(),
+            }),
+            None => Prepared::fresh(&self.inner.bwrap, script),
+        }
+    }
+
+    /// Has sandboxes for `script` started now (in the background) until `per_script` wait (at
+    /// start-up).
+    pub fn warm(&self, script: &Path) {
+        let _ = self.inner.refill.lock().expect("pool lock").send((script.to_owned(), true));
+    }
+
+    /// Has the sandboxes used for `script` replaced once the server is quiet.
+    pub fn replace(&self, script: &Path) {
+        let _ = self.inner.refill.lock().expect("pool lock").send((script.to_owned(), false));
+    }
+
+    /// Marks a push in progress until the guard drops: used sandboxes are replaced between
+    /// pushes, not during one (see [`QUIET`]).
+    pub fn busy(&self) -> Busy {
+        self.inner.busy.lock().expect("pool lock").0 += 1;
+        Busy(self.inner.clone())
+    }
+
+    /// How many sandboxes are waiting for `script`.
+    pub fn ready(&self, script: &Path) -> usize {
+        self.inner.idle.lock().expect("pool lock").get(script).map_or(0, Vec::len)
+    }
+}
+
+impl PoolInner {
+    /// No push in progress, and none for [`QUIET`].
+    fn quiet(&self) -> bool {
+        let busy = self.busy.lock().expect("pool lock");
+        busy.0 == 0 && busy.1.elapsed() >= QUIET
+    }
+
+    fn top_up(&self, script: &Path) {
+        loop {
+            {
+                let idle = self.idle.lock().expect("pool lock");
+                let have = idle.get(script).map_or(0, Vec::len);
+                if have >= self.per_script || (have == 0 && idle.len() >= POOL_MAX_SCRIPTS) {
+                    return;
+                }
+            }
+            let Some(id) = FileId::of(script) else { return };
+            let Ok(scratch) = scratch_dir() else { return };
+            let started = match Started::spawn(&self.bwrap, script, scratch.path(), &self.limits, true) {
+                Ok(s) => s,
+                Err(outcome) => {
+                    tracing::warn!(script = %script.display(), ?outcome, "cannot start a sandbox ahead of time");
+                    return;
+                }
+            };
+            let waiting = Waiting { scratch, script: id, started: Some(started) };
+            self.idle.lock().expect("pool lock").entry(script.to_owned()).or_default().push(waiting);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn script(body: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -281,6 +610,62 @@ mod tests {
         );
         let Outcome::Passed { output } = out else { panic!("{out:?}") };
         assert!(!output.contains("CONNECTED") && output.contains("NO-DNS"), "{output}");
+    }
+
+    fn wait_ready(pool: &Pool, script: &Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.ready(script) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no sandbox became ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_sandbox_started_ahead_sees_the_config_written_after_and_reports_like_a_fresh_one() {
+        let (_d, s, _c) =
+            script("cat server.conf >&2; test \"$PROXY_CONFIG_DIR\" = /opt/proxy_config || exit 9; exit 3");
+        let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+        pool.warm(&s);
+        wait_ready(&pool, &s);
+        let prepared = pool.prepare(&s).unwrap();
+        assert!(prepared.was_ready());
+        assert_eq!(pool.ready(&s), 0, "each sandbox runs once");
+        std::fs::write(prepared.config_dir().join("server.conf"), "listen 81;\n").unwrap();
+        let out = prepared.run(&Limits::default());
+        assert_eq!(out, Outcome::Failed { status: "exited 3".into(), output: "listen 81;\n".into() });
+        // A script that ends without `exit` passes with its last command's status.
+        let (_d2, s2, _c2) = script("true");
+        pool.warm(&s2);
+        wait_ready(&pool, &s2);
+        assert_eq!(pool.prepare(&s2).unwrap().run(&Limits::default()), Outcome::Passed { output: String::new() });
+    }
+
+    #[test]
+    fn a_sandbox_started_for_an_older_script_is_never_used() {
+        let (_d, s, _c) = script("echo old >&2; exit 1");
+        let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+        pool.warm(&s);
+        wait_ready(&pool, &s);
+        // Replaced the way `package add` does: a new file under the same name.
+        let new = s.with_extension("new");
+        std::fs::write(&new, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::rename(&new, &s).unwrap();
+        let prepared = pool.prepare(&s).unwrap();
+        assert!(!prepared.was_ready());
+        assert_eq!(prepared.run(&Limits::default()), Outcome::Passed { output: String::new() });
+    }
+
+    #[test]
+    fn a_waiting_sandbox_is_held_to_the_time_limit_from_when_it_runs() {
+        let (_d, s, _c) = script("sleep 1000");
+        let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+        pool.warm(&s);
+        wait_ready(&pool, &s);
+        std::thread::sleep(Duration::from_millis(400)); // waiting does not count
+        let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+        let start = std::time::Instant::now();
+        assert_eq!(pool.prepare(&s).unwrap().run(&limits), Outcome::TimedOut { output: String::new() });
+        assert!(start.elapsed() >= Duration::from_millis(300) && start.elapsed() < Duration::from_secs(3));
     }
 
     #[test]

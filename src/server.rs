@@ -31,8 +31,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
     pub deployer: Arc<Deployer<AnyTarget>>,
-    /// Proves a request to the internal API comes from one of this server's hooks.
-    pub hook_token: String,
+    pub packages: crate::packages::PackageStore,
     pub base_url: String,
     pushes: std::sync::atomic::AtomicU64,
     /// Requests need a token (`--auth tokens`); off in local mode.
@@ -165,12 +164,17 @@ impl Server {
         let mut settings = settings;
         let bound = listener.local_addr()?;
         let base_url = settings.base_url(bound);
-        let hook_token = random_token()?;
-        settings.hook_env.extend([
-            ("DEVPOP_PUBLIC_URL".to_owned(), base_url.clone()),
-            ("DEVPOP_INTERNAL_URL".to_owned(), format!("http://{bound}")),
-            ("DEVPOP_HOOK_TOKEN".to_owned(), hook_token.clone()),
-        ]);
+        // Pushes are checked in this process: passing validations are remembered, and a few
+        // sandboxes per installed package wait ready for the next validate.sh.
+        let checks = &mut settings.hook.checks;
+        checks.memo = Some(crate::checks::MemoStore::memory());
+        let pool = crate::sandbox::Pool::new(&checks.bwrap, checks.sandbox.clone(), 1);
+        for (module, versions) in &packages.catalog().0 {
+            for package in versions.iter().filter_map(|v| packages.get(&format!("{module}:{v}")).ok()) {
+                pool.warm(&package.validate_sh());
+            }
+        }
+        checks.pool = Some(pool);
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
         let records = {
             let data = settings.data_dir.clone();
@@ -198,8 +202,14 @@ impl Server {
         };
         tracing::info!(target = target.name(), "deploying to");
         let audit = Arc::new(crate::records::audit::AuditLog::new(&settings.data_dir));
-        let mut deployer =
-            Deployer::new(records, Arc::new(target), repos.clone(), packages, settings.render.clone(), 4);
+        let mut deployer = Deployer::new(
+            records,
+            Arc::new(target),
+            repos.clone(),
+            packages.clone(),
+            settings.hook.checks.render.clone(),
+            4,
+        );
         let d = Arc::get_mut(&mut deployer).expect("not shared yet");
         d.rollout_deadline = deadline;
         d.audit = Some(audit.clone());
@@ -210,7 +220,7 @@ impl Server {
             metrics: Metrics::default(),
             advertiser,
             deployer,
-            hook_token,
+            packages,
             base_url,
             pushes: Default::default(),
             auth_enabled,
@@ -247,12 +257,4 @@ impl Server {
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }
-}
-
-/// 32 random bytes from the OS, hex-encoded.
-fn random_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -15,10 +15,9 @@ pub struct Settings {
     /// The git executable that serves the protocol (`git upload-pack` / `git receive-pack`).
     pub git: PathBuf,
     pub limits: Limits,
-    /// Environment for the git hooks (their settings, e.g. the validate.sh sandbox limits).
-    pub hook_env: Vec<(String, String)>,
-    /// How environments are rendered (the deployer renders too).
-    pub render: crate::rendering::RenderSettings,
+    /// How pushes are checked (validation, the validate.sh sandboxes, rendering: the deployer
+    /// renders with the same settings).
+    pub hook: crate::hook::HookSettings,
     pub target: TargetSettings,
     /// Requests need an API token (`--auth tokens`).
     pub auth_tokens: bool,
@@ -66,8 +65,7 @@ impl Settings {
             public_url: None,
             git: PathBuf::from("git"),
             limits: Limits::default(),
-            hook_env: Vec::new(),
-            render: Default::default(),
+            hook: Default::default(),
             target: TargetSettings::default(),
             auth_tokens: false,
         }

@@ -26,6 +26,25 @@ pub enum SourceError {
     Git { commit: String, source: git2::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("opening the pushed repo {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+}
+
+/// Opens an application's bare repo. During a push (`quarantine` is git's
+/// `GIT_QUARANTINE_PATH`) the pushed objects are still in the quarantine, which must be inside
+/// the repo's `objects/`: they are read from there too.
+pub fn open_pushed(repo_path: &Path, quarantine: Option<&str>) -> Result<Repository, SourceError> {
+    let err = |reason: String| SourceError::Open { path: repo_path.to_owned(), reason };
+    let repo = Repository::open_bare(repo_path).map_err(|e| err(e.to_string()))?;
+    if let Some(quarantine) = quarantine {
+        let q = Path::new(quarantine).canonicalize().map_err(|e| err(format!("the pushed objects are gone: {e}")))?;
+        let objects = repo_path.join("objects").canonicalize().map_err(|e| err(e.to_string()))?;
+        if !q.starts_with(&objects) {
+            return Err(err("the quarantine is not inside the repo".into()));
+        }
+        repo.odb().and_then(|odb| odb.add_disk_alternate(&q.to_string_lossy())).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(repo)
 }
 
 /// What writing a module folder left out, for warnings.

@@ -34,6 +34,38 @@ fn accepted_push_moves_the_branch() {
     assert_eq!(server_branch(&devpop.repo_path("1", "1", "site"), "Production"), pushed.trim());
 }
 
+/// Pushes that bypass the server (to the repo's path on disk) are checked too: the hook then
+/// runs `devpop hook pre-receive` itself, with the same messages, and deploys nothing.
+#[test]
+fn a_push_to_the_repo_on_disk_is_checked_by_the_hook_process_and_not_deployed() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let repo = devpop.repo_path("1", "1", "site");
+    let (_dir, work) = clone(&url);
+    let disk = repo.to_str().unwrap();
+
+    std::fs::write(work.join("section.config.json"), "{\n  \"proxychain\": [\n    { \"name\": \"cache\" },\n  ]\n")
+        .unwrap();
+    commit_all(&work, "break the config");
+    let out = git(&work, &["push", disk, "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("remote: error: section.config.json:4:3: invalid JSON"), "{err}");
+    assert!(quarantines(&repo).is_empty());
+
+    git_ok(&work, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(work.join("notes.txt"), "hello\n").unwrap();
+    commit_all(&work, "notes");
+    let out = git(&work, &["push", disk, "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("remote: warning: Production not deployed: this push did not come through a devpop server"),
+        "{err}"
+    );
+    assert_eq!(server_branch(&repo, "Production"), git_ok(&work, &["rev-parse", "HEAD"]).trim());
+}
+
 #[test]
 fn broken_config_push_is_rejected_with_its_line_and_leaves_nothing_behind() {
     let devpop = Devpop::start();

@@ -233,7 +233,7 @@ pub(crate) fn environment_of(state: &AppState, id: &RepoId, name: &str, head: Oi
     Environment {
         name: name.to_owned(),
         commit: head.to_string(),
-        namespace: crate::rendering::naming::namespace(&state.settings.render.namespace_prefix, id, name),
+        namespace: crate::rendering::naming::namespace(&state.settings.hook.checks.render.namespace_prefix, id, name),
         last_deployment: state.deployer.records().list(|d| d.environment_key() == key).into_iter().next(),
     }
 }
@@ -337,7 +337,7 @@ pub async fn create_environment(
         // The same checks as a push.
         let mut output = Vec::new();
         let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
-        let settings = crate::checks::CheckSettings { render: st.settings.render.clone(), ..Default::default() };
+        let settings = st.settings.hook.checks.clone();
         let commit_hex = commit.to_string();
         let subject = crate::checks::Subject { id: &rid, environment: &body.name, commit: &commit_hex };
         let verdict =

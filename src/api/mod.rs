@@ -1,5 +1,4 @@
-//! The REST API (JSON under `/api/v1`, shaped after Section's Aperture API) and the hooks'
-//! internal endpoints (`/internal/v1`).
+//! The REST API (JSON under `/api/v1`, shaped after Section's Aperture API).
 //!
 //! Errors are `{"error": {"code", "message"}}` with the matching status (see `http_error`);
 //! lists are pages: `{"items", "total", "offset", "limit"}` with `?offset=&limit=`. The
@@ -8,14 +7,13 @@
 pub mod applications;
 pub mod audit;
 pub mod deployments;
-mod internal;
 pub mod packages;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,9 +60,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/tokens", get(audit::list_tokens).post(audit::create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(audit::revoke_token))
-        .route("/internal/v1/deployments", post(internal::create_deployment))
-        .route("/internal/v1/dry-run", post(internal::dry_run))
-        .route("/internal/v1/reservations", post(internal::reserve_deployment))
 }
 
 const OPENAPI: &str = include_str!("openapi.json");

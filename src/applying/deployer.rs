@@ -57,8 +57,16 @@ pub struct Deployer<T: Target> {
     events: broadcast::Sender<Deployment>,
     /// Deployments announced by a push still in progress, by push: recorded and queued only
     /// once git has moved their branch.
-    reservations: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
+    reservations: Mutex<HashMap<String, Vec<Reserved>>>,
+    /// What a push's checks rendered, by deployment: its first render is not done again.
+    prerendered: Mutex<HashMap<u64, Rendered>>,
 }
+
+/// A deployment a push announced: its id, what it asks, and the checks' render.
+type Reserved = (u64, NewDeployment, Option<Rendered>);
+
+/// Renders kept for deployments not yet run; more are dropped (they render again).
+const MAX_PRERENDERED: usize = 256;
 
 impl<T: Target> Deployer<T> {
     pub fn new(
@@ -81,6 +89,7 @@ impl<T: Target> Deployer<T> {
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             events: broadcast::channel(1024).0,
             reservations: Mutex::new(HashMap::new()),
+            prerendered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -118,11 +127,17 @@ impl<T: Target> Deployer<T> {
     }
 
     /// Announces the deployment a push will make (called from its pre-receive check): an id,
-    /// nothing recorded yet.
-    pub fn reserve(&self, push: &str, request: NewDeployment) -> Result<u64, DeployError> {
+    /// nothing recorded yet. `rendered` is the checks' render of the commit, which the
+    /// deployment then uses instead of rendering it again.
+    pub fn reserve(&self, push: &str, request: NewDeployment, rendered: Option<Rendered>) -> Result<u64, DeployError> {
         RepoId::new(&request.account, &request.application, &request.repo)?;
         let id = self.records.reserve_id();
-        self.reservations.lock().expect("reservations lock").entry(push.to_owned()).or_default().push((id, request));
+        self.reservations
+            .lock()
+            .expect("reservations lock")
+            .entry(push.to_owned())
+            .or_default()
+            .push((id, request, rendered));
         Ok(id)
     }
 
@@ -133,7 +148,7 @@ impl<T: Target> Deployer<T> {
         if !git_succeeded {
             return;
         }
-        for (id, request) in reserved {
+        for (id, request, rendered) in reserved {
             let repos = self.repos.clone();
             let r = request.clone();
             let landed = tokio::task::spawn_blocking(move || branch_is_at(&repos, &r)).await.unwrap_or(false);
@@ -156,6 +171,13 @@ impl<T: Target> Deployer<T> {
                     &target,
                     &format!("commit {} (deployment {id})", crate::records::short(&request.commit)),
                 );
+            }
+            if let Some(rendered) = rendered {
+                let mut prerendered = self.prerendered.lock().expect("prerendered lock");
+                if prerendered.len() >= MAX_PRERENDERED {
+                    prerendered.clear();
+                }
+                prerendered.insert(id, rendered);
             }
             match self.record(move |r| r.create_as(Some(id), request)).await {
                 Ok(d) => self.enqueue(&d).await,
@@ -197,6 +219,7 @@ impl<T: Target> Deployer<T> {
         };
         if let Some(old) = superseded {
             let new = d.id;
+            self.prerendered.lock().expect("prerendered lock").remove(&old);
             let _ = self
                 .record(move |r| r.transition(old, State::Superseded, format!("superseded by deployment {new}")))
                 .await;
@@ -293,7 +316,11 @@ impl<T: Target> Deployer<T> {
 
     async fn deploy(&self, id: u64, subject: &Subject) -> Result<String, Failure> {
         self.record(move |r| r.transition(id, State::Rendering, "rendering")).await?;
-        let rendered = self.render(subject, BTreeMap::new()).await?;
+        let prerendered = self.prerendered.lock().expect("prerendered lock").remove(&id);
+        let rendered = match prerendered {
+            Some(rendered) => rendered,
+            None => self.render(subject, BTreeMap::new()).await?,
+        };
         let ns = rendered.namespace.clone();
         self.record(move |r| r.set_namespace(id, &ns)).await?;
         let message = format!("applying {} objects ({})", rendered.objects.len(), self.target.name());
@@ -417,19 +444,8 @@ pub fn render_commit(
     quarantine: Option<String>,
 ) -> Result<Rendered, Failure> {
     let id = subject.repo_id().ok_or_else(|| Failure("invalid application name".into()))?;
-    let repo_path = repos.path(&id);
-    let repo = git2::Repository::open_bare(&repo_path).map_err(|e| Failure(format!("opening the repo: {e}")))?;
-    if let Some(quarantine) = &quarantine {
-        // A `-o wait` push: the commit is still in git's quarantine, inside the repo's objects/.
-        let q = std::path::Path::new(quarantine)
-            .canonicalize()
-            .map_err(|e| Failure(format!("the pushed objects are gone: {e}")))?;
-        let objects = repo_path.join("objects").canonicalize().map_err(|e| Failure(e.to_string()))?;
-        if !q.starts_with(&objects) {
-            return Err(Failure("the quarantine is not inside the repo".into()));
-        }
-        repo.odb().and_then(|odb| odb.add_disk_alternate(&q.to_string_lossy())).map_err(|e| Failure(e.to_string()))?;
-    }
+    let repo =
+        crate::source::open_pushed(&repos.path(&id), quarantine.as_deref()).map_err(|e| Failure(e.to_string()))?;
     let commit =
         git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
     let source = GitCommit { repo: &repo, commit };

@@ -15,11 +15,9 @@ use crate::server::AppState;
 
 pub const SESSION_COOKIE: &str = "devpop_session";
 
-/// Paths anyone may reach: health, metrics, the API description, the console's login, and the
-/// hooks' internal endpoints (which check their own per-start secret).
+/// Paths anyone may reach: health, metrics, the API description and the console's login.
 fn public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json" | "/console/login")
-        || path.starts_with("/internal/")
 }
 
 /// The account a path belongs to, if it is account-scoped.

@@ -1,13 +1,20 @@
-//! `devpop hook pre-receive`: git runs it (through the shim in `hooks/`) once per push, with the
-//! pushed objects in quarantine and one `<old> <new> <ref>` line per ref update on stdin.
+//! The pre-receive check of a push: git runs the hook (the shim in `hooks/`) once per push,
+//! with the pushed objects in quarantine and one `<old> <new> <ref>` line per ref update.
 //!
-//! It reads each pushed commit from the quarantine (`Repository::open_from_env` sees it) and
-//! runs [`checks::run`] on it. Everything it
-//! prints reaches the pusher as `remote:` lines as it happens (git relays hook output on the
-//! side band), so each line is flushed. A non-zero exit rejects the whole push; git then
+//! [`pre_receive`] reads each pushed commit from the quarantine and runs [`checks::run`] on it.
+//! Everything it prints reaches the pusher as `remote:` lines as it happens (git relays hook
+//! output on the side band), so each line is flushed. Rejecting fails the whole push; git then
 //! drops the quarantine, so nothing of a rejected push stays on the server. An accepted push
-//! announces its deployments to the server, which records and queues them once git has moved
+//! reserves its deployments with the server, which records and queues them once git has moved
 //! the branches (so devpop needs no post-receive hook).
+//!
+//! It runs in one of two places. A push through `devpop serve` is checked inside the server:
+//! the shim passes the push over the [`channel`] and relays the answer, so no devpop process
+//! starts per push and the server's warm state (waiting sandboxes, loaded packages) serves it.
+//! A push that does not come through a server (to the repo's path on disk) runs
+//! `devpop hook pre-receive`, which checks it in that process.
+
+pub mod channel;
 
 use std::io::{self, BufRead, Write};
 
@@ -16,6 +23,8 @@ use git2::{Oid, Repository};
 use crate::checks::{self, CheckSettings};
 use crate::names::RepoId;
 use crate::packages::PackageStore;
+use crate::records::{Action, Deployment, NewDeployment, State};
+use crate::rendering::Rendered;
 use crate::source::GitCommit;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,30 +83,100 @@ pub struct PushOptions {
 }
 
 impl PushOptions {
+    /// As git passes them to a hook process (`GIT_PUSH_OPTION_COUNT`, `GIT_PUSH_OPTION_<n>`).
     pub fn from_env() -> Self {
         let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+        Self::parse((0..count).map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).unwrap_or_default()))
+    }
+
+    /// At most 100 options are looked at.
+    pub fn parse(options: impl IntoIterator<Item = String>) -> Self {
         let mut o = PushOptions::default();
-        for i in 0..count.min(100) {
-            match std::env::var(format!("GIT_PUSH_OPTION_{i}")).unwrap_or_default().as_str() {
+        for option in options.into_iter().take(100) {
+            match option.as_str() {
                 "dry-run" => o.dry_run = true,
                 "wait" => o.wait = true,
-                other => o.unknown.push(other.to_owned()),
+                _ => o.unknown.push(option),
             }
         }
         o
     }
 }
 
-/// Runs the pre-receive checks; `Ok(true)` accepts the push.
+/// One push as the hook sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushRequest {
+    pub updates: Vec<RefUpdate>,
+    pub options: PushOptions,
+    /// git's quarantine (`GIT_QUARANTINE_PATH`): where the pushed objects wait for the verdict.
+    pub quarantine: Option<String>,
+}
+
+impl PushRequest {
+    /// The push as git hands it to a hook process: ref updates on `input`, the rest in the
+    /// environment.
+    pub fn from_git(input: impl BufRead) -> Result<Self, HookError> {
+        let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
+        Ok(PushRequest {
+            updates,
+            options: PushOptions::from_env(),
+            quarantine: std::env::var("GIT_QUARANTINE_PATH").ok(),
+        })
+    }
+}
+
+/// The checks' settings plus the limits on a push as a whole.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    pub checks: CheckSettings,
+    /// Refs one push may update.
+    pub max_refs: usize,
+    /// The largest file a pushed commit may hold.
+    pub max_blob_bytes: u64,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings { checks: CheckSettings::default(), max_refs: 100, max_blob_bytes: 100 << 20 }
+    }
+}
+
+/// A deployment the server took: its id and where to follow it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Queued {
+    pub id: u64,
+    pub url: String,
+}
+
+/// What the checks of a push need from the devpop server that received it.
+pub trait PushServer {
+    /// Who pushed, as the transport saw it.
+    fn pusher(&self) -> &str;
+    /// The id the deployment will have: it is recorded and queued once git has moved the branch.
+    /// `rendered` is what the checks rendered, so the deployment need not render it again.
+    fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
+    /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
+    fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
+    /// A deployment as recorded.
+    fn deployment(&self, id: u64) -> Option<Deployment>;
+    /// `-o dry-run`: the target's own check of the render.
+    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String>;
+}
+
+/// Runs the pre-receive checks of the push `request` to the repo `id` (opened so that the
+/// quarantine is visible); `Ok(true)` accepts the push. Without a `server` (a push that did not
+/// come through `devpop serve`) nothing is deployed.
 pub fn pre_receive(
-    input: impl BufRead,
-    out: &mut impl Write,
+    id: &RepoId,
+    repo: &Repository,
+    request: &PushRequest,
+    out: &mut dyn Write,
     packages: &PackageStore,
-    settings: &CheckSettings,
-    link: Option<&ServerLink>,
+    settings: &HookSettings,
+    server: Option<&dyn PushServer>,
 ) -> Result<bool, HookError> {
-    let updates = input.lines().map(|line| RefUpdate::parse(line?.trim_end())).collect::<Result<Vec<_>, _>>()?;
-    let max_refs: usize = std::env::var("DEVPOP_MAX_REFS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let updates = &request.updates;
+    let max_refs = settings.max_refs;
     if updates.len() > max_refs {
         say(
             out,
@@ -108,17 +187,18 @@ pub fn pre_receive(
         )?;
         return Ok(false);
     }
-    let repo = Repository::open_from_env().map_err(HookError::Open)?;
-    let id = repo_id(&repo)?;
-    let options = PushOptions::from_env();
+    let options = &request.options;
     for unknown in &options.unknown {
         say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
     }
     // Everything the checks print also goes into the deployment records.
     let mut tee = Tee { out, seen: Vec::new() };
     let mut accepted = true;
-    for update in &updates {
-        accepted &= check_update(&id, &repo, update, &mut tee, packages, settings, &options, link)?;
+    let mut rendered = Vec::new();
+    for update in updates {
+        let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server)?;
+        accepted &= checked.accepted;
+        rendered.push(checked.rendered);
     }
     let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
     let out = tee.out;
@@ -127,19 +207,18 @@ pub fn pre_receive(
         return Ok(false);
     }
     if !options.wait && accepted {
-        announce_deployments(out, &id, &updates, link, &validation)?;
+        announce_deployments(out, id, updates, rendered, server, &validation)?;
     }
     if options.wait && accepted {
-        let Some(link) = link else {
+        let Some(server) = server else {
             say(out, "error: -o wait needs the push to come through a devpop server")?;
             return Ok(false);
         };
         // The commit is still in quarantine: the server reads it from there.
-        let quarantine = std::env::var("GIT_QUARANTINE_PATH").ok();
         for update in updates.iter().filter(|u| u.branch().is_some()) {
-            let mut request = deployment_request(&id, update, link, quarantine.clone());
-            request.validation = validation.clone();
-            if !deploy_and_wait(out, link, request)? {
+            let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
+            deployment.validation = validation.clone();
+            if !deploy_and_wait(out, server, deployment)? {
                 return Ok(false);
             }
         }
@@ -147,17 +226,29 @@ pub fn pre_receive(
     Ok(accepted)
 }
 
+/// What checking one ref update found: whether it passed, and the environment it renders to.
+struct Checked {
+    accepted: bool,
+    rendered: Option<Rendered>,
+}
+
+impl Checked {
+    fn rejected() -> Self {
+        Checked { accepted: false, rendered: None }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_update(
     id: &RepoId,
     repo: &Repository,
     update: &RefUpdate,
-    out: &mut impl Write,
+    out: &mut dyn Write,
     packages: &PackageStore,
-    settings: &CheckSettings,
-    options: &PushOptions,
-    link: Option<&ServerLink>,
-) -> Result<bool, HookError> {
+    settings: &HookSettings,
+    request: &PushRequest,
+    server: Option<&dyn PushServer>,
+) -> Result<Checked, HookError> {
     let Some(branch) = update.branch() else {
         say(
             out,
@@ -166,46 +257,37 @@ fn check_update(
                 update.refname
             ),
         )?;
-        return Ok(false);
+        return Ok(Checked::rejected());
     };
     if update.is_delete() {
         say(out, &format!("Environment {branch}: branch deleted"))?;
-        return Ok(true);
+        return Ok(Checked { accepted: true, rendered: None });
     }
-    if let Some(problem) = oversized_blob(repo, update.new)? {
+    if let Some(problem) = oversized_blob(repo, update.new, settings.max_blob_bytes)? {
         say(out, &problem)?;
         say(
             out,
             &format!("error: push to {branch} rejected: 1 problem to fix (listed above); the branch is unchanged"),
         )?;
-        return Ok(false);
+        return Ok(Checked::rejected());
     }
     let source = GitCommit { repo, commit: update.new };
     let commit = update.new.to_string();
     let subject = checks::Subject { id, environment: branch, commit: &commit };
-    let verdict = checks::run(&source, subject, packages, settings, out)?;
-    if let (true, Some(rendered)) = (options.dry_run, &verdict.rendered) {
+    let verdict = checks::run(&source, subject, packages, &settings.checks, out)?;
+    if let (true, Some(rendered)) = (request.options.dry_run, &verdict.rendered) {
         dry_run_report(out, id, branch, rendered, packages)?;
-        if let Some(link) = link {
-            let request = deployment_request(id, update, link, std::env::var("GIT_QUARANTINE_PATH").ok());
-            let body = serde_json::to_vec(&request).map_err(|e| HookError::BadInput(e.to_string()))?;
-            let answer: serde_json::Value = match call(link, "POST", "/internal/v1/dry-run", &body) {
-                Ok(a) => serde_json::from_str(&a).unwrap_or_default(),
-                Err(e) => {
-                    say(out, &format!("warning: the target's own dry run did not run: {e}"))?;
-                    serde_json::Value::Null
-                }
-            };
-            if let Some(message) = answer["message"].as_str() {
-                say(out, &format!("Dry run on the target: {message}"))?;
-            }
-            if let Some(error) = answer["error"].as_str() {
-                say(out, &format!("error: dry run on the target: {error}"))?;
+        if let Some(server) = server {
+            let deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
+            match server.dry_run(deployment) {
+                Ok(Some(message)) => say(out, &format!("Dry run on the target: {message}"))?,
+                Ok(None) => {}
+                Err(error) => say(out, &format!("error: dry run on the target: {error}"))?,
             }
         }
     }
     if verdict.accepted() {
-        return Ok(true);
+        return Ok(Checked { accepted: true, rendered: verdict.rendered });
     }
     let n = verdict.errors;
     say(
@@ -215,104 +297,43 @@ fn check_update(
             if n == 1 { "" } else { "s" }
         ),
     )?;
-    Ok(false)
-}
-
-/// How the hook reaches the server that ran it, to announce deployments (set by `devpop serve`
-/// in the hooks' environment).
-#[derive(Debug, Clone)]
-pub struct ServerLink {
-    /// e.g. `http://127.0.0.1:8080` (the address the server is bound to).
-    pub internal_url: String,
-    /// The per-start secret that proves a request comes from a hook of this server.
-    pub token: String,
-    /// Who pushed, as the transport saw it.
-    pub pusher: String,
-    /// This push, as the server knows it (its deployments are announced under it).
-    pub push: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct Queued {
-    id: u64,
-    url: String,
-}
-
-fn submit(link: &ServerLink, request: &crate::records::NewDeployment) -> Result<Queued, String> {
-    let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    let answer = call(link, "POST", "/internal/v1/deployments", &body)?;
-    serde_json::from_str(&answer).map_err(|e| format!("unexpected answer {answer:?}: {e}"))
-}
-
-/// One request to the server (plain HTTP/1.1 on loopback); the body of a 200 answer.
-fn call(link: &ServerLink, method: &str, path: &str, body: &[u8]) -> Result<String, String> {
-    use std::io::Read;
-    let addr = link.internal_url.strip_prefix("http://").ok_or("the internal URL is not http://")?;
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Devpop-Hook-Token: {}\r\nConnection: close\r\n\r\n",
-        body.len(),
-        link.token
-    );
-    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body)).map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{}: {}", head.lines().next().unwrap_or(""), body.trim()));
-    }
-    Ok(body.to_owned())
+    Ok(Checked::rejected())
 }
 
 /// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
 /// deployment's steps; `Ok(true)` when it became ready (the push is then accepted).
-fn deploy_and_wait(
-    out: &mut impl Write,
-    link: &ServerLink,
-    request: crate::records::NewDeployment,
-) -> Result<bool, HookError> {
-    let queued = match submit(link, &request) {
+fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDeployment) -> Result<bool, HookError> {
+    let environment = request.environment.clone();
+    let queued = match server.submit(request) {
         Ok(q) => q,
         Err(e) => {
-            say(
-                out,
-                &format!("error: {}: cannot deploy: the devpop server did not take it ({e})", request.environment),
-            )?;
+            say(out, &format!("error: {environment}: cannot deploy: the devpop server did not take it ({e})"))?;
             return Ok(false);
         }
     };
-    say(out, &format!("Deployment {} queued for {}: {}", queued.id, request.environment, queued.url))?;
+    say(out, &format!("Deployment {} queued for {environment}: {}", queued.id, queued.url))?;
     let mut shown = 1; // the "queued" step
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     loop {
-        let d: crate::records::Deployment = match call(link, "GET", &format!("/api/v1/deployments/{}", queued.id), b"")
-            .map(|b| serde_json::from_str(&b))
-        {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => return Err(HookError::BadInput(e.to_string())),
-            Err(e) => {
-                say(out, &format!("error: lost track of deployment {}: {e}", queued.id))?;
-                return Ok(false);
-            }
+        let Some(d) = server.deployment(queued.id) else {
+            say(out, &format!("error: lost track of deployment {}", queued.id))?;
+            return Ok(false);
         };
         for step in d.steps.iter().skip(shown) {
             say(out, &format!("  [{}] {}", step.state.as_str(), step.message))?;
         }
         shown = d.steps.len();
         match d.state {
-            crate::records::State::Ready => {
-                say(out, &format!("Deployment {} of {} is ready", d.id, request.environment))?;
+            State::Ready => {
+                say(out, &format!("Deployment {} of {environment} is ready", d.id))?;
                 return Ok(true);
             }
-            crate::records::State::Failed | crate::records::State::Superseded => {
+            State::Failed | State::Superseded => {
                 say(
                     out,
                     &format!(
-                        "error: deployment {} of {} {}; the branch is unchanged",
+                        "error: deployment {} of {environment} {}; the branch is unchanged",
                         d.id,
-                        request.environment,
                         d.state.as_str()
                     ),
                 )?;
@@ -322,15 +343,14 @@ fn deploy_and_wait(
                 say(out, &format!("error: gave up waiting for deployment {}", d.id))?;
                 return Ok(false);
             }
-            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }
 }
 
-/// The first file of the commit larger than `DEVPOP_MAX_BLOB_BYTES` (sizes come from object
-/// headers: nothing is loaded), as an error line.
-fn oversized_blob(repo: &Repository, commit: Oid) -> Result<Option<String>, HookError> {
-    let limit: usize = std::env::var("DEVPOP_MAX_BLOB_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(100 << 20);
+/// The first file of the commit larger than `limit` (sizes come from object headers: nothing
+/// is loaded), as an error line.
+fn oversized_blob(repo: &Repository, commit: Oid, limit: u64) -> Result<Option<String>, HookError> {
     let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| HookError::BadInput(e.to_string()))?;
     let odb = repo.odb().map_err(|e| HookError::BadInput(e.to_string()))?;
     let mut found = None;
@@ -342,7 +362,7 @@ fn oversized_blob(repo: &Repository, commit: Oid) -> Result<Option<String>, Hook
         }
         if entry.kind() == Some(git2::ObjectType::Blob) {
             if let Ok((size, _)) = odb.read_header(entry.id()) {
-                if size > limit {
+                if size as u64 > limit {
                     found = Some(format!(
                         "error: {dir}{}: {size} bytes; files larger than {limit} bytes are refused (DEVPOP_MAX_BLOB_BYTES): an environment repo holds configuration",
                         entry.name().unwrap_or("?")
@@ -360,24 +380,22 @@ fn oversized_blob(repo: &Repository, commit: Oid) -> Result<Option<String>, Hook
 /// Tells the server which deployments this push makes, and the user their ids. The server
 /// records them once git has moved the branches (a push that fails after this leaves nothing).
 fn announce_deployments(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     id: &RepoId,
     updates: &[RefUpdate],
-    link: Option<&ServerLink>,
+    rendered: Vec<Option<Rendered>>,
+    server: Option<&dyn PushServer>,
     validation: &[String],
 ) -> Result<(), HookError> {
-    for update in updates {
+    for (update, rendered) in updates.iter().zip(rendered) {
         let Some(branch) = update.branch() else { continue };
-        let (Some(link), Some(push)) = (link, link.and_then(|l| l.push.as_deref())) else {
+        let Some(server) = server else {
             say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
             continue;
         };
-        let mut request = deployment_request(id, update, link, None);
+        let mut request = deployment_request(id, update, server.pusher(), None);
         request.validation = validation.to_vec();
-        let body = serde_json::json!({ "push": push, "deployment": request });
-        let answer = call(link, "POST", "/internal/v1/reservations", body.to_string().as_bytes())
-            .and_then(|a| serde_json::from_str::<Queued>(&a).map_err(|e| e.to_string()));
-        match answer {
+        match server.reserve(request, rendered) {
             Ok(q) => say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?,
             Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
         }
@@ -385,32 +403,27 @@ fn announce_deployments(
     Ok(())
 }
 
-fn deployment_request(
-    id: &RepoId,
-    update: &RefUpdate,
-    link: &ServerLink,
-    quarantine: Option<String>,
-) -> crate::records::NewDeployment {
-    crate::records::NewDeployment {
+fn deployment_request(id: &RepoId, update: &RefUpdate, pusher: &str, quarantine: Option<String>) -> NewDeployment {
+    NewDeployment {
         account: id.account.clone(),
         application: id.application.clone(),
         repo: id.repo.clone(),
         environment: update.branch().unwrap_or_default().to_owned(),
         commit: if update.is_delete() { update.old.to_string() } else { update.new.to_string() },
-        action: if update.is_delete() { crate::records::Action::Delete } else { crate::records::Action::Deploy },
-        pusher: link.pusher.clone(),
+        action: if update.is_delete() { Action::Delete } else { Action::Deploy },
+        pusher: pusher.to_owned(),
         quarantine,
         validation: Vec::new(),
     }
 }
 
 /// Passes writes through, keeping a copy.
-struct Tee<'a, W: Write> {
-    out: &'a mut W,
+struct Tee<'a> {
+    out: &'a mut dyn Write,
     seen: Vec<u8>,
 }
 
-impl<W: Write> Write for Tee<'_, W> {
+impl Write for Tee<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         if self.seen.len() < 256 * 1024 {
@@ -426,7 +439,7 @@ impl<W: Write> Write for Tee<'_, W> {
 
 /// What a push would change, against what was last published for the environment.
 fn dry_run_report(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     id: &RepoId,
     branch: &str,
     rendered: &crate::rendering::Rendered,
@@ -474,7 +487,7 @@ pub fn repo_id(repo: &Repository) -> Result<RepoId, HookError> {
     RepoId::new(part(2), part(1), part(0)).map_err(|e| HookError::NotADevpopRepo(format!("{}: {e}", path.display())))
 }
 
-fn say(out: &mut impl Write, line: &str) -> io::Result<()> {
+fn say(out: &mut dyn Write, line: &str) -> io::Result<()> {
     checks::line(out, line)
 }
 

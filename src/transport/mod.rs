@@ -232,8 +232,7 @@ async fn info_refs(
             .map_err(|e| TransportError::Internal(format!("reading refs: {e}")))?;
         Body::from(refs)
     } else {
-        let inv =
-            process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_env: Vec::new() };
+        let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_channel: None };
         inv.advertise().await?
     };
     // Protocol v0/v1 clients expect a service announcement before the advertisement; v2 does not.
@@ -280,7 +279,7 @@ async fn receive_pack(
         Principal::Local => "anonymous".to_owned(),
         Principal::Token { id, .. } => id.clone(),
     };
-    let pusher = ("DEVPOP_PUSHER".to_owned(), format!("{who}@{}", peer.ip()));
+    let pusher = format!("{who}@{}", peer.ip());
     rpc(state, path, headers, body, Service::ReceivePack, RepoKind::Application, Some(pusher)).await
 }
 
@@ -291,7 +290,7 @@ async fn rpc(
     body: Body,
     service: Service,
     kind: RepoKind,
-    extra_env: Option<(String, String)>,
+    pusher: Option<String>,
 ) -> Result<Response, HttpError> {
     let expected = format!("application/x-{}-request", service.name());
     let got = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -309,26 +308,52 @@ async fn rpc(
     if declared.is_some_and(|n| n > limit) {
         return Err(TransportError::TooLarge { limit }.into());
     }
-    let account = segments.0.clone();
+    let id = RepoId::new(&segments.0, &segments.1, &segments.2).ok();
     let repo = repo_path(&state, kind, segments).await?;
-    // Bounded pushes in flight per account: one tenant cannot take every git process.
-    let slot = if service == Service::ReceivePack { Some(state.push_slots.acquire(&account)?) } else { None };
-    state.metrics.git_request(service);
-    let mut hook_env: Vec<(String, String)> = state.settings.hook_env.iter().cloned().chain(extra_env).collect();
-    // A push announces its deployments from pre-receive; they become real when git is done.
-    let on_exit: Option<process::OnExit> = (service == Service::ReceivePack).then(|| {
+    let mut hook_channel = None;
+    let mut on_exit: Option<process::OnExit> = None;
+    if let (Service::ReceivePack, Some(id)) = (service, id) {
+        // Bounded pushes in flight per account: one tenant cannot take every git process.
+        let slot = state.push_slots.acquire(&id.account)?;
+        // The push is checked in this process, over the hook channel; its deployments are
+        // reserved by the checks and become real when git is done.
         let push = state.next_push_id();
-        hook_env.push(("DEVPOP_PUSH_ID".to_owned(), push.clone()));
+        let (ours, gits) = crate::hook::channel::pair().map_err(TransportError::Spawn)?;
+        hook_channel = Some(gits);
+        let context = crate::hook::channel::Context {
+            id,
+            repo_path: repo.clone(),
+            packages: state.packages.clone(),
+            settings: state.settings.hook.clone(),
+            server: crate::hook::channel::InServer {
+                deployer: state.deployer.clone(),
+                base_url: state.base_url.clone(),
+                pusher: pusher.unwrap_or_else(|| "unknown".to_owned()),
+                push: push.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            },
+        };
+        tokio::spawn(crate::hook::channel::serve(ours, context));
         let deployer = state.deployer.clone();
-        Box::new(move |ok: bool| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let busy = state.settings.hook.checks.pool.as_ref().map(crate::sandbox::Pool::busy);
+        let started = std::time::Instant::now();
+        on_exit = Some(Box::new(move |ok: bool| -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
             Box::pin(async move {
-                drop(slot);
-                deployer.push_finished(&push, ok).await
+                drop((slot, busy));
+                let git_ms = started.elapsed().as_secs_f64() * 1e3;
+                deployer.push_finished(&push, ok).await;
+                tracing::debug!(push, ok, git_ms, ms = started.elapsed().as_secs_f64() * 1e3, "push finished");
             })
-        }) as process::OnExit
-    });
-    let inv =
-        process::Invocation { settings: &state.settings, service, repo: &repo, protocol: protocol(&headers), hook_env };
+        }));
+    }
+    state.metrics.git_request(service);
+    let inv = process::Invocation {
+        settings: &state.settings,
+        service,
+        repo: &repo,
+        protocol: protocol(&headers),
+        hook_channel,
+    };
     let body = inv.rpc(body, gzip, on_exit).await?;
     Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))
 }

@@ -35,8 +35,9 @@ pub struct Invocation<'a> {
     pub repo: &'a Path,
     /// The client's `Git-Protocol` header (e.g. `version=2`), already checked.
     pub protocol: Option<String>,
-    /// Extra environment for the hooks (e.g. who is pushing).
-    pub hook_env: Vec<(String, String)>,
+    /// A push's end of the hook channel: git and its pre-receive hook get it as fd 3 (see
+    /// `hook::channel`).
+    pub hook_channel: Option<std::os::fd::OwnedFd>,
 }
 
 /// Called when the git process has ended, with whether it succeeded.
@@ -67,7 +68,28 @@ impl Invocation<'_> {
         if let Some(p) = &self.protocol {
             cmd.env("GIT_PROTOCOL", p);
         }
-        cmd.envs(self.hook_env.iter().map(|(k, v)| (k, v)));
+        if let Some(channel) = &self.hook_channel {
+            use std::os::fd::AsRawFd;
+            let fd = channel.as_raw_fd();
+            let (key, value) = crate::hook::channel::ENV;
+            cmd.env(key, value);
+            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let target = crate::hook::channel::FD;
+                    if fd == target {
+                        // Already in place: only keep it open across exec.
+                        let flags = libc::fcntl(fd, libc::F_GETFD);
+                        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Its own process group, so a time-out stops git and the helpers it runs (index-pack,
         // hooks) together.
