@@ -115,11 +115,12 @@ impl Invocation<'_> {
         let mut child = cmd.spawn().map_err(TransportError::Spawn)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
-        // After a push, git's housekeeping (repack, prune) runs once the client has its answer.
-        let maintain = (self.service == Service::ReceivePack).then(|| git_command(self.settings));
-        let maintain = maintain.map(|mut cmd| {
+        // After a push, git's housekeeping (repack, prune) runs once the client has its answer,
+        // when the repo looks like it needs it.
+        let maintain = (self.service == Service::ReceivePack).then(|| {
+            let mut cmd = git_command(self.settings);
             cmd.arg("-C").arg(self.repo).args(["maintenance", "run", "--auto", "--quiet"]);
-            cmd
+            (cmd, self.repo.to_owned())
         });
         // With an exit action (a push's deployments), the response ends only once it has run:
         // the ids the push printed exist when the client is told the push is done.
@@ -213,7 +214,29 @@ async fn feed(
 
 /// Waits for the process in the background, enforcing the time limit, and logs how it ended;
 /// then starts `after` (if any) when git succeeded.
-fn supervise(mut child: Child, timeout: Duration, service: Service, after: Option<Command>, on_exit: Option<OnExit>) {
+/// Whether a repo is past git's default thresholds for automatic housekeeping (`gc.auto`:
+/// about 6,700 loose objects, estimated from `objects/17` as git does; `gc.autoPackLimit`: 50
+/// packs). Checking costs two directory reads; starting `git maintenance run --auto` to ask costs
+/// a process per push.
+pub fn needs_maintenance(repo: &Path) -> bool {
+    let count = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_str().is_some_and(keep)).count())
+            .unwrap_or(0)
+    };
+    let objects = repo.join("objects");
+    let loose = count(&objects.join("17"), &|n| n.len() == 38 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+    let packs = count(&objects.join("pack"), &|n| n.ends_with(".pack"));
+    loose > 6700usize.div_ceil(256) || packs > 50
+}
+
+fn supervise(
+    mut child: Child,
+    timeout: Duration,
+    service: Service,
+    after: Option<(Command, std::path::PathBuf)>,
+    on_exit: Option<OnExit>,
+) {
     tokio::spawn(async move {
         let stderr = child.stderr.take();
         let log_stderr = async move {
@@ -238,7 +261,14 @@ fn supervise(mut child: Child, timeout: Duration, service: Service, after: Optio
         match status {
             Ok(s) if s.success() => {
                 tracing::debug!(service = service.subcommand(), "git finished");
-                if let Some(mut after) = after {
+                let due = match &after {
+                    Some((_, repo)) => {
+                        let repo = repo.clone();
+                        tokio::task::spawn_blocking(move || needs_maintenance(&repo)).await.unwrap_or(false)
+                    }
+                    None => false,
+                };
+                if let (true, Some((mut after, _))) = (due, after) {
                     after.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
                     match after.status().await {
                         Ok(s) if !s.success() => tracing::warn!(status = %s, "git maintenance failed"),
@@ -278,4 +308,25 @@ fn prepend(
     let head = futures_util::stream::iter((!first.is_empty()).then(|| Ok(bytes::Bytes::from(first))));
     let tail = ReaderStream::with_capacity(rest, PIPE_BUF);
     futures_util::StreamExt::chain(head, tail)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn housekeeping_is_due_past_gits_default_thresholds() {
+        let repo = tempfile::tempdir().unwrap();
+        let objects = repo.path().join("objects");
+        std::fs::create_dir_all(objects.join("17")).unwrap();
+        std::fs::create_dir_all(objects.join("pack")).unwrap();
+        assert!(!super::needs_maintenance(repo.path()));
+        for i in 0..28 {
+            std::fs::write(objects.join("17").join(format!("{i:038x}")), b"").unwrap();
+        }
+        assert!(super::needs_maintenance(repo.path()), "28 loose objects in 17/: about 7,168 in all");
+        std::fs::remove_dir_all(objects.join("17")).unwrap();
+        for i in 0..51 {
+            std::fs::write(objects.join("pack").join(format!("pack-{i}.pack")), b"").unwrap();
+        }
+        assert!(super::needs_maintenance(repo.path()), "51 packs");
+    }
 }
