@@ -425,6 +425,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::App(AppCommand::Create { account, application, repo_name, origin, data, public_url }) => {
             let id = RepoId::new(&account, &application, &repo_name)?;
             store(&data)?.create(&id, &origin)?;
+            devpop::applying::RenderedRepos::new(&absolute(&data.data)?).prepare(&id)?;
             audit(&data.data)?.record(
                 "cli",
                 None,

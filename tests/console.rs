@@ -162,9 +162,9 @@ fn a_failed_deployment_shows_its_error_in_the_browser() {
     let devpop = Devpop::start();
     let url = devpop.create_app("9999", "site", "site");
     // Make the render-only target fail: its rendered repo cannot be written.
-    let rendered = devpop.data.path().join("rendered/9999/site");
-    std::fs::create_dir_all(&rendered).unwrap();
-    std::fs::write(rendered.join("site.git"), "not a repo").unwrap();
+    let rendered = devpop.data.path().join("rendered/9999/site/site.git");
+    std::fs::remove_dir_all(&rendered).unwrap(); // made with the application
+    std::fs::write(&rendered, "not a repo").unwrap();
     let (_dir, work) = clone(&url);
     std::fs::write(work.join("notes.txt"), "x\n").unwrap();
     commit_all(&work, "x");

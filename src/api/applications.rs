@@ -156,6 +156,7 @@ pub async fn create_application(
             crate::repos::RepoError::BadOrigin(_) => api_err(StatusCode::BAD_REQUEST, "invalid_origin", e.to_string()),
             e => internal(e),
         })?;
+        st.rendered.prepare(&id).map_err(internal)?;
         describe(&st, &id)
     })
     .await?;

@@ -99,6 +99,12 @@ impl RenderedRepos {
         Ok((repo, lock))
     }
 
+    /// Creates an application's rendered repo (empty), so that its first deployment only adds
+    /// to it: initialising a repo is most of a first publish's cost.
+    pub fn prepare(&self, id: &RepoId) -> Result<(), ApplyError> {
+        self.open(id).map(drop)
+    }
+
     /// The objects published for an environment, by [`rendering::object_stem`] -> YAML; `None`
     /// when the environment has never been published.
     pub fn environment_objects(
