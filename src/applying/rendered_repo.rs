@@ -71,6 +71,44 @@ Deployments carry the annotation `devpop.section.io/next-hop-service` (the Servi
 resolve) and `devpop.section.io/next-hop-unresolved: \"true\"`, and `kustomization.yaml`\n\
 lists the dependencies.\n";
 
+/// `objects` (read from `odb`) as a pack file, each object whole: no delta search. A publish
+/// adds a handful of small objects, for which libgit2's packbuilder (a delta window of 10) costs
+/// more CPU than the bytes it saves; the repo is repacked properly when packs pile up.
+fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> {
+    use sha1::Digest;
+    use std::io::Write;
+    let mut pack = Vec::with_capacity(16 * 1024);
+    pack.extend_from_slice(b"PACK");
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&u32::try_from(objects.len()).unwrap_or(u32::MAX).to_be_bytes());
+    for id in objects {
+        let object = odb.read(*id)?;
+        let kind: u8 = match object.kind() {
+            git2::ObjectType::Commit => 1,
+            git2::ObjectType::Tree => 2,
+            git2::ObjectType::Blob => 3,
+            git2::ObjectType::Tag => 4,
+            other => return Err(git2::Error::from_str(&format!("cannot pack a {other} object"))),
+        };
+        let data = object.data();
+        // The entry header: type and size, seven bits of size per further byte.
+        let mut size = data.len();
+        let mut byte = (kind << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        while size > 0 {
+            pack.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        pack.push(byte);
+        let mut z = flate2::write::ZlibEncoder::new(&mut pack, flate2::Compression::fast());
+        z.write_all(data).and_then(|_| z.finish()).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    }
+    let sum = sha1::Sha1::digest(&pack);
+    pack.extend_from_slice(&sum);
+    Ok(pack)
+}
+
 impl RenderedRepos {
     pub fn new(data_dir: &Path) -> Self {
         RenderedRepos { root: data_dir.join("rendered") }
@@ -146,23 +184,35 @@ impl RenderedRepos {
         let (repo, _lock) = self.open(id)?;
         let path = self.path(id);
         let git = |source| ApplyError::Git { path: path.clone(), source };
-        // New objects go to memory first and then to disk as one pack: a render is dozens of
-        // objects, and one file per object (loose objects) costs far more than the render.
+        // New objects go to memory first and then to disk as one pack: one file per object
+        // (loose objects) costs far more than the render.
         let odb = repo.odb().map_err(git)?;
         let mempack = odb.add_new_mempack_backend(1000).map_err(git)?;
         let head = repo.find_reference(&format!("refs/heads/{BRANCH}")).ok().and_then(|r| r.peel_to_commit().ok());
         let base_tree = head.as_ref().map(|c| c.tree()).transpose().map_err(git)?;
         let mut root = repo.treebuilder(base_tree.as_ref()).map_err(git)?;
-        let readme = repo.blob(README.as_bytes()).map_err(git)?;
+        // The objects this publish adds: packed below, without a delta search (see `pack`).
+        let mut added = Vec::new();
+        let mut blob = |content: &[u8]| -> Result<git2::Oid, git2::Error> {
+            let id = git2::Oid::hash_object(git2::ObjectType::Blob, content)?;
+            if !odb.exists(id) {
+                repo.blob(content)?;
+                added.push(id);
+            }
+            Ok(id)
+        };
+        let mut added_trees = Vec::new();
+        let readme = blob(README.as_bytes()).map_err(git)?;
         root.insert("README.md", readme, 0o100644).map_err(git)?;
         match rendered {
             Some(rendered) => {
                 let mut folder = repo.treebuilder(None).map_err(git)?;
                 for (name, content) in environment_files(rendered) {
-                    let blob = repo.blob(content.as_bytes()).map_err(git)?;
+                    let blob = blob(content.as_bytes()).map_err(git)?;
                     folder.insert(&name, blob, 0o100644).map_err(git)?;
                 }
                 let folder = folder.write().map_err(git)?;
+                added_trees.push(folder);
                 root.insert(environment, folder, 0o040000).map_err(git)?;
             }
             None => {
@@ -183,8 +233,9 @@ impl RenderedRepos {
         };
         let parents: Vec<&git2::Commit> = head.iter().collect();
         let commit = repo.commit(None, &sig, &sig, &message, &tree, &parents).map_err(git)?;
-        let mut pack = git2::Buf::new();
-        mempack.dump(&repo, &mut pack).map_err(git)?;
+        added.extend(added_trees);
+        added.extend([tree_id, commit]);
+        let pack = pack(&odb, &added).map_err(git)?;
         let mut writer = odb.packwriter().map_err(git)?;
         std::io::Write::write_all(&mut writer, &pack)
             .map_err(|source| ApplyError::Io { path: path.clone(), source })?;
