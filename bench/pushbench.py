@@ -189,9 +189,11 @@ def pct(values, p):
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def latency(devpop, base, tmp, pushes, name="lat", content=None, touch=("counter.txt",)):
+def latency(devpop, base, tmp, pushes, name="lat", content=None, touch=("counter.txt",), pause=0.1):
     """Interleaved incremental pushes, each changing the files `touch`; `content` (a folder)
-    replaces the tree in the first one."""
+    replaces the tree in the first one. After each push, `pause` seconds (a person does not
+    push 25 times a second): what a server does after answering (devpop's deployment) happens
+    then, instead of during the other server's measured push."""
     d = Work(tmp, f"{name}-devpop", devpop.create(name), touch)
     b = Work(tmp, f"{name}-base", base.create(name, f"{devpop.url}/account/1/application/{name}/{name}.git"), touch)
     for w in (d, b):  # warm-up, and the content under test
@@ -209,6 +211,7 @@ def latency(devpop, base, tmp, pushes, name="lat", content=None, touch=("counter
             if not ok:
                 raise SystemExit(f"{name} push failed: {err}")
             times[name].append(t * 1000)
+            time.sleep(pause)
     return times
 
 

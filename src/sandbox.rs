@@ -254,19 +254,67 @@ impl Started {
     }
 }
 
-/// A new folder for one run's config: in memory-backed `/dev/shm` when there is one (a module
-/// folder is small and bounded, and on a disk, creating and deleting files is most of what
-/// preparing a run costs), else in the temp dir. Private to this user (mode 0700).
+/// A new folder for one run's config, under this process's [`scratch_root`]. Private to this
+/// user (mode 0700).
 fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
-    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let root = ROOT.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        match tempfile::Builder::new().prefix("devpop-probe-").tempdir_in(shm) {
-            Ok(_) => shm.to_owned(),
-            Err(_) => std::env::temp_dir(),
+    let root = scratch_root().as_ref().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+    tempfile::Builder::new().prefix("validate-").tempdir_in(root)
+}
+
+/// Where this process makes its scratch folders: `devpop-<uid>-<pid>` in memory-backed
+/// `/dev/shm` when there is one (a module folder is small and bounded, and on a disk,
+/// creating and deleting files is most of what preparing a run costs), else in the temp dir.
+/// Made once, mode 0700; removed by [`remove_scratch_root`] (at shutdown) or, after a crash, by
+/// the next server's [`sweep_scratch_roots`].
+fn scratch_root() -> &'static std::io::Result<PathBuf> {
+    static ROOT: std::sync::OnceLock<std::io::Result<PathBuf>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        use std::os::unix::fs::DirBuilderExt;
+        let name = format!("devpop-{}-{}", unsafe { libc::getuid() }, std::process::id());
+        let mut last = None;
+        for parent in [Path::new("/dev/shm").to_owned(), std::env::temp_dir()] {
+            let root = parent.join(&name);
+            let _ = std::fs::remove_dir_all(&root); // a dead process's, with our pid
+            match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+                Ok(()) => return Ok(root),
+                Err(e) => last = Some(e),
+            }
         }
-    });
-    tempfile::Builder::new().prefix("devpop-validate-").tempdir_in(root)
+        Err(last.unwrap_or_else(|| std::io::Error::other("no scratch dir")))
+    })
+}
+
+/// Removes this process's scratch folders (the server calls it on its way out).
+pub fn remove_scratch_root() {
+    if let Ok(root) = scratch_root() {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
+/// Removes the scratch folders that crashed devpop processes of this user left behind.
+pub fn sweep_scratch_roots() -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let uid = unsafe { libc::getuid() };
+    let prefix = format!("devpop-{uid}-");
+    let mut swept = 0;
+    for parent in [Path::new("/dev/shm").to_owned(), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // Ours (not a symlink, owned by this user) and its process gone.
+            let ours = std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+            // SAFETY: kill(2) with signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            if ours && !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+                swept += 1;
+            }
+        }
+    }
+    swept
 }
 
 /// A sandbox that will never run (its script changed, or the pool is going away): stop it.
@@ -381,8 +429,9 @@ struct PoolInner {
 }
 
 /// A used sandbox is replaced once no push has run for this long (starting one takes a few
-/// milliseconds of CPU, and slows the machine's other processes meanwhile)...
-const QUIET: Duration = Duration::from_millis(250);
+/// milliseconds of CPU, and slows the machine's other processes meanwhile: not while a push's
+/// client is still finishing)...
+const QUIET: Duration = Duration::from_millis(30);
 /// ... or after this long, if pushes keep coming.
 const MAX_QUIET_WAIT: Duration = Duration::from_secs(2);
 
@@ -666,6 +715,21 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(pool.prepare(&s).unwrap().run(&limits), Outcome::TimedOut { output: String::new() });
         assert!(start.elapsed() >= Duration::from_millis(300) && start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn scratch_folders_of_dead_processes_are_swept_and_live_ones_kept() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let uid = unsafe { libc::getuid() };
+        let parent = scratch_root().as_ref().unwrap().parent().unwrap().to_owned();
+        let stale = parent.join(format!("devpop-{uid}-{dead}"));
+        std::fs::create_dir_all(stale.join("validate-x")).unwrap();
+        let prepared = Prepared::fresh(Path::new("bwrap"), Path::new("/nonexistent")).unwrap();
+        sweep_scratch_roots();
+        assert!(!stale.exists(), "a dead process's folder is removed");
+        assert!(prepared.config_dir().is_dir(), "this process's folders stay");
     }
 
     #[test]

@@ -159,6 +159,10 @@ impl Server {
             tracing::info!(packages = ?builtins, "installed the built-in packages");
         }
         tracing::info!(repos = prepared, data = %settings.data_dir.display(), "data dir ready");
+        let swept = tokio::task::spawn_blocking(crate::sandbox::sweep_scratch_roots).await.unwrap_or(0);
+        if swept > 0 {
+            tracing::info!(folders = swept, "removed scratch folders a crashed devpop left");
+        }
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let mut settings = settings;
@@ -254,7 +258,8 @@ impl Server {
             Err(e) => tracing::error!(error = %e, "cannot resume deployments"),
         }
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-        Ok(())
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        crate::sandbox::remove_scratch_root();
+        Ok(served?)
     }
 }
