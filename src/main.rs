@@ -348,13 +348,16 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command) {
+    let code = match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The validate.sh sandboxes' scratch folders (`validate`, the hook), if any were made.
+    devpop::sandbox::remove_scratch_root();
+    code
 }
 
 /// Applies the config file's settings as DEVPOP_* variables that are not set already (flags >

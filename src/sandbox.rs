@@ -267,8 +267,7 @@ fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
 /// Made once, mode 0700; removed by [`remove_scratch_root`] (at shutdown) or, after a crash, by
 /// the next server's [`sweep_scratch_roots`].
 fn scratch_root() -> &'static std::io::Result<PathBuf> {
-    static ROOT: std::sync::OnceLock<std::io::Result<PathBuf>> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| {
+    SCRATCH_ROOT.get_or_init(|| {
         use std::os::unix::fs::DirBuilderExt;
         let name = format!("devpop-{}-{}", unsafe { libc::getuid() }, std::process::id());
         let mut last = None;
@@ -284,9 +283,11 @@ fn scratch_root() -> &'static std::io::Result<PathBuf> {
     })
 }
 
-/// Removes this process's scratch folders (the server calls it on its way out).
+static SCRATCH_ROOT: std::sync::OnceLock<std::io::Result<PathBuf>> = std::sync::OnceLock::new();
+
+/// Removes this process's scratch folders, if it made any (on the way out).
 pub fn remove_scratch_root() {
-    if let Ok(root) = scratch_root() {
+    if let Some(Ok(root)) = SCRATCH_ROOT.get() {
         let _ = std::fs::remove_dir_all(root);
     }
 }
