@@ -134,6 +134,7 @@ impl Server {
     pub async fn bind(settings: Settings, listen: SocketAddr, insecure_no_auth: bool) -> Result<Self, ServeError> {
         let auth_enabled = settings.auth_tokens;
         let limits = settings.limits.clone();
+        ignore_user_git_config();
         if !listen.ip().is_loopback() && !insecure_no_auth && !auth_enabled {
             return Err(ServeError::NotLoopback(listen));
         }
@@ -261,5 +262,19 @@ impl Server {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         crate::sandbox::remove_scratch_root();
         Ok(served?)
+    }
+}
+
+/// libgit2 in this process reads repos as the git processes devpop starts do: without the
+/// system's or the user's git config (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`).
+/// It also spares each repo open the look-ups for those files.
+fn ignore_user_git_config() {
+    for level in
+        [git2::ConfigLevel::System, git2::ConfigLevel::XDG, git2::ConfigLevel::Global, git2::ConfigLevel::ProgramData]
+    {
+        // SAFETY: called before the server starts any thread that uses libgit2.
+        if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
+            tracing::warn!(error = %e, ?level, "cannot make libgit2 ignore the user's git config");
+        }
     }
 }
