@@ -565,7 +565,9 @@ impl PoolInner {
             {
                 let idle = self.idle.lock().expect("pool lock");
                 let have = idle.get(script).map_or(0, Vec::len);
-                if have >= self.per_script || (have == 0 && idle.len() >= POOL_MAX_SCRIPTS) {
+                if have >= self.per_script
+                    || (have == 0 && idle.values().filter(|v| !v.is_empty()).count() >= POOL_MAX_SCRIPTS)
+                {
                     return;
                 }
             }
