@@ -31,16 +31,51 @@ pub enum ApplyError {
 #[derive(Debug, Clone)]
 pub struct RenderedRepos {
     root: PathBuf,
+    yaml: std::sync::Arc<YamlCache>,
+}
+
+/// The YAML of rendered objects, by the SHA-1 of their JSON: most objects of a push are the
+/// same as in the previous one, and YAML serialisation costs several times the render (JSON
+/// is ten times cheaper).
+#[derive(Debug, Default)]
+struct YamlCache(std::sync::Mutex<std::collections::HashMap<[u8; 20], String>>);
+
+/// Objects whose YAML is kept; the cache starts over beyond this.
+const YAML_CACHE_MAX: usize = 4096;
+
+impl YamlCache {
+    fn get(&self, o: &rendering::Object) -> String {
+        use sha1::Digest;
+        let Ok(json) = serde_json::to_vec(o) else { return rendering::object_yaml(o) };
+        let key: [u8; 20] = sha1::Sha1::digest(&json).into();
+        if let Some(yaml) = self.0.lock().expect("yaml cache lock").get(&key) {
+            return yaml.clone();
+        }
+        let yaml = rendering::object_yaml(o);
+        let mut cache = self.0.lock().expect("yaml cache lock");
+        if cache.len() >= YAML_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, yaml.clone());
+        yaml
+    }
 }
 
 /// One environment's folder: a file per object (`NN-kind-name.yaml`, in apply order) and a
 /// `kustomization.yaml` listing them.
 pub fn environment_files(rendered: &Rendered) -> Vec<(String, String)> {
+    environment_files_with(rendered, rendering::object_yaml)
+}
+
+fn environment_files_with(
+    rendered: &Rendered,
+    mut yaml: impl FnMut(&rendering::Object) -> String,
+) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut resources = Vec::new();
     for (i, o) in rendered.objects.iter().enumerate() {
         let name = format!("{:02}-{}.yaml", i + 1, rendering::object_stem(o));
-        files.push((name.clone(), rendering::object_yaml(o)));
+        files.push((name.clone(), yaml(o)));
         resources.push(name);
     }
     let mut k = String::from("# Rendered by devpop; apply with `kubectl apply -k .` or sync with a GitOps engine.\n");
@@ -81,6 +116,8 @@ fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> 
     pack.extend_from_slice(b"PACK");
     pack.extend_from_slice(&2u32.to_be_bytes());
     pack.extend_from_slice(&u32::try_from(objects.len()).unwrap_or(u32::MAX).to_be_bytes());
+    // One compressor for all objects: setting one up costs more than compressing a small object.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     for id in objects {
         let object = odb.read(*id)?;
         let kind: u8 = match object.kind() {
@@ -101,8 +138,9 @@ fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> 
             size >>= 7;
         }
         pack.push(byte);
-        let mut z = flate2::write::ZlibEncoder::new(&mut pack, flate2::Compression::fast());
-        z.write_all(data).and_then(|_| z.finish()).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        let compressed =
+            z.write_all(data).and_then(|_| z.reset(Vec::new())).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        pack.extend_from_slice(&compressed);
     }
     let sum = sha1::Sha1::digest(&pack);
     pack.extend_from_slice(&sum);
@@ -111,7 +149,7 @@ fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> 
 
 impl RenderedRepos {
     pub fn new(data_dir: &Path) -> Self {
-        RenderedRepos { root: data_dir.join("rendered") }
+        RenderedRepos { root: data_dir.join("rendered"), yaml: Default::default() }
     }
 
     pub fn path(&self, id: &RepoId) -> PathBuf {
@@ -207,7 +245,7 @@ impl RenderedRepos {
         match rendered {
             Some(rendered) => {
                 let mut folder = repo.treebuilder(None).map_err(git)?;
-                for (name, content) in environment_files(rendered) {
+                for (name, content) in environment_files_with(rendered, |o| self.yaml.get(o)) {
                     let blob = blob(content.as_bytes()).map_err(git)?;
                     folder.insert(&name, blob, 0o100644).map_err(git)?;
                 }
@@ -264,5 +302,58 @@ impl RenderedRepos {
                 .status();
         }
         Ok(Some(commit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use rendering::Object;
+
+    fn rendered(data: &str) -> Rendered {
+        let meta = |name: &str, ns: Option<&str>| ObjectMeta {
+            name: Some(name.into()),
+            namespace: ns.map(Into::into),
+            ..Default::default()
+        };
+        let ns = Namespace { metadata: meta("ns", None), ..Default::default() };
+        let cm = ConfigMap {
+            metadata: meta("c", Some("ns")),
+            data: Some([("k".to_owned(), data.to_owned())].into()),
+            ..Default::default()
+        };
+        Rendered {
+            namespace: "ns".into(),
+            objects: vec![Object::Namespace(Box::new(ns)), Object::ConfigMap(Box::new(cm))],
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn each_publish_stores_every_objects_yaml_in_packs_git_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = RenderedRepos::new(dir.path());
+        let id = RepoId::new("1", "a", "r").unwrap();
+        repos.prepare(&id).unwrap();
+        // The third publish renders what the first did: its YAML comes from the cache.
+        for data in ["one", "two", "one"] {
+            let r = rendered(data);
+            assert!(repos.publish(&id, "Production", "c0ffee", Some(&r)).unwrap().is_some());
+            let published = repos.environment_objects(&id, "Production").unwrap().unwrap();
+            for o in &r.objects {
+                assert_eq!(published[&rendering::object_stem(o)], rendering::object_yaml(o));
+            }
+        }
+        assert_eq!(repos.publish(&id, "Production", "c0ffee", Some(&rendered("one"))).unwrap(), None, "no change");
+        let fsck = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repos.path(&id))
+            .args(["fsck", "--strict", "--no-dangling"])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
     }
 }
