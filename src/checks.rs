@@ -102,29 +102,24 @@ pub fn run(
 
     // The modules whose validate.sh can run: package installed, folder present.
     let mut jobs = Vec::new();
+    // The scripts whose sandbox this check uses (replaced in the pool afterwards).
+    let mut sandboxed = Vec::new();
     for entry in &config.proxychain {
         let Ok(package) = packages.get(&entry.image) else { continue };
         if !snapshot.top_level_dirs.contains(&entry.name) {
             continue;
         }
+        let script = package.validate_sh();
         let memo = settings.memo.as_ref().and_then(|store| {
             let folder = source.folder_id(&entry.name)?;
-            ValidationMemo::new(store, &entry.image, &package.validate_sh(), &folder, &settings.sandbox)
+            ValidationMemo::new(store, &entry.image, &script, &folder, &settings.sandbox)
         });
         if memo.as_ref().is_some_and(ValidationMemo::passed_before) {
             // Passed on this very folder before: no sandbox, but the same warnings.
             let (_, written) = source.read_folder(&entry.name)?;
-            jobs.push(Job {
-                name: entry.name.clone(),
-                script: package.validate_sh(),
-                used_sandbox: false,
-                sandbox: Mutex::new(None),
-                written,
-                memo,
-            });
+            jobs.push(Job { name: entry.name.clone(), sandbox: Mutex::new(None), written, memo });
             continue;
         }
-        let script = package.validate_sh();
         let sandbox = match &settings.pool {
             Some(pool) => pool.prepare(&script),
             None => sandbox::Prepared::fresh(&settings.bwrap, &script),
@@ -132,14 +127,8 @@ pub fn run(
         .map_err(CheckError::Scratch)?;
         tracing::debug!(module = %entry.name, ready = sandbox.was_ready(), "validate.sh sandbox");
         let written = source.write_folder(&entry.name, sandbox.config_dir())?;
-        jobs.push(Job {
-            name: entry.name.clone(),
-            script,
-            used_sandbox: true,
-            sandbox: Mutex::new(Some(sandbox)),
-            written,
-            memo,
-        });
+        jobs.push(Job { name: entry.name.clone(), sandbox: Mutex::new(Some(sandbox)), written, memo });
+        sandboxed.push(script);
     }
 
     // Run them in parallel (bounded), report in chain order as each finishes.
@@ -183,8 +172,8 @@ pub fn run(
     })?;
     // Have the sandboxes used replaced (when the server is quiet).
     if let Some(pool) = &settings.pool {
-        for job in jobs.iter().filter(|j| j.used_sandbox) {
-            pool.replace(&job.script);
+        for script in &sandboxed {
+            pool.replace(script);
         }
     }
     if verdict.accepted() {
@@ -260,8 +249,6 @@ pub fn render(
 /// One module's validate.sh run, prepared.
 struct Job {
     name: String,
-    script: PathBuf,
-    used_sandbox: bool,
     /// The sandbox, with the module's folder written for it (taken by the worker that runs it);
     /// none when the memo says this folder passed before.
     sandbox: Mutex<Option<sandbox::Prepared>>,

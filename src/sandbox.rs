@@ -348,8 +348,8 @@ impl FileId {
 }
 
 /// A sandbox set up ahead of time for one script: namespaces made, mounts in place, the config
-/// folder bound at [`CONFIG_MOUNT`] still empty. Fill [`Self::config_dir`], then [`Self::run`].
-struct Waiting {
+/// folder bound at [`CONFIG_MOUNT`] still empty.
+pub struct Waiting {
     scratch: tempfile::TempDir,
     script: FileId,
     started: Option<Started>,
@@ -366,52 +366,49 @@ impl Drop for Waiting {
 /// One validate.sh run being prepared: write the module's folder into [`Self::config_dir`],
 /// then [`Self::run`]. Comes from [`Pool::prepare`], with a sandbox already waiting when the pool
 /// had one.
-pub struct Prepared {
-    waiting: Option<Waiting>,
-    scratch: Option<tempfile::TempDir>,
-    bwrap: PathBuf,
-    script: PathBuf,
+pub enum Prepared {
+    /// A sandbox set up ahead of time, waiting for the word.
+    Waiting(Waiting),
+    /// A folder; the sandbox starts when the run does.
+    Fresh { scratch: tempfile::TempDir, bwrap: PathBuf, script: PathBuf },
 }
 
 impl Prepared {
     /// A run that starts its sandbox when it runs.
     pub fn fresh(bwrap: &Path, script: &Path) -> std::io::Result<Self> {
-        let scratch = scratch_dir()?;
-        Ok(Prepared { waiting: None, scratch: Some(scratch), bwrap: bwrap.to_owned(), script: script.to_owned() })
+        Ok(Prepared::Fresh { scratch: scratch_dir()?, bwrap: bwrap.to_owned(), script: script.to_owned() })
     }
 
     /// The empty folder that appears read-only at [`CONFIG_MOUNT`].
     pub fn config_dir(&self) -> &Path {
-        match (&self.waiting, &self.scratch) {
-            (Some(w), _) => w.scratch.path(),
-            (None, Some(s)) => s.path(),
-            (None, None) => unreachable!("a Prepared has a folder"),
+        match self {
+            Prepared::Waiting(w) => w.scratch.path(),
+            Prepared::Fresh { scratch, .. } => scratch.path(),
         }
     }
 
-    /// Whether a sandbox was already waiting (for the tests and the metrics).
+    /// Whether a sandbox was already waiting (for the tests and the logs).
     pub fn was_ready(&self) -> bool {
-        self.waiting.is_some()
+        matches!(self, Prepared::Waiting(_))
     }
 
-    pub fn run(mut self, limits: &Limits) -> Outcome {
-        let outcome = match self.waiting.take() {
-            Some(mut w) => {
+    pub fn run(self, limits: &Limits) -> Outcome {
+        match self {
+            Prepared::Waiting(mut w) => {
                 let started = w.started.take().expect("a waiting sandbox is started");
                 let outcome = started.go(limits);
                 drop(w); // its folder stays until the script is done
                 outcome
             }
-            None => run_validate(&self.bwrap, &self.script, self.config_dir(), limits),
-        };
-        outcome
+            Prepared::Fresh { scratch, bwrap, script } => run_validate(&bwrap, &script, scratch.path(), limits),
+        }
     }
 }
 
 /// Sandboxes started ahead of time, a few per `validate.sh`, so a push does not wait for
 /// bubblewrap to build namespaces and mounts (about 3 ms of a sandboxed run). Each sandbox
-/// runs one script once and is never reused; taking one asks for a replacement, which a
-/// background thread starts. With `--die-with-parent`, bwrap dies when the thread that started
+/// runs one script once and is never reused; [`Pool::replace`] has a background thread start
+/// the next one. With `--die-with-parent`, bwrap dies when the thread that started
 /// it ends, so that one long-lived thread starts them all. A pool without a sandbox ready just
 /// starts one on demand.
 #[derive(Clone)]
@@ -519,12 +516,7 @@ impl Pool {
             list.pop()
         };
         match waiting {
-            Some(w) => Ok(Prepared {
-                waiting: Some(w),
-                scratch: None,
-                bwrap: self.inner.bwrap.clone(),
-                script: script.to_owned(),
-            }),
+            Some(w) => Ok(Prepared::Waiting(w)),
             None => Prepared::fresh(&self.inner.bwrap, script),
         }
     }

@@ -131,13 +131,7 @@ fn package_add_refuses_forbidden_pod_fields_and_list_shows_builtins() {
     let yaml = src.path().join(".section-proxy.yaml");
     let text = std::fs::read_to_string(&yaml).unwrap().replace("spec:\n", "spec:\n  hostNetwork: true\n");
     std::fs::write(&yaml, text).unwrap();
-    let out = Command::new(DEVPOP)
-        .args(["package", "add"])
-        .arg(src.path())
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
+    let out = package_add(&devpop, src.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -149,6 +143,11 @@ fn package_add_refuses_forbidden_pod_fields_and_list_shows_builtins() {
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(list.contains("edge-cache:6.5.0\tregistry.example.com/section/edge-cache:6.5.0-r3"), "{list}");
     assert!(list.contains("example-simple:1.0.0\t"), "{list}");
+}
+
+/// `devpop package add <dir>` into the server's data dir.
+fn package_add(devpop: &Devpop, dir: &std::path::Path) -> std::process::Output {
+    Command::new(DEVPOP).args(["package", "add"]).arg(dir).arg("--data").arg(devpop.data.path()).output().unwrap()
 }
 
 /// Installs a package named `probe:1.0.0` whose validate.sh is `script`, and returns an
@@ -164,13 +163,7 @@ fn probe_case(devpop: &Devpop, script: &str) -> tempfile::TempDir {
     std::fs::write(&yaml, text).unwrap();
     let validate = src.path().join("validate.sh");
     std::fs::write(&validate, format!("#!/bin/sh\n{script}\n")).unwrap();
-    let out = Command::new(DEVPOP)
-        .args(["package", "add"])
-        .arg(src.path())
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
+    let out = package_add(devpop, src.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let repo = tempfile::tempdir().unwrap();

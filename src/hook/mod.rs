@@ -29,8 +29,6 @@ use crate::source::GitCommit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("cannot open the pushed repo from git's environment: {0}")]
-    Open(git2::Error),
     #[error("malformed ref update line from git: {0:?}")]
     BadInput(String),
     #[error(transparent)]
@@ -142,7 +140,7 @@ impl Default for HookSettings {
 }
 
 /// A deployment the server took: its id and where to follow it.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Queued {
     pub id: u64,
     pub url: String,
