@@ -218,18 +218,20 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
 }
 
 #[test]
-fn every_object_carries_who_manages_it_and_the_environment_and_only_the_namespace_the_commit() {
+fn every_object_carries_who_manages_it_the_environment_and_the_commit_but_pod_templates_not_the_commit() {
     let r = sample("Production");
     for o in &r.objects {
         let labels = o.metadata().labels.as_ref().unwrap();
         assert_eq!(labels[rendering::LABEL_MANAGED_BY], "devpop", "{}", o.key());
         assert_eq!(labels[rendering::LABEL_ENVIRONMENT], "Production", "{}", o.key());
-        if o.kind() == "Namespace" {
-            assert_eq!(labels[rendering::LABEL_COMMIT], COMMIT, "the namespace says which commit it runs");
-        } else {
+        assert_eq!(labels[rendering::LABEL_COMMIT], COMMIT, "{}", o.key());
+        if o.kind() != "Namespace" {
             assert_eq!(o.metadata().namespace.as_deref(), Some(r.namespace.as_str()));
-            // So a push rewrites only the objects it changes.
-            assert!(!labels.contains_key(rendering::LABEL_COMMIT), "{}", o.key());
+        }
+        if let rendering::Object::Deployment(d) = o {
+            // A new commit alone must not roll the pods.
+            let template = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+            assert!(!template.labels.as_ref().unwrap().contains_key(rendering::LABEL_COMMIT), "{}", o.key());
         }
     }
 }
@@ -259,6 +261,12 @@ fn a_push_publishes_the_rendered_repo_which_clones_with_plain_git() {
     for env in ["Production", "Staging"] {
         let k = std::fs::read_to_string(rendered.join(env).join("kustomization.yaml")).unwrap();
         assert!(k.contains("kind: Kustomization") && k.contains("-deployment-m1-cache.yaml"), "{k}");
+        // The commit label is kept once, in the kustomization, which puts it on every object.
+        assert!(k.contains(&format!("devpop.section.io/commit: \"{pushed}\"")), "{k}");
+        for f in std::fs::read_dir(rendered.join(env)).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            assert!(text.contains("kind: Kustomization") || !text.contains("devpop.section.io/commit"), "{text}");
+        }
     }
     assert!(rendered.join("README.md").is_file());
 
@@ -288,7 +296,7 @@ fn devpop_render_writes_one_file_per_object_and_a_kustomization() {
         .unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let k = std::fs::read_to_string(out.path().join("kustomization.yaml")).unwrap();
-    let listed: Vec<&str> = k.lines().filter_map(|l| l.strip_prefix("  - ")).collect();
+    let listed: Vec<&str> = k.lines().filter_map(|l| l.strip_prefix("  - ")).filter(|l| l.ends_with(".yaml")).collect();
     assert!(listed.len() > 30);
     for f in &listed {
         assert!(out.path().join(f).is_file(), "{f}");

@@ -63,8 +63,23 @@ impl YamlCache {
 
 /// One environment's folder: a file per object (`NN-kind-name.yaml`, in apply order) and a
 /// `kustomization.yaml` listing them.
+///
+/// Every rendered object carries the commit label (which changes with every push); the files
+/// store each object without it, and the kustomization's `labels` puts it back on every object
+/// (metadata only: not on selectors or pod templates, as rendered). `kubectl apply -k` then
+/// applies exactly the rendered objects, and an object a push does not change stays byte for
+/// byte the same file (nothing new to store, a diff that shows what really changed).
 pub fn environment_files(rendered: &Rendered) -> Vec<(String, String)> {
     environment_files_with(rendered, rendering::object_yaml)
+}
+
+/// `o` as its file stores it: without the commit label.
+fn stored(o: &rendering::Object) -> rendering::Object {
+    let mut o = o.clone();
+    if let Some(labels) = o.metadata_mut().labels.as_mut() {
+        labels.remove(rendering::LABEL_COMMIT);
+    }
+    o
 }
 
 fn environment_files_with(
@@ -75,7 +90,7 @@ fn environment_files_with(
     let mut resources = Vec::new();
     for (i, o) in rendered.objects.iter().enumerate() {
         let name = format!("{:02}-{}.yaml", i + 1, rendering::object_stem(o));
-        files.push((name.clone(), yaml(o)));
+        files.push((name.clone(), yaml(&stored(o))));
         resources.push(name);
     }
     let mut k = String::from("# Rendered by devpop; apply with `kubectl apply -k .` or sync with a GitOps engine.\n");
@@ -85,7 +100,15 @@ fn environment_files_with(
             k.push_str(&format!("#   - {d}\n"));
         }
     }
-    k.push_str("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    k.push_str("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n");
+    if let Some(commit) = rendered.objects.iter().find_map(|o| o.commit_label()) {
+        // The label every rendered object carries, kept here once (see above).
+        k.push_str(&format!(
+            "labels:\n  - pairs:\n      {}: \"{commit}\"\n    includeSelectors: false\n    includeTemplates: false\n",
+            rendering::LABEL_COMMIT
+        ));
+    }
+    k.push_str("resources:\n");
     for r in &resources {
         k.push_str(&format!("  - {r}\n"));
     }
@@ -96,7 +119,8 @@ fn environment_files_with(
 const README: &str = "# Rendered manifests\n\n\
 Written by devpop after every accepted push: one folder per environment (branch) of the\n\
 application, each a kustomization of the environment's namespace. Do not edit: the next push\n\
-replaces the folder.\n\n\
+replaces the folder. Apply a folder with `kubectl apply -k`: its kustomization puts the label\n\
+`devpop.section.io/commit` (the commit rendered from) on every object.\n\n\
 ## The next-hop wiring\n\n\
 Inside each module's pods, `next-hop` must resolve to the ClusterIP of the next hop's Service\n\
 (the next module, or `egress`). devpop's cluster applier creates the Services first, reads\n\
@@ -316,6 +340,7 @@ mod tests {
         let meta = |name: &str, ns: Option<&str>| ObjectMeta {
             name: Some(name.into()),
             namespace: ns.map(Into::into),
+            labels: Some([(rendering::LABEL_COMMIT.to_owned(), data.to_owned())].into()),
             ..Default::default()
         };
         let ns = Namespace { metadata: meta("ns", None), ..Default::default() };
@@ -343,7 +368,9 @@ mod tests {
             assert!(repos.publish(&id, "Production", "c0ffee", Some(&r)).unwrap().is_some());
             let published = repos.environment_objects(&id, "Production").unwrap().unwrap();
             for o in &r.objects {
-                assert_eq!(published[&rendering::object_stem(o)], rendering::object_yaml(o));
+                let yaml = &published[&rendering::object_stem(o)];
+                assert_eq!(yaml, &rendering::object_yaml(&stored(o)));
+                assert!(!yaml.contains(rendering::LABEL_COMMIT), "kept in the kustomization: {yaml}");
             }
         }
         assert_eq!(repos.publish(&id, "Production", "c0ffee", Some(&rendered("one"))).unwrap(), None, "no change");

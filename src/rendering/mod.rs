@@ -190,6 +190,25 @@ impl Object {
         }
     }
 
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::ResourceQuota(o) => &mut o.metadata,
+            Object::LimitRange(o) => &mut o.metadata,
+            Object::NetworkPolicy(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::Deployment(o) => &mut o.metadata,
+            Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
+        }
+    }
+
+    /// The commit label's value (what [`LABEL_COMMIT`] says), if the object carries it.
+    pub fn commit_label(&self) -> Option<&str> {
+        self.metadata().labels.as_ref()?.get(LABEL_COMMIT).map(String::as_str)
+    }
+
     pub fn name(&self) -> &str {
         self.metadata().name.as_deref().unwrap_or("")
     }
@@ -308,7 +327,7 @@ pub fn object_stem(o: &Object) -> String {
 }
 
 /// How a new render differs from what was published before (by object, ignoring the commit
-/// label, which changes with every push; earlier devpop versions put it on every object).
+/// label, which changes with every push; the rendered repo stores objects without it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     pub added: Vec<String>,
@@ -406,8 +425,12 @@ impl Renderer<'_> {
         ])
     }
 
+    /// Object metadata: the common labels plus the commit (on the object only: pod templates and
+    /// selectors get [`Self::labels`], so a push that changes nothing of a Deployment does not
+    /// restart its pods).
     fn meta(&self, name: &str, hop: Option<&str>) -> ObjectMeta {
         let mut labels = self.labels();
+        labels.insert(LABEL_COMMIT.into(), naming::label_value(self.input.commit));
         if let Some(hop) = hop {
             labels.insert(LABEL_HOP.into(), hop.into());
         }
@@ -424,12 +447,9 @@ impl Renderer<'_> {
         templates().get_template(name).map_err(err)?.render(ctx).map_err(err)
     }
 
-    /// The Namespace alone carries the commit: an object a push does not change stays byte for
-    /// byte the same (nothing to rewrite in the rendered repo, no churn in the cluster).
     fn namespace(&self) -> Object {
         let mut meta = self.meta(&self.ns, None);
         meta.namespace = None;
-        meta.labels.get_or_insert_default().insert(LABEL_COMMIT.into(), naming::label_value(self.input.commit));
         Object::Namespace(Box::new(Namespace { metadata: meta, ..Default::default() }))
     }
 
