@@ -167,6 +167,13 @@ impl Server {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
         let mut settings = settings;
+        // posix_spawn does not search PATH: find git once.
+        settings.git = crate::transport::process::resolve_program(&settings.git).ok_or_else(|| {
+            crate::transport::TransportError::Spawn(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is not on PATH; install git", settings.git.display()),
+            ))
+        })?;
         let bound = listener.local_addr()?;
         let base_url = settings.base_url(bound);
         // Pushes are checked in this process: passing validations are remembered, and a few

@@ -2,11 +2,12 @@
 //! `/account/<account>/application/<application>/<repo>.git`.
 //!
 //! It checks each request (names, service, content type, size, that the repo exists) and hands
-//! it to a git process ([`process`]). This module and [`process`] are the only places that
-//! spawn git for the network.
+//! it to a git process ([`process`], started by [`spawn`]). This module, [`process`] and
+//! [`spawn`] are the only places that start git for the network.
 
 pub mod advertise;
 pub mod process;
+pub mod spawn;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};

@@ -9,7 +9,9 @@
 //! own; on a time-out it gets SIGTERM. Either way git removes its quarantine on the way out, so
 //! a broken push leaves nothing behind.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,9 +19,11 @@ use async_compression::tokio::bufread::GzipDecoder;
 use axum::body::Body;
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::net::unix::pipe;
+use tokio::process::Command;
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use super::spawn::{Child, Spec};
 use super::{Service, TransportError};
 use crate::settings::Settings;
 
@@ -43,63 +47,69 @@ pub struct Invocation<'a> {
 /// Called when the git process has ended, with whether it succeeded.
 pub type OnExit = Box<dyn FnOnce(bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
-/// `git` with a scrubbed, predictable environment: no system or user git config, no prompts,
-/// English messages. Every git process devpop starts is made here.
+/// The environment of every git process devpop starts: no system or user git config, no
+/// prompts, English messages.
+pub fn git_env(settings: &Settings) -> Vec<(OsString, OsString)> {
+    vec![
+        ("PATH".into(), std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into())),
+        ("HOME".into(), settings.data_dir.clone().into_os_string()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+        ("LC_ALL".into(), "C".into()),
+    ]
+}
+
+/// `git` with [`git_env`] and nothing else, for git's chores (housekeeping, the start-up
+/// probe); the protocol's processes start through [`super::spawn`].
 pub fn git_command(settings: &Settings) -> Command {
     let mut cmd = Command::new(&settings.git);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
-        .env("HOME", &settings.data_dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
+    cmd.env_clear().envs(git_env(settings));
     cmd
 }
 
+/// `program` as an absolute path: as given when it has a `/`, else the first match on PATH (as
+/// the shell finds it).
+pub fn resolve_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return std::path::absolute(program).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| {
+        candidate.is_absolute()
+            && std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 impl Invocation<'_> {
-    fn command(&self, advertise: bool) -> Command {
-        let mut cmd = git_command(self.settings);
-        cmd.arg(self.service.subcommand()).arg("--stateless-rpc");
+    fn spawn(&mut self, advertise: bool, stdin: bool) -> Result<Child, TransportError> {
+        let mut args: Vec<OsString> = vec![self.service.subcommand().into(), "--stateless-rpc".into()];
         if advertise {
-            cmd.arg("--advertise-refs");
+            args.push("--advertise-refs".into());
         }
-        cmd.arg(self.repo);
+        args.push(self.repo.as_os_str().to_owned());
+        let mut env = git_env(self.settings);
         if let Some(p) = &self.protocol {
-            cmd.env("GIT_PROTOCOL", p);
+            env.push(("GIT_PROTOCOL".into(), p.into()));
         }
-        if let Some(channel) = &self.hook_channel {
-            use std::os::fd::AsRawFd;
-            let fd = channel.as_raw_fd();
+        let fd3 = self.hook_channel.take();
+        if fd3.is_some() {
             let (key, value) = crate::hook::channel::ENV;
-            cmd.env(key, value);
-            // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let target = crate::hook::channel::FD;
-                    if fd == target {
-                        // Already in place: only keep it open across exec.
-                        let flags = libc::fcntl(fd, libc::F_GETFD);
-                        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(fd, target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            env.push((key.into(), value.into()));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // Its own process group, so a time-out stops git and the helpers it runs (index-pack,
-        // hooks) together.
-        cmd.process_group(0);
-        cmd
+        let program = resolve_program(&self.settings.git).ok_or_else(|| {
+            TransportError::Spawn(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is not on PATH", self.settings.git.display()),
+            ))
+        })?;
+        super::spawn::spawn(Spec { program: &program, args, env, stdin, fd3 }).map_err(TransportError::Spawn)
     }
 
     /// `GET info/refs`: the ref advertisement, streamed.
-    pub async fn advertise(&self) -> Result<Body, TransportError> {
-        let mut child = self.command(true).spawn().map_err(TransportError::Spawn)?;
+    pub async fn advertise(mut self) -> Result<Body, TransportError> {
+        let mut child = self.spawn(true, false)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         supervise(child, self.settings.limits.git_timeout, self.service, None, None);
         Ok(Body::from_stream(ReaderStream::with_capacity(stdout, PIPE_BUF)))
@@ -109,10 +119,8 @@ impl Invocation<'_> {
     /// its output as the response body. Holds the response back until git has said something
     /// (or the request body was refused), so an oversized or broken upload gets a real HTTP
     /// error instead of a truncated protocol stream.
-    pub async fn rpc(&self, body: Body, gzip: bool, on_exit: Option<OnExit>) -> Result<Body, TransportError> {
-        let mut cmd = self.command(false);
-        cmd.stdin(Stdio::piped());
-        let mut child = cmd.spawn().map_err(TransportError::Spawn)?;
+    pub async fn rpc(mut self, body: Body, gzip: bool, on_exit: Option<OnExit>) -> Result<Body, TransportError> {
+        let mut child = self.spawn(false, true)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
         // After a push, git's housekeeping (repack, prune) runs once the client has its answer,
@@ -178,7 +186,7 @@ impl Invocation<'_> {
 async fn feed(
     body: Body,
     gzip: bool,
-    mut stdin: tokio::process::ChildStdin,
+    mut stdin: pipe::Sender,
     limit: u64,
     verdict: tokio::sync::oneshot::Sender<TransportError>,
 ) {
@@ -287,23 +295,21 @@ fn supervise(
 
 /// SIGTERM to git's process group, so git and its helpers run their cleanup (quarantine
 /// removal) on the way out.
-fn terminate(pid: Option<u32>) {
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) on the process group of a child we spawned with process_group(0) and
-        // have not reaped yet (only the supervisor reaps it, after this call).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
-        }
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) on the process group of a child started in a group of its own and not
+    // reaped yet (only the supervisor reaps it, after this call).
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
     }
 }
 
-async fn drain(mut stdout: ChildStdout) {
+async fn drain(mut stdout: pipe::Receiver) {
     let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
 }
 
 fn prepend(
     first: Vec<u8>,
-    rest: ChildStdout,
+    rest: pipe::Receiver,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
     let head = futures_util::stream::iter((!first.is_empty()).then(|| Ok(bytes::Bytes::from(first))));
     let tail = ReaderStream::with_capacity(rest, PIPE_BUF);

@@ -253,7 +253,12 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        let n = s.read(&mut buf).unwrap();
+        let n = match s.read(&mut buf) {
+            // A read may be interrupted (a socket with a time-out returns EINTR where others
+            // restart); the Read contract is to try again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        };
         if n == 0 {
             break;
         }
