@@ -130,19 +130,29 @@ Deployments carry the annotation `devpop.section.io/next-hop-service` (the Servi
 resolve) and `devpop.section.io/next-hop-unresolved: \"true\"`, and `kustomization.yaml`\n\
 lists the dependencies.\n";
 
+/// A pack file, and where each object is in it.
+struct Pack {
+    bytes: Vec<u8>,
+    /// Object id, offset of its entry, CRC-32 of its entry (header and data): what the index
+    /// lists.
+    entries: Vec<(git2::Oid, u64, u32)>,
+}
+
 /// `objects` (read from `odb`) as a pack file, each object whole: no delta search. A publish
 /// adds a handful of small objects, for which libgit2's packbuilder (a delta window of 10) costs
 /// more CPU than the bytes it saves; the repo is repacked properly when packs pile up.
-fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> {
+fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Pack, git2::Error> {
     use sha1::Digest;
     use std::io::Write;
     let mut pack = Vec::with_capacity(16 * 1024);
     pack.extend_from_slice(b"PACK");
     pack.extend_from_slice(&2u32.to_be_bytes());
     pack.extend_from_slice(&u32::try_from(objects.len()).unwrap_or(u32::MAX).to_be_bytes());
+    let mut entries = Vec::with_capacity(objects.len());
     // One compressor for all objects: setting one up costs more than compressing a small object.
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     for id in objects {
+        let start = pack.len();
         let object = odb.read(*id)?;
         let kind: u8 = match object.kind() {
             git2::ObjectType::Commit => 1,
@@ -165,10 +175,66 @@ fn pack(odb: &git2::Odb, objects: &[git2::Oid]) -> Result<Vec<u8>, git2::Error> 
         let compressed =
             z.write_all(data).and_then(|_| z.reset(Vec::new())).map_err(|e| git2::Error::from_str(&e.to_string()))?;
         pack.extend_from_slice(&compressed);
+        let mut crc = flate2::Crc::new();
+        crc.update(&pack[start..]);
+        entries.push((*id, start as u64, crc.sum()));
     }
     let sum = sha1::Sha1::digest(&pack);
     pack.extend_from_slice(&sum);
-    Ok(pack)
+    Ok(Pack { bytes: pack, entries })
+}
+
+impl Pack {
+    /// The pack's trailer: the SHA-1 of everything before it, which also names the pack.
+    fn checksum(&self) -> &[u8] {
+        &self.bytes[self.bytes.len() - 20..]
+    }
+
+    /// The pack index (version 2) git and libgit2 read to find objects in the pack: a fan-out
+    /// table by first byte, the sorted ids, their CRC-32s and offsets, the pack's checksum and
+    /// its own.
+    fn index(&self) -> Vec<u8> {
+        use sha1::Digest;
+        let mut entries = self.entries.clone();
+        entries.sort_by_key(|(id, _, _)| *id);
+        let mut idx = Vec::with_capacity(8 + 256 * 4 + entries.len() * 28 + 40);
+        idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
+        idx.extend_from_slice(&2u32.to_be_bytes());
+        for first in 0..=255u8 {
+            let n = entries.iter().filter(|(id, _, _)| id.as_bytes()[0] <= first).count();
+            idx.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        for (id, _, _) in &entries {
+            idx.extend_from_slice(id.as_bytes());
+        }
+        for (_, _, crc) in &entries {
+            idx.extend_from_slice(&crc.to_be_bytes());
+        }
+        // Offsets past 2 GiB would need the 64-bit table; a publish is kilobytes.
+        for (_, offset, _) in &entries {
+            idx.extend_from_slice(&(*offset as u32).to_be_bytes());
+        }
+        idx.extend_from_slice(self.checksum());
+        let sum = sha1::Sha1::digest(&idx);
+        idx.extend_from_slice(&sum);
+        idx
+    }
+
+    /// Writes `pack-<checksum>.pack` and then its `.idx` into `dir` (each to a temporary name
+    /// first, read-only like git's): git and libgit2 see a pack once its index is there.
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let name: String = self.checksum().iter().map(|b| format!("{b:02x}")).collect();
+        let index = self.index();
+        for (ext, content) in [("pack", &self.bytes), ("idx", &index)] {
+            let mut tmp = tempfile::Builder::new().prefix("tmp_pack_").tempfile_in(dir)?;
+            tmp.write_all(content)?;
+            tmp.as_file().set_permissions(fs::Permissions::from_mode(0o444))?;
+            tmp.persist(dir.join(format!("pack-{name}.{ext}"))).map_err(|e| e.error)?;
+        }
+        Ok(())
+    }
 }
 
 impl RenderedRepos {
@@ -297,18 +363,21 @@ impl RenderedRepos {
         let commit = repo.commit(None, &sig, &sig, &message, &tree, &parents).map_err(git)?;
         added.extend(added_trees);
         added.extend([tree_id, commit]);
-        let pack = pack(&odb, &added).map_err(git)?;
-        let mut writer = odb.packwriter().map_err(git)?;
-        std::io::Write::write_all(&mut writer, &pack)
+        // Written as a pack with its index, by hand: libgit2's pack writer would parse the pack
+        // again (inflating and hashing every object) to build the index this already knows.
+        pack(&odb, &added)
+            .map_err(git)?
+            .write(&path.join("objects/pack"))
             .map_err(|source| ApplyError::Io { path: path.clone(), source })?;
-        writer.commit().map_err(git)?;
-        mempack.reset().map_err(git)?;
+        // The branch moves while the new objects are still in memory too (libgit2 checks that
+        // the commit exists); only then are they dropped from memory.
         let parent = head.as_ref().map(|c| c.id());
         match parent {
             Some(p) => repo.reference_matching(&format!("refs/heads/{BRANCH}"), commit, true, p, &message),
             None => repo.reference(&format!("refs/heads/{BRANCH}"), commit, false, &message),
         }
         .map_err(git)?;
+        mempack.reset().map_err(git)?;
         // One pack per publish: consolidate them once they pile up (off the push path: this
         // runs in the deployer).
         let packs = std::fs::read_dir(path.join("objects/pack"))
@@ -382,5 +451,16 @@ mod tests {
             .output()
             .unwrap();
         assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+        // Each pack and its index, as devpop wrote them, are what git itself would make of them.
+        let mut verified = 0;
+        for entry in fs::read_dir(repos.path(&id).join("objects/pack")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "idx") {
+                let verify = std::process::Command::new("git").arg("verify-pack").arg(&path).output().unwrap();
+                assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+                verified += 1;
+            }
+        }
+        assert_eq!(verified, 3, "one pack per publish that changed something");
     }
 }

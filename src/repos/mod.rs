@@ -202,6 +202,11 @@ fn configure(repo: &Repository) -> Result<(), git2::Error> {
     cfg.set_bool("receive.advertisePushOptions", true)?;
     // Reflogs record every branch move: what was deployed when.
     cfg.set_bool("core.logAllRefUpdates", true)?;
+    // A push's connectivity check (`rev-list ... --all --alternate-refs`) starts a `git
+    // for-each-ref` in each alternate object dir. A devpop repo has none of its own: the only
+    // alternate is the repo itself, behind git's quarantine, whose refs `--all` already lists.
+    // `true` prints no refs, so that process is skipped (one git start per push).
+    cfg.set_str("core.alternateRefsCommand", "true")?;
     Ok(())
 }
 
