@@ -215,9 +215,18 @@ def latency(devpop, base, tmp, pushes, name="lat", content=None, touch=("counter
     return times
 
 
+def tree_cpu_ms(pid):
+    """CPU time of a process and of every child it has waited for (and theirs): utime, stime,
+    cutime, cstime from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(devpop, base, tmp, clients, rounds, repeats=2):
     """32 clients push `rounds` times each, to their own repos; the servers take turns in ABBA
-    order, `repeats` times, so drift in the machine's speed hits both alike."""
+    order, `repeats` times, so drift in the machine's speed hits both alike. Also returns each
+    server's CPU per push (its process and the git processes under it), read around each turn."""
     works = {"devpop": [], "baseline": []}
     for i in range(clients):
         name = f"c{i}"
@@ -227,6 +236,8 @@ def throughput(devpop, base, tmp, clients, rounds, repeats=2):
     pushes = {"devpop": 0, "baseline": 0}
     seconds = {"devpop": 0.0, "baseline": 0.0}
     errors = {"devpop": [], "baseline": []}
+    cpu = {"devpop": 0.0, "baseline": 0.0}
+    pids = {"devpop": devpop.proc.pid, "baseline": base.proc.pid}
     order = []
     for r in range(repeats):
         order += ["devpop", "baseline"] if r % 2 == 0 else ["baseline", "devpop"]
@@ -241,6 +252,7 @@ def throughput(devpop, base, tmp, clients, rounds, repeats=2):
                         errors[target].append(err)
 
         threads = [threading.Thread(target=client, args=(w,)) for w in works[target]]
+        cpu_before = tree_cpu_ms(pids[target])
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -248,7 +260,9 @@ def throughput(devpop, base, tmp, clients, rounds, repeats=2):
             t.join()
         seconds[target] += time.perf_counter() - start
         pushes[target] += clients * rounds
-    return {t: (pushes[t] / seconds[t], len(errors[t]), errors[t][:1]) for t in works}
+        time.sleep(0.5)  # work a server finishes after answering (devpop's deployments) counts too
+        cpu[target] += tree_cpu_ms(pids[target]) - cpu_before
+    return {t: (pushes[t] / seconds[t], len(errors[t]), errors[t][:1], cpu[t] / pushes[t]) for t in works}
 
 
 def status_kb(pid, field):
@@ -339,14 +353,17 @@ def main():
     print()
     print(f"### Throughput: {args.clients} concurrent clients, each pushing {args.rounds} times to its own repo; the servers take turns (ABBA), twice each")
     print()
-    print("| server | pushes/s | errors |")
-    print("|---|---:|---:|")
+    print("| server | pushes/s | errors | server CPU per push (ms) |")
+    print("|---|---:|---:|---:|")
     for name in ("devpop", "baseline"):
-        rate, errs, sample = tp[name]
-        print(f"| {name} | {rate:.1f} | {errs} |")
+        rate, errs, sample, cpu_ms = tp[name]
+        print(f"| {name} | {rate:.1f} | {errs} | {cpu_ms:.1f} |")
         if sample:
             print(f"<!-- first {name} error: {sample[0].strip()[:300]} -->")
-    print(f"| **ratio devpop/baseline** | **{tp['devpop'][0] / tp['baseline'][0]:.2f}x** | |")
+    print(f"| **ratio devpop/baseline** | **{tp['devpop'][0] / tp['baseline'][0]:.2f}x** | | **{tp['devpop'][3] / tp['baseline'][3]:.2f}x** |")
+    print()
+    print("Server CPU per push: the server's process and every git process under it (utime + stime +")
+    print("cutime + cstime from /proc/PID/stat), read before and after each turn.")
     print()
     print("### devpop memory")
     print()

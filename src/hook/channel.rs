@@ -1,7 +1,8 @@
 //! The hook channel: how a push through `devpop serve` is checked inside the server.
 //!
-//! For each push the transport makes a socket pair and starts git with one end as fd 3 and
-//! `DEVPOP_HOOK_CHANNEL=fd3` in its environment; git passes both on to the pre-receive hook.
+//! For each push the transport makes a socket pair and starts git with one end as fd 3
+//! (`transport::spawn::Spec::fd3`) and `DEVPOP_HOOK_CHANNEL=fd3` in its environment; git passes
+//! both on to the pre-receive hook.
 //! The shim (`hooks/pre-receive`, shell builtins only: no process starts) writes the push and
 //! relays what comes back, one line at a time:
 //!
@@ -34,14 +35,12 @@ use crate::records::{Deployment, NewDeployment};
 
 /// The variable that tells the shim the channel is there, and its value.
 pub const ENV: (&str, &str) = ("DEVPOP_HOOK_CHANNEL", "fd3");
-/// The descriptor git and the hook find the channel on.
-pub const FD: i32 = 3;
 
 /// Bounds on what the shim may send.
 const MAX_LINE: usize = 8 * 1024;
 const MAX_LINES: usize = 100_000;
 
-/// A new channel: the server's end, and the end git gets as [`FD`].
+/// A new channel: the server's end, and the end git gets as fd 3.
 pub fn pair() -> io::Result<(std::os::unix::net::UnixStream, OwnedFd)> {
     let (server, git) = std::os::unix::net::UnixStream::pair()?;
     Ok((server, git.into()))
