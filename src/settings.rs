@@ -12,7 +12,8 @@ pub struct Settings {
     /// The base URL users reach devpop at (clone URLs, links); derived from the listen address
     /// when not set.
     pub public_url: Option<String>,
-    /// The git executable that serves the protocol (`git upload-pack` / `git receive-pack`).
+    /// The git executable that serves the protocol (`git upload-pack` / `git receive-pack`);
+    /// made absolute by `Server::bind` (`posix_spawn` does not search PATH).
     pub git: PathBuf,
     pub limits: Limits,
     /// How pushes are checked (validation, the validate.sh sandboxes, rendering: the deployer

@@ -200,9 +200,14 @@ impl Pack {
         let mut idx = Vec::with_capacity(8 + 256 * 4 + entries.len() * 28 + 40);
         idx.extend_from_slice(&[0xff, b't', b'O', b'c']);
         idx.extend_from_slice(&2u32.to_be_bytes());
-        for first in 0..=255u8 {
-            let n = entries.iter().filter(|(id, _, _)| id.as_bytes()[0] <= first).count();
-            idx.extend_from_slice(&(n as u32).to_be_bytes());
+        let mut fanout = [0u32; 256];
+        for (id, _, _) in &entries {
+            fanout[usize::from(id.as_bytes()[0])] += 1;
+        }
+        let mut total = 0;
+        for n in fanout {
+            total += n;
+            idx.extend_from_slice(&total.to_be_bytes());
         }
         for (id, _, _) in &entries {
             idx.extend_from_slice(id.as_bytes());

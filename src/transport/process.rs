@@ -98,13 +98,8 @@ impl Invocation<'_> {
             let (key, value) = crate::hook::channel::ENV;
             env.push((key.into(), value.into()));
         }
-        let program = resolve_program(&self.settings.git).ok_or_else(|| {
-            TransportError::Spawn(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{} is not on PATH", self.settings.git.display()),
-            ))
-        })?;
-        super::spawn::spawn(Spec { program: &program, args, env, stdin, fd3 }).map_err(TransportError::Spawn)
+        // `settings.git` is absolute: the server resolved it on PATH at start-up.
+        super::spawn::spawn(Spec { program: &self.settings.git, args, env, stdin, fd3 }).map_err(TransportError::Spawn)
     }
 
     /// `GET info/refs`: the ref advertisement, streamed.
