@@ -22,4 +22,5 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod transport;
+pub mod treewalk;
 pub mod validation;

@@ -15,6 +15,7 @@
 //! `devpop hook pre-receive`, which checks it in that process.
 
 pub mod channel;
+pub mod objects;
 
 use std::io::{self, BufRead, Write};
 
@@ -30,7 +31,11 @@ use crate::source::GitCommit;
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("malformed ref update line from git: {0:?}")]
-    BadInput(String),
+    BadRefUpdate(String),
+    #[error("the pre-receive hook sent a malformed request: {0}")]
+    BadRequest(String),
+    #[error("reading the pushed objects failed")]
+    Git(#[from] git2::Error),
     #[error(transparent)]
     Check(#[from] checks::CheckError),
     #[error("not a devpop repo (expected repos/<account>/<application>/<repo>.git): {0}")]
@@ -49,7 +54,7 @@ pub struct RefUpdate {
 
 impl RefUpdate {
     pub fn parse(line: &str) -> Result<Self, HookError> {
-        let bad = || HookError::BadInput(line.to_owned());
+        let bad = || HookError::BadRefUpdate(line.to_owned());
         let mut parts = line.split(' ');
         let (Some(old), Some(new), Some(refname), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -78,7 +83,16 @@ pub struct PushOptions {
     pub dry_run: bool,
     pub wait: bool,
     pub unknown: Vec<String>,
+    /// Options refused outright: with control characters, or longer than [`MAX_OPTION_BYTES`].
+    pub invalid: Vec<String>,
+    /// More than [`MAX_OPTIONS`] options were sent (the rest are not looked at).
+    pub too_many: bool,
 }
+
+/// Push options one push may send.
+pub const MAX_OPTIONS: usize = 100;
+/// The longest push option.
+pub const MAX_OPTION_BYTES: usize = 256;
 
 impl PushOptions {
     /// As git passes them to a hook process (`GIT_PUSH_OPTION_COUNT`, `GIT_PUSH_OPTION_<n>`).
@@ -87,10 +101,20 @@ impl PushOptions {
         Self::parse((0..count).map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).unwrap_or_default()))
     }
 
-    /// At most 100 options are looked at.
+    /// At most [`MAX_OPTIONS`] options are looked at. An option with a control character
+    /// (git's own client refuses to send a newline, a raw client may) or longer than
+    /// [`MAX_OPTION_BYTES`] is kept apart in `invalid`, so the push can be refused.
     pub fn parse(options: impl IntoIterator<Item = String>) -> Self {
         let mut o = PushOptions::default();
-        for option in options.into_iter().take(100) {
+        for (n, option) in options.into_iter().enumerate() {
+            if n >= MAX_OPTIONS {
+                o.too_many = true;
+                break;
+            }
+            if option.len() > MAX_OPTION_BYTES || option.chars().any(char::is_control) {
+                o.invalid.push(option);
+                continue;
+            }
             match option.as_str() {
                 "dry-run" => o.dry_run = true,
                 "wait" => o.wait = true,
@@ -98,6 +122,24 @@ impl PushOptions {
             }
         }
         o
+    }
+
+    /// Why these options refuse the push, as `remote:` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .invalid
+            .iter()
+            .map(|o| {
+                let shown: String = o.chars().take(80).flat_map(char::escape_default).collect();
+                format!(
+                    "error: push option \"{shown}\" is refused: options are short words without control characters (devpop knows: dry-run, wait)"
+                )
+            })
+            .collect();
+        if self.too_many {
+            problems.push(format!("error: more than {MAX_OPTIONS} push options; send fewer"));
+        }
+        problems
     }
 }
 
@@ -153,6 +195,9 @@ pub trait PushServer {
     /// The id the deployment will have: it is recorded and queued once git has moved the branch.
     /// `rendered` is what the checks rendered, so the deployment need not render it again.
     fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
+    /// `-o wait`: holds the request's environment until git has moved or refused this push's
+    /// refs, waiting while another push holds it (`on_wait` runs once before waiting).
+    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut());
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
     fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
     /// A deployment as recorded.
@@ -186,17 +231,45 @@ pub fn pre_receive(
         return Ok(false);
     }
     let options = &request.options;
+    let problems = options.problems();
+    if updates.is_empty() {
+        say(out, "error: this push updates no refs; nothing was changed")?;
+        return Ok(false);
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            say(out, problem)?;
+        }
+        say(out, "error: push rejected: fix the push options (listed above); nothing was changed")?;
+        return Ok(false);
+    }
     for unknown in &options.unknown {
         say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
     }
+    // Every object the push adds is sized (not only the tip's files): the quarantine holds them.
+    let mut oversized = match &request.quarantine {
+        Some(q) => objects::oversized_blobs(std::path::Path::new(q), settings.max_blob_bytes)?,
+        None => Default::default(),
+    };
     // Everything the checks print also goes into the deployment records.
     let mut tee = Tee { out, seen: Vec::new() };
     let mut accepted = true;
     let mut rendered = Vec::new();
     for update in updates {
-        let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server)?;
+        let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server, &mut oversized)?;
         accepted &= checked.accepted;
         rendered.push(checked.rendered);
+    }
+    if let Some((blob, size)) = oversized.iter().next() {
+        // In the pack, but in no pushed commit: refused all the same (git would keep it).
+        say(
+            tee.out,
+            &format!(
+                "error: this push carries a {size}-byte object ({blob}) that no pushed branch holds; files larger than {} bytes are refused (DEVPOP_MAX_BLOB_BYTES)",
+                settings.max_blob_bytes
+            ),
+        )?;
+        accepted = false;
     }
     let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
     let out = tee.out;
@@ -212,9 +285,38 @@ pub fn pre_receive(
             say(out, "error: -o wait needs the push to come through a devpop server")?;
             return Ok(false);
         };
-        // The commit is still in quarantine: the server reads it from there.
-        for update in updates.iter().filter(|u| u.branch().is_some()) {
-            let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
+        // The commit is still in quarantine: the server reads it from there. Each environment
+        // is held until git has moved (or refused) this push's refs, so `-o wait` pushes of one
+        // environment deploy one at a time; the lock order (by name) rules out a deadlock.
+        let mut requests: Vec<(&RefUpdate, NewDeployment)> = updates
+            .iter()
+            .filter(|u| u.branch().is_some())
+            .map(|u| (u, deployment_request(id, u, server.pusher(), request.quarantine.clone())))
+            .collect();
+        requests.sort_by(|a, b| a.1.environment.cmp(&b.1.environment));
+        for (_, deployment) in &requests {
+            let environment = deployment.environment.clone();
+            let mut waiting = || {
+                let _ = say(out, &format!("Waiting for another push to {environment} to finish..."));
+            };
+            server.hold(deployment, &mut waiting);
+        }
+        // Held: the branch cannot move under this push any more, except by git for this push.
+        for (update, _) in &requests {
+            let now = repo.refname_to_id(&update.refname).unwrap_or_else(|_| git2::Oid::ZERO_SHA1);
+            if now != update.old {
+                say(
+                    out,
+                    &format!(
+                        "error: {} moved to {} while this push waited; nothing was deployed: fetch, rebase and push again",
+                        update.branch().unwrap_or_default(),
+                        &now.to_string()[..12]
+                    ),
+                )?;
+                return Ok(false);
+            }
+        }
+        for (_, mut deployment) in requests {
             deployment.validation = validation.clone();
             if !deploy_and_wait(out, server, deployment)? {
                 return Ok(false);
@@ -246,6 +348,7 @@ fn check_update(
     settings: &HookSettings,
     request: &PushRequest,
     server: Option<&dyn PushServer>,
+    oversized: &mut std::collections::HashMap<git2::Oid, u64>,
 ) -> Result<Checked, HookError> {
     let Some(branch) = update.branch() else {
         say(
@@ -261,11 +364,18 @@ fn check_update(
         say(out, &format!("Environment {branch}: branch deleted"))?;
         return Ok(Checked { accepted: true, rendered: None });
     }
-    if let Some(problem) = oversized_blob(repo, update.new, settings.max_blob_bytes)? {
-        say(out, &problem)?;
+    let problems = objects::check_update(repo, update, oversized, settings.max_blob_bytes)?;
+    if !problems.is_empty() {
+        for problem in &problems {
+            say(out, problem)?;
+        }
+        let n = problems.len();
         say(
             out,
-            &format!("error: push to {branch} rejected: 1 problem to fix (listed above); the branch is unchanged"),
+            &format!(
+                "error: push to {branch} rejected: {n} problem{} to fix (listed above); the branch is unchanged",
+                if n == 1 { "" } else { "s" }
+            ),
         )?;
         return Ok(Checked::rejected());
     }
@@ -344,35 +454,6 @@ fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDep
             _ => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     }
-}
-
-/// The first file of the commit larger than `limit` (sizes come from object headers: nothing
-/// is loaded), as an error line.
-fn oversized_blob(repo: &Repository, commit: Oid, limit: u64) -> Result<Option<String>, HookError> {
-    let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| HookError::BadInput(e.to_string()))?;
-    let odb = repo.odb().map_err(|e| HookError::BadInput(e.to_string()))?;
-    let mut found = None;
-    let mut seen = 0usize;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        seen += 1;
-        if seen > 100_000 {
-            return git2::TreeWalkResult::Abort;
-        }
-        if entry.kind() == Some(git2::ObjectType::Blob) {
-            if let Ok((size, _)) = odb.read_header(entry.id()) {
-                if size as u64 > limit {
-                    found = Some(format!(
-                        "error: {dir}{}: {size} bytes; files larger than {limit} bytes are refused (DEVPOP_MAX_BLOB_BYTES): an environment repo holds configuration",
-                        entry.name().unwrap_or("?")
-                    ));
-                    return git2::TreeWalkResult::Abort;
-                }
-            }
-        }
-        git2::TreeWalkResult::Ok
-    })
-    .or_else(|e| if e.code() == git2::ErrorCode::User { Ok(()) } else { Err(HookError::BadInput(e.to_string())) })?;
-    Ok(found)
 }
 
 /// Tells the server which deployments this push makes, and the user their ids. The server
