@@ -179,3 +179,46 @@ fn racing_wait_pushes_leave_the_environment_on_the_branch_commit() {
         git_ok(&work, &["checkout", "-q", "-B", "main-line", "origin/Production"]);
     }
 }
+
+/// Two plain pushes of one environment from the same commit, at once: the loser is refused
+/// with the reason and prints no deployment id (before, it printed an id that never existed).
+#[test]
+fn a_push_that_loses_a_race_prints_no_deployment_id() {
+    let (devpop, _dir, work) = app();
+    for round in 0..3 {
+        let base = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
+        let mut commits = Vec::new();
+        for side in ["a", "b"] {
+            git_ok(&work, &["checkout", "-q", "-B", &format!("side-{side}"), &base]);
+            std::fs::write(work.join("README.md"), format!("plain round {round} side {side}\n")).unwrap();
+            commit_all(&work, &format!("plain round {round} {side}"));
+            commits.push(git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned());
+        }
+        let pushes: Vec<_> = commits
+            .iter()
+            .map(|c| {
+                let (work, c) = (work.clone(), c.clone());
+                std::thread::spawn(move || git(&work, &["push", "origin", &format!("{c}:refs/heads/Production")]))
+            })
+            .collect();
+        for out in pushes.into_iter().map(|p| p.join().unwrap()) {
+            let err = stderr(&out);
+            let printed: Vec<u64> = err
+                .lines()
+                .filter_map(|l| l.strip_prefix("remote: Deployment "))
+                .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+                .collect();
+            if out.status.success() {
+                assert_eq!(printed.len(), 1, "{err}");
+            } else {
+                assert!(printed.is_empty(), "a refused push printed a deployment id: {err}");
+            }
+            for id in printed {
+                let r = http(&devpop.addr(), "GET", &format!("/api/v1/deployments/{id}"), &[], b"");
+                assert_eq!(r.status, 200, "deployment {id} was printed but does not exist");
+            }
+        }
+        git_ok(&work, &["fetch", "-q", "origin"]);
+        git_ok(&work, &["checkout", "-q", "-B", "main-line", "origin/Production"]);
+    }
+}

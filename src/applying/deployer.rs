@@ -61,7 +61,7 @@ pub struct Deployer<T: Target> {
     reservations: Mutex<HashMap<String, Vec<Reserved>>>,
     /// What a push's checks rendered, by deployment: its first render is not done again.
     prerendered: Mutex<HashMap<u64, Rendered>>,
-    /// One lock per environment, taken by `-o wait` pushes for their whole receive.
+    /// One lock per environment, held by a push from its verdict until git is done.
     env_locks: Mutex<HashMap<EnvKey, Arc<tokio::sync::Mutex<()>>>>,
     /// The environment locks a push in progress holds, by push.
     holds: Mutex<HashMap<String, Vec<tokio::sync::OwnedMutexGuard<()>>>>,
@@ -151,10 +151,10 @@ impl<T: Target> Deployer<T> {
         Ok(id)
     }
 
-    /// `-o wait`: holds the environment `key` for the rest of the push `push` (until
+    /// Holds the environment `key` for the rest of the push `push` (until
     /// [`Deployer::push_finished`]), waiting while another push holds it; `on_wait` is called
-    /// once before waiting. So `-o wait` pushes of one environment deploy one at a time, each
-    /// from the branch the previous one left.
+    /// once before waiting. So pushes of one environment pass their verdict one at a time, each
+    /// seeing the branch the previous one left (and `-o wait` ones deploy one at a time).
     pub async fn hold(&self, push: &str, key: EnvKey, on_wait: impl FnOnce()) {
         let lock = self.env_locks.lock().expect("environment locks").entry(key).or_default().clone();
         let guard = match lock.clone().try_lock_owned() {

@@ -192,7 +192,7 @@ async fn serve_inner(stream: std::os::unix::net::UnixStream, ctx: Context) -> Re
             Ok(false) => 1,
             Err(e) => {
                 tracing::error!(error = %e, repo = %ctx.id, "checking a push failed");
-                let _ = super::say(&mut out, &format!("error: devpop could not check this push: {e}"));
+                let _ = super::say(&mut out, &e.for_pusher());
                 1
             }
         };

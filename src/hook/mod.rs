@@ -34,7 +34,7 @@ pub enum HookError {
     BadRefUpdate(String),
     #[error("the pre-receive hook sent a malformed request: {0}")]
     BadRequest(String),
-    #[error("reading the pushed objects failed")]
+    #[error("reading the pushed objects: {0}")]
     Git(#[from] git2::Error),
     #[error(transparent)]
     Check(#[from] checks::CheckError),
@@ -42,6 +42,22 @@ pub enum HookError {
     NotADevpopRepo(String),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl HookError {
+    /// What the pusher is told: what went wrong and what to do, never a server path (the
+    /// server's log has the whole error).
+    pub fn for_pusher(&self) -> String {
+        let unreadable = "devpop could not read this push's objects or its scratch space";
+        match self {
+            HookError::Git(_) | HookError::Io(_) | HookError::Check(_) | HookError::NotADevpopRepo(_) => format!(
+                "error: {unreadable}; nothing was changed: push again, and if it fails again, tell the server's operator (its log has the details)"
+            ),
+            HookError::BadRefUpdate(_) | HookError::BadRequest(_) => {
+                format!("error: devpop could not check this push ({self}); nothing was changed")
+            }
+        }
+    }
 }
 
 /// One ref update as git hands it to the hook.
@@ -195,8 +211,8 @@ pub trait PushServer {
     /// The id the deployment will have: it is recorded and queued once git has moved the branch.
     /// `rendered` is what the checks rendered, so the deployment need not render it again.
     fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
-    /// `-o wait`: holds the request's environment until git has moved or refused this push's
-    /// refs, waiting while another push holds it (`on_wait` runs once before waiting).
+    /// Holds the request's environment until git has moved or refused this push's refs,
+    /// waiting while another push holds it (`on_wait` runs once before waiting).
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut());
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
     fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
@@ -277,53 +293,77 @@ pub fn pre_receive(
         say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
     }
-    if !options.wait && accepted {
-        announce_deployments(out, id, updates, rendered, server, &validation)?;
+    if !accepted {
+        return Ok(false);
     }
-    if options.wait && accepted {
-        let Some(server) = server else {
+    let Some(server) = server else {
+        if options.wait {
             say(out, "error: -o wait needs the push to come through a devpop server")?;
             return Ok(false);
-        };
-        // The commit is still in quarantine: the server reads it from there. Each environment
-        // is held until git has moved (or refused) this push's refs, so `-o wait` pushes of one
-        // environment deploy one at a time; the lock order (by name) rules out a deadlock.
-        let mut requests: Vec<(&RefUpdate, NewDeployment)> = updates
-            .iter()
-            .filter(|u| u.branch().is_some())
-            .map(|u| (u, deployment_request(id, u, server.pusher(), request.quarantine.clone())))
-            .collect();
-        requests.sort_by(|a, b| a.1.environment.cmp(&b.1.environment));
-        for (_, deployment) in &requests {
-            let environment = deployment.environment.clone();
-            let mut waiting = || {
-                let _ = say(out, &format!("Waiting for another push to {environment} to finish..."));
-            };
-            server.hold(deployment, &mut waiting);
         }
-        // Held: the branch cannot move under this push any more, except by git for this push.
-        for (update, _) in &requests {
-            let now = repo.refname_to_id(&update.refname).unwrap_or_else(|_| git2::Oid::ZERO_SHA1);
-            if now != update.old {
-                say(
-                    out,
-                    &format!(
-                        "error: {} moved to {} while this push waited; nothing was deployed: fetch, rebase and push again",
-                        update.branch().unwrap_or_default(),
-                        &now.to_string()[..12]
-                    ),
-                )?;
-                return Ok(false);
-            }
-        }
-        for (_, mut deployment) in requests {
-            deployment.validation = validation.clone();
-            if !deploy_and_wait(out, server, deployment)? {
-                return Ok(false);
-            }
+        announce_deployments(out, id, updates, rendered, None, &validation)?;
+        return Ok(true);
+    };
+    if !hold_environments(out, repo, id, updates, server)? {
+        return Ok(false);
+    }
+    if !options.wait {
+        announce_deployments(out, id, updates, rendered, Some(server), &validation)?;
+        return Ok(true);
+    }
+    // The commit is still in quarantine: the server reads it from there.
+    for update in updates.iter().filter(|u| u.branch().is_some()) {
+        let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
+        deployment.validation = validation.clone();
+        if !deploy_and_wait(out, server, deployment)? {
+            return Ok(false);
         }
     }
-    Ok(accepted)
+    Ok(true)
+}
+
+/// Holds the environment of each pushed branch until git has moved (or refused) this push's
+/// refs, then checks that no branch moved since the push began; `Ok(false)` (with the reason
+/// said) when one did. Pushes of one environment through the server therefore pass this point
+/// one at a time: a push that lost a race is refused here, before it announces a deployment
+/// that could never exist, and `-o wait` deployments run in branch order. Environments are
+/// held in name order, so two pushes of the same branches cannot deadlock.
+fn hold_environments(
+    out: &mut dyn Write,
+    repo: &Repository,
+    id: &RepoId,
+    updates: &[RefUpdate],
+    server: &dyn PushServer,
+) -> Result<bool, HookError> {
+    let mut held: Vec<(&RefUpdate, NewDeployment)> = updates
+        .iter()
+        .filter(|u| u.branch().is_some())
+        .map(|u| (u, deployment_request(id, u, server.pusher(), None)))
+        .collect();
+    held.sort_by(|a, b| a.1.environment.cmp(&b.1.environment));
+    for (_, deployment) in &held {
+        let environment = &deployment.environment;
+        let mut waiting = || {
+            let _ = say(out, &format!("Waiting for another push to {environment} to finish..."));
+        };
+        server.hold(deployment, &mut waiting);
+    }
+    for (update, _) in &held {
+        let now = repo.refname_to_id(&update.refname).unwrap_or(git2::Oid::ZERO_SHA1);
+        if now != update.old {
+            let branch = update.branch().unwrap_or_default();
+            let at =
+                if now.is_zero() { "was deleted".to_owned() } else { format!("moved to {}", &now.to_string()[..12]) };
+            say(
+                out,
+                &format!(
+                    "error: {branch} {at} while this push was being checked; nothing was changed: fetch, rebase and push again"
+                ),
+            )?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// What checking one ref update found: whether it passed, and the environment it renders to.
