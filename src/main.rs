@@ -341,6 +341,12 @@ enum HookCommand {
     },
 }
 
+/// `println!` for the CLI's output, as a `?`-able write: when the reader goes away
+/// (`devpop app list | head`), the command ends quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { writeln!(io::stdout(), $($arg)*)? };
+}
+
 fn main() -> ExitCode {
     if let Err(e) = load_config_file() {
         eprintln!("error: {e}");
@@ -350,6 +356,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let code = match run(cli.command) {
         Ok(code) => code,
+        // The reader of our output went away (`devpop app list | head`): done, quietly.
+        Err(e)
+            if e.chain()
+                .any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -401,7 +414,11 @@ fn collect_env_names(cmd: &clap::Command, out: &mut Vec<String>) {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEVPOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    // Colour codes only for a person at a terminal, never into a file or a log collector.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -438,14 +455,14 @@ fn run(command: Command) -> Result<ExitCode> {
                 &origin,
             );
             let url = format!("{}{}", public_url.trim_end_matches('/'), id.url_path());
-            println!("Created application {id} (branch Production, origin {origin}).");
-            println!("Clone it with:\n  git clone {url}");
-            println!("or add it to an existing environment repo:\n  git remote add developer-pop {url}");
+            out!("Created application {id} (branch Production, origin {origin}).");
+            out!("Clone it with:\n  git clone {url}");
+            out!("or add it to an existing environment repo:\n  git remote add developer-pop {url}");
             Ok(ExitCode::SUCCESS)
         }
         Command::App(AppCommand::List { data }) => {
             for id in store(&data)?.list() {
-                println!("{id}\t{}", id.url_path());
+                out!("{id}\t{}", id.url_path());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -460,7 +477,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &p.descriptor.metadata.name,
                 &p.descriptor.metadata.image,
             );
-            println!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
+            out!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
             Ok(ExitCode::SUCCESS)
         }
         Command::Package(PackageCommand::List { data }) => {
@@ -470,7 +487,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     .get(&name)
                     .map(|p| p.descriptor.metadata.image)
                     .unwrap_or_else(|e| format!("(unreadable: {e})"));
-                println!("{name}\t{image}");
+                out!("{name}\t{image}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -499,14 +516,14 @@ fn run(command: Command) -> Result<ExitCode> {
                 if read_only { "read-only" } else { "read-write" },
                 expires_at.map(|e| format!(", expires {e}")).unwrap_or_default()
             );
-            println!("{token}");
+            out!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::List { data }) => {
             for t in devpop::auth::TokenStore::new(&absolute(&data.data)?).list()? {
                 let state = if t.revoked { "revoked" } else { "active" };
                 let expires = t.expires_at.map(|e| e.to_string()).unwrap_or_else(|| "never".into());
-                println!(
+                out!(
                     "{}\t{}\t{}\t{state}\texpires {expires}",
                     t.id,
                     t.account,
@@ -518,7 +535,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Token(TokenCommand::Revoke { id, data }) => {
             let t = devpop::auth::TokenStore::new(&absolute(&data.data)?).revoke(&id)?;
             audit(&data.data)?.record("cli", None, "token.revoke", &t.account, &t.id, "");
-            println!("Revoked {} (account {}).", t.id, t.account);
+            out!("Revoked {} (account {}).", t.id, t.account);
             Ok(ExitCode::SUCCESS)
         }
         Command::Render(args) => render(args),
@@ -658,7 +675,7 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         &Default::default(),
     )?;
     match args.out {
-        None => print!("{}", devpop::rendering::to_yaml(&rendered)),
+        None => write!(io::stdout(), "{}", devpop::rendering::to_yaml(&rendered))?,
         Some(out) => {
             std::fs::create_dir_all(&out)?;
             let files = devpop::applying::environment_files(&rendered);
@@ -747,7 +764,7 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         &format!("{}/{}/{}", id.application, id.repo, args.env),
         &format!("to deployment {} (commit {})", target.id, devpop::records::short(&target.request.commit)),
     );
-    println!(
+    out!(
         "Rolling {} of {id} back to deployment {} (commit {}) with commit {}",
         args.env,
         target.id,
@@ -796,7 +813,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             (AuthMode::None, false) => "local mode: loopback only, no authentication",
         };
         // The first line on stdout is the address; tests and scripts read it.
-        println!("devpop serving on {url} ({mode})");
+        out!("devpop serving on {url} ({mode})");
         io::stdout().flush()?;
         tracing::info!(%url, "serving");
         server.run(shutdown_signal()).await?;

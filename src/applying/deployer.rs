@@ -363,7 +363,7 @@ impl<T: Target> Deployer<T> {
             Ok(message) => self.record(move |r| r.transition(id, State::Ready, message)).await?,
             Err(e) => {
                 let message = e.to_string();
-                tracing::info!(deployment = id, %message, "deployment failed");
+                tracing::info!(deployment = id, reason = %message, "deployment failed");
                 let failed = self.record(move |r| r.transition(id, State::Failed, message)).await?;
                 if failed.request.quarantine.is_some() {
                     self.restore_after(&failed).await?;
