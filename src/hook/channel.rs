@@ -25,16 +25,12 @@
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
-use super::{HookError, HookSettings, PushOptions, PushRequest, PushServer, Queued, RefUpdate};
-use crate::applying::deployer::Deployer;
-use crate::applying::AnyTarget;
+use super::{HookError, HookSettings, PushOptions, PushRequest, PushServer, RefUpdate};
 use crate::names::RepoId;
 use crate::packages::PackageStore;
-use crate::records::{Deployment, NewDeployment};
 
 /// The variable that tells the shim the channel is there, and its value.
 pub const ENV: (&str, &str) = ("DEVPOP_HOOK_CHANNEL", "fd3");
@@ -162,7 +158,8 @@ pub struct Context {
     pub repo_path: PathBuf,
     pub packages: PackageStore,
     pub settings: HookSettings,
-    pub server: InServer,
+    /// The server the push came through (the transport's adapter to the deployer).
+    pub server: Box<dyn PushServer + Send>,
 }
 
 /// Serves one push's channel: waits for the hook, checks the push, answers the verdict.
@@ -182,9 +179,15 @@ async fn serve_inner(stream: std::os::unix::net::UnixStream, ctx: Context) -> Re
         let started = std::time::Instant::now();
         let mut out = Framed { inner: io::BufWriter::new(&stream), partial: Vec::new() };
         let accepted = match crate::source::open_pushed(&ctx.repo_path, request.quarantine.as_deref()) {
-            Ok(repo) => {
-                super::pre_receive(&ctx.id, &repo, &request, &mut out, &ctx.packages, &ctx.settings, Some(&ctx.server))
-            }
+            Ok(repo) => super::pre_receive(
+                &ctx.id,
+                &repo,
+                &request,
+                &mut out,
+                &ctx.packages,
+                &ctx.settings,
+                Some(ctx.server.as_ref()),
+            ),
             Err(e) => Err(HookError::Check(e.into())),
         };
         let status = match accepted {
@@ -204,46 +207,6 @@ async fn serve_inner(stream: std::os::unix::net::UnixStream, ctx: Context) -> Re
     })
     .await
     .map_err(|e| HookError::Io(io::Error::other(e)))?
-}
-
-/// The server a push came through, as its checks see it.
-pub struct InServer {
-    pub deployer: Arc<Deployer<AnyTarget>>,
-    pub base_url: String,
-    pub pusher: String,
-    /// This push, as the server knows it (its deployments are reserved under it).
-    pub push: String,
-    pub runtime: tokio::runtime::Handle,
-}
-
-impl PushServer for InServer {
-    fn pusher(&self) -> &str {
-        &self.pusher
-    }
-
-    fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
-        let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
-        Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
-    }
-
-    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) {
-        let key =
-            (request.account.clone(), request.application.clone(), request.repo.clone(), request.environment.clone());
-        self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait));
-    }
-
-    fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
-        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
-        Ok(Queued { id: d.id, url: crate::api::deployment_url(&self.base_url, d.id) })
-    }
-
-    fn deployment(&self, id: u64) -> Option<Deployment> {
-        self.deployer.records().get(id)
-    }
-
-    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
-        self.runtime.block_on(self.deployer.dry_run(request))
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod advertise;
 pub mod process;
+pub mod push_server;
 pub mod spawn;
 
 use axum::body::Body;
@@ -326,13 +327,13 @@ async fn rpc(
             repo_path: repo.clone(),
             packages: state.packages.clone(),
             settings: state.settings.hook.clone(),
-            server: crate::hook::channel::InServer {
+            server: Box::new(push_server::InServer {
                 deployer: state.deployer.clone(),
                 base_url: state.base_url.clone(),
                 pusher: pusher.unwrap_or_else(|| "unknown".to_owned()),
                 push: push.clone(),
                 runtime: tokio::runtime::Handle::current(),
-            },
+            }),
         };
         tokio::spawn(crate::hook::channel::serve(ours, context));
         let deployer = state.deployer.clone();
