@@ -339,6 +339,9 @@ enum HookCommand {
         #[command(flatten)]
         push: PushLimitArgs,
     },
+    /// Answer a `git push -o dry-run` that passed its checks: every ref "ok", none moved (git
+    /// runs this only when devpop serve asks it to, for dry runs).
+    ProcReceive,
 }
 
 /// `println!` for the CLI's output, as a `?`-able write: when the reader goes away
@@ -540,6 +543,11 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Render(args) => render(args),
         Command::Rollback(args) => rollback(args),
+        Command::Hook(HookCommand::ProcReceive) => {
+            devpop::hook::proc_receive::answer(&mut io::stdin().lock(), &mut io::stdout().lock())
+                .context("answering git's proc-receive request")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Hook(HookCommand::PreReceive { data, check, push }) => {
             let packages = PackageStore::new(&data.data);
             let checks = CheckSettings {

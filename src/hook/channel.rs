@@ -158,6 +158,8 @@ pub struct Context {
     pub repo_path: PathBuf,
     pub packages: PackageStore,
     pub settings: HookSettings,
+    /// git was started to hand this push's refs to the proc-receive hook if it is a dry run.
+    pub dry_run_answered: bool,
     /// The server the push came through (the transport's adapter to the deployer).
     pub server: Box<dyn PushServer + Send>,
 }
@@ -172,7 +174,8 @@ pub async fn serve(stream: std::os::unix::net::UnixStream, ctx: Context) {
 async fn serve_inner(stream: std::os::unix::net::UnixStream, ctx: Context) -> Result<(), HookError> {
     stream.set_nonblocking(true)?;
     let (request, stream) = read_request(tokio::net::UnixStream::from_std(stream)?).await?;
-    let Some(request) = request else { return Ok(()) };
+    let Some(mut request) = request else { return Ok(()) };
+    request.dry_run_answered = ctx.dry_run_answered;
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     tokio::task::spawn_blocking(move || -> Result<(), HookError> {

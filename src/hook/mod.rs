@@ -16,6 +16,7 @@
 
 pub mod channel;
 pub mod objects;
+pub mod proc_receive;
 
 use std::io::{self, BufRead, Write};
 
@@ -166,6 +167,9 @@ pub struct PushRequest {
     pub options: PushOptions,
     /// git's quarantine (`GIT_QUARANTINE_PATH`): where the pushed objects wait for the verdict.
     pub quarantine: Option<String>,
+    /// A `-o dry-run` push whose refs git hands to the proc-receive hook, which keeps them
+    /// where they are: accepting it moves nothing (set by the server that started git so).
+    pub dry_run_answered: bool,
 }
 
 impl PushRequest {
@@ -177,6 +181,8 @@ impl PushRequest {
             updates,
             options: PushOptions::from_env(),
             quarantine: std::env::var("GIT_QUARANTINE_PATH").ok(),
+            // A push to the repo on disk has no proc-receive step: a dry run is refused.
+            dry_run_answered: false,
         })
     }
 }
@@ -290,7 +296,12 @@ pub fn pre_receive(
     let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
     let out = tee.out;
     if options.dry_run && accepted {
-        say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
+        if request.dry_run_answered {
+            // git hands the refs to `devpop hook proc-receive`, which keeps them where they are.
+            say(out, "Dry run passed: this push would be accepted and deployed; nothing was changed")?;
+            return Ok(true);
+        }
+        say(out, "error: dry run passed, refused on purpose: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
     }
     if !accepted {
