@@ -391,15 +391,36 @@ fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result
     line(out, &d.to_string())
 }
 
-/// Writes one line of push output and flushes it, so the pusher sees it now.
+/// Writes one line of push output and flushes it, so the pusher sees it now. Control
+/// characters (from a branch name, a file name, any pushed value) are written as escapes, so
+/// nothing reaches the pusher's terminal as a control sequence.
 pub fn line(out: &mut dyn Write, text: &str) -> io::Result<()> {
-    writeln!(out, "{text}")?;
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        let mut escaped = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if !c.is_control() || c == '\n' || c == '\t' {
+                escaped.push(c);
+            } else {
+                escaped.extend(c.escape_default());
+            }
+        }
+        writeln!(out, "{escaped}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
     out.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_values_in_output_lines_are_escaped() {
+        let mut out = Vec::new();
+        line(&mut out, "push to Prod\x1b[31m\r rejected").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "push to Prod\\u{1b}[31m\\r rejected\n");
+    }
 
     #[test]
     fn control_characters_never_reach_the_terminal() {

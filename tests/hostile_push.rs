@@ -222,3 +222,26 @@ fn a_push_that_loses_a_race_prints_no_deployment_id() {
         git_ok(&work, &["checkout", "-q", "-B", "main-line", "origin/Production"]);
     }
 }
+
+#[test]
+fn ref_names_with_markup_or_control_characters_never_land() {
+    let (devpop, _dir, work) = app();
+    let repo = git2::Repository::open(&work).unwrap();
+    let parent = head(&work);
+    let (commit, objects) = rawgit::commit_with(&repo, Some(parent), &[("README.md", b"x\n")], 0);
+    let pack = rawgit::pack_of(&repo, &objects);
+    for refname in ["refs/heads/<b>Prod</b>", "refs/heads/Prod\u{1}uction", "refs/heads/Prod\u{1b}[31m", "refs/tags/v1"]
+    {
+        let push = RawPush {
+            updates: vec![(ZERO.to_owned(), commit.to_string(), refname.to_owned())],
+            pack: pack.clone(),
+            ..Default::default()
+        };
+        let result = rawgit::push(&devpop.addr(), APP_PATH, &push, None);
+        assert!(!result.ok(refname), "{refname:?} landed: {result:?}");
+        assert!(!result.remote.contains('\u{1b}'), "a control character reached the pusher's terminal: {result:?}");
+        assert!(healthy(&devpop));
+    }
+    let refs = git_ok(&devpop.repo_path("1", "app", "app"), &["for-each-ref", "--format=%(refname)"]);
+    assert_eq!(refs.trim(), "refs/heads/Production", "{refs}");
+}
