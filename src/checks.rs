@@ -74,6 +74,8 @@ pub struct Verdict {
     pub config: Option<validation::SectionConfig>,
     /// The environment's objects, when every check passed.
     pub rendered: Option<Rendered>,
+    /// Every problem reported, as printed (for machine-readable output).
+    pub problems: Vec<Diagnostic>,
 }
 
 impl Verdict {
@@ -365,6 +367,15 @@ fn report_outcome(
     }
     line(out, &head)?;
     let lines: Vec<&str> = output.lines().collect();
+    // The same, as data: the module's folder, what happened and what validate.sh said.
+    let what = head.split_once(&format!("proxy {name}: ")).map_or(head.as_str(), |(_, w)| w).trim_end_matches(':');
+    let said: Vec<String> = lines.iter().take(SHOW_LINES).map(|l| printable(l)).collect();
+    let message = if said.is_empty() { what.to_owned() } else { format!("{what}: {}", said.join("\n")) };
+    verdict.problems.push(if is_error {
+        Diagnostic::error(format!("{name}/"), None, message)
+    } else {
+        Diagnostic::warning(format!("{name}/"), None, message)
+    });
     for l in lines.iter().take(SHOW_LINES) {
         line(out, &format!("  {}", printable(l)))?;
     }
@@ -388,6 +399,7 @@ fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result
     } else {
         verdict.warnings += 1;
     }
+    verdict.problems.push(d.clone());
     line(out, &d.to_string())
 }
 

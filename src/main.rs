@@ -1,5 +1,7 @@
 //! The `devpop` command line.
 
+mod cli;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -209,6 +211,15 @@ struct ValidateArgs {
     local: LocalArgs,
     #[command(flatten)]
     check: CheckArgs,
+    /// Check the index (what `git commit` would commit) instead of the last commit.
+    #[arg(long, conflicts_with = "worktree")]
+    staged: bool,
+    /// Check the files in the working tree as they are, committed or not.
+    #[arg(long)]
+    worktree: bool,
+    /// How to print the result: text, or one JSON object on stdout (for CI).
+    #[arg(long, value_enum, default_value = "text")]
+    format: cli::validate::Format,
 }
 
 /// Where `validate` and `render` work: a working tree, as an application of some data dir.
@@ -594,6 +605,7 @@ impl Local {
                 };
                 RepoId::new(account, application, repo)?
             }
+            None if let Some(id) = remote_app(&dir) => id,
             None => {
                 let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("app");
                 let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
@@ -628,34 +640,23 @@ impl Local {
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let local = Local::new(&args.local)?;
-    let (dir, env) = (&local.dir, &local.env);
-    let mut out = io::stdout().lock();
-    let verdict = devpop::checks::run(
-        &WorkDir { root: dir },
-        local.subject(),
-        &local.packages,
-        &args.check.check_settings(),
-        &mut out,
-    )?;
-    if verdict.accepted() {
-        writeln!(
-            out,
-            "{}: ready to push to {env} ({} warning{})",
-            dir.display(),
-            verdict.warnings,
-            if verdict.warnings == 1 { "" } else { "s" }
-        )?;
-        Ok(ExitCode::SUCCESS)
-    } else {
-        writeln!(
-            out,
-            "{}: {} problem{} to fix before pushing to {env}",
-            dir.display(),
-            verdict.errors,
-            if verdict.errors == 1 { "" } else { "s" }
-        )?;
-        Ok(ExitCode::FAILURE)
-    }
+    let settings = args.check.check_settings();
+    let namespace = devpop::rendering::naming::namespace(&settings.render.namespace_prefix, &local.id, &local.env);
+    let what = match (args.staged, args.worktree) {
+        (_, true) => cli::validate::What::Worktree,
+        (true, _) => cli::validate::What::Staged,
+        _ => cli::validate::What::Head,
+    };
+    cli::validate::run(cli::validate::Request {
+        dir: &local.dir,
+        env: &local.env,
+        subject: local.subject(),
+        namespace,
+        packages: &local.packages,
+        settings,
+        what,
+        format: args.format,
+    })
 }
 
 fn render(args: RenderCmdArgs) -> Result<ExitCode> {
@@ -694,6 +695,21 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The application the work tree's devpop remote (`developer-pop`, else `origin`) points at,
+/// from its URL (`.../account/<account>/application/<application>/<repo>.git`): the server
+/// names the environment's namespace after it.
+fn remote_app(dir: &Path) -> Option<RepoId> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    ["developer-pop", "origin"].iter().find_map(|name| {
+        let remote = repo.find_remote(name).ok()?;
+        let path = remote.url().ok()?.split_once("/account/")?.1.trim_end_matches('/');
+        let (account, rest) = path.split_once("/application/")?;
+        let (application, repo_name) = rest.split_once('/')?;
+        let repo_name = repo_name.strip_suffix(".git").unwrap_or(repo_name);
+        RepoId::new(account, application, repo_name).ok()
+    })
 }
 
 /// The branch checked out in the git work tree containing `dir`.

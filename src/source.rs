@@ -127,6 +127,12 @@ pub struct GitCommit<'r> {
 }
 
 impl GitCommit<'_> {
+    /// The commit's tree (or the object itself, when `commit` names a tree: `devpop validate
+    /// --staged` checks the index's tree).
+    fn tree(&self) -> Result<git2::Tree<'_>, git2::Error> {
+        self.repo.find_object(self.commit, None)?.peel_to_tree()
+    }
+
     fn err(&self) -> impl FnOnce(git2::Error) -> SourceError + '_ {
         move |source| SourceError::Git { commit: self.commit.to_string(), source }
     }
@@ -185,7 +191,7 @@ impl GitCommit<'_> {
 
 impl RepoSource for GitCommit<'_> {
     fn snapshot(&self) -> Result<Snapshot, SourceError> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let tree = self.tree().map_err(self.err())?;
         let mut snapshot = Snapshot::default();
         for entry in tree.iter() {
             let Ok(name) = entry.name() else { continue };
@@ -209,7 +215,7 @@ impl RepoSource for GitCommit<'_> {
     }
 
     fn read_folder(&self, name: &str) -> Result<(Files, Written), SourceError> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let tree = self.tree().map_err(self.err())?;
         let mut budget = Budget::new();
         let mut files = Files::new();
         if let Some(entry) = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree)) {
@@ -219,7 +225,7 @@ impl RepoSource for GitCommit<'_> {
     }
 
     fn folder_id(&self, name: &str) -> Option<String> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).ok()?;
+        let tree = self.tree().ok()?;
         let entry = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree))?;
         Some(entry.id().to_string())
     }

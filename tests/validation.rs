@@ -28,7 +28,12 @@ fn remote_lines(push_output: &str) -> Vec<String> {
 }
 
 fn devpop_validate(dir: &Path, env: &str, data: &Path) -> (bool, Vec<String>) {
-    let out = Command::new(DEVPOP).args(["validate", "--env", env, "--data"]).arg(data).arg(dir).output().unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["validate", "--worktree", "--env", env, "--data"])
+        .arg(data)
+        .arg(dir)
+        .output()
+        .unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     (out.status.success(), lines)
 }

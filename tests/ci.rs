@@ -1,0 +1,92 @@
+//! What a CI pipeline relies on: `devpop validate` checks what would be pushed (and says what it
+//! leaves out), machine-readable results, and a dry run whose exit status is the verdict.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn validate(work: &Path, args: &[&str]) -> Output {
+    Command::new(DEVPOP).arg("validate").args(args).arg(work).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A clone of a new application holding the sample application (two modules), committed.
+fn sample_clone(devpop: &Devpop) -> (tempfile::TempDir, std::path::PathBuf) {
+    let url = devpop.create_app("1", "site", "site");
+    let (dir, work) = clone(&url);
+    replace_tree(&work, &fixture("repos/sample-application"));
+    commit_all(&work, "sample");
+    (dir, work)
+}
+
+#[test]
+fn validate_checks_the_commit_not_untracked_files_and_says_what_it_left_out() {
+    let devpop = Devpop::start();
+    let (_dir, work) = sample_clone(&devpop);
+    // A module folder that exists only on disk: the push would not carry it.
+    let config = std::fs::read_to_string(work.join("section.config.json")).unwrap();
+    std::fs::write(
+        work.join("section.config.json"),
+        config.replacen(
+            "\"proxychain\": [",
+            "\"proxychain\": [\n    { \"name\": \"extra\", \"image\": \"example-simple:1.0.0\" },",
+            1,
+        ),
+    )
+    .unwrap();
+    commit_all(&work, "add a module whose folder is not committed");
+    std::fs::create_dir(work.join("extra")).unwrap();
+    std::fs::copy(work.join("example/server.conf"), work.join("extra/server.conf")).unwrap();
+
+    let checked = validate(&work, &["--env", "Production"]);
+    let said = text(&checked);
+    assert!(!checked.status.success(), "{said}");
+    assert!(said.contains("proxychain entry \"extra\" has no folder 'extra/'"), "{said}");
+    assert!(said.contains("extra/server.conf") && said.contains("not part of it"), "says what it left out: {said}");
+    // The push agrees.
+    let push = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(!push.status.success());
+    assert!(stderr(&push).contains("proxychain entry \"extra\" has no folder 'extra/'"), "{}", stderr(&push));
+    // The files as they are would pass.
+    let worktree = validate(&work, &["--env", "Production", "--worktree"]);
+    assert!(worktree.status.success(), "{}", text(&worktree));
+    // Staged, then committed: both pass.
+    git_ok(&work, &["add", "extra"]);
+    assert!(validate(&work, &["--env", "Production", "--staged"]).status.success());
+    commit_all(&work, "the folder");
+    let committed = validate(&work, &["--env", "Production"]);
+    assert!(committed.status.success(), "{}", text(&committed));
+}
+
+#[test]
+fn validate_json_names_each_problem_and_the_namespace_the_server_would_use() {
+    let devpop = Devpop::start();
+    let (_dir, work) = sample_clone(&devpop);
+    std::fs::write(work.join("section.config.json"), "{\n  \"proxychain\": [,]\n}\n").unwrap();
+    commit_all(&work, "broken");
+    let out = validate(&work, &["--env", "Production", "--format", "json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(report["accepted"], false);
+    assert_eq!(report["environment"], "Production");
+    let problem = &report["problems"][0];
+    assert_eq!((problem["severity"].as_str(), problem["file"].as_str()), (Some("error"), Some("section.config.json")));
+    assert_eq!((problem["line"].as_u64(), problem["column"].as_u64()), (Some(2), Some(18)), "{report}");
+    assert!(problem["message"].as_str().unwrap().contains("invalid JSON"), "{report}");
+    // Without --app, the namespace comes from the remote's URL, as the server names it.
+    git_ok(&work, &["checkout", "-q", "HEAD~1"]);
+    let out = validate(&work, &["--env", "Production", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accepted"], true, "{}", text(&out));
+    let push = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(push.status.success(), "{}", stderr(&push));
+    let ns = stderr(&push).split("(namespace ").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
+    assert_eq!(report["namespace"], ns);
+}
