@@ -246,6 +246,13 @@ struct RenderCmdArgs {
     /// Write one file per object (and a kustomization.yaml) into this folder instead of YAML on stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Print what would change against the environment's last deployment (needs --data: the
+    /// server's data dir) instead of the manifests.
+    #[arg(long, conflicts_with = "out", requires = "data")]
+    diff: bool,
+    /// With --diff: text, or one JSON object on stdout (for CI).
+    #[arg(long, value_enum, default_value = "text", requires = "diff")]
+    format: cli::validate::Format,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -683,6 +690,43 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         &args.check.render_settings(),
         &Default::default(),
     )?;
+    if args.diff {
+        let data = args.local.data.as_deref().context("--diff needs --data (the server's data dir)")?;
+        let before = devpop::applying::RenderedRepos::new(&absolute(data)?)
+            .environment_objects(&local.id, &local.env)?
+            .unwrap_or_default();
+        let diff = devpop::rendering::diff(&before, &rendered);
+        let mut stdout = io::stdout().lock();
+        if args.format == cli::validate::Format::Json {
+            let report = serde_json::json!({
+                "environment": local.env,
+                "namespace": rendered.namespace,
+                "added": diff.added,
+                "changed": diff.details,
+                "removed": diff.removed,
+                "unchanged": diff.unchanged,
+            });
+            writeln!(stdout, "{report}")?;
+        } else {
+            for (mark, keys) in [("+", &diff.added), ("~", &diff.changed), ("-", &diff.removed)] {
+                for key in keys {
+                    writeln!(stdout, "{mark} {key}")?;
+                    for line in diff.details.get(key).into_iter().flatten() {
+                        writeln!(stdout, "    {line}")?;
+                    }
+                }
+            }
+            writeln!(
+                stdout,
+                "({} added, {} changed, {} removed, {} unchanged)",
+                diff.added.len(),
+                diff.changed.len(),
+                diff.removed.len(),
+                diff.unchanged
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.out {
         None => write!(io::stdout(), "{}", devpop::rendering::to_yaml(&rendered))?,
         Some(out) => {

@@ -90,3 +90,46 @@ fn validate_json_names_each_problem_and_the_namespace_the_server_would_use() {
     let ns = stderr(&push).split("(namespace ").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
     assert_eq!(report["namespace"], ns);
 }
+
+#[test]
+fn a_dry_run_shows_the_changed_origin_line_and_exits_0_leaving_the_records_alone() {
+    let devpop = Devpop::start();
+    let (_dir, work) = sample_clone(&devpop);
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    let config = std::fs::read_to_string(work.join("section.config.json")).unwrap();
+    std::fs::write(
+        work.join("section.config.json"),
+        config.replacen("my-s3-bucket.s3-website.us-east-2.amazonaws.com", "new-origin.example.com", 1),
+    )
+    .unwrap();
+    commit_all(&work, "move the origin");
+    let before = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"").text();
+    let dry = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
+    let err = stderr(&dry);
+    assert!(dry.status.success(), "{err}");
+    let changed: Vec<&str> = err.lines().filter(|l| l.starts_with("remote:       ")).collect();
+    assert!(
+        changed.iter().any(|l| l.contains('-') && l.contains("my-s3-bucket.s3-website.us-east-2.amazonaws.com")),
+        "{err}"
+    );
+    assert!(changed.iter().any(|l| l.contains('+') && l.contains("new-origin.example.com")), "{err}");
+    assert_eq!(http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"").text(), before, "records unchanged");
+    // The same diff offline, as JSON, against the server's last deployment.
+    let render = Command::new(DEVPOP)
+        .args(["render", "--diff", "--format", "json", "--env", "Production", "--data"])
+        .arg(devpop.data.path())
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(render.status.success(), "{}", text(&render));
+    let report: serde_json::Value = serde_json::from_slice(&render.stdout).unwrap();
+    let changed = report["changed"].as_object().unwrap_or_else(|| panic!("{report}"));
+    let lines: Vec<&str> = changed.values().flat_map(|v| v.as_array().unwrap()).filter_map(|l| l.as_str()).collect();
+    assert!(lines.iter().any(|l| l.starts_with('+') && l.contains("new-origin.example.com")), "{report}");
+    assert!(report["added"].as_array().unwrap().is_empty() && report["removed"].as_array().unwrap().is_empty());
+    assert_ne!(
+        server_branch(&devpop.repo_path("1", "site", "site"), "Production"),
+        git_ok(&work, &["rev-parse", "HEAD"]).trim()
+    );
+}

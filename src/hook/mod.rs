@@ -594,6 +594,10 @@ fn dry_run_report(
     for (mark, keys) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for k in keys {
             say(out, &format!("  {mark} {k}"))?;
+            // What changes inside it, as a unified diff of its YAML.
+            for line in d.details.get(k).into_iter().flatten() {
+                say(out, &format!("      {line}"))?;
+            }
         }
     }
     say(
