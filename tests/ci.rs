@@ -133,3 +133,47 @@ fn a_dry_run_shows_the_changed_origin_line_and_exits_0_leaving_the_records_alone
         git_ok(&work, &["rev-parse", "HEAD"]).trim()
     );
 }
+
+/// The `remote: devpop-result: {...}` line a push with `-o json` ends with.
+fn push_result(out: &Output) -> serde_json::Value {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("remote: devpop-result: "))
+        .last()
+        .unwrap_or_else(|| panic!("no devpop-result line in:\n{err}"));
+    serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn a_push_with_o_json_ends_with_a_machine_readable_result() {
+    let devpop = Devpop::start();
+    let (_dir, work) = sample_clone(&devpop);
+    let out = git(&work, &["push", "-o", "json", "origin", "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = push_result(&out);
+    assert_eq!(result["accepted"], true, "{result}");
+    let env = &result["environments"][0];
+    assert_eq!((env["environment"].as_str(), env["state"].as_str()), (Some("Production"), Some("queued")), "{result}");
+    let id = env["deployment"].as_u64().unwrap();
+    assert_eq!(id, queued_deployment(&stderr(&out), "Production"));
+    assert!(env["namespace"].as_str().unwrap().starts_with("section-site-production-"), "{result}");
+    wait_deployment(&devpop, id);
+
+    std::fs::write(work.join("README.md"), "waited\n").unwrap();
+    commit_all(&work, "wait for it");
+    let out = git(&work, &["push", "-o", "json", "-o", "wait", "origin", "HEAD:Production"]);
+    let result = push_result(&out);
+    assert_eq!(result["environments"][0]["state"], "ready", "{result}");
+
+    std::fs::write(work.join("section.config.json"), "{\n  \"proxychain\": [,]\n}\n").unwrap();
+    commit_all(&work, "broken");
+    let out = git(&work, &["push", "-o", "json", "origin", "HEAD:Production"]);
+    assert!(!out.status.success());
+    let result = push_result(&out);
+    assert_eq!(result["accepted"], false);
+    assert_eq!(result["environments"][0]["state"], "refused", "{result}");
+    let problem = &result["problems"][0];
+    assert_eq!(problem["file"], "section.config.json", "{result}");
+    assert_eq!((problem["line"].as_u64(), problem["column"].as_u64()), (Some(2), Some(18)), "{result}");
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use devpop::source::{GitCommit, RepoSource, WorkDir};
-use devpop::validation::diagnostic::{Diagnostic, Severity};
+use devpop::validation::diagnostic::Diagnostic;
 
 /// What is checked.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub fn run(req: Request) -> Result<ExitCode> {
             "accepted": verdict.accepted(),
             "errors": verdict.errors,
             "warnings": verdict.warnings,
-            "problems": verdict.problems.iter().map(problem_json).collect::<Vec<_>>(),
+            "problems": verdict.problems.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
             "left_out": left_out,
         });
         writeln!(stdout, "{report}")?;
@@ -157,15 +157,4 @@ fn shown(paths: &[String]) -> String {
         s.push_str(&format!(", and {} more", paths.len() - 5));
     }
     s
-}
-
-/// A problem as CI reads it: severity, file, line, column and the message (which says the fix).
-pub fn problem_json(d: &Diagnostic) -> serde_json::Value {
-    serde_json::json!({
-        "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
-        "file": d.file,
-        "line": d.pos.map(|p| p.line),
-        "column": d.pos.map(|p| p.col),
-        "message": d.message,
-    })
 }

@@ -28,6 +28,7 @@ use crate::packages::PackageStore;
 use crate::records::{Action, Deployment, NewDeployment, State};
 use crate::rendering::Rendered;
 use crate::source::GitCommit;
+use crate::validation::diagnostic::Diagnostic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
@@ -99,6 +100,8 @@ impl RefUpdate {
 pub struct PushOptions {
     pub dry_run: bool,
     pub wait: bool,
+    /// `-o json`: end with one `devpop-result: {...}` line for CI.
+    pub json: bool,
     pub unknown: Vec<String>,
     /// Options refused outright: with control characters, or longer than [`MAX_OPTION_BYTES`].
     pub invalid: Vec<String>,
@@ -135,6 +138,7 @@ impl PushOptions {
             match option.as_str() {
                 "dry-run" => o.dry_run = true,
                 "wait" => o.wait = true,
+                "json" => o.json = true,
                 _ => o.unknown.push(option),
             }
         }
@@ -149,7 +153,7 @@ impl PushOptions {
             .map(|o| {
                 let shown: String = o.chars().take(80).flat_map(char::escape_default).collect();
                 format!(
-                    "error: push option \"{shown}\" is refused: options are short words without control characters (devpop knows: dry-run, wait)"
+                    "error: push option \"{shown}\" is refused: options are short words without control characters (devpop knows: dry-run, wait, json)"
                 )
             })
             .collect();
@@ -240,16 +244,70 @@ pub fn pre_receive(
     settings: &HookSettings,
     server: Option<&dyn PushServer>,
 ) -> Result<bool, HookError> {
+    let mut summary = Summary { dry_run: request.options.dry_run, ..Summary::default() };
+    let accepted = check_push(id, repo, request, out, packages, settings, server, &mut summary)?;
+    if request.options.json {
+        summary.accepted = accepted;
+        say(out, &format!("devpop-result: {}", summary.to_json()))?;
+    }
+    Ok(accepted)
+}
+
+/// What `-o json` prints last: the verdict, each environment's outcome, every problem.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub accepted: bool,
+    pub dry_run: bool,
+    pub environments: Vec<serde_json::Value>,
+    pub problems: Vec<Diagnostic>,
+}
+
+impl Summary {
+    fn environment(&mut self, environment: &str, state: &str, namespace: Option<&str>, queued: Option<&Queued>) {
+        self.environments.push(serde_json::json!({
+            "environment": environment,
+            "state": state,
+            "namespace": namespace,
+            "deployment": queued.map(|q| q.id),
+            "url": queued.map(|q| q.url.as_str()),
+        }));
+    }
+
+    fn problem(&mut self, message: &str) {
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        self.problems.push(Diagnostic::error("", None, message));
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted,
+            "dry_run": self.dry_run,
+            "environments": self.environments,
+            "problems": self.problems.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_push(
+    id: &RepoId,
+    repo: &Repository,
+    request: &PushRequest,
+    out: &mut dyn Write,
+    packages: &PackageStore,
+    settings: &HookSettings,
+    server: Option<&dyn PushServer>,
+    summary: &mut Summary,
+) -> Result<bool, HookError> {
     let updates = &request.updates;
     let max_refs = settings.max_refs;
     if updates.len() > max_refs {
-        say(
-            out,
-            &format!(
-                "error: this push updates {} refs; at most {max_refs} are accepted in one push (each branch is an environment): push fewer at a time",
-                updates.len()
-            ),
-        )?;
+        let problem = format!(
+            "error: this push updates {} refs; at most {max_refs} are accepted in one push (each branch is an environment): push fewer at a time",
+            updates.len()
+        );
+        summary.problem(&problem);
+        say(out, &problem)?;
         return Ok(false);
     }
     let options = &request.options;
@@ -260,13 +318,14 @@ pub fn pre_receive(
     }
     if !problems.is_empty() {
         for problem in &problems {
+            summary.problem(problem);
             say(out, problem)?;
         }
         say(out, "error: push rejected: fix the push options (listed above); nothing was changed")?;
         return Ok(false);
     }
     for unknown in &options.unknown {
-        say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
+        say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait, json)"))?;
     }
     // Every object the push adds is sized (not only the tip's files): the quarantine holds them.
     let mut oversized = match &request.quarantine {
@@ -280,17 +339,22 @@ pub fn pre_receive(
     for update in updates {
         let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server, &mut oversized)?;
         accepted &= checked.accepted;
+        summary.problems.extend(checked.problems);
+        if let Some(branch) = update.branch() {
+            let namespace = checked.rendered.as_ref().map(|r| r.namespace.as_str());
+            let state = if !checked.accepted { "refused" } else { "checked" };
+            summary.environment(branch, state, namespace, None);
+        }
         rendered.push(checked.rendered);
     }
     if let Some((blob, size)) = oversized.iter().next() {
         // In the pack, but in no pushed commit: refused all the same (git would keep it).
-        say(
-            tee.out,
-            &format!(
-                "error: this push carries a {size}-byte object ({blob}) that no pushed branch holds; files larger than {} bytes are refused (DEVPOP_MAX_BLOB_BYTES)",
-                settings.max_blob_bytes
-            ),
-        )?;
+        let problem = format!(
+            "error: this push carries a {size}-byte object ({blob}) that no pushed branch holds; files larger than {} bytes are refused (DEVPOP_MAX_BLOB_BYTES)",
+            settings.max_blob_bytes
+        );
+        summary.problem(&problem);
+        say(tee.out, &problem)?;
         accepted = false;
     }
     let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
@@ -312,21 +376,24 @@ pub fn pre_receive(
             say(out, "error: -o wait needs the push to come through a devpop server")?;
             return Ok(false);
         }
-        announce_deployments(out, id, updates, rendered, None, &validation)?;
+        announce_deployments(out, id, updates, rendered, None, &validation, summary)?;
         return Ok(true);
     };
-    if !hold_environments(out, repo, id, updates, server)? {
+    if let Some(problem) = hold_environments(out, repo, id, updates, server)? {
+        summary.problem(&problem);
         return Ok(false);
     }
+    // From here on, each environment's entry says what became of it.
+    summary.environments.clear();
     if !options.wait {
-        announce_deployments(out, id, updates, rendered, Some(server), &validation)?;
+        announce_deployments(out, id, updates, rendered, Some(server), &validation, summary)?;
         return Ok(true);
     }
     // The commit is still in quarantine: the server reads it from there.
     for update in updates.iter().filter(|u| u.branch().is_some()) {
         let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
         deployment.validation = validation.clone();
-        if !deploy_and_wait(out, server, deployment)? {
+        if !deploy_and_wait(out, server, deployment, summary)? {
             return Ok(false);
         }
     }
@@ -334,8 +401,8 @@ pub fn pre_receive(
 }
 
 /// Holds the environment of each pushed branch until git has moved (or refused) this push's
-/// refs, then checks that no branch moved since the push began; `Ok(false)` (with the reason
-/// said) when one did. Pushes of one environment through the server therefore pass this point
+/// refs, then checks that no branch moved since the push began; the problem (also said) when
+/// one did. Pushes of one environment through the server therefore pass this point
 /// one at a time: a push that lost a race is refused here, before it announces a deployment
 /// that could never exist, and `-o wait` deployments run in branch order. Environments are
 /// held in name order, so two pushes of the same branches cannot deadlock.
@@ -345,7 +412,7 @@ fn hold_environments(
     id: &RepoId,
     updates: &[RefUpdate],
     server: &dyn PushServer,
-) -> Result<bool, HookError> {
+) -> Result<Option<String>, HookError> {
     let mut held: Vec<(&RefUpdate, NewDeployment)> = updates
         .iter()
         .filter(|u| u.branch().is_some())
@@ -365,27 +432,27 @@ fn hold_environments(
             let branch = update.branch().unwrap_or_default();
             let at =
                 if now.is_zero() { "was deleted".to_owned() } else { format!("moved to {}", &now.to_string()[..12]) };
-            say(
-                out,
-                &format!(
-                    "error: {branch} {at} while this push was being checked; nothing was changed: fetch, rebase and push again"
-                ),
-            )?;
-            return Ok(false);
+            let problem = format!(
+                "error: {branch} {at} while this push was being checked; nothing was changed: fetch, rebase and push again"
+            );
+            say(out, &problem)?;
+            return Ok(Some(problem));
         }
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// What checking one ref update found: whether it passed, and the environment it renders to.
 struct Checked {
     accepted: bool,
     rendered: Option<Rendered>,
+    /// Every problem found, as data (for `-o json`).
+    problems: Vec<Diagnostic>,
 }
 
 impl Checked {
-    fn rejected() -> Self {
-        Checked { accepted: false, rendered: None }
+    fn rejected(problems: Vec<Diagnostic>) -> Self {
+        Checked { accepted: false, rendered: None, problems }
     }
 }
 
@@ -409,11 +476,12 @@ fn check_update(
                 update.refname
             ),
         )?;
-        return Ok(Checked::rejected());
+        let problem = format!("{}: devpop deploys branches, one per environment; push a branch", update.refname);
+        return Ok(Checked::rejected(vec![Diagnostic::error("", None, problem)]));
     };
     if update.is_delete() {
         say(out, &format!("Environment {branch}: branch deleted"))?;
-        return Ok(Checked { accepted: true, rendered: None });
+        return Ok(Checked { accepted: true, rendered: None, problems: Vec::new() });
     }
     let problems = objects::check_update(repo, update, oversized, settings.max_blob_bytes)?;
     if !problems.is_empty() {
@@ -428,7 +496,8 @@ fn check_update(
                 if n == 1 { "" } else { "s" }
             ),
         )?;
-        return Ok(Checked::rejected());
+        let problems = problems.iter().map(|p| Diagnostic::error("", None, p.trim_start_matches("error: "))).collect();
+        return Ok(Checked::rejected(problems));
     }
     let source = GitCommit { repo, commit: update.new };
     let commit = update.new.to_string();
@@ -446,7 +515,7 @@ fn check_update(
         }
     }
     if verdict.accepted() {
-        return Ok(Checked { accepted: true, rendered: verdict.rendered });
+        return Ok(Checked { accepted: true, rendered: verdict.rendered, problems: verdict.problems });
     }
     let n = verdict.errors;
     say(
@@ -456,12 +525,17 @@ fn check_update(
             if n == 1 { "" } else { "s" }
         ),
     )?;
-    Ok(Checked::rejected())
+    Ok(Checked::rejected(verdict.problems))
 }
 
 /// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
 /// deployment's steps; `Ok(true)` when it became ready (the push is then accepted).
-fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDeployment) -> Result<bool, HookError> {
+fn deploy_and_wait(
+    out: &mut dyn Write,
+    server: &dyn PushServer,
+    request: NewDeployment,
+    summary: &mut Summary,
+) -> Result<bool, HookError> {
     let environment = request.environment.clone();
     let queued = match server.submit(request) {
         Ok(q) => q,
@@ -482,6 +556,9 @@ fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDep
             say(out, &format!("  [{}] {}", step.state.as_str(), step.message))?;
         }
         shown = d.steps.len();
+        if matches!(d.state, State::Ready | State::Failed | State::Superseded) {
+            summary.environment(&environment, d.state.as_str(), d.namespace.as_deref(), Some(&queued));
+        }
         match d.state {
             State::Ready => {
                 say(out, &format!("Deployment {} of {environment} is ready", d.id))?;
@@ -516,9 +593,11 @@ fn announce_deployments(
     rendered: Vec<Option<Rendered>>,
     server: Option<&dyn PushServer>,
     validation: &[String],
+    summary: &mut Summary,
 ) -> Result<(), HookError> {
     for (update, rendered) in updates.iter().zip(rendered) {
         let Some(branch) = update.branch() else { continue };
+        let namespace = rendered.as_ref().map(|r| r.namespace.clone());
         let Some(server) = server else {
             say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
             continue;
@@ -526,7 +605,10 @@ fn announce_deployments(
         let mut request = deployment_request(id, update, server.pusher(), None);
         request.validation = validation.to_vec();
         match server.reserve(request, rendered) {
-            Ok(q) => say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?,
+            Ok(q) => {
+                summary.environment(branch, "queued", namespace.as_deref(), Some(&q));
+                say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?
+            }
             Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
         }
     }
