@@ -177,3 +177,101 @@ fn a_push_with_o_json_ends_with_a_machine_readable_result() {
     assert_eq!(problem["file"], "section.config.json", "{result}");
     assert_eq!((problem["line"].as_u64(), problem["column"].as_u64()), (Some(2), Some(18)), "{result}");
 }
+
+/// The `run:` (GitHub Actions) and `script:` (GitLab CI) commands of each job in docs/ci.md's
+/// YAML blocks, by job name, in file order.
+fn recipes() -> Vec<(String, Vec<String>)> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci.md")).unwrap();
+    let mut jobs = Vec::new();
+    for block in doc.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap();
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap_or_else(|e| panic!("{e}:\n{yaml}"));
+        let (mapping, github) = match value.get("jobs") {
+            Some(jobs) => (jobs.as_mapping().unwrap().clone(), true),
+            None => (value.as_mapping().unwrap().clone(), false),
+        };
+        for (name, job) in mapping {
+            let commands: Vec<String> = if github {
+                job["steps"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| s["run"].as_str().map(str::to_owned))
+                    .collect()
+            } else {
+                match job.get("script") {
+                    Some(script) => {
+                        script.as_sequence().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect()
+                    }
+                    None => continue,
+                }
+            };
+            jobs.push((name.as_str().unwrap().to_owned(), commands));
+        }
+    }
+    jobs
+}
+
+#[test]
+fn the_ci_recipes_in_docs_run_as_written() {
+    let recipes = recipes();
+    let names: Vec<&str> = recipes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["check", "deploy", "devpop-check", "devpop-deploy"]);
+    let devpop = Devpop::start_with(&["--auth", "tokens"]);
+    let remote = format!("{}/account/9999/application/9999/site.git", devpop.url);
+    devpop.create_app("9999", "9999", "site");
+    let token = Command::new(DEVPOP)
+        .args(["token", "create", "--account", "9999", "--data"])
+        .arg(devpop.data.path())
+        .output()
+        .unwrap();
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let authed = remote.replacen("http://", &format!("http://section-token:{token}@"), 1);
+    let (_dir, work) = clone(&authed);
+    // The CI checkout: no credentials in the clone's config.
+    git_ok(&work, &["remote", "set-url", "origin", &remote]);
+    let bin_dir = Path::new(DEVPOP).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let runner = tempfile::tempdir().unwrap();
+    let summary = runner.path().join("step-summary.md");
+    for (round, (job, commands)) in recipes.iter().enumerate() {
+        // Each job runs on a new commit of the sample application (a fresh module config).
+        replace_tree(&work, &fixture("repos/sample-application"));
+        std::fs::write(work.join("README.md"), format!("round {round}\n")).unwrap();
+        commit_all(&work, &format!("change for {job}"));
+        for command in commands {
+            let out = Command::new("sh")
+                .arg("-ec")
+                .arg(command)
+                .current_dir(&work)
+                .env("PATH", &path)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env("DEVPOP_REMOTE", &remote)
+                .env("DEVPOP_ENV", "Production")
+                .env("DEVPOP_TOKEN", &token)
+                .env("GITHUB_STEP_SUMMARY", &summary)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{job}: {command}\n{}", text(&out));
+        }
+        let validate = work.join("validate.json");
+        if job.ends_with("check") {
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&validate).unwrap()).unwrap();
+            assert_eq!(report["accepted"], true, "{report}");
+            let dry = std::fs::read_to_string(work.join("dry-run.txt")).unwrap();
+            assert!(dry.contains("Dry run passed"), "{dry}");
+            assert!(!dry.contains(&token), "the token never reaches the output");
+        } else {
+            let result: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(work.join("result.json")).unwrap()).unwrap();
+            assert_eq!(result["environments"][0]["state"], "ready", "{result}");
+        }
+        for f in ["validate.json", "dry-run.txt", "push.txt", "result.json"] {
+            let _ = std::fs::remove_file(work.join(f));
+        }
+    }
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(summary.contains("Dry run"), "the dry run reached the job summary: {summary}");
+}
