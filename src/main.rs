@@ -1,5 +1,7 @@
 //! The `devpop` command line.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::io::{self, Write};

@@ -353,10 +353,10 @@ fn supervise(
 /// SIGTERM to git's process group, so git and its helpers run their cleanup (quarantine
 /// removal) on the way out.
 fn terminate(pid: u32) {
-    // SAFETY: kill(2) on the process group of a child started in a group of its own and not
-    // reaped yet (only the supervisor reaps it, after this call).
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
+    if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+        // The process group of a child started in a group of its own and not reaped yet (only
+        // the supervisor reaps it, after this call).
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
     }
 }
 
