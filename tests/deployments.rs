@@ -82,7 +82,7 @@ fn sample() -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deployment_goes_through_every_state_and_wires_next_hop_to_cluster_ips() {
+async fn a_deployment_goes_through_every_state_and_applies_the_render_as_published() {
     let w = World::new();
     let commit = w.push(&sample(), "Production");
     let cluster = Arc::new(MemoryCluster::new());
@@ -98,9 +98,11 @@ async fn a_deployment_goes_through_every_state_and_wires_next_hop_to_cluster_ips
     let objects = cluster.objects(&ns);
     assert!(objects.contains_key("Service/m2-example"));
     let Object::Deployment(cache) = &objects["Deployment/m1-cache"] else { unreachable!() };
-    let alias = &cache.spec.as_ref().unwrap().template.spec.as_ref().unwrap().host_aliases.as_ref().unwrap()[0];
-    assert!(alias.ip.starts_with("10.96."), "next-hop points at the cluster IP: {alias:?}");
-    assert!(cache.metadata.annotations.as_ref().unwrap().get("devpop.section.io/next-hop-unresolved").is_none());
+    // The cluster gets what the rendered repo holds: next-hop is resolved inside the pod.
+    let pod = cache.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert!(pod.host_aliases.is_none());
+    assert_eq!(pod.init_containers.as_ref().unwrap()[0].name, "next-hop");
+    assert!(objects.contains_key("ConfigMap/devpop-next-hop"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

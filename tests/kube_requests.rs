@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,7 +107,7 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     (kube::Client::new(service, "default"), seen)
 }
 
-fn rendered(hop_ips: &BTreeMap<String, String>) -> Rendered {
+fn rendered() -> Rendered {
     let dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(dir.path());
     for p in ["example-simple", "edge-cache"] {
@@ -120,8 +119,7 @@ fn rendered(hop_ips: &BTreeMap<String, String>) -> Rendered {
     let id = RepoId::new("9999", "9999", "sample-application").unwrap();
     let subject =
         checks::Subject { id: &id, environment: "Production", commit: "0123456789abcdef0123456789abcdef01234567" };
-    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips)
-        .unwrap()
+    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default()).unwrap()
 }
 
 fn subject() -> Subject {
@@ -146,22 +144,12 @@ fn ready() -> Script {
 async fn every_object_is_server_side_applied_by_devpop_with_force() {
     let (client, seen) = mock(ready());
     let cluster = KubeCluster::new(client);
-    let r = rendered(&BTreeMap::new());
-    let ips = cluster.prepare(&subject(), &r).await.unwrap();
-    assert_eq!(ips.len(), 5, "a ClusterIP per Service: {ips:?}");
-    assert!(ips["m2-example"].starts_with("10.96.7."));
-    let r = rendered(&ips);
+    let r = rendered();
     cluster.apply(&subject(), &r).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
-    let workloads =
-        r.objects.iter().filter(|o| matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")).count();
-    assert_eq!(
-        patches.len(),
-        2 * r.objects.len() - workloads,
-        "prepare applies all but the workloads, apply applies everything"
-    );
+    assert_eq!(patches.len(), r.objects.len(), "every object is applied once, in the rendered order");
     for p in &patches {
         assert_eq!(p.content_type, "application/apply-patch+yaml", "{}", p.uri);
         assert!(p.uri.contains("fieldManager=devpop") && p.uri.contains("force=true"), "{}", p.uri);
@@ -173,34 +161,36 @@ async fn every_object_is_server_side_applied_by_devpop_with_force() {
         .find(|p| p.uri.starts_with(&format!("/apis/apps/v1/namespaces/{ns}/deployments/m1-cache?")))
         .expect("the module Deployment is applied");
     assert_eq!(deploy.body["kind"], "Deployment");
-    assert_eq!(
-        deploy.body["spec"]["template"]["spec"]["hostAliases"][0]["ip"],
-        json!(ips["m2-example"]),
-        "next-hop wired to the ClusterIP"
-    );
+    let pod = &deploy.body["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["name"], "next-hop", "next-hop is wired in the pod itself: {pod}");
+    assert!(pod.get("hostAliases").is_none(), "{pod}");
+    let pdb = patches
+        .iter()
+        .find(|p| p.uri.starts_with(&format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/egress?")))
+        .expect("the egress PodDisruptionBudget is applied");
+    assert_eq!(pdb.body["kind"], "PodDisruptionBudget");
 }
 
 #[tokio::test]
 async fn prune_lists_by_the_devpop_label_and_deletes_only_what_the_render_dropped() {
     let (client, seen) = mock(ready());
     let cluster = KubeCluster::new(client);
-    let report = cluster.apply(&subject(), &rendered(&BTreeMap::new())).await.unwrap();
+    let report = cluster.apply(&subject(), &rendered()).await.unwrap();
     assert_eq!(report.pruned, ["Deployment/m9-old"]);
     let seen = seen.lock().unwrap().clone();
     let lists: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::GET).collect();
-    assert_eq!(lists.len(), 8, "one list per managed kind");
+    assert_eq!(lists.len(), 9, "one list per managed kind");
     for l in &lists {
         assert!(l.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop"), "{}", l.uri);
     }
     let deletes: Vec<&str> = seen.iter().filter(|s| s.method == Method::DELETE).map(|s| s.uri.as_str()).collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
-    assert!(deletes[0]
-        .starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered(&BTreeMap::new()).namespace)));
+    assert!(deletes[0].starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered().namespace)));
 }
 
 #[tokio::test]
 async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
-    let r = rendered(&BTreeMap::new());
+    let r = rendered();
     let (client, _) = mock(ready());
     let msg = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
     assert_eq!(msg, "5 Deployments rolled out");
@@ -241,7 +231,7 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
 #[tokio::test]
 async fn dry_run_asks_the_api_server_to_check_every_object_without_storing() {
     let (client, seen) = mock(ready());
-    let r = rendered(&BTreeMap::new());
+    let r = rendered();
     let message = KubeCluster::new(client).dry_run(&subject(), &r).await.unwrap().unwrap();
     assert_eq!(message, format!("the cluster accepts all {} objects (server-side dry run)", r.objects.len()));
     let seen = seen.lock().unwrap().clone();
@@ -297,9 +287,7 @@ async fn real_cluster_deploys_the_sample_application() {
         return;
     };
     let cluster = KubeCluster::discover(Some(std::path::Path::new(&kubeconfig))).await.unwrap();
-    let r = rendered(&BTreeMap::new());
-    let ips = cluster.prepare(&subject(), &r).await.unwrap();
-    let r = rendered(&ips);
+    let r = rendered();
     cluster.apply(&subject(), &r).await.unwrap();
     // The sample modules' images are placeholders (registry.example.com): the rollout must fail
     // fast and say so, naming the module's Deployment.

@@ -10,7 +10,7 @@
 //!   replicas), failing fast on ProgressDeadlineExceeded, image pull errors, crash loops and a
 //!   failing `prepare.sh` init container, naming the object and the reason.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
@@ -87,8 +88,8 @@ impl KubeCluster {
             .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: e.to_string() })
     }
 
-    /// Applies one object; returns the ClusterIP when it is a Service.
-    async fn apply_object(&self, ns: &str, o: &Object) -> Result<Option<String>, TargetError> {
+    /// Applies one object.
+    async fn apply_object(&self, ns: &str, o: &Object) -> Result<(), TargetError> {
         let name = o.name();
         match o {
             Object::Namespace(x) => {
@@ -107,11 +108,13 @@ impl KubeCluster {
                 self.ssa(self.api::<ConfigMap>(ns), name, x).await?;
             }
             Object::Service(x) => {
-                let applied = self.ssa(self.api::<Service>(ns), name, x).await?;
-                return Ok(applied.spec.and_then(|s| s.cluster_ip));
+                self.ssa(self.api::<Service>(ns), name, x).await?;
             }
             Object::Deployment(x) => {
                 self.ssa(self.api::<Deployment>(ns), name, x).await?;
+            }
+            Object::PodDisruptionBudget(x) => {
+                self.ssa(self.api::<PodDisruptionBudget>(ns), name, x).await?;
             }
             Object::HorizontalPodAutoscaler(x) => {
                 self.ssa(self.api::<HorizontalPodAutoscaler>(ns), name, x).await?;
@@ -120,7 +123,7 @@ impl KubeCluster {
                 self.ssa(self.api::<Ingress>(ns), name, x).await?;
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Deletes the objects of kind `K` managed by devpop in `ns` that `keep` does not name.
@@ -235,20 +238,6 @@ impl Target for KubeCluster {
         "cluster"
     }
 
-    async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
-        let mut ips = BTreeMap::new();
-        for o in rendered
-            .objects
-            .iter()
-            .filter(|o| !matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress"))
-        {
-            if let Some(ip) = self.apply_object(&rendered.namespace, o).await? {
-                ips.insert(o.name().to_owned(), ip);
-            }
-        }
-        Ok(ips)
-    }
-
     async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
         let ns = &rendered.namespace;
         for o in &rendered.objects {
@@ -259,6 +248,7 @@ impl Target for KubeCluster {
         // Workloads first, then what they used.
         self.prune_kind::<Ingress>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<HorizontalPodAutoscaler>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<PodDisruptionBudget>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<Deployment>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<Service>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<ConfigMap>(ns, &keep, &mut pruned).await?;
