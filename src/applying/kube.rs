@@ -6,16 +6,20 @@
 //!   rendered order: Namespace and guardrails, ConfigMaps and Services, then workloads.
 //! - Prune: objects labelled `app.kubernetes.io/managed-by=devpop` in the environment's
 //!   namespace that the new render no longer contains are deleted.
-//! - Rollout: like `kubectl rollout status` (observedGeneration, updated and available
-//!   replicas), failing fast on ProgressDeadlineExceeded, image pull errors, crash loops and a
-//!   failing `prepare.sh` init container, naming the object and the reason.
+//! - Rollout: as the Deployment controller computes it. Wait until the controller observed the
+//!   new generation; find the new ReplicaSet (owned by the Deployment, with its revision); fail
+//!   fast when that ReplicaSet cannot create pods (`ReplicaFailure`: quota, LimitRange, Pod
+//!   Security), and on ProgressDeadlineExceeded, image pull errors, crash loops and a failing
+//!   `next-hop` or `prepare.sh` init container of *its* pods (`pod-template-hash`, not
+//!   terminating): an old ReplicaSet's pods never decide. Done like `kubectl rollout status`
+//!   (updated and available replicas, no old ones left).
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -159,62 +163,104 @@ impl KubeCluster {
         Ok(())
     }
 
-    /// Why a Deployment's pods are not coming up, if they are failing in a way that will not
-    /// fix itself.
-    async fn pod_trouble(&self, ns: &str, deployment: &str) -> Result<Option<String>, TargetError> {
-        let pods = self.api::<Pod>(ns);
-        let list = pods
-            .list(&ListParams::default().labels(&format!("{}={deployment}", crate::rendering::LABEL_HOP)))
+    /// Why a Deployment's new pods are not coming up, if they are failing in a way that will
+    /// not fix itself. Only the new ReplicaSet and its live pods count.
+    async fn trouble(&self, ns: &str, d: &Deployment) -> Result<Option<String>, TargetError> {
+        let name = d.metadata.name.as_deref().unwrap_or_default();
+        if d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
+            return Ok(None); // the controller has not seen this generation yet
+        }
+        let hop = format!("{}={name}", crate::rendering::LABEL_HOP);
+        let sets =
+            self.api::<ReplicaSet>(ns).list(&ListParams::default().labels(&hop)).await.map_err(unavailable)?.items;
+        let Some(new) = new_replica_set(d, &sets) else { return Ok(None) };
+        if let Some(failure) = replica_failure(new) {
+            return Ok(Some(failure));
+        }
+        let Some(hash) = new.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH)) else { return Ok(None) };
+        let pods = self
+            .api::<Pod>(ns)
+            .list(&ListParams::default().labels(&format!("{hop},{POD_TEMPLATE_HASH}={hash}")))
             .await
             .map_err(unavailable)?;
-        for pod in list.items {
-            let Some(status) = pod.status else { continue };
-            let pod_name = pod.metadata.name.unwrap_or_default();
-            for (init, statuses) in [
-                (true, status.init_container_statuses.unwrap_or_default()),
-                (false, status.container_statuses.unwrap_or_default()),
-            ] {
-                for cs in statuses {
-                    let what = if init && cs.name == "prepare" {
-                        "prepare.sh".to_owned()
-                    } else {
-                        format!("container {}", cs.name)
-                    };
-                    if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-                        let reason = waiting.reason.clone().unwrap_or_default();
-                        if [
-                            "ImagePullBackOff",
-                            "ErrImagePull",
-                            "CrashLoopBackOff",
-                            "CreateContainerConfigError",
-                            "InvalidImageName",
-                        ]
-                        .contains(&reason.as_str())
-                        {
-                            let message = waiting.message.clone().unwrap_or_default();
-                            return Ok(Some(
-                                format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned(),
-                            ));
-                        }
-                    }
-                    if init {
-                        if let Some(t) =
-                            cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0)
-                        {
-                            if cs.restart_count >= 2 {
-                                return Ok(Some(format!(
-                                    "pod {pod_name}: {what} exited {} ({})",
-                                    t.exit_code,
-                                    t.reason.clone().unwrap_or_default()
-                                )));
-                            }
-                        }
+        Ok(pods.items.iter().find_map(pod_trouble))
+    }
+}
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The Deployment's new ReplicaSet: owned by it (uid) and of its current revision.
+pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let revision = d.metadata.annotations.as_ref()?.get(REVISION)?;
+    let uid = d.metadata.uid.as_deref()?;
+    sets.iter().find(|rs| {
+        rs.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == Some(revision)
+    })
+}
+
+/// Why a ReplicaSet cannot create its pods (quota, LimitRange, Pod Security admission...).
+pub fn replica_failure(rs: &ReplicaSet) -> Option<String> {
+    let c =
+        rs.status.as_ref()?.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some(
+        format!(
+            "ReplicaSet {} cannot create pods: {} {}",
+            rs.metadata.name.as_deref().unwrap_or_default(),
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        )
+        .trim_end()
+        .to_owned(),
+    )
+}
+
+/// Why one pod will not come up by itself; terminating pods never count.
+pub fn pod_trouble(pod: &Pod) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    for (init, statuses) in
+        [(true, status.init_container_statuses.iter().flatten()), (false, status.container_statuses.iter().flatten())]
+    {
+        for cs in statuses {
+            let what = match (init, cs.name.as_str()) {
+                (true, "prepare") => "prepare.sh".to_owned(),
+                (true, "next-hop") => "next-hop (resolving the next hop's Service)".to_owned(),
+                _ => format!("container {}", cs.name),
+            };
+            if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let reason = waiting.reason.clone().unwrap_or_default();
+                if [
+                    "ImagePullBackOff",
+                    "ErrImagePull",
+                    "CrashLoopBackOff",
+                    "CreateContainerConfigError",
+                    "InvalidImageName",
+                ]
+                .contains(&reason.as_str())
+                {
+                    let message = waiting.message.clone().unwrap_or_default();
+                    return Some(format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned());
+                }
+            }
+            if init {
+                if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+                    if cs.restart_count >= 2 {
+                        return Some(format!(
+                            "pod {pod_name}: {what} exited {} ({})",
+                            t.exit_code,
+                            t.reason.clone().unwrap_or_default()
+                        ));
                     }
                 }
             }
         }
-        Ok(None)
     }
+    None
 }
 
 /// Is this Deployment rolled out (as `kubectl rollout status` decides)? `Err` when it failed.
@@ -275,7 +321,7 @@ impl Target for KubeCluster {
                 match rollout_state(&d) {
                     Ok(true) => {}
                     Ok(false) => {
-                        if let Some(trouble) = self.pod_trouble(ns, name).await? {
+                        if let Some(trouble) = self.trouble(ns, &d).await? {
                             return Err(TargetError::Unhealthy {
                                 object: format!("Deployment/{name}"),
                                 reason: trouble,
