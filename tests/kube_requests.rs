@@ -521,3 +521,30 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     assert!(missing.is_empty(), "the applier needs, and the ClusterRole does not grant: {missing:?}");
     assert!(unused.is_empty(), "the ClusterRole grants, and the applier never uses: {unused:?}");
 }
+
+#[tokio::test]
+async fn mocked_api_a_refused_object_is_reported_as_a_sentence_not_a_debug_dump() {
+    let service = tower::service_fn(|_req: Request<kube::client::Body>| async {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value",
+            "reason": "Invalid", "code": 422});
+        Ok::<_, std::convert::Infallible>(
+            Response::builder()
+                .status(StatusCode::UNPROCESSABLE_ENTITY)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&status).unwrap())))
+                .unwrap(),
+        )
+    });
+    let cluster = KubeCluster::new(kube::Client::new(service, "default"));
+    let err = cluster.apply(&subject(), &rendered()).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "Namespace/{}: Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value (HTTP 422 Invalid); the API server rejected the object: fix the package or the config it was rendered from",
+            rendered().namespace
+        )
+    );
+    assert!(!text.contains("Status {") && !text.contains("Some("), "{text}");
+}

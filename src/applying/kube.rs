@@ -46,6 +46,29 @@ fn unavailable(e: impl std::fmt::Display) -> TargetError {
     TargetError::Unavailable(format!("cluster: {e}"))
 }
 
+/// A cluster error as a sentence: the API's own message and what to do (never a debug dump).
+pub fn sentence(e: &kube::Error) -> String {
+    let kube::Error::Api(status) = e else { return e.to_string() };
+    let what = match status.code {
+        401 | 403 => "devpop's service account may not do this: check its ClusterRole (docker/install.yaml)",
+        404 => "it is gone: push again to recreate it",
+        409 => "another client changed it at the same time: push again",
+        422 | 400 => "the API server rejected the object: fix the package or the config it was rendered from",
+        429 | 500..=599 => "the API server is busy or failing: push again later",
+        _ => "see the message",
+    };
+    let message = if status.message.is_empty() { status.reason.as_str() } else { status.message.as_str() };
+    format!(
+        "{message} (HTTP {}{}); {what}",
+        status.code,
+        if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) }
+    )
+}
+
+fn api_unavailable(e: kube::Error) -> TargetError {
+    TargetError::Unavailable(format!("cluster: {}", sentence(&e)))
+}
+
 impl KubeCluster {
     pub fn new(client: Client) -> Self {
         KubeCluster { client, poll: Duration::from_secs(1), dry_run: false }
@@ -71,7 +94,7 @@ impl KubeCluster {
                 .await
                 .map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
         };
-        Ok(Self::new(Client::try_from(config).map_err(unavailable)?))
+        Ok(Self::new(Client::try_from(config).map_err(api_unavailable)?))
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
@@ -89,7 +112,7 @@ impl KubeCluster {
         params.dry_run = self.dry_run;
         api.patch(name, &params, &Patch::Apply(object))
             .await
-            .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: e.to_string() })
+            .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: sentence(&e) })
     }
 
     /// Applies one object.
@@ -148,7 +171,7 @@ impl KubeCluster {
         let list = api
             .list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop")))
             .await
-            .map_err(unavailable)?;
+            .map_err(api_unavailable)?;
         for item in list.items {
             let Some(name) = item.metadata.name else { continue };
             let key = format!("{kind}/{name}");
@@ -156,7 +179,7 @@ impl KubeCluster {
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => pruned.push(key),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(unavailable(format!("deleting {key}: {e}"))),
+                    Err(e) => return Err(unavailable(format!("deleting {key}: {}", sentence(&e)))),
                 }
             }
         }
@@ -172,7 +195,7 @@ impl KubeCluster {
         }
         let hop = format!("{}={name}", crate::rendering::LABEL_HOP);
         let sets =
-            self.api::<ReplicaSet>(ns).list(&ListParams::default().labels(&hop)).await.map_err(unavailable)?.items;
+            self.api::<ReplicaSet>(ns).list(&ListParams::default().labels(&hop)).await.map_err(api_unavailable)?.items;
         let Some(new) = new_replica_set(d, &sets) else { return Ok(None) };
         if let Some(failure) = replica_failure(new) {
             return Ok(Some(failure));
@@ -182,7 +205,7 @@ impl KubeCluster {
             .api::<Pod>(ns)
             .list(&ListParams::default().labels(&format!("{hop},{POD_TEMPLATE_HASH}={hash}")))
             .await
-            .map_err(unavailable)?;
+            .map_err(api_unavailable)?;
         Ok(pods.items.iter().find_map(pod_trouble))
     }
 }
@@ -317,7 +340,7 @@ impl Target for KubeCluster {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for name in pending {
-                let d = api.get_status(name).await.map_err(unavailable)?;
+                let d = api.get_status(name).await.map_err(api_unavailable)?;
                 match rollout_state(&d) {
                     Ok(true) => {}
                     Ok(false) => {
@@ -351,7 +374,7 @@ impl Target for KubeCluster {
         let namespace_exists = Api::<Namespace>::all(self.client.clone())
             .get_opt(&rendered.namespace)
             .await
-            .map_err(unavailable)?
+            .map_err(api_unavailable)?
             .is_some();
         let mut checked = 0;
         for o in &rendered.objects {
@@ -376,7 +399,7 @@ impl Target for KubeCluster {
         match Api::<Namespace>::all(self.client.clone()).delete(namespace, &DeleteParams::default()).await {
             Ok(_) => Ok(format!("namespace {namespace} deleted")),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(format!("namespace {namespace} was already gone")),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(api_unavailable(e)),
         }
     }
 }
