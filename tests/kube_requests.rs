@@ -39,6 +39,8 @@ struct Script {
     /// ReplicaSets and pods in the namespace; list calls filter them by their label selector.
     replica_sets: Vec<Value>,
     pods: Vec<Value>,
+    /// ConfigMaps in the namespace (as metadata).
+    config_maps: Vec<Value>,
 }
 
 /// A ReplicaSet of Deployment `deployment` (uid `uid-<deployment>`), with its revision and,
@@ -83,9 +85,9 @@ fn selected(items: &[Value], query: &str) -> Vec<Value> {
     items
         .iter()
         .filter(|item| {
-            selector.split(',').filter(|t| !t.is_empty()).all(|term| {
-                let (k, v) = term.split_once('=').unwrap();
-                item["metadata"]["labels"][k].as_str() == Some(v)
+            selector.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
+                Some((k, v)) => item["metadata"]["labels"][k].as_str() == Some(v),
+                None => item["metadata"]["labels"].get(term).is_some(),
             })
         })
         .cloned()
@@ -137,6 +139,9 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                 }),
                 Method::GET if path.ends_with("/pods") => json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
                     "items": selected(&script.pods, parts.uri.query().unwrap_or(""))}),
+                Method::GET if path.ends_with("/configmaps") => json!({"apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadataList", "metadata": {},
+                    "items": selected(&script.config_maps, parts.uri.query().unwrap_or(""))}),
                 Method::GET if path.ends_with("/replicasets") => {
                     json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList",
                     "metadata": {}, "items": selected(&script.replica_sets, parts.uri.query().unwrap_or(""))})
@@ -204,7 +209,7 @@ fn subject() -> Subject {
 }
 
 fn ready() -> Script {
-    Script { deployment_status: vec![ready_status()], replica_sets: vec![], pods: vec![] }
+    Script { deployment_status: vec![ready_status()], replica_sets: vec![], pods: vec![], config_maps: vec![] }
 }
 
 fn not_ready_status() -> Value {
@@ -277,6 +282,7 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
             "ImagePullBackOff",
             "Back-off pulling image \"nginx:nope\"",
         )],
+        config_maps: vec![],
     };
     let (client, _) = mock(stuck);
     let err = KubeCluster::new(client)
@@ -301,6 +307,7 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
         ],
         replica_sets: vec![],
         pods: vec![],
+        config_maps: vec![],
     };
     let (client, _) = mock(deadline);
     let err = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap_err();
@@ -331,6 +338,7 @@ async fn mocked_api_an_old_replica_sets_failing_pods_do_not_fail_the_rollout_of_
         ],
         replica_sets,
         pods,
+        config_maps: vec![],
     };
     let (client, seen) = mock(script);
     let msg = KubeCluster::new(client)
@@ -354,7 +362,8 @@ async fn mocked_api_a_replica_set_refused_by_the_quota_fails_fast_with_the_quota
     for d in r.objects.iter().filter(|o| o.kind() == "Deployment" && o.name() != "egress").map(|o| o.name()) {
         replica_sets.push(replica_set(d, "new", 2, None));
     }
-    let script = Script { deployment_status: vec![not_ready_status()], replica_sets, pods: vec![] };
+    let script =
+        Script { deployment_status: vec![not_ready_status()], replica_sets, pods: vec![], config_maps: vec![] };
     let (client, _) = mock(script);
     let start = std::time::Instant::now();
     let err = KubeCluster::new(client)
@@ -474,7 +483,12 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     for d in r.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name()) {
         replica_sets.push(replica_set(d, "new", 2, None));
     }
-    let script = Script { deployment_status: vec![not_ready_status(), ready_status()], replica_sets, pods: vec![] };
+    let script = Script {
+        deployment_status: vec![not_ready_status(), ready_status()],
+        replica_sets,
+        pods: vec![],
+        config_maps: vec![],
+    };
     let (client, seen) = mock(script);
     let cluster = KubeCluster::new(client).with_poll(Duration::from_millis(5));
     cluster.dry_run(&subject(), &r).await.unwrap();
@@ -547,4 +561,54 @@ async fn mocked_api_a_refused_object_is_reported_as_a_sentence_not_a_debug_dump(
         )
     );
     assert!(!text.contains("Status {") && !text.contains("Some("), "{text}");
+}
+
+#[tokio::test]
+async fn mocked_api_replaced_config_maps_outlive_the_apply_and_are_pruned_after_the_rollout_keeping_two() {
+    let r = rendered();
+    let current = r
+        .objects
+        .iter()
+        .find(|o| o.kind() == "ConfigMap" && o.name().starts_with("egress-nginx-"))
+        .unwrap()
+        .name()
+        .to_owned();
+    let cm = |name: &str, base: Option<&str>, created: &str| {
+        let mut labels = json!({"app.kubernetes.io/managed-by": "devpop"});
+        if let Some(base) = base {
+            labels["devpop.section.io/config-of"] = json!(base);
+        }
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": created}})
+    };
+    let config_maps = vec![
+        cm(&current, Some("egress-nginx"), "2026-11-30T05:00:00Z"),
+        cm("egress-nginx-0000000000000001", Some("egress-nginx"), "2026-11-30T01:00:00Z"),
+        cm("egress-nginx-0000000000000002", Some("egress-nginx"), "2026-11-30T02:00:00Z"),
+        cm("egress-nginx-0000000000000003", Some("egress-nginx"), "2026-11-30T03:00:00Z"),
+        cm("egress-nginx-0000000000000004", Some("egress-nginx"), "2026-11-30T04:00:00Z"),
+        // From before content addressing: an ordinary object the render no longer has.
+        cm("egress-nginx", None, "2026-11-29T00:00:00Z"),
+    ];
+    let script = Script { deployment_status: vec![ready_status()], replica_sets: vec![], pods: vec![], config_maps };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client);
+    let deleted = |seen: &Arc<Mutex<Vec<Seen>>>| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::DELETE && s.uri.contains("/configmaps/"))
+            .map(|s| s.uri.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect()
+    };
+    let report = cluster.apply(&subject(), &r).await.unwrap();
+    assert!(report.pruned.contains(&"ConfigMap/egress-nginx".to_owned()), "{:?}", report.pruned);
+    assert_eq!(deleted(&seen), ["egress-nginx"], "the old pods' ConfigMaps stay while the rollout runs");
+    let msg = cluster.rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(msg, "5 Deployments rolled out; 2 old ConfigMaps pruned");
+    assert_eq!(
+        deleted(&seen),
+        ["egress-nginx", "egress-nginx-0000000000000002", "egress-nginx-0000000000000001"],
+        "the two newest replaced ones stay for a rollback"
+    );
 }

@@ -129,6 +129,20 @@ fn find<'a>(r: &'a Rendered, key: &str) -> &'a Object {
     r.objects.iter().find(|o| o.key() == key).unwrap_or_else(|| panic!("no {key}"))
 }
 
+/// A content-addressed ConfigMap by the name it has without its hash (e.g. `egress-nginx`).
+fn config_map<'a>(r: &'a Rendered, base: &str) -> &'a k8s_openapi::api::core::v1::ConfigMap {
+    let found = r.objects.iter().find_map(|o| match o {
+        Object::ConfigMap(cm)
+            if cm.metadata.labels.as_ref().unwrap().get(rendering::LABEL_CONFIG_OF).map(String::as_str)
+                == Some(base) =>
+        {
+            Some(cm.as_ref())
+        }
+        _ => None,
+    });
+    found.unwrap_or_else(|| panic!("no ConfigMap {base}-<hash>"))
+}
+
 fn policy<'a>(r: &'a Rendered, name: &str) -> &'a NetworkPolicy {
     match find(r, &format!("NetworkPolicy/{name}")) {
         Object::NetworkPolicy(p) => p,
@@ -159,7 +173,7 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
     let chain = ["private-ingress", "m1-cache", "m2-example", "egress"];
 
     // private-ingress forwards to the first module's Service.
-    let Object::ConfigMap(cm) = find(&r, "ConfigMap/private-ingress-nginx") else { unreachable!() };
+    let cm = config_map(&r, "private-ingress-nginx");
     let conf = &cm.data.as_ref().unwrap()["nginx.conf"];
     assert!(conf.contains(&format!("server m1-cache.{}.svc.cluster.local:80;", r.namespace)), "{conf}");
     // each module's next-hop is the next hop's Service, resolved by the pod's init container.
@@ -175,7 +189,7 @@ fn each_hop_points_to_the_next_and_network_policies_allow_exactly_the_chain() {
         assert_eq!(s.spec.as_ref().unwrap().selector.as_ref().unwrap()[rendering::LABEL_HOP], next);
     }
     // egress sends to the origin.
-    let Object::ConfigMap(cm) = find(&r, "ConfigMap/egress-nginx") else { unreachable!() };
+    let cm = config_map(&r, "egress-nginx");
     let conf = &cm.data.as_ref().unwrap()["nginx.conf"];
     assert!(conf.contains("default \"my-s3-bucket.s3-website.us-east-2.amazonaws.com:443\";"), "{conf}");
     assert!(conf.contains("\"images:https\" \"images.example.com:443\";"), "{conf}");
@@ -342,9 +356,7 @@ fn render_only_module_pods_resolve_next_hop_themselves_with_a_restricted_init_co
     let r = sample("Production");
     let yaml = rendering::to_yaml(&r);
     assert!(!yaml.contains("hostAliases") && !yaml.contains("unresolved"), "nothing is left for an applier");
-    let Object::ConfigMap(script) = find(&r, &format!("ConfigMap/{}", rendering::NEXT_HOP_CONFIGMAP)) else {
-        unreachable!()
-    };
+    let script = config_map(&r, rendering::NEXT_HOP_CONFIGMAP);
     assert_eq!(script.data.as_ref().unwrap()["next-hop.sh"], rendering::NEXT_HOP_SCRIPT);
     for module in ["m1-cache", "m2-example"] {
         let pod = pod_spec(&r, module);
@@ -399,9 +411,7 @@ fn in_container(binds: &[(&Path, &str, bool)], env: &[(String, String)], argv: &
 #[test]
 fn the_next_hop_init_container_writes_a_hosts_file_in_which_next_hop_is_the_next_service() {
     let r = sample("Production");
-    let Object::ConfigMap(script) = find(&r, &format!("ConfigMap/{}", rendering::NEXT_HOP_CONFIGMAP)) else {
-        unreachable!()
-    };
+    let script = config_map(&r, rendering::NEXT_HOP_CONFIGMAP);
     let init = pod_spec(&r, "m1-cache").init_containers.as_ref().unwrap()[0].clone();
     let env: Vec<(String, String)> =
         init.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap())).collect();
@@ -531,11 +541,11 @@ fn the_cluster_domain_and_the_dns_service_are_settings() {
     let r = render_with("Production", &settings, str::to_owned);
     let yaml = rendering::to_yaml(&r);
     assert!(!yaml.contains("cluster.local") && !yaml.contains("kube-dns"), "nothing hard-coded is left");
-    let Object::ConfigMap(cm) = find(&r, "ConfigMap/egress-nginx") else { unreachable!() };
+    let cm = config_map(&r, "egress-nginx");
     let conf = &cm.data.as_ref().unwrap()["nginx.conf"];
     assert!(conf.contains("coredns.dns-system.svc.corp.internal"), "the resolver: {conf}");
     assert!(conf.contains(&format!("static-server.{}.svc.corp.internal", r.namespace)), "{conf}");
-    let Object::ConfigMap(cm) = find(&r, "ConfigMap/private-ingress-nginx") else { unreachable!() };
+    let cm = config_map(&r, "private-ingress-nginx");
     assert!(cm.data.as_ref().unwrap()["nginx.conf"].contains(&format!("m1-cache.{}.svc.corp.internal", r.namespace)));
     let init = &pod_spec(&r, "m2-example").init_containers.as_ref().unwrap()[0];
     assert!(init
@@ -644,4 +654,39 @@ fn private_ingress_and_egress_run_two_replicas_under_a_disruption_budget_with_a_
     assert!(!r.objects.iter().any(|o| o.key() == "PodDisruptionBudget/m2-example"));
     let Object::Ingress(ingress) = find(&r, "Ingress/private-ingress") else { unreachable!() };
     assert_eq!(ingress.spec.as_ref().unwrap().ingress_class_name.as_deref(), Some("nginx"));
+}
+
+#[test]
+fn config_maps_are_immutable_and_named_by_content_so_a_config_change_is_a_rollout() {
+    let r = sample("Production");
+    for o in r.objects.iter().filter(|o| o.kind() == "ConfigMap") {
+        let Object::ConfigMap(cm) = o else { unreachable!() };
+        assert_eq!(cm.immutable, Some(true), "{}", o.key());
+        let base = &cm.metadata.labels.as_ref().unwrap()[rendering::LABEL_CONFIG_OF];
+        let hash = o.name().strip_prefix(&format!("{base}-")).unwrap_or_else(|| panic!("{}", o.key()));
+        assert!(hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{}", o.key());
+    }
+    // Every volume names a ConfigMap of the render.
+    let names: Vec<&str> = r.objects.iter().filter(|o| o.kind() == "ConfigMap").map(Object::name).collect();
+    for d in ["private-ingress", "m1-cache", "m2-example", "egress", "static-server"] {
+        for v in pod_spec(&r, d).volumes.iter().flatten().filter_map(|v| v.config_map.as_ref()) {
+            assert!(names.contains(&v.name.as_str()), "{d}: {} is not rendered", v.name);
+        }
+    }
+
+    // A change to one module's config: a new ConfigMap name in that module's pod template only.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("repos/sample-application"), dir.path());
+    let conf = dir.path().join("example/server.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(&conf, text).unwrap();
+    let changed = render_dir(dir.path(), "Production");
+    let before = config_map(&r, "m2-example-config").metadata.name.clone();
+    let after = config_map(&changed, "m2-example-config").metadata.name.clone();
+    assert_ne!(before, after);
+    let template =
+        |r: &Rendered, d: &str| serde_json::to_string(&deployment(r, d).spec.as_ref().unwrap().template).unwrap();
+    assert_ne!(template(&r, "m2-example"), template(&changed, "m2-example"), "the module rolls");
+    assert_eq!(template(&r, "m1-cache"), template(&changed, "m1-cache"), "the other module does not");
 }

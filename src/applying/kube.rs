@@ -5,7 +5,8 @@
 //! - Every object is applied with server-side apply (field manager `devpop`, forced), in the
 //!   rendered order: Namespace and guardrails, ConfigMaps and Services, then workloads.
 //! - Prune: objects labelled `app.kubernetes.io/managed-by=devpop` in the environment's
-//!   namespace that the new render no longer contains are deleted.
+//!   namespace that the new render no longer contains are deleted; replaced content-addressed
+//!   ConfigMaps only after a successful rollout, keeping the newest [`CONFIG_HISTORY`].
 //! - Rollout: as the Deployment controller computes it. Wait until the controller observed the
 //!   new generation; find the new ReplicaSet (owned by the Deployment, with its revision); fail
 //!   fast when that ReplicaSet cannot create pods (`ReplicaFailure`: quota, LimitRange, Pod
@@ -14,7 +15,7 @@
 //!   terminating): an old ReplicaSet's pods never decide. Done like `kubectl rollout status`
 //!   (updated and available replicas, no old ones left).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ApplyReport, Subject, Target, TargetError};
-use crate::rendering::{Object, Rendered, LABEL_MANAGED_BY};
+use crate::rendering::{Object, Rendered, LABEL_CONFIG_OF, LABEL_MANAGED_BY};
 
 pub const FIELD_MANAGER: &str = "devpop";
 
@@ -173,6 +174,11 @@ impl KubeCluster {
             .await
             .map_err(api_unavailable)?;
         for item in list.items {
+            // Content-addressed ConfigMaps outlive the render that replaced them: the rollout
+            // prunes them once it succeeded (see `prune_config_history`).
+            if item.metadata.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_CONFIG_OF)) {
+                continue;
+            }
             let Some(name) = item.metadata.name else { continue };
             let key = format!("{kind}/{name}");
             if !keep.contains(&key) {
@@ -184,6 +190,43 @@ impl KubeCluster {
             }
         }
         Ok(())
+    }
+
+    /// After a successful rollout: deletes the content-addressed ConfigMaps no render uses any
+    /// more, keeping for each the newest [`CONFIG_HISTORY`] besides the current one (what the
+    /// ReplicaSets a rollback would return to still mount).
+    async fn prune_config_history(&self, rendered: &Rendered) -> Result<Vec<String>, TargetError> {
+        let ns = &rendered.namespace;
+        let api = self.api::<ConfigMap>(ns);
+        let current: BTreeSet<&str> =
+            rendered.objects.iter().filter(|o| o.kind() == "ConfigMap").map(Object::name).collect();
+        let list = api
+            .list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop,{LABEL_CONFIG_OF}")))
+            .await
+            .map_err(api_unavailable)?;
+        let mut by_base: BTreeMap<String, Vec<(Option<jiff::Timestamp>, String)>> = BTreeMap::new();
+        for item in list.items {
+            let (Some(name), Some(base)) =
+                (item.metadata.name, item.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF)).cloned())
+            else {
+                continue;
+            };
+            if !current.contains(name.as_str()) {
+                by_base.entry(base).or_default().push((item.metadata.creation_timestamp.map(|t| t.0), name));
+            }
+        }
+        let mut pruned = Vec::new();
+        for (_, mut old) in by_base {
+            old.sort_by(|a, b| b.cmp(a)); // newest first
+            for (_, name) in old.into_iter().skip(CONFIG_HISTORY) {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => pruned.push(format!("ConfigMap/{name}")),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(unavailable(format!("deleting ConfigMap/{name}: {}", sentence(&e)))),
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     /// Why a Deployment's new pods are not coming up, if they are failing in a way that will
@@ -211,6 +254,8 @@ impl KubeCluster {
 }
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
+/// How many replaced ConfigMaps of each kind stay for a rollback (besides the current one).
+pub const CONFIG_HISTORY: usize = 2;
 const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// The Deployment's new ReplicaSet: owned by it (uid) and of its current revision.
@@ -366,7 +411,11 @@ impl Target for KubeCluster {
                 tokio::time::sleep(self.poll).await;
             }
         }
-        Ok(format!("{} Deployments rolled out", names.len()))
+        let pruned = self.prune_config_history(rendered).await?;
+        Ok(match pruned.len() {
+            0 => format!("{} Deployments rolled out", names.len()),
+            n => format!("{} Deployments rolled out; {n} old ConfigMaps pruned", names.len()),
+        })
     }
 
     async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {

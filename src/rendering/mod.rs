@@ -56,9 +56,16 @@ pub const LABEL_COMMIT: &str = "devpop.section.io/commit";
 pub const LABEL_HOP: &str = "devpop.section.io/hop";
 pub const ANNOTATION_NEXT_HOP: &str = "devpop.section.io/next-hop-service";
 /// The script the `next-hop` init container of every module pod runs (see its header for the
-/// contract: input env vars, output file). Rendered into the ConfigMap [`NEXT_HOP_CONFIGMAP`].
+/// contract: input env vars, output file). Rendered into the ConfigMap
+/// `devpop-next-hop-<hash>` (see [`LABEL_CONFIG_OF`]).
 pub const NEXT_HOP_SCRIPT: &str = include_str!("../../templates/pod/next-hop.sh");
 pub const NEXT_HOP_CONFIGMAP: &str = "devpop-next-hop";
+/// On every ConfigMap: the name it has without its content hash (`m1-cache-config`). ConfigMaps
+/// are immutable and content-addressed (`m1-cache-config-<hash>`): a config change is a new
+/// ConfigMap and a new pod template, so it rolls out (and back) with the pods, and running pods
+/// never see files change under them. The cluster target prunes old ones after a successful
+/// rollout, keeping the last few for a rollback.
+pub const LABEL_CONFIG_OF: &str = "devpop.section.io/config-of";
 /// Where the `next-hop` init container writes the pod's hosts file (an emptyDir).
 pub const NEXT_HOP_HOSTS_DIR: &str = "/devpop/hosts";
 pub const ANNOTATION_CONFIG_HASH: &str = "devpop.section.io/config-hash";
@@ -426,26 +433,35 @@ pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
     let normalise = |yaml: &str| -> String {
         yaml.lines().filter(|l| !l.trim_start().starts_with(&format!("{LABEL_COMMIT}:"))).collect::<Vec<_>>().join("\n")
     };
+    // A content-addressed ConfigMap is known by the name it has without its hash: a new hash of
+    // `m1-cache-config` is that ConfigMap changed, not one added and one removed.
+    let config_of = |v: &serde_yaml_ng::Value| v["metadata"]["labels"][LABEL_CONFIG_OF].as_str().map(str::to_owned);
+    let parsed: BTreeMap<&String, serde_yaml_ng::Value> =
+        before.iter().map(|(stem, yaml)| (stem, serde_yaml_ng::from_str(yaml).unwrap_or_default())).collect();
+    let before_config: BTreeMap<String, &String> =
+        parsed.iter().filter_map(|(stem, v)| config_of(v).map(|base| (base, *stem))).collect();
     let mut d = Diff::default();
     let mut seen = std::collections::BTreeSet::new();
     for o in &after.objects {
-        let stem = object_stem(o);
+        let base = o.metadata().labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF));
+        let (stem, key) = match base.and_then(|b| before_config.get(b).map(|stem| (b, stem))) {
+            Some((base, stem)) => ((*stem).clone(), format!("ConfigMap/{base}")),
+            None => (object_stem(o), o.key()),
+        };
         match before.get(&stem) {
-            None => d.added.push(o.key()),
-            Some(old) if normalise(old) != normalise(&object_yaml(o)) => d.changed.push(o.key()),
+            None => d.added.push(key),
+            Some(old) if normalise(old) != normalise(&object_yaml(o)) => d.changed.push(key),
             Some(_) => d.unchanged += 1,
         }
         seen.insert(stem);
     }
-    d.removed = before
+    d.removed = parsed
         .iter()
-        .filter(|(k, _)| !seen.contains(*k))
-        .map(|(stem, yaml)| {
-            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap_or_default();
-            match (v["kind"].as_str(), v["metadata"]["name"].as_str()) {
-                (Some(kind), Some(name)) => format!("{kind}/{name}"),
-                _ => stem.clone(),
-            }
+        .filter(|(k, _)| !seen.contains(**k))
+        .map(|(stem, v)| match (v["kind"].as_str(), config_of(v), v["metadata"]["name"].as_str()) {
+            (Some(kind), Some(base), _) => format!("{kind}/{base}"),
+            (Some(kind), None, Some(name)) => format!("{kind}/{name}"),
+            _ => (*stem).clone(),
         })
         .collect();
     d
@@ -735,11 +751,8 @@ impl Renderer<'_> {
 
     /// The ConfigMap with the `next-hop` init container's script (one per namespace).
     fn next_hop_script(&self) -> Object {
-        Object::ConfigMap(Box::new(ConfigMap {
-            metadata: self.meta(NEXT_HOP_CONFIGMAP, None),
-            data: Some([("next-hop.sh".to_owned(), NEXT_HOP_SCRIPT.to_owned())].into()),
-            ..Default::default()
-        }))
+        let files: Files = [("next-hop.sh".to_owned(), NEXT_HOP_SCRIPT.as_bytes().to_vec())].into();
+        self.config_map(NEXT_HOP_CONFIGMAP, None, &files).0
     }
 
     /// The init container that writes the pod's hosts file with `next-hop` (see
@@ -793,7 +806,8 @@ impl Renderer<'_> {
         }))
     }
 
-    fn config_map(&self, name: &str, hop: &str, files: &Files) -> (Object, Vec<KeyToPath>) {
+    /// An immutable ConfigMap named `<name>-<hash of its files>`, and the items that mount it.
+    fn config_map(&self, name: &str, hop: Option<&str>, files: &Files) -> (Object, Vec<KeyToPath>) {
         let mut data = BTreeMap::new();
         let mut binary = BTreeMap::new();
         let mut items = Vec::new();
@@ -809,11 +823,14 @@ impl Renderer<'_> {
             };
             items.push(KeyToPath { key, path: path.clone(), mode: None });
         }
+        let parts: Vec<&[u8]> = files.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_slice()]).collect();
+        let mut metadata = self.meta(&format!("{name}-{}", content_hash(&parts)), hop);
+        metadata.labels.get_or_insert_with(BTreeMap::new).insert(LABEL_CONFIG_OF.into(), name.into());
         let cm = ConfigMap {
-            metadata: self.meta(name, Some(hop)),
+            metadata,
             data: (!data.is_empty()).then_some(data),
             binary_data: (!binary.is_empty()).then_some(binary),
-            immutable: None,
+            immutable: Some(true),
         };
         (Object::ConfigMap(Box::new(cm)), items)
     }
@@ -918,10 +935,11 @@ impl Renderer<'_> {
             return Err(RenderError::ConfigTooLarge { module: m.name.clone(), bytes: size });
         }
         let d = &m.descriptor;
-        let (config_cm, config_items) = self.config_map(&format!("{name}-config"), &name, &m.config_files);
-        let (proxy_cm, proxy_items) = self.config_map(&format!("{name}-proxy"), &name, &m.proxy_files);
+        let (config_cm, config_items) = self.config_map(&format!("{name}-config"), Some(&name), &m.config_files);
+        let (proxy_cm, proxy_items) = self.config_map(&format!("{name}-proxy"), Some(&name), &m.proxy_files);
         let prepare_files: Files = [("prepare.sh".to_owned(), m.prepare_sh.clone())].into();
-        let (prepare_cm, prepare_items) = self.config_map(&format!("{name}-prepare"), &name, &prepare_files);
+        let (prepare_cm, prepare_items) = self.config_map(&format!("{name}-prepare"), Some(&name), &prepare_files);
+        let next_hop_cm = self.next_hop_script();
 
         let cm_volume = |vol: &str, cm: &str, items: Vec<KeyToPath>, mode: i32| Volume {
             name: vol.into(),
@@ -934,12 +952,12 @@ impl Renderer<'_> {
             ..Default::default()
         };
         let mut volumes = vec![
-            cm_volume("devpop-config", &format!("{name}-config"), config_items, 0o444),
-            cm_volume("devpop-proxy", &format!("{name}-proxy"), proxy_items, 0o444),
-            cm_volume("devpop-prepare", &format!("{name}-prepare"), prepare_items, 0o555),
+            cm_volume("devpop-config", config_cm.name(), config_items, 0o444),
+            cm_volume("devpop-proxy", proxy_cm.name(), proxy_items, 0o444),
+            cm_volume("devpop-prepare", prepare_cm.name(), prepare_items, 0o555),
             cm_volume(
                 "devpop-next-hop",
-                NEXT_HOP_CONFIGMAP,
+                next_hop_cm.name(),
                 vec![KeyToPath { key: "next-hop.sh".into(), path: "next-hop.sh".into(), mode: None }],
                 0o555,
             ),
@@ -1149,13 +1167,13 @@ impl Renderer<'_> {
         content: Option<(Object, Vec<KeyToPath>)>,
     ) -> Vec<Object> {
         let conf_files: Files = [("nginx.conf".to_owned(), nginx_conf.into_bytes())].into();
-        let (conf_cm, conf_items) = self.config_map(&format!("{name}-nginx"), name, &conf_files);
+        let (conf_cm, conf_items) = self.config_map(&format!("{name}-nginx"), Some(name), &conf_files);
         let hash = content_hash(&[&conf_files["nginx.conf"]]);
         let mut volumes = vec![
             Volume {
                 name: "nginx-conf".into(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: format!("{name}-nginx"),
+                    name: conf_cm.name().to_owned(),
                     items: Some(conf_items),
                     default_mode: Some(0o444),
                     optional: Some(false),
@@ -1346,6 +1364,6 @@ impl Renderer<'_> {
         if size > MAX_CONFIGMAP_BYTES {
             return Err(RenderError::StaticTooLarge(size));
         }
-        Ok(self.config_map(&format!("{STATIC_SERVER}-content"), STATIC_SERVER, &files))
+        Ok(self.config_map(&format!("{STATIC_SERVER}-content"), Some(STATIC_SERVER), &files))
     }
 }
