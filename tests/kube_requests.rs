@@ -41,6 +41,8 @@ struct Script {
     pods: Vec<Value>,
     /// ConfigMaps in the namespace (as metadata).
     config_maps: Vec<Value>,
+    /// How many reads of the environment's Namespace find it Terminating before it is gone.
+    terminating: usize,
 }
 
 /// A ReplicaSet of Deployment `deployment` (uid `uid-<deployment>`), with its revision and,
@@ -147,7 +149,27 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                     "metadata": {}, "items": selected(&script.replica_sets, parts.uri.query().unwrap_or(""))})
                 }
                 Method::GET if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 => {
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": path.rsplit('/').next().unwrap()}})
+                    let name = path.rsplit('/').next().unwrap().to_owned();
+                    let n = {
+                        let mut reads = reads.lock().unwrap();
+                        let n = reads.entry(format!("namespace/{name}")).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    if script.terminating == 0 {
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+                    } else if n <= script.terminating {
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                            "status": {"phase": "Terminating"}})
+                    } else {
+                        let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": format!("namespaces \"{name}\" not found"), "reason": "NotFound", "code": 404});
+                        return Ok(Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(serde_json::to_vec(&gone).unwrap())))
+                            .unwrap());
+                    }
                 }
                 Method::GET if path.ends_with("/status") => {
                     let name = path.rsplit('/').nth(1).unwrap().to_owned();
@@ -209,7 +231,13 @@ fn subject() -> Subject {
 }
 
 fn ready() -> Script {
-    Script { deployment_status: vec![ready_status()], replica_sets: vec![], pods: vec![], config_maps: vec![] }
+    Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
+    }
 }
 
 fn not_ready_status() -> Value {
@@ -254,7 +282,8 @@ async fn prune_lists_by_the_devpop_label_and_deletes_only_what_the_render_droppe
     let report = cluster.apply(&subject(), &rendered()).await.unwrap();
     assert_eq!(report.pruned, ["Deployment/m9-old"]);
     let seen = seen.lock().unwrap().clone();
-    let lists: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::GET).collect();
+    let lists: Vec<&Seen> =
+        seen.iter().filter(|s| s.method == Method::GET && s.uri.contains("labelSelector")).collect();
     assert_eq!(lists.len(), 9, "one list per managed kind");
     for l in &lists {
         assert!(l.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop"), "{}", l.uri);
@@ -283,6 +312,7 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
             "Back-off pulling image \"nginx:nope\"",
         )],
         config_maps: vec![],
+        terminating: 0,
     };
     let (client, _) = mock(stuck);
     let err = KubeCluster::new(client)
@@ -308,6 +338,7 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
         replica_sets: vec![],
         pods: vec![],
         config_maps: vec![],
+        terminating: 0,
     };
     let (client, _) = mock(deadline);
     let err = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap_err();
@@ -339,6 +370,7 @@ async fn mocked_api_an_old_replica_sets_failing_pods_do_not_fail_the_rollout_of_
         replica_sets,
         pods,
         config_maps: vec![],
+        terminating: 0,
     };
     let (client, seen) = mock(script);
     let msg = KubeCluster::new(client)
@@ -362,8 +394,13 @@ async fn mocked_api_a_replica_set_refused_by_the_quota_fails_fast_with_the_quota
     for d in r.objects.iter().filter(|o| o.kind() == "Deployment" && o.name() != "egress").map(|o| o.name()) {
         replica_sets.push(replica_set(d, "new", 2, None));
     }
-    let script =
-        Script { deployment_status: vec![not_ready_status()], replica_sets, pods: vec![], config_maps: vec![] };
+    let script = Script {
+        deployment_status: vec![not_ready_status()],
+        replica_sets,
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
+    };
     let (client, _) = mock(script);
     let start = std::time::Instant::now();
     let err = KubeCluster::new(client)
@@ -488,6 +525,7 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
         replica_sets,
         pods: vec![],
         config_maps: vec![],
+        terminating: 0,
     };
     let (client, seen) = mock(script);
     let cluster = KubeCluster::new(client).with_poll(Duration::from_millis(5));
@@ -538,13 +576,25 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
 
 #[tokio::test]
 async fn mocked_api_a_refused_object_is_reported_as_a_sentence_not_a_debug_dump() {
-    let service = tower::service_fn(|_req: Request<kube::client::Body>| async {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": "Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value",
-            "reason": "Invalid", "code": 422});
+    let service = tower::service_fn(|req: Request<kube::client::Body>| async move {
+        // No namespace yet (GET: 404); every apply refused as invalid.
+        let (code, status) = if req.method() == Method::GET {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "not found", "reason": "NotFound", "code": 404}),
+            )
+        } else {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value",
+                "reason": "Invalid", "code": 422}),
+            )
+        };
         Ok::<_, std::convert::Infallible>(
             Response::builder()
-                .status(StatusCode::UNPROCESSABLE_ENTITY)
+                .status(code)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(serde_json::to_vec(&status).unwrap())))
                 .unwrap(),
@@ -590,7 +640,13 @@ async fn mocked_api_replaced_config_maps_outlive_the_apply_and_are_pruned_after_
         // From before content addressing: an ordinary object the render no longer has.
         cm("egress-nginx", None, "2026-11-29T00:00:00Z"),
     ];
-    let script = Script { deployment_status: vec![ready_status()], replica_sets: vec![], pods: vec![], config_maps };
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps,
+        terminating: 0,
+    };
     let (client, seen) = mock(script);
     let cluster = KubeCluster::new(client);
     let deleted = |seen: &Arc<Mutex<Vec<Seen>>>| -> Vec<String> {
@@ -610,5 +666,50 @@ async fn mocked_api_replaced_config_maps_outlive_the_apply_and_are_pruned_after_
         deleted(&seen),
         ["egress-nginx", "egress-nginx-0000000000000002", "egress-nginx-0000000000000001"],
         "the two newest replaced ones stay for a rollback"
+    );
+}
+
+#[tokio::test]
+async fn mocked_api_a_push_while_the_namespace_is_still_terminating_waits_until_it_is_gone() {
+    let r = rendered();
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 3,
+    };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client).with_poll(Duration::from_millis(5));
+    cluster.apply(&subject(), &r).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let ns_path = format!("/api/v1/namespaces/{}", r.namespace);
+    let reads = seen.iter().filter(|s| s.method == Method::GET && s.uri == ns_path).count();
+    assert_eq!(reads, 4, "read until the old namespace was gone");
+    let first_patch = seen.iter().position(|s| s.method == Method::PATCH).unwrap();
+    let last_read = seen.iter().rposition(|s| s.method == Method::GET && s.uri == ns_path).unwrap();
+    assert!(last_read < first_patch, "nothing applied into a terminating namespace");
+
+    // Still terminating at the limit: a sentence that says what to do.
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: usize::MAX,
+    };
+    let (client, _) = mock(script);
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(5))
+        .with_namespace_wait(Duration::from_millis(50))
+        .apply(&subject(), &r)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cluster: namespace {} is still being deleted (its branch was deleted): push again once `kubectl get namespace {}` finds nothing",
+            r.namespace, r.namespace
+        )
     );
 }

@@ -41,6 +41,9 @@ pub struct KubeCluster {
     poll: Duration,
     /// Every apply is a server-side dry run (`dryRun=All`): the API server checks, stores nothing.
     dry_run: bool,
+    /// Longest an apply waits for the environment's namespace to finish terminating (a branch
+    /// deleted and pushed again).
+    namespace_wait: Duration,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TargetError {
@@ -72,7 +75,38 @@ fn api_unavailable(e: kube::Error) -> TargetError {
 
 impl KubeCluster {
     pub fn new(client: Client) -> Self {
-        KubeCluster { client, poll: Duration::from_secs(1), dry_run: false }
+        KubeCluster { client, poll: Duration::from_secs(1), dry_run: false, namespace_wait: Duration::from_secs(120) }
+    }
+
+    /// How long an apply waits for a terminating namespace to be gone.
+    pub fn with_namespace_wait(mut self, wait: Duration) -> Self {
+        self.namespace_wait = wait;
+        self
+    }
+
+    /// Waits while the environment's namespace is being deleted (a branch deleted and pushed
+    /// again): objects cannot be created in a terminating namespace.
+    async fn wait_namespace_gone_if_terminating(&self, ns: &str) -> Result<(), TargetError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let start = Instant::now();
+        loop {
+            let terminating = api
+                .get_opt(ns)
+                .await
+                .map_err(api_unavailable)?
+                .and_then(|n| n.status)
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p == "Terminating");
+            if !terminating {
+                return Ok(());
+            }
+            if start.elapsed() > self.namespace_wait {
+                return Err(unavailable(format!(
+                    "namespace {ns} is still being deleted (its branch was deleted): push again once `kubectl get namespace {ns}` finds nothing"
+                )));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// How often rollouts are checked (tests use a short one).
@@ -354,6 +388,7 @@ impl Target for KubeCluster {
 
     async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
         let ns = &rendered.namespace;
+        self.wait_namespace_gone_if_terminating(ns).await?;
         for o in &rendered.objects {
             self.apply_object(ns, o).await?;
         }
