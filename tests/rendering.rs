@@ -516,10 +516,8 @@ fn a_package_that_runs_as_non_root_renders_restricted_with_its_health_path_as_re
     let pod = pod_spec(&r, "m2-example");
     for c in pod.containers.iter().chain(&pod.init_containers.as_ref().unwrap()[1..]) {
         let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(
-            (sc.run_as_user, sc.run_as_non_root, sc.read_only_root_filesystem),
-            (Some(101), Some(true), Some(true))
-        );
+        assert_eq!((sc.run_as_user, sc.run_as_non_root, sc.read_only_root_filesystem), (Some(101), Some(true), None));
+        assert_eq!((sc.allow_privilege_escalation, sc.privileged), (Some(false), Some(false)));
         assert!(sc.capabilities.as_ref().unwrap().add.is_none(), "restricted: no capabilities");
     }
     let probe = pod.containers[0].readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();

@@ -897,9 +897,12 @@ impl Renderer<'_> {
     fn module_security(&self, d: &Descriptor) -> SecurityContext {
         let run_as = d.spec.security_context.clone().unwrap_or_default();
         if d.spec.runs_as_non_root() {
+            // Restricted, but the image keeps a writable root (restricted does not require a
+            // read-only one, and most images write under /var).
             return SecurityContext {
                 run_as_user: run_as.run_as_user,
                 run_as_group: run_as.run_as_group,
+                read_only_root_filesystem: None,
                 ..restricted(None)
             };
         }
