@@ -4,7 +4,6 @@
 //! (no IO is timed): five modules of the example-simple package with a small config each, two
 //! alternate origins, an IP blacklist, outage and error pages.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,6 @@ fn main() {
         [("503.html".to_owned(), file("<h1>503</h1>")), ("404.html".to_owned(), file("<h1>404</h1>"))].into();
     let id = RepoId::new("9999", "9999", "www-example-com").unwrap();
     let settings = RenderSettings::default();
-    let hop_ips: BTreeMap<String, String> = BTreeMap::new();
     let input = RenderInput {
         id: &id,
         environment: "Production",
@@ -60,7 +58,6 @@ fn main() {
         modules: &modules,
         outage_pages: &outage,
         custom_errors: &errors,
-        hop_ips: &hop_ips,
         settings: &settings,
     };
 

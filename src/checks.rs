@@ -181,7 +181,7 @@ pub fn run(
     if verdict.accepted() {
         let ns = rendering::naming::namespace(&settings.render.namespace_prefix, subject.id, environment);
         line(out, &format!("Rendering environment {environment} (namespace {ns})..."))?;
-        match render(source, subject, &config, packages, &settings.render, &Default::default()) {
+        match render(source, subject, &config, packages, &settings.render) {
             Ok(rendered) => verdict.rendered = Some(rendered),
             Err(e) => {
                 let d = Diagnostic::error(
@@ -214,7 +214,6 @@ pub fn render(
     config: &validation::SectionConfig,
     packages: &PackageStore,
     settings: &RenderSettings,
-    hop_ips: &std::collections::BTreeMap<String, String>,
 ) -> Result<Rendered, RenderFailure> {
     let mut modules = Vec::new();
     for entry in &config.proxychain {
@@ -242,7 +241,6 @@ pub fn render(
         modules: &modules,
         outage_pages: &outage_pages,
         custom_errors: &custom_errors,
-        hop_ips,
         settings,
     };
     Ok(rendering::render(&input)?)

@@ -71,15 +71,36 @@ struct CheckArgs {
     /// Each environment is served at <namespace>.<ingress-domain>.
     #[arg(long, env = "DEVPOP_INGRESS_DOMAIN", default_value = "devpop.localhost")]
     ingress_domain: String,
-    /// The IngressClass of environment Ingresses (the cluster's default when unset).
-    #[arg(long, env = "DEVPOP_INGRESS_CLASS")]
-    ingress_class: Option<String>,
+    /// The IngressClass of environment Ingresses ("" for the cluster's default class).
+    #[arg(long, env = "DEVPOP_INGRESS_CLASS", default_value = "nginx")]
+    ingress_class: String,
     /// The namespace of the cluster's ingress controller (the only one that may reach private-ingress).
     #[arg(long, env = "DEVPOP_INGRESS_NAMESPACE", default_value = "ingress-nginx")]
     ingress_namespace: String,
     /// The nginx image of private-ingress, egress and static-server (non-root, listening on 8080).
     #[arg(long, env = "DEVPOP_PROXY_IMAGE", default_value = "nginxinc/nginx-unprivileged:1.27-alpine")]
     proxy_image: String,
+    /// The cluster's DNS domain (Service names end in .svc.<domain>).
+    #[arg(long, env = "DEVPOP_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The cluster DNS Service as <name>.<namespace> (egress resolves origins with it).
+    #[arg(long, env = "DEVPOP_DNS_SERVICE", default_value = "kube-dns.kube-system")]
+    dns_service: String,
+    /// More DNS servers pods may query, as CIDRs, comma-separated (NodeLocal DNSCache's address by default).
+    #[arg(long, env = "DEVPOP_DNS_PEERS", value_delimiter = ',', default_value = "169.254.20.10/32")]
+    dns_peers: Vec<String>,
+    /// Ranges egress never reaches besides the private, loopback, link-local, shared and multicast ones, comma-separated.
+    #[arg(long, env = "DEVPOP_EGRESS_EXCLUDED_CIDRS", value_delimiter = ',')]
+    egress_excluded_cidrs: Vec<String>,
+    /// The namespace allowed to scrape modules' metrics ports ("" for none).
+    #[arg(long, env = "DEVPOP_METRICS_NAMESPACE", default_value = "monitoring")]
+    metrics_namespace: String,
+    /// The Pod Security level enforced on environment namespaces.
+    #[arg(long, env = "DEVPOP_POD_SECURITY_ENFORCE", default_value = "baseline")]
+    pod_security_enforce: String,
+    /// The Pod Security level warned about (and audited) on environment namespaces.
+    #[arg(long, env = "DEVPOP_POD_SECURITY_WARN", default_value = "restricted")]
+    pod_security_warn: String,
 }
 
 impl CheckArgs {
@@ -87,9 +108,16 @@ impl CheckArgs {
         RenderSettings {
             namespace_prefix: self.namespace_prefix.clone(),
             ingress_domain: self.ingress_domain.clone(),
-            ingress_class: self.ingress_class.clone(),
+            ingress_class: Some(self.ingress_class.clone()).filter(|c| !c.is_empty()),
             ingress_namespace: self.ingress_namespace.clone(),
             proxy_image: self.proxy_image.clone(),
+            cluster_domain: self.cluster_domain.clone(),
+            dns_service: self.dns_service.clone(),
+            dns_peers: self.dns_peers.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            egress_excluded_cidrs: self.egress_excluded_cidrs.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            metrics_namespace: Some(self.metrics_namespace.clone()).filter(|n| !n.is_empty()),
+            pod_security_enforce: self.pod_security_enforce.clone(),
+            pod_security_warn: self.pod_security_warn.clone(),
             ..RenderSettings::default()
         }
     }
@@ -684,14 +712,8 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
             local.env
         );
     };
-    let rendered = devpop::checks::render(
-        &source,
-        local.subject(),
-        &config,
-        &local.packages,
-        &args.check.render_settings(),
-        &Default::default(),
-    )?;
+    let rendered =
+        devpop::checks::render(&source, local.subject(), &config, &local.packages, &args.check.render_settings())?;
     if args.diff {
         let data = args.local.data.as_deref().context("--diff needs --data (the server's data dir)")?;
         let before = devpop::applying::RenderedRepos::new(&absolute(data)?)

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,8 +34,66 @@ struct Seen {
 /// How the mocked API answers a rollout question.
 #[derive(Clone)]
 struct Script {
-    deployment_status: Value,
-    pods: Value,
+    /// What each Deployment's status reads return, in turn (the last one repeats).
+    deployment_status: Vec<Value>,
+    /// ReplicaSets and pods in the namespace; list calls filter them by their label selector.
+    replica_sets: Vec<Value>,
+    pods: Vec<Value>,
+    /// ConfigMaps in the namespace (as metadata).
+    config_maps: Vec<Value>,
+    /// How many reads of the environment's Namespace find it Terminating before it is gone.
+    terminating: usize,
+}
+
+/// A ReplicaSet of Deployment `deployment` (uid `uid-<deployment>`), with its revision and,
+/// when given, a `ReplicaFailure` condition.
+fn replica_set(deployment: &str, hash: &str, revision: u32, failure: Option<&str>) -> Value {
+    let conditions: Vec<Value> = failure
+        .map(|m| json!({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": m}))
+        .into_iter()
+        .collect();
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": format!("{deployment}-{hash}"),
+            "labels": {"devpop.section.io/hop": deployment, "pod-template-hash": hash},
+            "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
+                "uid": format!("uid-{deployment}"), "controller": true}]
+        },
+        "spec": {"selector": {}},
+        "status": {"replicas": 0, "conditions": conditions}
+    })
+}
+
+/// A pod of `deployment`'s ReplicaSet `hash` whose container `container` waits for `reason`.
+fn waiting_pod(deployment: &str, hash: &str, suffix: &str, container: &str, reason: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{deployment}-{hash}-{suffix}"),
+            "labels": {"devpop.section.io/hop": deployment, "pod-template-hash": hash}},
+        "status": {"containerStatuses": [{"name": container, "ready": false, "restartCount": 3, "image": "x", "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": message}}}]}
+    })
+}
+
+/// The items whose labels match a list call's `labelSelector` (equality terms only).
+fn selected(items: &[Value], query: &str) -> Vec<Value> {
+    let selector = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+        .map(|v| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter(|item| {
+            selector.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
+                Some((k, v)) => item["metadata"]["labels"][k].as_str() == Some(v),
+                None => item["metadata"]["labels"].get(term).is_some(),
+            })
+        })
+        .cloned()
+        .collect()
 }
 
 fn ready_status() -> Value {
@@ -47,8 +104,9 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let next_ip = Arc::new(Mutex::new(0u32));
+    let reads = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
     let service = tower::service_fn(move |req: Request<kube::client::Body>| {
-        let (log, next_ip, script) = (log.clone(), next_ip.clone(), script.clone());
+        let (log, next_ip, script, reads) = (log.clone(), next_ip.clone(), script.clone(), reads.clone());
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -81,16 +139,54 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                         {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "m9-old"}}
                     ]
                 }),
-                Method::GET if path.ends_with("/pods") => script.pods.clone(),
-                Method::GET if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 => {
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": path.rsplit('/').next().unwrap()}})
+                Method::GET if path.ends_with("/pods") => json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
+                    "items": selected(&script.pods, parts.uri.query().unwrap_or(""))}),
+                Method::GET if path.ends_with("/configmaps") => json!({"apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadataList", "metadata": {},
+                    "items": selected(&script.config_maps, parts.uri.query().unwrap_or(""))}),
+                Method::GET if path.ends_with("/replicasets") => {
+                    json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList",
+                    "metadata": {}, "items": selected(&script.replica_sets, parts.uri.query().unwrap_or(""))})
                 }
-                Method::GET if path.ends_with("/status") => json!({
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": path.rsplit('/').nth(1).unwrap(), "generation": 1},
-                    "spec": {"replicas": 1, "selector": {}, "template": {}},
-                    "status": script.deployment_status
-                }),
+                Method::GET if path.starts_with("/api/v1/namespaces/") && path.matches('/').count() == 4 => {
+                    let name = path.rsplit('/').next().unwrap().to_owned();
+                    let n = {
+                        let mut reads = reads.lock().unwrap();
+                        let n = reads.entry(format!("namespace/{name}")).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    if script.terminating == 0 {
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+                    } else if n <= script.terminating {
+                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                            "status": {"phase": "Terminating"}})
+                    } else {
+                        let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": format!("namespaces \"{name}\" not found"), "reason": "NotFound", "code": 404});
+                        return Ok(Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(serde_json::to_vec(&gone).unwrap())))
+                            .unwrap());
+                    }
+                }
+                Method::GET if path.ends_with("/status") => {
+                    let name = path.rsplit('/').nth(1).unwrap().to_owned();
+                    let n = {
+                        let mut reads = reads.lock().unwrap();
+                        let n = reads.entry(name.clone()).or_default();
+                        *n += 1;
+                        *n - 1
+                    };
+                    json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": name, "generation": 1, "uid": format!("uid-{name}"),
+                            "annotations": {"deployment.kubernetes.io/revision": "2"}},
+                        "spec": {"replicas": 1, "selector": {}, "template": {}},
+                        "status": script.deployment_status[n.min(script.deployment_status.len() - 1)]
+                    })
+                }
                 Method::GET => {
                     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": []})
                 }
@@ -108,7 +204,7 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     (kube::Client::new(service, "default"), seen)
 }
 
-fn rendered(hop_ips: &BTreeMap<String, String>) -> Rendered {
+fn rendered() -> Rendered {
     let dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(dir.path());
     for p in ["example-simple", "edge-cache"] {
@@ -120,8 +216,7 @@ fn rendered(hop_ips: &BTreeMap<String, String>) -> Rendered {
     let id = RepoId::new("9999", "9999", "sample-application").unwrap();
     let subject =
         checks::Subject { id: &id, environment: "Production", commit: "0123456789abcdef0123456789abcdef01234567" };
-    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default(), hop_ips)
-        .unwrap()
+    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default()).unwrap()
 }
 
 fn subject() -> Subject {
@@ -137,31 +232,28 @@ fn subject() -> Subject {
 
 fn ready() -> Script {
     Script {
-        deployment_status: ready_status(),
-        pods: json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
     }
+}
+
+fn not_ready_status() -> Value {
+    json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0})
 }
 
 #[tokio::test]
 async fn every_object_is_server_side_applied_by_devpop_with_force() {
     let (client, seen) = mock(ready());
     let cluster = KubeCluster::new(client);
-    let r = rendered(&BTreeMap::new());
-    let ips = cluster.prepare(&subject(), &r).await.unwrap();
-    assert_eq!(ips.len(), 5, "a ClusterIP per Service: {ips:?}");
-    assert!(ips["m2-example"].starts_with("10.96.7."));
-    let r = rendered(&ips);
+    let r = rendered();
     cluster.apply(&subject(), &r).await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
-    let workloads =
-        r.objects.iter().filter(|o| matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress")).count();
-    assert_eq!(
-        patches.len(),
-        2 * r.objects.len() - workloads,
-        "prepare applies all but the workloads, apply applies everything"
-    );
+    assert_eq!(patches.len(), r.objects.len(), "every object is applied once, in the rendered order");
     for p in &patches {
         assert_eq!(p.content_type, "application/apply-patch+yaml", "{}", p.uri);
         assert!(p.uri.contains("fieldManager=devpop") && p.uri.contains("force=true"), "{}", p.uri);
@@ -173,45 +265,54 @@ async fn every_object_is_server_side_applied_by_devpop_with_force() {
         .find(|p| p.uri.starts_with(&format!("/apis/apps/v1/namespaces/{ns}/deployments/m1-cache?")))
         .expect("the module Deployment is applied");
     assert_eq!(deploy.body["kind"], "Deployment");
-    assert_eq!(
-        deploy.body["spec"]["template"]["spec"]["hostAliases"][0]["ip"],
-        json!(ips["m2-example"]),
-        "next-hop wired to the ClusterIP"
-    );
+    let pod = &deploy.body["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["name"], "next-hop", "next-hop is wired in the pod itself: {pod}");
+    assert!(pod.get("hostAliases").is_none(), "{pod}");
+    let pdb = patches
+        .iter()
+        .find(|p| p.uri.starts_with(&format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/egress?")))
+        .expect("the egress PodDisruptionBudget is applied");
+    assert_eq!(pdb.body["kind"], "PodDisruptionBudget");
 }
 
 #[tokio::test]
 async fn prune_lists_by_the_devpop_label_and_deletes_only_what_the_render_dropped() {
     let (client, seen) = mock(ready());
     let cluster = KubeCluster::new(client);
-    let report = cluster.apply(&subject(), &rendered(&BTreeMap::new())).await.unwrap();
+    let report = cluster.apply(&subject(), &rendered()).await.unwrap();
     assert_eq!(report.pruned, ["Deployment/m9-old"]);
     let seen = seen.lock().unwrap().clone();
-    let lists: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::GET).collect();
-    assert_eq!(lists.len(), 8, "one list per managed kind");
+    let lists: Vec<&Seen> =
+        seen.iter().filter(|s| s.method == Method::GET && s.uri.contains("labelSelector")).collect();
+    assert_eq!(lists.len(), 9, "one list per managed kind");
     for l in &lists {
         assert!(l.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop"), "{}", l.uri);
     }
     let deletes: Vec<&str> = seen.iter().filter(|s| s.method == Method::DELETE).map(|s| s.uri.as_str()).collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
-    assert!(deletes[0]
-        .starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered(&BTreeMap::new()).namespace)));
+    assert!(deletes[0].starts_with(&format!("/apis/apps/v1/namespaces/{}/deployments/m9-old", rendered().namespace)));
 }
 
 #[tokio::test]
 async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
-    let r = rendered(&BTreeMap::new());
+    let r = rendered();
     let (client, _) = mock(ready());
     let msg = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
     assert_eq!(msg, "5 Deployments rolled out");
 
     let stuck = Script {
-        deployment_status: json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}),
-        pods: json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
-            "metadata": {"name": "private-ingress-abc"},
-            "status": {"containerStatuses": [{"name": "nginx", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
-                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"nginx:nope\""}}}]}
-        }]}),
+        deployment_status: vec![not_ready_status()],
+        replica_sets: vec![replica_set("private-ingress", "abc", 2, None)],
+        pods: vec![waiting_pod(
+            "private-ingress",
+            "abc",
+            "x1",
+            "nginx",
+            "ImagePullBackOff",
+            "Back-off pulling image \"nginx:nope\"",
+        )],
+        config_maps: vec![],
+        terminating: 0,
     };
     let (client, _) = mock(stuck);
     let err = KubeCluster::new(client)
@@ -223,15 +324,21 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
         err,
         TargetError::Unhealthy {
             object: "Deployment/private-ingress".into(),
-            reason: "pod private-ingress-abc: container nginx: ImagePullBackOff Back-off pulling image \"nginx:nope\""
-                .into()
+            reason:
+                "pod private-ingress-abc-x1: container nginx: ImagePullBackOff Back-off pulling image \"nginx:nope\""
+                    .into()
         }
     );
 
     let deadline = Script {
-        deployment_status: json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
+        deployment_status: vec![
+            json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0,
             "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out progressing."}]}),
-        pods: json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
     };
     let (client, _) = mock(deadline);
     let err = KubeCluster::new(client).rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap_err();
@@ -239,9 +346,82 @@ async fn rollout_waits_for_every_deployment_and_fails_fast_naming_the_reason() {
 }
 
 #[tokio::test]
+async fn mocked_api_an_old_replica_sets_failing_pods_do_not_fail_the_rollout_of_the_new_one() {
+    let r = rendered();
+    // Every Deployment: revision 2's ReplicaSet (hash new) comes up while revision 1's pod
+    // (hash old) is stuck in ImagePullBackOff, and one of the new pods is terminating in a crash
+    // loop. The controller first reports the old generation, then progress, then ready.
+    let mut replica_sets = Vec::new();
+    let mut pods = Vec::new();
+    for d in r.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name()) {
+        replica_sets.push(replica_set(d, "old", 1, None));
+        replica_sets.push(replica_set(d, "new", 2, None));
+        pods.push(waiting_pod(d, "old", "a", "nginx", "ImagePullBackOff", "Back-off pulling image \"bad:1\""));
+        let mut terminating = waiting_pod(d, "new", "b", "nginx", "CrashLoopBackOff", "back-off 10s");
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-11-30T04:00:00Z");
+        pods.push(terminating);
+    }
+    let script = Script {
+        deployment_status: vec![
+            json!({"observedGeneration": 0, "replicas": 2, "updatedReplicas": 0, "availableReplicas": 1}),
+            json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}),
+            ready_status(),
+        ],
+        replica_sets,
+        pods,
+        config_maps: vec![],
+        terminating: 0,
+    };
+    let (client, seen) = mock(script);
+    let msg = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(5))
+        .rollout(&subject(), &r, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(msg, "5 Deployments rolled out");
+    // Pods were asked for by the new ReplicaSet's pod-template-hash only.
+    let seen = seen.lock().unwrap().clone();
+    let pod_lists: Vec<&str> = seen.iter().filter(|s| s.uri.contains("/pods?")).map(|s| s.uri.as_str()).collect();
+    assert!(!pod_lists.is_empty());
+    assert!(pod_lists.iter().all(|u| u.contains("pod-template-hash%3Dnew")), "{pod_lists:?}");
+}
+
+#[tokio::test]
+async fn mocked_api_a_replica_set_refused_by_the_quota_fails_fast_with_the_quotas_message() {
+    let r = rendered();
+    let quota = "pods \"egress-new-x\" is forbidden: exceeded quota: devpop-quota, requested: requests.memory=32Mi, used: requests.memory=8Gi, limited: requests.memory=8Gi";
+    let mut replica_sets = vec![replica_set("egress", "new", 2, Some(quota))];
+    for d in r.objects.iter().filter(|o| o.kind() == "Deployment" && o.name() != "egress").map(|o| o.name()) {
+        replica_sets.push(replica_set(d, "new", 2, None));
+    }
+    let script = Script {
+        deployment_status: vec![not_ready_status()],
+        replica_sets,
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
+    };
+    let (client, _) = mock(script);
+    let start = std::time::Instant::now();
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(5))
+        .rollout(&subject(), &r, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TargetError::Unhealthy {
+            object: "Deployment/egress".into(),
+            reason: format!("ReplicaSet egress-new cannot create pods: FailedCreate {quota}"),
+        }
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "failed fast, not at the deadline");
+}
+
+#[tokio::test]
 async fn dry_run_asks_the_api_server_to_check_every_object_without_storing() {
     let (client, seen) = mock(ready());
-    let r = rendered(&BTreeMap::new());
+    let r = rendered();
     let message = KubeCluster::new(client).dry_run(&subject(), &r).await.unwrap().unwrap();
     assert_eq!(message, format!("the cluster accepts all {} objects (server-side dry run)", r.objects.len()));
     let seen = seen.lock().unwrap().clone();
@@ -289,21 +469,247 @@ fn rollout_state_follows_kubectl_rollout_status() {
     );
 }
 
-/// Deploys the sample application to a real cluster when DEVPOP_TEST_KUBECONFIG is set.
+/// Deploys the sample application to a real cluster: ignored unless asked for (`--ignored`)
+/// with DEVPOP_TEST_KUBECONFIG set, so a run without a cluster reports it ignored, not passed.
 #[tokio::test]
+#[ignore = "needs a real cluster: DEVPOP_TEST_KUBECONFIG=... tests/run --test kube_requests -- --ignored"]
 async fn real_cluster_deploys_the_sample_application() {
-    let Some(kubeconfig) = std::env::var_os("DEVPOP_TEST_KUBECONFIG") else {
-        eprintln!("skipped: set DEVPOP_TEST_KUBECONFIG to a kind/minikube/k3d kubeconfig to run the real-cluster test (README: Real-cluster tests)");
-        return;
-    };
+    let kubeconfig = std::env::var_os("DEVPOP_TEST_KUBECONFIG")
+        .expect("set DEVPOP_TEST_KUBECONFIG to a kind/minikube/k3d kubeconfig (README: Real-cluster tests)");
     let cluster = KubeCluster::discover(Some(std::path::Path::new(&kubeconfig))).await.unwrap();
-    let r = rendered(&BTreeMap::new());
-    let ips = cluster.prepare(&subject(), &r).await.unwrap();
-    let r = rendered(&ips);
+    let r = rendered();
     cluster.apply(&subject(), &r).await.unwrap();
     // The sample modules' images are placeholders (registry.example.com): the rollout must fail
     // fast and say so, naming the module's Deployment.
     let err = cluster.rollout(&subject(), &r, Duration::from_secs(180)).await.unwrap_err();
     assert!(err.to_string().contains("Deployment/m"), "{err}");
     cluster.remove(&subject(), &r.namespace).await.unwrap();
+}
+
+/// (verb, apiGroup, resource) of one request to the API server.
+fn permission(method: &Method, uri: &str) -> (String, String, String) {
+    let path = uri.split('?').next().unwrap();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts[0] {
+        "api" => ("", &parts[2..]),
+        _ => (parts[1], &parts[3..]),
+    };
+    // namespaces[/name] | namespaces/ns/resource[/name[/sub]]
+    let (resource, named) = match rest {
+        ["namespaces"] => ("namespaces".to_owned(), false),
+        ["namespaces", _] => ("namespaces".to_owned(), true),
+        ["namespaces", _, resource] => (resource.to_string(), false),
+        ["namespaces", _, resource, _] => (resource.to_string(), true),
+        ["namespaces", _, resource, _, sub] => (format!("{resource}/{sub}"), true),
+        other => panic!("unexpected path {other:?}"),
+    };
+    let verb = match (method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (verb.to_owned(), group.to_owned(), resource)
+}
+
+#[tokio::test]
+async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applier_uses() {
+    let r = rendered();
+    let mut replica_sets = Vec::new();
+    for d in r.objects.iter().filter(|o| o.kind() == "Deployment").map(|o| o.name()) {
+        replica_sets.push(replica_set(d, "new", 2, None));
+    }
+    let script = Script {
+        deployment_status: vec![not_ready_status(), ready_status()],
+        replica_sets,
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 0,
+    };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client).with_poll(Duration::from_millis(5));
+    cluster.dry_run(&subject(), &r).await.unwrap();
+    cluster.apply(&subject(), &r).await.unwrap();
+    cluster.rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
+    cluster.remove(&subject(), &r.namespace).await.unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for s in seen.lock().unwrap().iter() {
+        let (verb, group, resource) = permission(&s.method, &s.uri);
+        if verb == "patch" {
+            // Server-side apply creates what does not exist yet: create and patch.
+            used.insert(("create".to_owned(), group.clone(), resource.clone()));
+        }
+        if verb == "list" && s.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop") {
+            // Prune: lists what devpop manages, deletes what the render no longer has.
+            used.insert(("delete".to_owned(), group.clone(), resource.clone()));
+        }
+        used.insert((verb, group, resource));
+    }
+
+    let yaml =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/install.yaml")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let v: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] != "ClusterRole" {
+            continue;
+        }
+        for rule in v["rules"].as_sequence().unwrap() {
+            let list = |k: &str| -> Vec<String> {
+                rule[k].as_sequence().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect()
+            };
+            for verb in list("verbs") {
+                for group in list("apiGroups") {
+                    for resource in list("resources") {
+                        granted.insert((verb.clone(), group.clone(), resource));
+                    }
+                }
+            }
+        }
+    }
+    let missing: Vec<_> = used.difference(&granted).collect();
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(missing.is_empty(), "the applier needs, and the ClusterRole does not grant: {missing:?}");
+    assert!(unused.is_empty(), "the ClusterRole grants, and the applier never uses: {unused:?}");
+}
+
+#[tokio::test]
+async fn mocked_api_a_refused_object_is_reported_as_a_sentence_not_a_debug_dump() {
+    let service = tower::service_fn(|req: Request<kube::client::Body>| async move {
+        // No namespace yet (GET: 404); every apply refused as invalid.
+        let (code, status) = if req.method() == Method::GET {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "not found", "reason": "NotFound", "code": 404}),
+            )
+        } else {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value",
+                "reason": "Invalid", "code": 422}),
+            )
+        };
+        Ok::<_, std::convert::Infallible>(
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&status).unwrap())))
+                .unwrap(),
+        )
+    });
+    let cluster = KubeCluster::new(kube::Client::new(service, "default"));
+    let err = cluster.apply(&subject(), &rendered()).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "Namespace/{}: Deployment.apps \"m1-cache\" is invalid: spec.template.spec.containers[0].image: Required value (HTTP 422 Invalid); the API server rejected the object: fix the package or the config it was rendered from",
+            rendered().namespace
+        )
+    );
+    assert!(!text.contains("Status {") && !text.contains("Some("), "{text}");
+}
+
+#[tokio::test]
+async fn mocked_api_replaced_config_maps_outlive_the_apply_and_are_pruned_after_the_rollout_keeping_two() {
+    let r = rendered();
+    let current = r
+        .objects
+        .iter()
+        .find(|o| o.kind() == "ConfigMap" && o.name().starts_with("egress-nginx-"))
+        .unwrap()
+        .name()
+        .to_owned();
+    let cm = |name: &str, base: Option<&str>, created: &str| {
+        let mut labels = json!({"app.kubernetes.io/managed-by": "devpop"});
+        if let Some(base) = base {
+            labels["devpop.section.io/config-of"] = json!(base);
+        }
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": created}})
+    };
+    let config_maps = vec![
+        cm(&current, Some("egress-nginx"), "2026-11-30T05:00:00Z"),
+        cm("egress-nginx-0000000000000001", Some("egress-nginx"), "2026-11-30T01:00:00Z"),
+        cm("egress-nginx-0000000000000002", Some("egress-nginx"), "2026-11-30T02:00:00Z"),
+        cm("egress-nginx-0000000000000003", Some("egress-nginx"), "2026-11-30T03:00:00Z"),
+        cm("egress-nginx-0000000000000004", Some("egress-nginx"), "2026-11-30T04:00:00Z"),
+        // From before content addressing: an ordinary object the render no longer has.
+        cm("egress-nginx", None, "2026-11-29T00:00:00Z"),
+    ];
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps,
+        terminating: 0,
+    };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client);
+    let deleted = |seen: &Arc<Mutex<Vec<Seen>>>| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::DELETE && s.uri.contains("/configmaps/"))
+            .map(|s| s.uri.split('?').next().unwrap().rsplit('/').next().unwrap().to_owned())
+            .collect()
+    };
+    let report = cluster.apply(&subject(), &r).await.unwrap();
+    assert!(report.pruned.contains(&"ConfigMap/egress-nginx".to_owned()), "{:?}", report.pruned);
+    assert_eq!(deleted(&seen), ["egress-nginx"], "the old pods' ConfigMaps stay while the rollout runs");
+    let msg = cluster.rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(msg, "5 Deployments rolled out; 2 old ConfigMaps pruned");
+    assert_eq!(
+        deleted(&seen),
+        ["egress-nginx", "egress-nginx-0000000000000002", "egress-nginx-0000000000000001"],
+        "the two newest replaced ones stay for a rollback"
+    );
+}
+
+#[tokio::test]
+async fn mocked_api_a_push_while_the_namespace_is_still_terminating_waits_until_it_is_gone() {
+    let r = rendered();
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: 3,
+    };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client).with_poll(Duration::from_millis(5));
+    cluster.apply(&subject(), &r).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let ns_path = format!("/api/v1/namespaces/{}", r.namespace);
+    let reads = seen.iter().filter(|s| s.method == Method::GET && s.uri == ns_path).count();
+    assert_eq!(reads, 4, "read until the old namespace was gone");
+    let first_patch = seen.iter().position(|s| s.method == Method::PATCH).unwrap();
+    let last_read = seen.iter().rposition(|s| s.method == Method::GET && s.uri == ns_path).unwrap();
+    assert!(last_read < first_patch, "nothing applied into a terminating namespace");
+
+    // Still terminating at the limit: a sentence that says what to do.
+    let script = Script {
+        deployment_status: vec![ready_status()],
+        replica_sets: vec![],
+        pods: vec![],
+        config_maps: vec![],
+        terminating: usize::MAX,
+    };
+    let (client, _) = mock(script);
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(5))
+        .with_namespace_wait(Duration::from_millis(50))
+        .apply(&subject(), &r)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cluster: namespace {} is still being deleted (its branch was deleted): push again once `kubectl get namespace {}` finds nothing",
+            r.namespace, r.namespace
+        )
+    );
 }

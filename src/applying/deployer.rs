@@ -8,7 +8,7 @@
 //!   so starting a deployment's pipeline again is safe.
 //! - Watchers get every change of every deployment on a broadcast channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -411,15 +411,12 @@ impl<T: Target> Deployer<T> {
         let prerendered = self.prerendered.lock().expect("prerendered lock").remove(&id);
         let rendered = match prerendered {
             Some(rendered) => rendered,
-            None => self.render(subject, BTreeMap::new()).await?,
+            None => self.render(subject).await?,
         };
         let ns = rendered.namespace.clone();
         self.record(move |r| r.set_namespace(id, &ns)).await?;
         let message = format!("applying {} objects ({})", rendered.objects.len(), self.target.name());
         self.record(move |r| r.transition(id, State::Applying, message)).await?;
-        let ips = self.target.prepare(subject, &rendered).await?;
-        // With the Services' ClusterIPs known, render again so each next-hop is wired.
-        let rendered = if ips.is_empty() { rendered } else { self.render(subject, ips).await? };
         let report = self.target.apply(subject, &rendered).await?;
         let summary = report.summary.clone();
         self.record(move |r| r.note(id, summary)).await?;
@@ -446,11 +443,11 @@ impl<T: Target> Deployer<T> {
     }
 
     /// Renders the deployment's commit from the application's repo (blocking work off the runtime).
-    async fn render(&self, subject: &Subject, hop_ips: BTreeMap<String, String>) -> Result<Rendered, Failure> {
+    async fn render(&self, subject: &Subject) -> Result<Rendered, Failure> {
         let (repos, packages, settings, subject) =
             (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
         let quarantine = self.records.get(subject.deployment).and_then(|d| d.request.quarantine);
-        tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, &hop_ips, quarantine))
+        tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, quarantine))
             .await
             .map_err(|e| Failure(e.to_string()))?
     }
@@ -468,12 +465,11 @@ impl<T: Target> Deployer<T> {
         };
         let (repos, packages, settings, s) =
             (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
-        let rendered = tokio::task::spawn_blocking(move || {
-            render_commit(&repos, &packages, &settings, &s, &BTreeMap::new(), request.quarantine)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.0)?;
+        let rendered =
+            tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &s, request.quarantine))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.0)?;
         self.target.dry_run(&subject, &rendered).await.map_err(|e| e.to_string())
     }
 
@@ -540,7 +536,6 @@ pub fn render_commit(
     packages: &PackageStore,
     settings: &RenderSettings,
     subject: &Subject,
-    hop_ips: &BTreeMap<String, String>,
     quarantine: Option<String>,
 ) -> Result<Rendered, Failure> {
     let id = subject.repo_id().ok_or_else(|| Failure("invalid application name".into()))?;
@@ -556,6 +551,6 @@ pub fn render_commit(
         return Err(Failure(format!("the commit does not validate any more: {first}")));
     };
     let check_subject = checks::Subject { id: &id, environment: &subject.environment, commit: &subject.commit };
-    checks::render(&source, check_subject, &config, packages, settings, hop_ips)
+    checks::render(&source, check_subject, &config, packages, settings)
         .map_err(|e| Failure(format!("cannot render: {e}")))
 }

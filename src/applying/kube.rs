@@ -5,27 +5,33 @@
 //! - Every object is applied with server-side apply (field manager `devpop`, forced), in the
 //!   rendered order: Namespace and guardrails, ConfigMaps and Services, then workloads.
 //! - Prune: objects labelled `app.kubernetes.io/managed-by=devpop` in the environment's
-//!   namespace that the new render no longer contains are deleted.
-//! - Rollout: like `kubectl rollout status` (observedGeneration, updated and available
-//!   replicas), failing fast on ProgressDeadlineExceeded, image pull errors, crash loops and a
-//!   failing `prepare.sh` init container, naming the object and the reason.
+//!   namespace that the new render no longer contains are deleted; replaced content-addressed
+//!   ConfigMaps only after a successful rollout, keeping the newest [`CONFIG_HISTORY`].
+//! - Rollout: as the Deployment controller computes it. Wait until the controller observed the
+//!   new generation; find the new ReplicaSet (owned by the Deployment, with its revision); fail
+//!   fast when that ReplicaSet cannot create pods (`ReplicaFailure`: quota, LimitRange, Pod
+//!   Security), and on ProgressDeadlineExceeded, image pull errors, crash loops and a failing
+//!   `next-hop` or `prepare.sh` init container of *its* pods (`pod-template-hash`, not
+//!   terminating): an old ReplicaSet's pods never decide. Done like `kubectl rollout status`
+//!   (updated and available replicas, no old ones left).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{ApplyReport, Subject, Target, TargetError};
-use crate::rendering::{Object, Rendered, LABEL_MANAGED_BY};
+use crate::rendering::{Object, Rendered, LABEL_CONFIG_OF, LABEL_MANAGED_BY};
 
 pub const FIELD_MANAGER: &str = "devpop";
 
@@ -35,15 +41,72 @@ pub struct KubeCluster {
     poll: Duration,
     /// Every apply is a server-side dry run (`dryRun=All`): the API server checks, stores nothing.
     dry_run: bool,
+    /// Longest an apply waits for the environment's namespace to finish terminating (a branch
+    /// deleted and pushed again).
+    namespace_wait: Duration,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TargetError {
     TargetError::Unavailable(format!("cluster: {e}"))
 }
 
+/// A cluster error as a sentence: the API's own message and what to do (never a debug dump).
+pub fn sentence(e: &kube::Error) -> String {
+    let kube::Error::Api(status) = e else { return e.to_string() };
+    let what = match status.code {
+        401 | 403 => "devpop's service account may not do this: check its ClusterRole (docker/install.yaml)",
+        404 => "it is gone: push again to recreate it",
+        409 => "another client changed it at the same time: push again",
+        422 | 400 => "the API server rejected the object: fix the package or the config it was rendered from",
+        429 | 500..=599 => "the API server is busy or failing: push again later",
+        _ => "see the message",
+    };
+    let message = if status.message.is_empty() { status.reason.as_str() } else { status.message.as_str() };
+    format!(
+        "{message} (HTTP {}{}); {what}",
+        status.code,
+        if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) }
+    )
+}
+
+fn api_unavailable(e: kube::Error) -> TargetError {
+    TargetError::Unavailable(format!("cluster: {}", sentence(&e)))
+}
+
 impl KubeCluster {
     pub fn new(client: Client) -> Self {
-        KubeCluster { client, poll: Duration::from_secs(1), dry_run: false }
+        KubeCluster { client, poll: Duration::from_secs(1), dry_run: false, namespace_wait: Duration::from_secs(120) }
+    }
+
+    /// How long an apply waits for a terminating namespace to be gone.
+    pub fn with_namespace_wait(mut self, wait: Duration) -> Self {
+        self.namespace_wait = wait;
+        self
+    }
+
+    /// Waits while the environment's namespace is being deleted (a branch deleted and pushed
+    /// again): objects cannot be created in a terminating namespace.
+    async fn wait_namespace_gone_if_terminating(&self, ns: &str) -> Result<(), TargetError> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        let start = Instant::now();
+        loop {
+            let terminating = api
+                .get_opt(ns)
+                .await
+                .map_err(api_unavailable)?
+                .and_then(|n| n.status)
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p == "Terminating");
+            if !terminating {
+                return Ok(());
+            }
+            if start.elapsed() > self.namespace_wait {
+                return Err(unavailable(format!(
+                    "namespace {ns} is still being deleted (its branch was deleted): push again once `kubectl get namespace {ns}` finds nothing"
+                )));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// How often rollouts are checked (tests use a short one).
@@ -66,7 +129,7 @@ impl KubeCluster {
                 .await
                 .map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
         };
-        Ok(Self::new(Client::try_from(config).map_err(unavailable)?))
+        Ok(Self::new(Client::try_from(config).map_err(api_unavailable)?))
     }
 
     fn api<K>(&self, namespace: &str) -> Api<K>
@@ -84,11 +147,11 @@ impl KubeCluster {
         params.dry_run = self.dry_run;
         api.patch(name, &params, &Patch::Apply(object))
             .await
-            .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: e.to_string() })
+            .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: sentence(&e) })
     }
 
-    /// Applies one object; returns the ClusterIP when it is a Service.
-    async fn apply_object(&self, ns: &str, o: &Object) -> Result<Option<String>, TargetError> {
+    /// Applies one object.
+    async fn apply_object(&self, ns: &str, o: &Object) -> Result<(), TargetError> {
         let name = o.name();
         match o {
             Object::Namespace(x) => {
@@ -107,11 +170,13 @@ impl KubeCluster {
                 self.ssa(self.api::<ConfigMap>(ns), name, x).await?;
             }
             Object::Service(x) => {
-                let applied = self.ssa(self.api::<Service>(ns), name, x).await?;
-                return Ok(applied.spec.and_then(|s| s.cluster_ip));
+                self.ssa(self.api::<Service>(ns), name, x).await?;
             }
             Object::Deployment(x) => {
                 self.ssa(self.api::<Deployment>(ns), name, x).await?;
+            }
+            Object::PodDisruptionBudget(x) => {
+                self.ssa(self.api::<PodDisruptionBudget>(ns), name, x).await?;
             }
             Object::HorizontalPodAutoscaler(x) => {
                 self.ssa(self.api::<HorizontalPodAutoscaler>(ns), name, x).await?;
@@ -120,7 +185,7 @@ impl KubeCluster {
                 self.ssa(self.api::<Ingress>(ns), name, x).await?;
             }
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Deletes the objects of kind `K` managed by devpop in `ns` that `keep` does not name.
@@ -141,77 +206,163 @@ impl KubeCluster {
         let list = api
             .list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop")))
             .await
-            .map_err(unavailable)?;
+            .map_err(api_unavailable)?;
         for item in list.items {
+            // Content-addressed ConfigMaps outlive the render that replaced them: the rollout
+            // prunes them once it succeeded (see `prune_config_history`).
+            if item.metadata.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_CONFIG_OF)) {
+                continue;
+            }
             let Some(name) = item.metadata.name else { continue };
             let key = format!("{kind}/{name}");
             if !keep.contains(&key) {
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => pruned.push(key),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(unavailable(format!("deleting {key}: {e}"))),
+                    Err(e) => return Err(unavailable(format!("deleting {key}: {}", sentence(&e)))),
                 }
             }
         }
         Ok(())
     }
 
-    /// Why a Deployment's pods are not coming up, if they are failing in a way that will not
-    /// fix itself.
-    async fn pod_trouble(&self, ns: &str, deployment: &str) -> Result<Option<String>, TargetError> {
-        let pods = self.api::<Pod>(ns);
-        let list = pods
-            .list(&ListParams::default().labels(&format!("{}={deployment}", crate::rendering::LABEL_HOP)))
+    /// After a successful rollout: deletes the content-addressed ConfigMaps no render uses any
+    /// more, keeping for each the newest [`CONFIG_HISTORY`] besides the current one (what the
+    /// ReplicaSets a rollback would return to still mount).
+    async fn prune_config_history(&self, rendered: &Rendered) -> Result<Vec<String>, TargetError> {
+        let ns = &rendered.namespace;
+        let api = self.api::<ConfigMap>(ns);
+        let current: BTreeSet<&str> =
+            rendered.objects.iter().filter(|o| o.kind() == "ConfigMap").map(Object::name).collect();
+        let list = api
+            .list_metadata(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop,{LABEL_CONFIG_OF}")))
             .await
-            .map_err(unavailable)?;
-        for pod in list.items {
-            let Some(status) = pod.status else { continue };
-            let pod_name = pod.metadata.name.unwrap_or_default();
-            for (init, statuses) in [
-                (true, status.init_container_statuses.unwrap_or_default()),
-                (false, status.container_statuses.unwrap_or_default()),
-            ] {
-                for cs in statuses {
-                    let what = if init && cs.name == "prepare" {
-                        "prepare.sh".to_owned()
-                    } else {
-                        format!("container {}", cs.name)
-                    };
-                    if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-                        let reason = waiting.reason.clone().unwrap_or_default();
-                        if [
-                            "ImagePullBackOff",
-                            "ErrImagePull",
-                            "CrashLoopBackOff",
-                            "CreateContainerConfigError",
-                            "InvalidImageName",
-                        ]
-                        .contains(&reason.as_str())
-                        {
-                            let message = waiting.message.clone().unwrap_or_default();
-                            return Ok(Some(
-                                format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned(),
-                            ));
-                        }
-                    }
-                    if init {
-                        if let Some(t) =
-                            cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0)
-                        {
-                            if cs.restart_count >= 2 {
-                                return Ok(Some(format!(
-                                    "pod {pod_name}: {what} exited {} ({})",
-                                    t.exit_code,
-                                    t.reason.clone().unwrap_or_default()
-                                )));
-                            }
-                        }
+            .map_err(api_unavailable)?;
+        let mut by_base: BTreeMap<String, Vec<(Option<jiff::Timestamp>, String)>> = BTreeMap::new();
+        for item in list.items {
+            let (Some(name), Some(base)) =
+                (item.metadata.name, item.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF)).cloned())
+            else {
+                continue;
+            };
+            if !current.contains(name.as_str()) {
+                by_base.entry(base).or_default().push((item.metadata.creation_timestamp.map(|t| t.0), name));
+            }
+        }
+        let mut pruned = Vec::new();
+        for (_, mut old) in by_base {
+            old.sort_by(|a, b| b.cmp(a)); // newest first
+            for (_, name) in old.into_iter().skip(CONFIG_HISTORY) {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => pruned.push(format!("ConfigMap/{name}")),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(unavailable(format!("deleting ConfigMap/{name}: {}", sentence(&e)))),
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Why a Deployment's new pods are not coming up, if they are failing in a way that will
+    /// not fix itself. Only the new ReplicaSet and its live pods count.
+    async fn trouble(&self, ns: &str, d: &Deployment) -> Result<Option<String>, TargetError> {
+        let name = d.metadata.name.as_deref().unwrap_or_default();
+        if d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
+            return Ok(None); // the controller has not seen this generation yet
+        }
+        let hop = format!("{}={name}", crate::rendering::LABEL_HOP);
+        let sets =
+            self.api::<ReplicaSet>(ns).list(&ListParams::default().labels(&hop)).await.map_err(api_unavailable)?.items;
+        let Some(new) = new_replica_set(d, &sets) else { return Ok(None) };
+        if let Some(failure) = replica_failure(new) {
+            return Ok(Some(failure));
+        }
+        let Some(hash) = new.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH)) else { return Ok(None) };
+        let pods = self
+            .api::<Pod>(ns)
+            .list(&ListParams::default().labels(&format!("{hop},{POD_TEMPLATE_HASH}={hash}")))
+            .await
+            .map_err(api_unavailable)?;
+        Ok(pods.items.iter().find_map(pod_trouble))
+    }
+}
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+/// How many replaced ConfigMaps of each kind stay for a rollback (besides the current one).
+pub const CONFIG_HISTORY: usize = 2;
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The Deployment's new ReplicaSet: owned by it (uid) and of its current revision.
+pub fn new_replica_set<'a>(d: &Deployment, sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let revision = d.metadata.annotations.as_ref()?.get(REVISION)?;
+    let uid = d.metadata.uid.as_deref()?;
+    sets.iter().find(|rs| {
+        rs.metadata.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == Some(revision)
+    })
+}
+
+/// Why a ReplicaSet cannot create its pods (quota, LimitRange, Pod Security admission...).
+pub fn replica_failure(rs: &ReplicaSet) -> Option<String> {
+    let c =
+        rs.status.as_ref()?.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some(
+        format!(
+            "ReplicaSet {} cannot create pods: {} {}",
+            rs.metadata.name.as_deref().unwrap_or_default(),
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        )
+        .trim_end()
+        .to_owned(),
+    )
+}
+
+/// Why one pod will not come up by itself; terminating pods never count.
+pub fn pod_trouble(pod: &Pod) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    for (init, statuses) in
+        [(true, status.init_container_statuses.iter().flatten()), (false, status.container_statuses.iter().flatten())]
+    {
+        for cs in statuses {
+            let what = match (init, cs.name.as_str()) {
+                (true, "prepare") => "prepare.sh".to_owned(),
+                (true, "next-hop") => "next-hop (resolving the next hop's Service)".to_owned(),
+                _ => format!("container {}", cs.name),
+            };
+            if let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                let reason = waiting.reason.clone().unwrap_or_default();
+                if [
+                    "ImagePullBackOff",
+                    "ErrImagePull",
+                    "CrashLoopBackOff",
+                    "CreateContainerConfigError",
+                    "InvalidImageName",
+                ]
+                .contains(&reason.as_str())
+                {
+                    let message = waiting.message.clone().unwrap_or_default();
+                    return Some(format!("pod {pod_name}: {what}: {reason} {message}").trim_end().to_owned());
+                }
+            }
+            if init {
+                if let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+                    if cs.restart_count >= 2 {
+                        return Some(format!(
+                            "pod {pod_name}: {what} exited {} ({})",
+                            t.exit_code,
+                            t.reason.clone().unwrap_or_default()
+                        ));
                     }
                 }
             }
         }
-        Ok(None)
     }
+    None
 }
 
 /// Is this Deployment rolled out (as `kubectl rollout status` decides)? `Err` when it failed.
@@ -235,22 +386,9 @@ impl Target for KubeCluster {
         "cluster"
     }
 
-    async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
-        let mut ips = BTreeMap::new();
-        for o in rendered
-            .objects
-            .iter()
-            .filter(|o| !matches!(o.kind(), "Deployment" | "HorizontalPodAutoscaler" | "Ingress"))
-        {
-            if let Some(ip) = self.apply_object(&rendered.namespace, o).await? {
-                ips.insert(o.name().to_owned(), ip);
-            }
-        }
-        Ok(ips)
-    }
-
     async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
         let ns = &rendered.namespace;
+        self.wait_namespace_gone_if_terminating(ns).await?;
         for o in &rendered.objects {
             self.apply_object(ns, o).await?;
         }
@@ -259,6 +397,7 @@ impl Target for KubeCluster {
         // Workloads first, then what they used.
         self.prune_kind::<Ingress>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<HorizontalPodAutoscaler>(ns, &keep, &mut pruned).await?;
+        self.prune_kind::<PodDisruptionBudget>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<Deployment>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<Service>(ns, &keep, &mut pruned).await?;
         self.prune_kind::<ConfigMap>(ns, &keep, &mut pruned).await?;
@@ -281,11 +420,11 @@ impl Target for KubeCluster {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for name in pending {
-                let d = api.get_status(name).await.map_err(unavailable)?;
+                let d = api.get_status(name).await.map_err(api_unavailable)?;
                 match rollout_state(&d) {
                     Ok(true) => {}
                     Ok(false) => {
-                        if let Some(trouble) = self.pod_trouble(ns, name).await? {
+                        if let Some(trouble) = self.trouble(ns, &d).await? {
                             return Err(TargetError::Unhealthy {
                                 object: format!("Deployment/{name}"),
                                 reason: trouble,
@@ -307,7 +446,11 @@ impl Target for KubeCluster {
                 tokio::time::sleep(self.poll).await;
             }
         }
-        Ok(format!("{} Deployments rolled out", names.len()))
+        let pruned = self.prune_config_history(rendered).await?;
+        Ok(match pruned.len() {
+            0 => format!("{} Deployments rolled out", names.len()),
+            n => format!("{} Deployments rolled out; {n} old ConfigMaps pruned", names.len()),
+        })
     }
 
     async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
@@ -315,7 +458,7 @@ impl Target for KubeCluster {
         let namespace_exists = Api::<Namespace>::all(self.client.clone())
             .get_opt(&rendered.namespace)
             .await
-            .map_err(unavailable)?
+            .map_err(api_unavailable)?
             .is_some();
         let mut checked = 0;
         for o in &rendered.objects {
@@ -340,7 +483,7 @@ impl Target for KubeCluster {
         match Api::<Namespace>::all(self.client.clone()).delete(namespace, &DeleteParams::default()).await {
             Ok(_) => Ok(format!("namespace {namespace} deleted")),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(format!("namespace {namespace} was already gone")),
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(api_unavailable(e)),
         }
     }
 }

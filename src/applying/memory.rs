@@ -1,5 +1,5 @@
 //! An in-memory cluster: the [`Target`] the pipeline tests run against where no Kubernetes API
-//! server can run. It keeps the applied objects per namespace, gives Services ClusterIPs,
+//! server can run. It keeps the applied objects per namespace,
 //! prunes by the environment's objects, and reports the rollout outcome it was told to.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,8 +25,6 @@ pub enum Health {
 struct State {
     /// namespace -> object key (`Kind/name`) -> object
     namespaces: BTreeMap<String, BTreeMap<String, Object>>,
-    service_ips: BTreeMap<(String, String), String>,
-    next_ip: u32,
     /// Deployment name -> outcome (default: ready).
     health: BTreeMap<String, Health>,
     /// A call log: ("apply" | "prune" | "remove", namespace, what).
@@ -70,27 +68,6 @@ impl MemoryCluster {
 impl Target for MemoryCluster {
     fn name(&self) -> &'static str {
         "memory"
-    }
-
-    async fn prepare(&self, _: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
-        let mut s = self.state.lock().unwrap();
-        let mut ips = BTreeMap::new();
-        for o in &rendered.objects {
-            if o.kind() == "Service" {
-                let key = (rendered.namespace.clone(), o.name().to_owned());
-                let ip = match s.service_ips.get(&key) {
-                    Some(ip) => ip.clone(),
-                    None => {
-                        s.next_ip += 1;
-                        let ip = format!("10.96.{}.{}", s.next_ip / 250, s.next_ip % 250 + 1);
-                        s.service_ips.insert(key, ip.clone());
-                        ip
-                    }
-                };
-                ips.insert(o.name().to_owned(), ip);
-            }
-        }
-        Ok(ips)
     }
 
     async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {

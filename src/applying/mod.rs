@@ -10,7 +10,6 @@ pub mod kube;
 pub mod memory;
 pub mod rendered_repo;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -61,15 +60,6 @@ pub struct ApplyReport {
 pub trait Target: Send + Sync + 'static {
     /// A short name for messages (`render-only`, `cluster`, ...).
     fn name(&self) -> &'static str;
-
-    /// Applies what must exist before the workloads can be wired (Namespace, guardrails,
-    /// ConfigMaps, Services) and returns the ClusterIPs of the environment's Services by name;
-    /// empty when the target has no cluster.
-    fn prepare(
-        &self,
-        subject: &Subject,
-        rendered: &Rendered,
-    ) -> impl Future<Output = Result<BTreeMap<String, String>, TargetError>> + Send;
 
     /// Applies every object (server-side apply), then deletes the objects labelled as this
     /// environment's that `rendered` no longer contains.
@@ -130,10 +120,6 @@ impl Target for RenderOnly {
         "render-only"
     }
 
-    async fn prepare(&self, _: &Subject, _: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
-        Ok(BTreeMap::new())
-    }
-
     async fn apply(&self, subject: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
         let summary = self.publish(subject, Some(rendered.clone())).await?;
         Ok(ApplyReport { applied: rendered.objects.len(), pruned: Vec::new(), summary })
@@ -165,13 +151,6 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::RenderOnly(t) => t.name(),
             AnyTarget::Cluster(t, _) => t.name(),
-        }
-    }
-
-    async fn prepare(&self, subject: &Subject, rendered: &Rendered) -> Result<BTreeMap<String, String>, TargetError> {
-        match self {
-            AnyTarget::RenderOnly(t) => t.prepare(subject, rendered).await,
-            AnyTarget::Cluster(t, _) => t.prepare(subject, rendered).await,
         }
     }
 

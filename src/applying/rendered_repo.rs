@@ -94,17 +94,11 @@ fn environment_files_with(
         resources.push(name);
     }
     let mut k = String::from("# Rendered by devpop; apply with `kubectl apply -k .` or sync with a GitOps engine.\n");
-    if !rendered.depends_on.is_empty() {
-        k.push_str("# Depends on (devpop's cluster applier resolves these; see README.md):\n");
-        for d in &rendered.depends_on {
-            k.push_str(&format!("#   - {d}\n"));
-        }
-    }
     k.push_str("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n");
     if let Some(commit) = rendered.objects.iter().find_map(|o| o.commit_label()) {
         // The label every rendered object carries, kept here once (see above).
         k.push_str(&format!(
-            "labels:\n  - pairs:\n      {}: \"{commit}\"\n    includeSelectors: false\n    includeTemplates: false\n",
+            "labels:\n  - pairs:\n      {}: \"{commit}\"\n    includeSelectors: false\n",
             rendering::LABEL_COMMIT
         ));
     }
@@ -122,13 +116,12 @@ application, each a kustomization of the environment's namespace. Do not edit: t
 replaces the folder. Apply a folder with `kubectl apply -k`: its kustomization puts the label\n\
 `devpop.section.io/commit` (the commit rendered from) on every object.\n\n\
 ## The next-hop wiring\n\n\
-Inside each module's pods, `next-hop` must resolve to the ClusterIP of the next hop's Service\n\
-(the next module, or `egress`). devpop's cluster applier creates the Services first, reads\n\
-their ClusterIPs and renders each module Deployment with a `hostAliases` entry for\n\
-`next-hop`. A manifest rendered without a cluster cannot know those addresses: its module\n\
-Deployments carry the annotation `devpop.section.io/next-hop-service` (the Service to\n\
-resolve) and `devpop.section.io/next-hop-unresolved: \"true\"`, and `kustomization.yaml`\n\
-lists the dependencies.\n";
+Inside each module's pods, `next-hop` resolves to the ClusterIP of the next hop's Service\n\
+(the next module, or `egress`): the pod's first init container, `next-hop`, runs the script of\n\
+ConfigMap `devpop-next-hop`, which resolves the Service's name and writes the pod's hosts file\n\
+into an emptyDir that every container mounts at `/etc/hosts`. The folders need nothing else:\n\
+sync them with Argo CD or Flux (server-side apply: some ConfigMaps are large) or apply them\n\
+with `kubectl apply --server-side -k`.\n";
 
 /// A pack file, and where each object is in it.
 struct Pack {
@@ -426,7 +419,6 @@ mod tests {
         Rendered {
             namespace: "ns".into(),
             objects: vec![Object::Namespace(Box::new(ns)), Object::ConfigMap(Box::new(cm))],
-            depends_on: vec![],
         }
     }
 

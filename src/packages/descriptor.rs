@@ -9,6 +9,20 @@ use serde_yaml_ng::Value;
 pub const FILE: &str = ".section-proxy.yaml";
 pub const DEFAULT_MOUNT: &str = "/opt/proxy_config";
 
+/// Names and paths devpop itself puts into every module pod (see `rendering`): a package that
+/// used one would render a pod the API server rejects (duplicate names or mount paths).
+pub const RESERVED_CONTAINERS: &[&str] = &["prepare", "next-hop"];
+pub const RESERVED_VOLUMES: &[&str] = &["devpop-config", "devpop-proxy", "devpop-prepare", "devpop-hosts"];
+/// Where devpop mounts the package's `proxy/` files, `prepare.sh` and the pod's hosts file.
+pub const PROXY_MOUNT: &str = "/opt/proxy";
+pub const PREPARE_MOUNT: &str = "/opt/section";
+pub const HOSTS_MOUNT: &str = "/etc/hosts";
+pub const RESERVED_MOUNTS: &[&str] = &[PROXY_MOUNT, PREPARE_MOUNT, HOSTS_MOUNT];
+/// The environment LimitRange's default memory limit (what a container without a limit gets)
+/// and its maximum, in bytes: a request above the limit it ends up with is rejected.
+pub const LIMIT_DEFAULT_MEMORY: &str = "256Mi";
+pub const LIMIT_MAX_MEMORY: &str = "4Gi";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Descriptor {
@@ -35,6 +49,10 @@ pub struct Metadata {
     pub logs: Option<Logs>,
     #[serde(default)]
     pub metrics: Option<MetricsEndpoint>,
+    /// An HTTP path on :80 of the http container that answers 2xx when the module can serve:
+    /// it becomes the readiness probe (without it, a TCP connect to :80).
+    #[serde(default)]
+    pub health_check_path: Option<String>,
 }
 
 fn default_mount() -> String {
@@ -87,6 +105,29 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// The user the module's containers run as. Without it the image's own user runs, with the
+    /// capabilities Pod Security baseline allows; `runAsNonRoot: true` runs the module
+    /// restricted (no capabilities at all).
+    #[serde(default)]
+    pub security_context: Option<RunAs>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunAs {
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    #[serde(default)]
+    pub run_as_non_root: Option<bool>,
+}
+
+impl PodSpec {
+    /// Whether the module declared that it runs as non-root (and so can run restricted).
+    pub fn runs_as_non_root(&self) -> bool {
+        self.security_context.as_ref().is_some_and(|s| s.run_as_non_root == Some(true))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +343,31 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
         }
     }
     let mut problem = |s: String| problems.push(format!("{FILE}: {s}"));
+    if let Some(path) = &m.health_check_path {
+        if !path.starts_with('/') || path.len() > 1024 || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problem(format!("metadata.healthCheckPath {path:?}: use an absolute URL path, e.g. /healthz"));
+        }
+    }
+    if let Some(sc) = &d.spec.security_context {
+        if sc.run_as_user.is_some_and(|u| !(0..=2_147_483_647).contains(&u)) {
+            problem("spec.securityContext.runAsUser: use a uid from 0 to 2147483647".into());
+        }
+        if sc.run_as_group.is_some_and(|g| !(0..=2_147_483_647).contains(&g)) {
+            problem("spec.securityContext.runAsGroup: use a gid from 0 to 2147483647".into());
+        }
+        if sc.run_as_non_root == Some(true) && sc.run_as_user == Some(0) {
+            problem(
+                "spec.securityContext.runAsUser 0 with runAsNonRoot: true: the pod would never start; use a non-zero uid".into(),
+            );
+        }
+    }
+    if RESERVED_MOUNTS.iter().any(|r| same_path(r, &m.configuration_mount_path)) {
+        problem(format!(
+            "metadata.configurationMountPath {:?}: devpop mounts its own files there ({}); choose another path, e.g. {DEFAULT_MOUNT}",
+            m.configuration_mount_path,
+            RESERVED_MOUNTS.join(", ")
+        ));
+    }
     if let Some(metrics) = &m.metrics {
         if metrics.port == 0 || metrics.port == 80 {
             problem(format!("metadata.metrics.port {}: use a port other than 0 and 80", metrics.port));
@@ -321,6 +387,13 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
         if volumes.iter().filter(|n| **n == v.name).count() > 1 {
             problem(format!("spec.volumes[{i}].name {:?}: declared twice", v.name));
         }
+        if RESERVED_VOLUMES.contains(&v.name.as_str()) {
+            problem(format!(
+                "spec.volumes[{i}].name {:?}: devpop adds a volume of this name to every module pod ({}); rename the volume",
+                v.name,
+                RESERVED_VOLUMES.join(", ")
+            ));
+        }
     }
     for (i, c) in d.spec.containers.iter().enumerate() {
         let at = format!("spec.containers[{i}]");
@@ -329,6 +402,31 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
         }
         if containers.iter().filter(|n| **n == c.name).count() > 1 {
             problem(format!("{at}.name {:?}: two containers share this name", c.name));
+        }
+        if RESERVED_CONTAINERS.contains(&c.name.as_str()) {
+            problem(format!(
+                "{at}.name {:?}: devpop runs an init container of this name in every module pod ({}); rename the container",
+                c.name,
+                RESERVED_CONTAINERS.join(", ")
+            ));
+        }
+        let memory = |map: &BTreeMap<String, Quantity>| map.get("memory").and_then(|q| bytes(&q.as_string()));
+        let (request, limit) = (memory(&c.resources.requests), memory(&c.resources.limits));
+        let default_limit = bytes(LIMIT_DEFAULT_MEMORY).expect("a quantity");
+        let max = bytes(LIMIT_MAX_MEMORY).expect("a quantity");
+        match (request, limit) {
+            (Some(r), Some(l)) if r > l => problem(format!(
+                "{at}.resources.requests.memory: more than resources.limits.memory; lower the request or raise the limit"
+            )),
+            (Some(r), None) if r > default_limit => problem(format!(
+                "{at}.resources.requests.memory: above {LIMIT_DEFAULT_MEMORY}, the memory limit a container gets when it sets none; set resources.limits.memory too (at most {LIMIT_MAX_MEMORY})"
+            )),
+            _ => {}
+        }
+        if limit.is_some_and(|l| l > max) || request.is_some_and(|r| r > max) {
+            problem(format!(
+                "{at}.resources: memory above {LIMIT_MAX_MEMORY}, the most one container may have; lower it"
+            ));
         }
         for (kind, map) in [("requests", &c.resources.requests), ("limits", &c.resources.limits)] {
             for (res, q) in map {
@@ -357,9 +455,22 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
             if !vm.mount_path.starts_with('/') || vm.mount_path.contains("..") {
                 problem(format!("{at}.volumeMounts[{j}].mountPath {:?}: must be an absolute path", vm.mount_path));
             }
-            if vm.mount_path.trim_end_matches('/') == m.configuration_mount_path.trim_end_matches('/') {
+            if same_path(&vm.mount_path, &m.configuration_mount_path) {
                 problem(format!(
                     "{at}.volumeMounts[{j}].mountPath {:?}: the module's config is mounted there",
+                    vm.mount_path
+                ));
+            }
+            if RESERVED_MOUNTS.iter().any(|r| same_path(r, &vm.mount_path)) {
+                problem(format!(
+                    "{at}.volumeMounts[{j}].mountPath {:?}: devpop mounts its own files there ({}); mount the volume elsewhere",
+                    vm.mount_path,
+                    RESERVED_MOUNTS.join(", ")
+                ));
+            }
+            if c.volume_mounts[..j].iter().any(|other| same_path(&other.mount_path, &vm.mount_path)) {
+                problem(format!(
+                    "{at}.volumeMounts[{j}].mountPath {:?}: mounted twice in this container",
                     vm.mount_path
                 ));
             }
@@ -387,6 +498,34 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Two mount paths Kubernetes treats as the same place.
+fn same_path(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// A quantity in bytes (memory), when it is one.
+pub fn bytes(s: &str) -> Option<f64> {
+    if !is_quantity(s) {
+        return None;
+    }
+    let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(num_end);
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 0.001,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    num.parse::<f64>().ok().map(|n| n * factor)
 }
 
 fn is_quantity(s: &str) -> bool {
@@ -458,5 +597,114 @@ mod tests {
     fn unknown_fields_are_named() {
         let problems = parse(&EXAMPLE.replace("hpa:", "hpaa:")).unwrap_err().join("\n");
         assert!(problems.contains("unknown field `hpaa`"), "{problems}");
+    }
+
+    fn problems(text: &str) -> String {
+        parse(text).unwrap_err().join("\n")
+    }
+
+    #[test]
+    fn a_container_named_like_devpops_init_containers_is_refused_with_the_fix() {
+        for reserved in ["prepare", "next-hop"] {
+            let bad = EXAMPLE
+                .replace("- name: example\n", &format!("- name: {reserved}\n"))
+                .replace("httpContainer: example", &format!("httpContainer: {reserved}"));
+            let p = problems(&bad);
+            assert!(
+                p.contains(&format!(
+                    "spec.containers[0].name \"{reserved}\": devpop runs an init container of this name in every module pod (prepare, next-hop); rename the container"
+                )),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_volume_named_like_devpops_volumes_is_refused_with_the_fix() {
+        for reserved in RESERVED_VOLUMES {
+            let bad = CACHE.replace("name: shm", &format!("name: {reserved}"));
+            let p = problems(&bad);
+            assert!(
+                p.contains(&format!(
+                    "spec.volumes[0].name \"{reserved}\": devpop adds a volume of this name to every module pod"
+                )),
+                "{p}"
+            );
+            assert!(p.contains("rename the volume"), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_mount_at_devpops_mount_paths_is_refused_with_the_fix() {
+        for reserved in ["/opt/proxy", "/opt/proxy/", "/opt/section", "/etc/hosts"] {
+            let bad = CACHE.replace("mountPath: /var/lib/cache", &format!("mountPath: {reserved}"));
+            let p = problems(&bad);
+            assert!(
+                p.contains(&format!(
+                    "spec.containers[0].volumeMounts[0].mountPath \"{reserved}\": devpop mounts its own files there"
+                )) && p.contains("mount the volume elsewhere"),
+                "{p}"
+            );
+        }
+        let p = problems(
+            &EXAMPLE.replace("configurationMountPath: /opt/proxy_config", "configurationMountPath: /opt/proxy"),
+        );
+        assert!(p.contains("metadata.configurationMountPath \"/opt/proxy\": devpop mounts its own files there"), "{p}");
+        let twice = CACHE.replace(
+            "        - name: shm\n          mountPath: /var/lib/cache\n",
+            "        - name: shm\n          mountPath: /var/lib/cache\n        - name: shm\n          mountPath: /var/lib/cache/\n",
+        );
+        assert!(
+            problems(&twice).contains("volumeMounts[1].mountPath \"/var/lib/cache/\": mounted twice"),
+            "{}",
+            problems(&twice)
+        );
+    }
+
+    #[test]
+    fn a_memory_request_above_the_limit_it_gets_is_refused_with_the_fix() {
+        // No limit: the LimitRange's default (256Mi) applies, so a 300Mi request is rejected.
+        let no_limit = EXAMPLE
+            .replace("          memory: 32Mi\n        limits:\n          memory: 64Mi\n", "          memory: 300Mi\n");
+        let p = problems(&no_limit);
+        assert!(
+            p.contains("spec.containers[0].resources.requests.memory: above 256Mi, the memory limit a container gets when it sets none; set resources.limits.memory too"),
+            "{p}"
+        );
+        // Over its own limit.
+        let p = problems(&EXAMPLE.replace("memory: 32Mi", "memory: 65Mi"));
+        assert!(
+            p.contains(
+                "resources.requests.memory: more than resources.limits.memory; lower the request or raise the limit"
+            ),
+            "{p}"
+        );
+        // Over the LimitRange maximum.
+        let p = problems(&EXAMPLE.replace("memory: 64Mi", "memory: 5Gi"));
+        assert!(p.contains("spec.containers[0].resources: memory above 4Gi"), "{p}");
+        // At the default limit is fine; 1Gi = 1024Mi is compared in bytes.
+        assert!(parse(&EXAMPLE.replace("memory: 32Mi", "memory: 64Mi")).is_ok());
+        assert!(
+            parse(&EXAMPLE.replace("memory: 32Mi", "memory: 1Gi").replace("memory: 64Mi", "memory: 1024Mi")).is_ok()
+        );
+    }
+
+    #[test]
+    fn run_as_user_and_a_health_path_may_be_declared_and_are_checked() {
+        let good = EXAMPLE.replace("  metrics:\n", "  healthCheckPath: /healthz\n  metrics:\n").replace(
+            "hpa:",
+            "  securityContext:\n    runAsUser: 101\n    runAsGroup: 101\n    runAsNonRoot: true\nhpa:",
+        );
+        let d = parse(&good).unwrap();
+        assert!(d.spec.runs_as_non_root());
+        assert_eq!(d.metadata.health_check_path.as_deref(), Some("/healthz"));
+        assert_eq!(d.spec.security_context.as_ref().unwrap().run_as_user, Some(101));
+        let p = problems(&good.replace("runAsUser: 101", "runAsUser: 0").replace("/healthz", "healthz"));
+        assert!(p.contains("spec.securityContext.runAsUser 0 with runAsNonRoot: true"), "{p}");
+        assert!(p.contains("metadata.healthCheckPath \"healthz\": use an absolute URL path"), "{p}");
+        // Capabilities stay out of a package's hands.
+        let p =
+            problems(&good.replace("runAsNonRoot: true", "runAsNonRoot: true\n    capabilities: {add: [SYS_ADMIN]}"));
+        assert!(p.contains("spec.securityContext.capabilities: not allowed"), "{p}");
     }
 }

@@ -20,16 +20,17 @@ use k8s_openapi::api::autoscaling::v2::{
     ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, HostAlias, KeyToPath, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Sysctl, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
     IngressSpec, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -55,6 +56,19 @@ pub const LABEL_COMMIT: &str = "devpop.section.io/commit";
 /// Which hop of the chain a pod is (`private-ingress`, `m1-cache`, ..., `egress`, `static-server`).
 pub const LABEL_HOP: &str = "devpop.section.io/hop";
 pub const ANNOTATION_NEXT_HOP: &str = "devpop.section.io/next-hop-service";
+/// The script the `next-hop` init container of every module pod runs (see its header for the
+/// contract: input env vars, output file). Rendered into the ConfigMap
+/// `devpop-next-hop-<hash>` (see [`LABEL_CONFIG_OF`]).
+pub const NEXT_HOP_SCRIPT: &str = include_str!("../../templates/pod/next-hop.sh");
+pub const NEXT_HOP_CONFIGMAP: &str = "devpop-next-hop";
+/// On every ConfigMap: the name it has without its content hash (`m1-cache-config`). ConfigMaps
+/// are immutable and content-addressed (`m1-cache-config-<hash>`): a config change is a new
+/// ConfigMap and a new pod template, so it rolls out (and back) with the pods, and running pods
+/// never see files change under them. The cluster target prunes old ones after a successful
+/// rollout, keeping the last few for a rollback.
+pub const LABEL_CONFIG_OF: &str = "devpop.section.io/config-of";
+/// Where the `next-hop` init container writes the pod's hosts file (an emptyDir).
+pub const NEXT_HOP_HOSTS_DIR: &str = "/devpop/hosts";
 pub const ANNOTATION_CONFIG_HASH: &str = "devpop.section.io/config-hash";
 
 /// Server settings that shape what is rendered.
@@ -69,9 +83,38 @@ pub struct RenderSettings {
     pub ingress_namespace: String,
     /// The nginx image of private-ingress, egress and static-server (listening on 8080, non-root).
     pub proxy_image: String,
-    /// A name or IP egress resolves origins with.
-    pub cluster_dns: String,
+    /// The cluster's DNS domain (kubelet `clusterDomain`): Service names end in `.svc.<domain>`.
+    pub cluster_domain: String,
+    /// The cluster DNS Service as `<name>.<namespace>`: egress resolves origins with it, and
+    /// its namespace is a DNS peer of the `allow-dns` NetworkPolicy.
+    pub dns_service: String,
+    /// More DNS servers pods may query (CIDRs), e.g. NodeLocal DNSCache's link-local address.
+    pub dns_peers: Vec<String>,
+    /// Ranges egress must never reach besides the private, loopback, link-local, shared and
+    /// multicast ones (e.g. the cluster's pod and Service CIDRs when they are public).
+    pub egress_excluded_cidrs: Vec<String>,
+    /// The namespace allowed to scrape modules' metrics ports (none when unset).
+    pub metrics_namespace: Option<String>,
+    /// Pod Security Standard levels set on every environment namespace.
+    pub pod_security_enforce: String,
+    pub pod_security_warn: String,
     pub quota: Quota,
+}
+
+impl RenderSettings {
+    /// The cluster DNS Service's full name, e.g. `kube-dns.kube-system.svc.cluster.local`.
+    pub fn cluster_dns(&self) -> String {
+        format!("{}.svc.{}", self.dns_service, self.cluster_domain)
+    }
+
+    /// A Service of an environment namespace by its full name.
+    pub fn service_host(&self, service: &str, namespace: &str) -> String {
+        format!("{service}.{namespace}.svc.{}", self.cluster_domain)
+    }
+
+    fn dns_namespace(&self) -> &str {
+        self.dns_service.split_once('.').map_or("kube-system", |(_, ns)| ns)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +130,16 @@ impl Default for RenderSettings {
         RenderSettings {
             namespace_prefix: "section".into(),
             ingress_domain: "devpop.localhost".into(),
-            ingress_class: None,
+            ingress_class: Some("nginx".into()),
             ingress_namespace: "ingress-nginx".into(),
             proxy_image: "nginxinc/nginx-unprivileged:1.27-alpine".into(),
-            cluster_dns: "kube-dns.kube-system.svc.cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
+            dns_service: "kube-dns.kube-system".into(),
+            dns_peers: vec!["169.254.20.10/32".into()],
+            egress_excluded_cidrs: Vec::new(),
+            metrics_namespace: Some("monitoring".into()),
+            pod_security_enforce: "baseline".into(),
+            pod_security_warn: "restricted".into(),
             quota: Quota {
                 pods: "50".into(),
                 requests_cpu: "4".into(),
@@ -127,8 +176,6 @@ pub struct RenderInput<'a> {
     pub outage_pages: &'a Files,
     /// `NNN.html` -> page.
     pub custom_errors: &'a Files,
-    /// ClusterIPs of the hop Services, by Service name, when known (the applier fills them in).
-    pub hop_ips: &'a BTreeMap<String, String>,
     pub settings: &'a RenderSettings,
 }
 
@@ -158,6 +205,7 @@ pub enum Object {
     ConfigMap(Box<ConfigMap>),
     Service(Box<Service>),
     Deployment(Box<Deployment>),
+    PodDisruptionBudget(Box<PodDisruptionBudget>),
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
     Ingress(Box<Ingress>),
 }
@@ -172,6 +220,7 @@ impl Object {
             Object::ConfigMap(_) => "ConfigMap",
             Object::Service(_) => "Service",
             Object::Deployment(_) => "Deployment",
+            Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
             Object::Ingress(_) => "Ingress",
         }
@@ -186,6 +235,7 @@ impl Object {
             Object::ConfigMap(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
+            Object::PodDisruptionBudget(o) => &o.metadata,
             Object::HorizontalPodAutoscaler(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
         }
@@ -200,6 +250,7 @@ impl Object {
             Object::ConfigMap(o) => &mut o.metadata,
             Object::Service(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
+            Object::PodDisruptionBudget(o) => &mut o.metadata,
             Object::HorizontalPodAutoscaler(o) => &mut o.metadata,
             Object::Ingress(o) => &mut o.metadata,
         }
@@ -220,14 +271,11 @@ impl Object {
     }
 }
 
-/// The objects of one environment, and what applying them depends on.
+/// The objects of one environment: complete as they are (a GitOps engine can apply them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
     pub namespace: String,
     pub objects: Vec<Object>,
-    /// What must be resolved before these objects work in a cluster (e.g. the ClusterIP of a
-    /// Service that a Deployment's `next-hop` points at). Empty when fully resolved.
-    pub depends_on: Vec<String>,
 }
 
 /// The Service (and Deployment) name of a module: `m<position>-<name>`, lower-case.
@@ -239,6 +287,54 @@ pub const PRIVATE_INGRESS: &str = "private-ingress";
 pub const EGRESS: &str = "egress";
 pub const STATIC_SERVER: &str = "static-server";
 const NGINX_PORT: i32 = 8080;
+/// How long devpop's nginx hops keep serving after they are told to stop.
+const PRE_STOP_SECONDS: u32 = 5;
+/// The uid the next-hop init container runs as.
+const NOBODY: i64 = 65534;
+/// What egress never reaches, whatever port an origin names: private (RFC 1918), shared
+/// (carrier-grade NAT, often the pod range), loopback, link-local (cloud metadata), "this
+/// network" and multicast.
+pub const EGRESS_EXCLUDED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+];
+/// The capabilities Pod Security baseline allows a container to add: what the container
+/// runtimes give by default, less NET_RAW.
+pub const BASELINE_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// Pod Security restricted: non-root, read-only root, no capabilities, no escalation.
+fn restricted(uid: Option<i64>) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: uid,
+        run_as_group: uid,
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        ..Default::default()
+    }
+}
 
 /// The hops of the chain in order: private-ingress, the modules, egress.
 pub fn chain(config: &SectionConfig) -> Vec<String> {
@@ -263,10 +359,9 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     objects.push(r.limit_range());
     objects.extend(r.network_policies(&hops, env, origin));
 
-    let mut depends_on = Vec::new();
     let mut workloads = Vec::new();
     // private-ingress
-    let first_hop = format!("{}.{ns}.svc.cluster.local", hops[1]);
+    let first_hop = input.settings.service_host(&hops[1], &ns);
     let conf = r.template(
         "private-ingress",
         minijinja::context! {
@@ -276,9 +371,12 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     workloads.extend(r.nginx_component(PRIVATE_INGRESS, conf, None));
     workloads.push(r.ingress());
     // modules
+    if !input.modules.is_empty() {
+        workloads.push(r.next_hop_script());
+    }
     for (i, module) in input.modules.iter().enumerate() {
         let next = &hops[i + 2];
-        workloads.extend(r.module(i + 1, module, next, &mut depends_on)?);
+        workloads.extend(r.module(i + 1, module, next)?);
     }
     // egress and static-server
     let conf = r.egress_conf(env, origin)?;
@@ -297,24 +395,19 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
         Object::ConfigMap(_) => 0,
         Object::Service(_) => 1,
         Object::Deployment(_) => 2,
-        Object::HorizontalPodAutoscaler(_) => 3,
-        _ => 4,
+        Object::PodDisruptionBudget(_) => 3,
+        Object::HorizontalPodAutoscaler(_) => 4,
+        _ => 5,
     };
     workloads.sort_by_key(rank); // stable: chain order within each kind
     objects.extend(workloads);
-    Ok(Rendered { namespace: ns, objects, depends_on })
+    Ok(Rendered { namespace: ns, objects })
 }
 
-/// Multi-document YAML of the objects, in order, with a header saying what they depend on.
+/// Multi-document YAML of the objects, in order, with a header naming the namespace.
 pub fn to_yaml(rendered: &Rendered) -> String {
     let mut out = String::new();
     out.push_str(&format!("# Rendered by devpop for namespace {}.\n", rendered.namespace));
-    if !rendered.depends_on.is_empty() {
-        out.push_str("# Depends on (resolved by devpop's applier when applying to a cluster):\n");
-        for d in &rendered.depends_on {
-            out.push_str(&format!("#   - {d}\n"));
-        }
-    }
     for o in &rendered.objects {
         out.push_str("---\n");
         out.push_str(&object_yaml(o));
@@ -343,30 +436,39 @@ pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
     let normalise = |yaml: &str| -> String {
         yaml.lines().filter(|l| !l.trim_start().starts_with(&format!("{LABEL_COMMIT}:"))).collect::<Vec<_>>().join("\n")
     };
+    // A content-addressed ConfigMap is known by the name it has without its hash: a new hash of
+    // `m1-cache-config` is that ConfigMap changed, not one added and one removed.
+    let config_of = |v: &serde_yaml_ng::Value| v["metadata"]["labels"][LABEL_CONFIG_OF].as_str().map(str::to_owned);
+    let parsed: BTreeMap<&String, serde_yaml_ng::Value> =
+        before.iter().map(|(stem, yaml)| (stem, serde_yaml_ng::from_str(yaml).unwrap_or_default())).collect();
+    let before_config: BTreeMap<String, &String> =
+        parsed.iter().filter_map(|(stem, v)| config_of(v).map(|base| (base, *stem))).collect();
     let mut d = Diff::default();
     let mut seen = std::collections::BTreeSet::new();
     for o in &after.objects {
-        let stem = object_stem(o);
+        let base = o.metadata().labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF));
+        let (stem, key) = match base.and_then(|b| before_config.get(b).map(|stem| (b, stem))) {
+            Some((base, stem)) => ((*stem).clone(), format!("ConfigMap/{base}")),
+            None => (object_stem(o), o.key()),
+        };
         match before.get(&stem) {
-            None => d.added.push(o.key()),
+            None => d.added.push(key),
             Some(old) if normalise(old) != normalise(&object_yaml(o)) => {
                 let lines = changes::unified(&(normalise(old) + "\n"), &(normalise(&object_yaml(o)) + "\n"));
-                d.details.insert(o.key(), lines);
-                d.changed.push(o.key());
+                d.details.insert(key.clone(), lines);
+                d.changed.push(key);
             }
             Some(_) => d.unchanged += 1,
         }
         seen.insert(stem);
     }
-    d.removed = before
+    d.removed = parsed
         .iter()
-        .filter(|(k, _)| !seen.contains(*k))
-        .map(|(stem, yaml)| {
-            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap_or_default();
-            match (v["kind"].as_str(), v["metadata"]["name"].as_str()) {
-                (Some(kind), Some(name)) => format!("{kind}/{name}"),
-                _ => stem.clone(),
-            }
+        .filter(|(k, _)| !seen.contains(**k))
+        .map(|(stem, v)| match (v["kind"].as_str(), config_of(v), v["metadata"]["name"].as_str()) {
+            (Some(kind), Some(base), _) => format!("{kind}/{base}"),
+            (Some(kind), None, Some(name)) => format!("{kind}/{name}"),
+            _ => (*stem).clone(),
         })
         .collect();
     d
@@ -457,6 +559,13 @@ impl Renderer<'_> {
     fn namespace(&self) -> Object {
         let mut meta = self.meta(&self.ns, None);
         meta.namespace = None;
+        // Pod Security admission: module pods need baseline (root-started images with the
+        // baseline capabilities); restricted is reported as a warning.
+        let settings = self.input.settings;
+        let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert("pod-security.kubernetes.io/enforce".into(), settings.pod_security_enforce.clone());
+        labels.insert("pod-security.kubernetes.io/warn".into(), settings.pod_security_warn.clone());
+        labels.insert("pod-security.kubernetes.io/audit".into(), settings.pod_security_warn.clone());
         Object::Namespace(Box::new(Namespace { metadata: meta, ..Default::default() }))
     }
 
@@ -485,9 +594,9 @@ impl Renderer<'_> {
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".into(),
-                    default: map(&[("memory", "256Mi")]),
+                    default: map(&[("memory", descriptor::LIMIT_DEFAULT_MEMORY)]),
                     default_request: map(&[("cpu", "50m"), ("memory", "64Mi")]),
-                    max: map(&[("memory", "4Gi")]),
+                    max: map(&[("memory", descriptor::LIMIT_MAX_MEMORY)]),
                     ..Default::default()
                 }],
             }),
@@ -535,32 +644,7 @@ impl Renderer<'_> {
             |hop: &str| if hop == PRIVATE_INGRESS || hop == EGRESS || hop == STATIC_SERVER { NGINX_PORT } else { 80 };
         let mut out = vec![
             self.policy("default-deny", None, Some(vec![]), Some(vec![])),
-            self.policy(
-                "allow-dns",
-                None,
-                None,
-                Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(LabelSelector {
-                            match_labels: Some(string_map([("kubernetes.io/metadata.name", "kube-system".to_owned())])),
-                            ..Default::default()
-                        }),
-                        pod_selector: Some(LabelSelector {
-                            match_labels: Some(string_map([("k8s-app", "kube-dns".to_owned())])),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ports: Some(vec![
-                        NetworkPolicyPort {
-                            port: Some(IntOrString::Int(53)),
-                            protocol: Some("UDP".into()),
-                            ..Default::default()
-                        },
-                        tcp(53),
-                    ]),
-                }]),
-            ),
+            self.policy("allow-dns", None, None, Some(vec![self.dns_rule()])),
         ];
         for (i, hop) in hops.iter().enumerate() {
             let from = if i == 0 {
@@ -577,8 +661,25 @@ impl Renderer<'_> {
             } else {
                 pod_peer(&hops[i - 1])
             };
-            let ingress =
+            let mut ingress =
                 vec![NetworkPolicyIngressRule { from: Some(vec![from]), ports: Some(vec![tcp(port_of(hop))]) }];
+            // A module's metrics port, from the monitoring namespace.
+            let metrics = (i > 0 && i + 1 < hops.len())
+                .then(|| self.input.modules.get(i - 1))
+                .flatten()
+                .and_then(|m| m.descriptor.metadata.metrics.as_ref());
+            if let (Some(metrics), Some(monitoring)) = (metrics, &self.input.settings.metrics_namespace) {
+                ingress.push(NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(string_map([("kubernetes.io/metadata.name", monitoring.clone())])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![tcp(metrics.port.into())]),
+                });
+            }
             let egress = if let Some(next) = hops.get(i + 1) {
                 vec![NetworkPolicyEgressRule { to: Some(vec![pod_peer(next)]), ports: Some(vec![tcp(port_of(next))]) }]
             } else {
@@ -596,12 +697,13 @@ impl Renderer<'_> {
                         to: Some(vec![NetworkPolicyPeer {
                             ip_block: Some(IPBlock {
                                 cidr: "0.0.0.0/0".into(),
-                                except: Some(vec![
-                                    "10.0.0.0/8".into(),
-                                    "172.16.0.0/12".into(),
-                                    "192.168.0.0/16".into(),
-                                    "169.254.0.0/16".into(),
-                                ]),
+                                except: Some(
+                                    EGRESS_EXCLUDED
+                                        .iter()
+                                        .map(|c| c.to_string())
+                                        .chain(self.input.settings.egress_excluded_cidrs.iter().cloned())
+                                        .collect(),
+                                ),
                             }),
                             ..Default::default()
                         }]),
@@ -627,7 +729,92 @@ impl Renderer<'_> {
         out
     }
 
-    fn config_map(&self, name: &str, hop: &str, files: &Files) -> (Object, Vec<KeyToPath>) {
+    /// DNS for every pod: the cluster DNS Service's namespace (any pod there: CoreDNS, kube-dns
+    /// or another server) and the configured DNS peers (NodeLocal DNSCache's address), on 53 and
+    /// 5353 (servers behind the Service port), UDP and TCP.
+    fn dns_rule(&self) -> NetworkPolicyEgressRule {
+        let settings = self.input.settings;
+        let mut to = vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(string_map([("kubernetes.io/metadata.name", settings.dns_namespace().to_owned())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        to.extend(settings.dns_peers.iter().map(|cidr| NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+            ..Default::default()
+        }));
+        let port = |port: i32, protocol: &str| NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some(protocol.into()),
+            ..Default::default()
+        };
+        NetworkPolicyEgressRule {
+            to: Some(to),
+            ports: Some(vec![port(53, "UDP"), port(53, "TCP"), port(5353, "UDP"), port(5353, "TCP")]),
+        }
+    }
+
+    /// The ConfigMap with the `next-hop` init container's script (one per namespace).
+    fn next_hop_script(&self) -> Object {
+        let files: Files = [("next-hop.sh".to_owned(), NEXT_HOP_SCRIPT.as_bytes().to_vec())].into();
+        self.config_map(NEXT_HOP_CONFIGMAP, None, &files).0
+    }
+
+    /// The init container that writes the pod's hosts file with `next-hop` (see
+    /// templates/pod/next-hop.sh): devpop's pinned proxy image (Alpine: sh and getent), run
+    /// restricted.
+    fn next_hop_container(&self, next: &str) -> Container {
+        let env = |name: &str, value: String| EnvVar { name: name.into(), value: Some(value), value_from: None };
+        Container {
+            name: "next-hop".into(),
+            image: Some(self.input.settings.proxy_image.clone()),
+            command: Some(vec!["/bin/sh".into(), "/devpop/next-hop/next-hop.sh".into()]),
+            env: Some(vec![
+                env("NEXT_HOP_SERVICE", self.input.settings.service_host(next, &self.ns)),
+                env("NEXT_HOP_HOSTS_OUT", format!("{NEXT_HOP_HOSTS_DIR}/hosts")),
+                env("NEXT_HOP_HOSTS_IN", "/etc/hosts".into()),
+                env("NEXT_HOP_ATTEMPTS", "60".into()),
+            ]),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "devpop-next-hop".into(),
+                    mount_path: "/devpop/next-hop".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "devpop-hosts".into(),
+                    mount_path: NEXT_HOP_HOSTS_DIR.into(),
+                    ..Default::default()
+                },
+            ]),
+            resources: Some(ResourceRequirements {
+                requests: Some([("cpu".to_owned(), q("10m")), ("memory".to_owned(), q("8Mi"))].into()),
+                limits: Some([("memory".to_owned(), q("32Mi"))].into()),
+                ..Default::default()
+            }),
+            security_context: Some(restricted(Some(NOBODY))),
+            ..Default::default()
+        }
+    }
+
+    /// One replica may be evicted at a time (a node drain then waits for its replacement).
+    fn pdb(&self, name: &str) -> Object {
+        Object::PodDisruptionBudget(Box::new(PodDisruptionBudget {
+            metadata: self.meta(name, Some(name)),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector { match_labels: Some(selector(name)), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    /// An immutable ConfigMap named `<name>-<hash of its files>`, and the items that mount it.
+    fn config_map(&self, name: &str, hop: Option<&str>, files: &Files) -> (Object, Vec<KeyToPath>) {
         let mut data = BTreeMap::new();
         let mut binary = BTreeMap::new();
         let mut items = Vec::new();
@@ -643,11 +830,14 @@ impl Renderer<'_> {
             };
             items.push(KeyToPath { key, path: path.clone(), mode: None });
         }
+        let parts: Vec<&[u8]> = files.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_slice()]).collect();
+        let mut metadata = self.meta(&format!("{name}-{}", content_hash(&parts)), hop);
+        metadata.labels.get_or_insert_with(BTreeMap::new).insert(LABEL_CONFIG_OF.into(), name.into());
         let cm = ConfigMap {
-            metadata: self.meta(name, Some(hop)),
+            metadata,
             data: (!data.is_empty()).then_some(data),
             binary_data: (!binary.is_empty()).then_some(binary),
-            immutable: None,
+            immutable: Some(true),
         };
         (Object::ConfigMap(Box::new(cm)), items)
     }
@@ -708,42 +898,58 @@ impl Renderer<'_> {
         }))
     }
 
-    fn container_security(&self, bind_low_port: bool) -> SecurityContext {
+    /// A module container: restricted when the package runs as non-root; else the image's own
+    /// user with the capabilities Pod Security baseline allows (what a root-started nginx or
+    /// varnish needs to chown its dirs and switch to its worker user), never NET_RAW.
+    fn module_security(&self, d: &Descriptor) -> SecurityContext {
+        let run_as = d.spec.security_context.clone().unwrap_or_default();
+        if d.spec.runs_as_non_root() {
+            // Restricted, but the image keeps a writable root (restricted does not require a
+            // read-only one, and most images write under /var).
+            return SecurityContext {
+                run_as_user: run_as.run_as_user,
+                run_as_group: run_as.run_as_group,
+                read_only_root_filesystem: None,
+                ..restricted(None)
+            };
+        }
         SecurityContext {
             allow_privilege_escalation: Some(false),
             privileged: Some(false),
+            run_as_user: run_as.run_as_user,
+            run_as_group: run_as.run_as_group,
+            run_as_non_root: run_as.run_as_non_root,
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".into()]),
-                add: bind_low_port.then(|| vec!["NET_BIND_SERVICE".into()]),
+                add: Some(BASELINE_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             }),
             ..Default::default()
         }
     }
 
-    fn pod_security(&self) -> PodSecurityContext {
+    /// Every pod: the runtime's seccomp profile; module pods also bind :80 without a capability
+    /// (the `ip_unprivileged_port_start` sysctl, which Pod Security baseline allows).
+    fn pod_security(&self, low_ports: bool) -> PodSecurityContext {
         PodSecurityContext {
             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            sysctls: low_ports
+                .then(|| vec![Sysctl { name: "net.ipv4.ip_unprivileged_port_start".into(), value: "0".into() }]),
             ..Default::default()
         }
     }
 
-    fn module(
-        &self,
-        position: usize,
-        m: &ModuleInput,
-        next: &str,
-        depends_on: &mut Vec<String>,
-    ) -> Result<Vec<Object>, RenderError> {
+    fn module(&self, position: usize, m: &ModuleInput, next: &str) -> Result<Vec<Object>, RenderError> {
         let name = module_object_name(position, &m.name);
         let size: usize = m.config_files.values().map(Vec::len).sum();
         if size > MAX_CONFIGMAP_BYTES {
             return Err(RenderError::ConfigTooLarge { module: m.name.clone(), bytes: size });
         }
         let d = &m.descriptor;
-        let (config_cm, config_items) = self.config_map(&format!("{name}-config"), &name, &m.config_files);
-        let (proxy_cm, proxy_items) = self.config_map(&format!("{name}-proxy"), &name, &m.proxy_files);
+        let (config_cm, config_items) = self.config_map(&format!("{name}-config"), Some(&name), &m.config_files);
+        let (proxy_cm, proxy_items) = self.config_map(&format!("{name}-proxy"), Some(&name), &m.proxy_files);
         let prepare_files: Files = [("prepare.sh".to_owned(), m.prepare_sh.clone())].into();
-        let (prepare_cm, prepare_items) = self.config_map(&format!("{name}-prepare"), &name, &prepare_files);
+        let (prepare_cm, prepare_items) = self.config_map(&format!("{name}-prepare"), Some(&name), &prepare_files);
+        let next_hop_cm = self.next_hop_script();
 
         let cm_volume = |vol: &str, cm: &str, items: Vec<KeyToPath>, mode: i32| Volume {
             name: vol.into(),
@@ -756,9 +962,20 @@ impl Renderer<'_> {
             ..Default::default()
         };
         let mut volumes = vec![
-            cm_volume("devpop-config", &format!("{name}-config"), config_items, 0o444),
-            cm_volume("devpop-proxy", &format!("{name}-proxy"), proxy_items, 0o444),
-            cm_volume("devpop-prepare", &format!("{name}-prepare"), prepare_items, 0o555),
+            cm_volume("devpop-config", config_cm.name(), config_items, 0o444),
+            cm_volume("devpop-proxy", proxy_cm.name(), proxy_items, 0o444),
+            cm_volume("devpop-prepare", prepare_cm.name(), prepare_items, 0o555),
+            cm_volume(
+                "devpop-next-hop",
+                next_hop_cm.name(),
+                vec![KeyToPath { key: "next-hop.sh".into(), path: "next-hop.sh".into(), mode: None }],
+                0o555,
+            ),
+            Volume {
+                name: "devpop-hosts".into(),
+                empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(q("1Mi")) }),
+                ..Default::default()
+            },
         ];
         for v in &d.spec.volumes {
             let ed = v.empty_dir.clone().unwrap_or_default();
@@ -777,8 +994,20 @@ impl Renderer<'_> {
             read_only: Some(true),
             ..Default::default()
         };
-        let standard_mounts =
-            vec![mount("devpop-config", &d.metadata.configuration_mount_path), mount("devpop-proxy", "/opt/proxy")];
+        // The hosts file the next-hop init container wrote: the kubelet does not mount its own
+        // /etc/hosts into a container that mounts one.
+        let hosts = VolumeMount {
+            name: "devpop-hosts".into(),
+            mount_path: descriptor::HOSTS_MOUNT.into(),
+            sub_path: Some("hosts".into()),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let standard_mounts = vec![
+            mount("devpop-config", &d.metadata.configuration_mount_path),
+            mount("devpop-proxy", descriptor::PROXY_MOUNT),
+            hosts,
+        ];
 
         let containers = d
             .spec
@@ -819,6 +1048,20 @@ impl Renderer<'_> {
                     period_seconds: Some(10),
                     ..Default::default()
                 };
+                // Ready when the package's health path answers, else when :80 accepts.
+                let readiness = match &d.metadata.health_check_path {
+                    Some(path) => Probe {
+                        http_get: Some(HTTPGetAction {
+                            path: Some(path.clone()),
+                            port: IntOrString::Int(80),
+                            ..Default::default()
+                        }),
+                        initial_delay_seconds: Some(2),
+                        period_seconds: Some(5),
+                        ..Default::default()
+                    },
+                    None => tcp_probe(2),
+                };
                 Container {
                     name: c.name.clone(),
                     image: Some(d.metadata.image.clone()),
@@ -837,9 +1080,9 @@ impl Renderer<'_> {
                     }),
                     volume_mounts: Some(mounts),
                     ports: (!ports.is_empty()).then_some(ports),
-                    readiness_probe: is_http.then(|| tcp_probe(2)),
+                    readiness_probe: is_http.then_some(readiness),
                     liveness_probe: is_http.then(|| tcp_probe(10)),
-                    security_context: Some(self.container_security(is_http)),
+                    security_context: Some(self.module_security(d)),
                     ..Default::default()
                 }
             })
@@ -848,10 +1091,10 @@ impl Renderer<'_> {
         let prepare = Container {
             name: "prepare".into(),
             image: Some(d.metadata.image.clone()),
-            command: Some(vec!["/bin/sh".into(), "/opt/section/prepare.sh".into()]),
+            command: Some(vec!["/bin/sh".into(), format!("{}/prepare.sh", descriptor::PREPARE_MOUNT)]),
             volume_mounts: Some({
                 let mut v = standard_mounts.clone();
-                v.push(mount("devpop-prepare", "/opt/section"));
+                v.push(mount("devpop-prepare", descriptor::PREPARE_MOUNT));
                 v
             }),
             resources: Some(ResourceRequirements {
@@ -859,21 +1102,16 @@ impl Renderer<'_> {
                 limits: Some([("memory".to_owned(), q("128Mi"))].into()),
                 ..Default::default()
             }),
-            security_context: Some(self.container_security(false)),
+            security_context: Some(self.module_security(d)),
             ..Default::default()
         };
 
-        // next-hop: a host alias to the ClusterIP of the next hop's Service.
-        let mut annotations = string_map([(ANNOTATION_NEXT_HOP, next.to_owned())]);
-        let host_aliases = match self.input.hop_ips.get(next) {
-            Some(ip) => Some(vec![HostAlias { ip: ip.clone(), hostnames: Some(vec!["next-hop".into()]) }]),
-            None => {
-                depends_on.push(format!("the ClusterIP of Service {}/{next}: next-hop of Deployment {name}", self.ns));
-                annotations.insert("devpop.section.io/next-hop-unresolved".into(), "true".into());
-                None
-            }
-        };
-        let mut parts: Vec<&[u8]> = vec![d.metadata.image.as_bytes(), &m.prepare_sh];
+        // next-hop: the init container resolves the next hop's Service and writes the hosts
+        // file every container of the pod mounts (the same output with or without a cluster).
+        let annotations = string_map([(ANNOTATION_NEXT_HOP, next.to_owned())]);
+        // The next-hop script is part of the pod's config: a devpop release that changes it rolls
+        // the module pods, as a changed prepare.sh does.
+        let mut parts: Vec<&[u8]> = vec![d.metadata.image.as_bytes(), &m.prepare_sh, NEXT_HOP_SCRIPT.as_bytes()];
         parts.extend(m.config_files.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_slice()]));
         parts.extend(m.proxy_files.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_slice()]));
         let hash = content_hash(&parts);
@@ -881,9 +1119,8 @@ impl Renderer<'_> {
         let pod = PodSpec {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            host_aliases,
-            security_context: Some(self.pod_security()),
-            init_containers: Some(vec![prepare]),
+            security_context: Some(self.pod_security(true)),
+            init_containers: Some(vec![self.next_hop_container(next), prepare]),
             containers,
             volumes: Some(volumes),
             termination_grace_period_seconds: Some(30),
@@ -897,6 +1134,10 @@ impl Renderer<'_> {
             self.service(&name, 80),
             self.deployment(&name, replicas, hash, pod, annotations),
         ];
+        // A disruption budget only where there can be more than one replica to keep.
+        if d.hpa.as_ref().is_some_and(|h| h.min_replicas >= 2) {
+            out.push(self.pdb(&name));
+        }
         if let Some(hpa) = &d.hpa {
             out.push(Object::HorizontalPodAutoscaler(Box::new(HorizontalPodAutoscaler {
                 metadata: self.meta(&name, Some(&name)),
@@ -936,13 +1177,13 @@ impl Renderer<'_> {
         content: Option<(Object, Vec<KeyToPath>)>,
     ) -> Vec<Object> {
         let conf_files: Files = [("nginx.conf".to_owned(), nginx_conf.into_bytes())].into();
-        let (conf_cm, conf_items) = self.config_map(&format!("{name}-nginx"), name, &conf_files);
+        let (conf_cm, conf_items) = self.config_map(&format!("{name}-nginx"), Some(name), &conf_files);
         let hash = content_hash(&[&conf_files["nginx.conf"]]);
         let mut volumes = vec![
             Volume {
                 name: "nginx-conf".into(),
                 config_map: Some(ConfigMapVolumeSource {
-                    name: format!("{name}-nginx"),
+                    name: conf_cm.name().to_owned(),
                     items: Some(conf_items),
                     default_mode: Some(0o444),
                     optional: Some(false),
@@ -1012,23 +1253,35 @@ impl Renderer<'_> {
             volume_mounts: Some(mounts),
             readiness_probe: Some(probe(1)),
             liveness_probe: Some(probe(10)),
-            security_context: Some(SecurityContext {
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                ..self.container_security(false)
+            // Keep serving while the endpoint removal reaches every node (no 502s on a rollout
+            // or a drain); nginx then stops gracefully on SIGTERM (well within the grace period).
+            lifecycle: Some(Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    exec: Some(ExecAction { command: Some(vec!["sleep".into(), PRE_STOP_SECONDS.to_string()]) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
             }),
+            security_context: Some(restricted(None)),
             ..Default::default()
         };
         let pod = PodSpec {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            security_context: Some(self.pod_security()),
+            security_context: Some(self.pod_security(false)),
             containers: vec![container],
             volumes: Some(volumes),
+            termination_grace_period_seconds: Some(30),
             ..Default::default()
         };
+        // Every request passes private-ingress and egress: two replicas and a disruption
+        // budget, so a node drain or a rollout never leaves the chain without one.
+        let replicas = if name == STATIC_SERVER { 1 } else { 2 };
         out.push(self.service(name, NGINX_PORT));
-        out.push(self.deployment(name, Some(1), hash, pod, BTreeMap::new()));
+        out.push(self.deployment(name, Some(replicas), hash, pod, BTreeMap::new()));
+        if replicas > 1 {
+            out.push(self.pdb(name));
+        }
         out
     }
 
@@ -1097,7 +1350,7 @@ impl Renderer<'_> {
             "egress",
             minijinja::context! {
                 namespace => self.ns,
-                resolver => self.input.settings.cluster_dns,
+                resolver => self.input.settings.cluster_dns(),
                 origin => view(origin),
                 alternates => alternates,
                 ip_blacklist => env.ip_blacklist,
@@ -1105,7 +1358,7 @@ impl Renderer<'_> {
                 custom_errors => custom_errors,
                 outage_page => outage_page,
                 outage_codes => outage_codes,
-                static_server => format!("{STATIC_SERVER}.{}.svc.cluster.local", self.ns),
+                static_server => self.input.settings.service_host(STATIC_SERVER, &self.ns),
             },
         )
     }
@@ -1121,6 +1374,6 @@ impl Renderer<'_> {
         if size > MAX_CONFIGMAP_BYTES {
             return Err(RenderError::StaticTooLarge(size));
         }
-        Ok(self.config_map(&format!("{STATIC_SERVER}-content"), STATIC_SERVER, &files))
+        Ok(self.config_map(&format!("{STATIC_SERVER}-content"), Some(STATIC_SERVER), &files))
     }
 }
