@@ -76,6 +76,10 @@ struct CheckArgs {
     /// The nginx image of private-ingress, egress and static-server (non-root, listening on 8080).
     #[arg(long, env = "DEVPOP_PROXY_IMAGE", default_value = "nginxinc/nginx-unprivileged:1.27-alpine")]
     proxy_image: String,
+    /// Accept origins in private address ranges and cluster Service names (refused by default:
+    /// egress would reach into the cluster). Loopback, link-local and localhost stay refused.
+    #[arg(long, env = "DEVPOP_ALLOW_PRIVATE_ORIGINS")]
+    allow_private_origins: bool,
 }
 
 impl CheckArgs {
@@ -86,6 +90,7 @@ impl CheckArgs {
             ingress_class: self.ingress_class.clone(),
             ingress_namespace: self.ingress_namespace.clone(),
             proxy_image: self.proxy_image.clone(),
+            origin_rules: devpop::validation::config::Rules { allow_private_origins: self.allow_private_origins },
             ..RenderSettings::default()
         }
     }
@@ -637,7 +642,8 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
     let local = Local::new(&args.local)?;
     let source = WorkDir { root: &local.dir };
     let snapshot = devpop::source::RepoSource::snapshot(&source)?;
-    let report = devpop::validation::check(&snapshot, &local.env, &local.packages.catalog());
+    let rules = args.check.render_settings().origin_rules;
+    let report = devpop::validation::check_with(&snapshot, &local.env, &local.packages.catalog(), &rules);
     let ok = report.is_ok();
     let Some(config) = report.config.filter(|_| ok) else {
         for d in &report.diagnostics {
