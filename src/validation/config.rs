@@ -820,6 +820,87 @@ mod tests {
         assert!(m[0].contains("has 10000 modules; at most 64"));
     }
 
+    fn origin_messages(address: &str, rules: &Rules) -> Vec<String> {
+        let text = format!(
+            r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"}}}}}}}}"#
+        );
+        parse_with(text.as_bytes(), rules).1.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn special_origin_addresses_are_refused_at_their_position_with_the_fix() {
+        let strict = Rules::default();
+        for a in [
+            "169.254.169.254",
+            "100.64.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:169.254.169.254",
+            "localhost",
+            "kubernetes.default.svc.cluster.local",
+            "kubernetes",
+            "egress",
+            "egress.section-x.svc",
+            "api.team.svc.example.org",
+            "db.cluster.local",
+            "metadata.google.internal",
+        ] {
+            let m = origin_messages(a, &strict);
+            assert_eq!(m.len(), 1, "{a}: {m:?}");
+            assert!(
+                m[0].starts_with(&format!(
+                    "error: section.config.json:1:74: environments.Production.origin.address \"{a}\": "
+                )),
+                "{m:?}"
+            );
+            assert!(m[0].contains("use the origin's public host name or address"), "{m:?}");
+        }
+        for a in ["203.0.113.10", "2001:db8::1", "origin.example.com", "my-bucket.s3-website.us-east-2.amazonaws.com"] {
+            assert!(origin_messages(a, &strict).is_empty(), "{a}");
+        }
+        // Operators may allow private origins; loopback, link-local and the API stay refused.
+        let allow = Rules { allow_private_origins: true };
+        assert!(origin_messages("10.1.2.3", &strict)[0].contains("--allow-private-origins"));
+        for a in ["10.1.2.3", "100.64.0.1", "fd00::1", "api.team.svc.cluster.local", "egress"] {
+            assert!(origin_messages(a, &allow).is_empty(), "{a}");
+        }
+        for a in ["127.0.0.1", "169.254.169.254", "localhost", "kubernetes.default.svc"] {
+            assert_eq!(origin_messages(a, &allow).len(), 1, "{a}");
+        }
+    }
+
+    #[test]
+    fn alternate_origin_names_that_are_map_keywords_or_differ_only_in_case_are_refused() {
+        let text = r#"{"proxychain": [], "environments": {"Production": {"origin": {"address": "a.example.com"},
+"alternate_origins": {"default": {"address": "b.example.com"}, "include": {"address": "b.example.com"},
+"Images": {"address": "b.example.com"}, "images": {"address": "b.example.com"}, "ok": {"address": "b.example.com"}}}}}"#;
+        let (config, diags) = parse(text.as_bytes());
+        let m: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(m.len(), 3, "{m:#?}");
+        assert!(
+            m[0].contains(
+                "2:23: environments.Production.alternate_origins.default: \"default\" is a keyword of nginx's map"
+            ),
+            "{m:#?}"
+        );
+        assert!(
+            m[1].contains("2:64: environments.Production.alternate_origins.include: \"include\" is a keyword"),
+            "{m:#?}"
+        );
+        assert!(m[2].contains("3:41: environments.Production.alternate_origins.images: the same name as the alternate origin at line 3 but for case"), "{m:#?}");
+        let config = config.unwrap();
+        let names: Vec<&str> = config.environments[0].alternate_origins.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Images", "ok"]);
+    }
+
     #[test]
     fn rules_for_names_and_addresses() {
         assert!(is_module_name("cache2") && !is_module_name("ex-ample") && !is_module_name(&"a".repeat(33)));
