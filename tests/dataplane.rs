@@ -74,15 +74,9 @@ fn render(config: &str, env: &str, files: &[(&str, &str)]) -> String {
     let id = RepoId::new("9999", "9999", "dataplane").unwrap();
     let subject = Subject { id: &id, environment: env, commit: COMMIT };
     let settings = RenderSettings::default();
-    let rendered = checks::render(
-        &source,
-        subject,
-        report.config.as_ref().unwrap(),
-        &store,
-        &settings,
-        &Default::default(),
-    )
-    .unwrap();
+    let rendered =
+        checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &settings, &Default::default())
+            .unwrap();
     rendering::to_yaml(&rendered)
 }
 
@@ -101,7 +95,9 @@ fn every_option(opts: Options) -> Pop {
 
 /// A config whose origin is `address` (plus the given origin fields).
 fn with_origin(address: &str, extra: &str) -> String {
-    format!(r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#)
+    format!(
+        r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#
+    )
 }
 
 /// As the last module sends it: to egress's Service, with X-Forwarded-Proto and section-origin.
@@ -160,7 +156,11 @@ fn sni_and_verification_follow_each_origins_settings_through_two_intermediates()
     // A certificate for another name: refused with verification on, accepted with it off.
     let r = via_egress(&pop, "wrong", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
-    assert!(pop.pod("egress").stderr().contains("upstream SSL certificate does not match"), "{}", pop.pod("egress").stderr());
+    assert!(
+        pop.pod("egress").stderr().contains("upstream SSL certificate does not match"),
+        "{}",
+        pop.pod("egress").stderr()
+    );
     let r = via_egress(&pop, "wrongok", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni")), (200, "wrongname.test".into()), "{r:?}");
 }
@@ -182,7 +182,11 @@ fn removed_request_headers_are_each_origins_own() {
 fn a_clients_own_section_origin_header_is_dropped_at_private_ingress() {
     let pop = every_option(Options::default());
     let r = pop.get("/", &[("section-origin", "alt")]);
-    assert_eq!((r.status, r.echo("host"), r.echo("section-origin")), (200, "www.origin.test".into(), String::new()), "{r:?}");
+    assert_eq!(
+        (r.status, r.echo("host"), r.echo("section-origin")),
+        (200, "www.origin.test".into(), String::new()),
+        "{r:?}"
+    );
     assert!(connections_seen(&pop, "alt.test").is_empty(), "the alternate origin was reached");
 }
 
@@ -198,7 +202,13 @@ fn ip_blacklist_answers_403_with_the_custom_page_and_leaves_health_checks_alone(
     assert_eq!(pop.request(blocked, false, "GET", "/.devpop/healthz", &[], b"").status, 200);
     let egress = pop.pod("egress").endpoint();
     let mut s = egress.connect().unwrap();
-    write_request(&mut s, "GET", "/.devpop/healthz", &[("X-Forwarded-For", "127.0.0.66"), ("Connection", "close")], None);
+    write_request(
+        &mut s,
+        "GET",
+        "/.devpop/healthz",
+        &[("X-Forwarded-For", "127.0.0.66"), ("Connection", "close")],
+        None,
+    );
     assert_eq!(read_response(s, "GET").status, 200);
     // Others pass.
     assert_eq!(pop.request(Ipv4Addr::new(127, 0, 0, 67), false, "GET", "/", &[], b"").status, 200);
@@ -237,7 +247,8 @@ fn the_outage_page_answers_when_the_origin_is_down_or_says_502_503_504() {
     }
     let r = via_egress(&pop, "down", false, "/", &[]);
     assert_eq!((r.status, r.text()), (502, OUTAGE.to_owned()), "{r:?}");
-    let down = Pop::start(&render(&with_origin("down.test", ""), "Production", &every_option_files()), Options::default());
+    let down =
+        Pop::start(&render(&with_origin("down.test", ""), "Production", &every_option_files()), Options::default());
     let r = down.get("/anything", &[]);
     assert_eq!((r.status, r.text()), (502, OUTAGE.to_owned()), "{r:?}");
 }
@@ -345,4 +356,58 @@ fn requests_reuse_connections_to_the_origin() {
         assert_eq!(via_egress(&pop, "alt", false, "/", &[]).status, 200);
     }
     assert_eq!(connections_seen(&pop, "alt.test").len(), 5);
+}
+
+/// The price of the PoP: requests/s and median latency through the whole chain
+/// (private-ingress -> egress -> origin, each hop a real nginx in its own network namespace,
+/// Services relayed like kube-proxy would) against the origin alone, both measured from the
+/// same client namespace with 8 keep-alive connections. A benchmark, not a test: run it with
+/// `cargo test --release --test dataplane -- --ignored --nocapture dataplane_price_of_the_pop`.
+#[test]
+#[ignore = "benchmark: run explicitly (BENCHMARKS.md)"]
+fn dataplane_price_of_the_pop() {
+    const CONNECTIONS: usize = 8;
+    const REQUESTS: usize = 2_000;
+    let pop = Pop::start(&render(&with_origin("origin.test", ""), "Production", &[]), Options::default());
+    let run = |label: &str, target: std::net::SocketAddrV4| {
+        let start = Instant::now();
+        let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..CONNECTIONS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let stream = in_netns(&pop.ingress.netns, || std::net::TcpStream::connect(target)).unwrap();
+                        stream.set_nodelay(true).unwrap();
+                        let mut w = stream.try_clone().unwrap();
+                        let mut r = std::io::BufReader::new(stream);
+                        let mut out = Vec::with_capacity(REQUESTS);
+                        for _ in 0..REQUESTS {
+                            let t = Instant::now();
+                            write_request(&mut w, "GET", "/", &[("X-Forwarded-Proto", "http")], None);
+                            let resp = read_response_from(&mut r, "GET");
+                            assert_eq!(resp.status, 200);
+                            out.push(t.elapsed());
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let elapsed = start.elapsed();
+        latencies.sort();
+        let total = latencies.len();
+        let rps = total as f64 / elapsed.as_secs_f64();
+        let p50 = latencies[total / 2];
+        let p99 = latencies[total * 99 / 100];
+        println!("{label}: {total} requests in {elapsed:.2?}: {rps:.0} requests/s, p50 {p50:.2?}, p99 {p99:.2?}");
+        (rps, p50)
+    };
+    let origin = std::net::SocketAddrV4::new("127.0.2.1".parse().unwrap(), 80);
+    let chain = std::net::SocketAddrV4::new(pop.services["private-ingress"], 80);
+    // Warm both paths (connections, workers), then measure.
+    run("warm-up origin", origin);
+    run("warm-up chain", chain);
+    let (o_rps, o_p50) = run("origin alone", origin);
+    let (c_rps, c_p50) = run("whole chain", chain);
+    println!("the PoP: {:.2}x the origin's requests/s, p50 +{:.2?}", c_rps / o_rps, c_p50.saturating_sub(o_p50));
 }

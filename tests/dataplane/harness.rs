@@ -293,8 +293,11 @@ impl Ca {
         let dir = dir.join("ca");
         std::fs::create_dir_all(&dir).unwrap();
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("ca.ext"),
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        )
+        .unwrap();
         let mut args = vec!["req", "-x509", "-new", "-days", "2", "-subj", "/CN=devpop test root"];
         args.extend(ec);
         args.extend(["-keyout", "root.key", "-out", "root.pem", "-addext", "basicConstraints=critical,CA:TRUE"]);
@@ -305,13 +308,35 @@ impl Ca {
             let subj = format!("/CN=devpop test {name}");
             args.push(&subj);
             args.extend(ec);
-            let (key, csr, pem, pkey, ppem) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{parent}.key"), format!("{parent}.pem"));
+            let (key, csr, pem, pkey, ppem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{parent}.key"),
+                format!("{parent}.pem"),
+            );
             args.extend(["-keyout", &key, "-out", &csr]);
             openssl(&dir, &args);
             openssl(
                 &dir,
-                &["x509", "-req", "-in", &csr, "-CA", &ppem, "-CAkey", &pkey, "-set_serial", serial, "-days", "2", "-extfile", "ca.ext", "-out", &pem],
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &ppem,
+                    "-CAkey",
+                    &pkey,
+                    "-set_serial",
+                    serial,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ca.ext",
+                    "-out",
+                    &pem,
+                ],
             );
         }
         Ca { bundle: dir.join("root.pem"), dir }
@@ -322,16 +347,51 @@ impl Ca {
         std::fs::create_dir_all(out).unwrap();
         let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
         let ext = out.join("leaf.ext");
-        std::fs::write(&ext, format!("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n", san.join(","))).unwrap();
+        std::fs::write(
+            &ext,
+            format!("basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n", san.join(",")),
+        )
+        .unwrap();
         let (key, csr, pem) = (out.join("key.pem"), out.join("leaf.csr"), out.join("leaf.pem"));
         let subj = format!("/CN={}", names[0]);
         openssl(
             &self.dir,
-            &["req", "-new", "-subj", &subj, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.to_str().unwrap(), "-out", csr.to_str().unwrap()],
+            &[
+                "req",
+                "-new",
+                "-subj",
+                &subj,
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                csr.to_str().unwrap(),
+            ],
         );
         openssl(
             &self.dir,
-            &["x509", "-req", "-in", csr.to_str().unwrap(), "-CA", "int2.pem", "-CAkey", "int2.key", "-set_serial", "10", "-days", "2", "-extfile", ext.to_str().unwrap(), "-out", pem.to_str().unwrap()],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                "int2.pem",
+                "-CAkey",
+                "int2.key",
+                "-set_serial",
+                "10",
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+                "-out",
+                pem.to_str().unwrap(),
+            ],
         );
         let mut chain = std::fs::read(&pem).unwrap();
         chain.extend(std::fs::read(self.dir.join("int2.pem")).unwrap());
@@ -569,9 +629,14 @@ pub fn write_request(s: &mut TcpStream, method: &str, path: &str, headers: &[(&s
 
 /// Reads one response (Content-Length, chunked, or to the end).
 pub fn read_response(s: TcpStream, method: &str) -> Response {
-    let mut r = BufReader::new(s);
-    let head = read_head(&mut r).unwrap();
-    let status: u16 = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no response: {head:?}"));
+    read_response_from(&mut BufReader::new(s), method)
+}
+
+/// Reads one response from a connection that may carry more (keep-alive).
+pub fn read_response_from(r: &mut BufReader<TcpStream>, method: &str) -> Response {
+    let head = read_head(r).unwrap();
+    let status: u16 =
+        head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no response: {head:?}"));
     let lower = head.to_ascii_lowercase();
     let mut body = Vec::new();
     if method == "HEAD" || status == 204 || status == 304 {
@@ -633,10 +698,11 @@ impl Default for Options {
 }
 
 fn quantity_bytes(q: &str) -> u64 {
-    let (num, mult) = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("k", 1000), ("M", 1_000_000), ("G", 1_000_000_000)]
-        .iter()
-        .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
-        .unwrap_or((q, 1));
+    let (num, mult) =
+        [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("k", 1000), ("M", 1_000_000), ("G", 1_000_000_000)]
+            .iter()
+            .find_map(|(s, m)| q.strip_suffix(s).map(|n| (n, *m)))
+            .unwrap_or((q, 1));
     num.parse::<u64>().unwrap() * mult
 }
 
@@ -693,7 +759,11 @@ impl Pop {
             let mut empty_dirs = Vec::new();
             let mut pod_hosts = hosts.clone();
             for alias in pod.host_aliases.iter().flatten() {
-                pod_hosts.push_str(&format!("{} {}\n", alias.ip, alias.hostnames.clone().unwrap_or_default().join(" ")));
+                pod_hosts.push_str(&format!(
+                    "{} {}\n",
+                    alias.ip,
+                    alias.hostnames.clone().unwrap_or_default().join(" ")
+                ));
             }
             for m in c.volume_mounts.iter().flatten() {
                 let vol = pod.volumes.iter().flatten().find(|v| v.name == m.name).unwrap();
@@ -715,8 +785,11 @@ impl Pop {
                         let path = vdir.join(&item.path);
                         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                         std::fs::write(&path, content).unwrap();
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(item.mode.map_or(mode, |m| m as u32)))
-                            .unwrap();
+                        std::fs::set_permissions(
+                            &path,
+                            std::fs::Permissions::from_mode(item.mode.map_or(mode, |m| m as u32)),
+                        )
+                        .unwrap();
                     }
                     let from = match &m.sub_path {
                         Some(sub) => vdir.join(sub),
@@ -821,7 +894,11 @@ http {{
             let ip: Ipv4Addr = ip.parse().unwrap();
             if let Some(o) = origins.get(*name) {
                 for (port, target) in [(80, 8080), (443, 8443)] {
-                    origin_routes.push((ip, port, Endpoint { ns: Some(o.netns.clone()), addr: SocketAddr::from((Ipv4Addr::LOCALHOST, target)) }));
+                    origin_routes.push((
+                        ip,
+                        port,
+                        Endpoint { ns: Some(o.netns.clone()), addr: SocketAddr::from((Ipv4Addr::LOCALHOST, target)) },
+                    ));
                 }
             } else if *name == "upload.test" {
                 origin_routes.push((ip, 80, Endpoint { ns: None, addr: sink.addr }));
@@ -860,7 +937,15 @@ http {{
         self.request(Ipv4Addr::LOCALHOST, false, "GET", path, headers, b"")
     }
 
-    pub fn request(&self, client: Ipv4Addr, https: bool, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        client: Ipv4Addr,
+        https: bool,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut s = self.connect(client, https);
         let mut h = headers.to_vec();
         h.push(("Connection", "close"));
