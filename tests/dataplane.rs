@@ -375,10 +375,12 @@ fn dataplane_price_of_the_pop() {
             let handles: Vec<_> = (0..CONNECTIONS)
                 .map(|_| {
                     s.spawn(|| {
-                        let stream = in_netns(&pop.ingress.netns, || std::net::TcpStream::connect(target)).unwrap();
-                        stream.set_nodelay(true).unwrap();
-                        let mut w = stream.try_clone().unwrap();
-                        let mut r = std::io::BufReader::new(stream);
+                        let connect = || {
+                            let stream = in_netns(&pop.ingress.netns, || std::net::TcpStream::connect(target)).unwrap();
+                            stream.set_nodelay(true).unwrap();
+                            (stream.try_clone().unwrap(), std::io::BufReader::new(stream))
+                        };
+                        let (mut w, mut r) = connect();
                         let mut out = Vec::with_capacity(REQUESTS);
                         for _ in 0..REQUESTS {
                             let t = Instant::now();
@@ -386,6 +388,10 @@ fn dataplane_price_of_the_pop() {
                             let resp = read_response_from(&mut r, "GET");
                             assert_eq!(resp.status, 200);
                             out.push(t.elapsed());
+                            // nginx ends a connection after keepalive_requests (1000) requests.
+                            if resp.head.to_ascii_lowercase().contains("connection: close") {
+                                (w, r) = connect();
+                            }
                         }
                         out
                     })
