@@ -686,15 +686,10 @@ pub struct Pop {
     pub services: BTreeMap<String, Ipv4Addr>,
 }
 
+#[derive(Default)]
 pub struct Options {
     /// Bytes of `/large` at the origins.
     pub large: u64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { large: 0 }
-    }
 }
 
 fn quantity_bytes(q: &str) -> u64 {
