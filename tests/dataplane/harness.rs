@@ -4,13 +4,17 @@
 //! - The input is the renderer's output as YAML (what the rendered repo holds): Deployments,
 //!   ConfigMaps and Services are read back from it; nothing of the harness knows the templates.
 //! - Each Deployment's pod is a real process: Debian's nginx (the image's command, `nginx -g
-//!   'daemon off;'`) under bubblewrap with the constraints its pod spec declares: its own network
+//!   'daemon off;'`; for a module, the fixture package's `nginx -c /opt/proxy/nginx.conf`,
+//!   after its init containers) under bubblewrap with the constraints its pod spec declares: its own network
 //!   namespace (a pod IP of its own, listening on its containerPort), a read-only root that
-//!   holds the system's paths (so nginx's compiled-in paths are read-only, as in the image), each
+//!   holds the system's paths (so nginx's compiled-in paths are read-only, as in the image;
+//!   without readOnlyRootFilesystem, nginx's writable paths are tmpfs), each
 //!   emptyDir a tmpfs of its sizeLimit at its mountPath, each ConfigMap volume's items written
 //!   with their modes and mounted at their paths (subPath as a file), the container's uid
-//!   (`runAsUser`, else the image's 101), its capabilities (drop ALL), its `/etc/hosts` from
-//!   `hostAliases` plus the cluster DNS names of the Services (and the origins' names).
+//!   (`runAsUser`, else the image's: 101 for devpop's nginx, root for a module), its
+//!   capabilities (drop ALL, then what it adds), its pod sysctls, its `/etc/hosts` from
+//!   `hostAliases` plus the cluster DNS names of the Services and the origins' names (render-only
+//!   output leaves `next-hop` unresolved: the harness points it at the next Service).
 //! - A Service is a stand-in address (127.0.1.N): in every pod's network namespace a listener
 //!   at `<address>:<port>` relays each connection to `127.0.0.1:<targetPort>` in the namespace
 //!   of the pod the Service selects (one connection for one: connection counts hold).
@@ -38,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devpop::rendering;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -149,28 +154,95 @@ pub struct PodSpec {
     /// tmpfs mounts: path -> size in bytes.
     pub empty_dirs: Vec<(String, u64)>,
     pub hosts: String,
-    /// Capabilities kept (none unless the pod spec adds some).
+    /// Capabilities kept (none unless the pod spec adds some), without `CAP_`.
     pub caps: Vec<String>,
     pub port: u16,
+    /// `readOnlyRootFilesystem`; a writable root gets the writable paths of a typical nginx
+    /// image (/var/lib/nginx, /var/log/nginx, /var/cache/nginx, /run) as its container layer.
+    pub read_only_root: bool,
+    /// Pod sysctls (`net.*`), set in the pod's network namespace before its containers start.
+    pub sysctls: Vec<(String, String)>,
+    /// Init containers' commands, run to completion in order before the container.
+    pub init: Vec<Vec<String>>,
 }
 
 impl Pod {
     pub fn start(spec: PodSpec, dir: &Path) -> Pod {
-        let dir = dir.join(&spec.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let hosts = dir.join("hosts");
-        std::fs::write(&hosts, &spec.hosts).unwrap();
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 with a valid array; both ends close-on-exec (the write end is made
-        // inheritable in the child only, below).
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        let (info_r, info_w) = (fds[0], fds[1]);
+        let pdir = dir.join(&spec.name);
+        std::fs::create_dir_all(&pdir).unwrap();
+        std::fs::write(pdir.join("hosts"), &spec.hosts).unwrap();
+        for (i, init) in spec.init.iter().enumerate() {
+            let out = Self::sandbox(&spec, &pdir, &[], init).output().expect("bwrap");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "pod {}: init container {i} failed: {err}", spec.name);
+        }
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 with a valid array; both ends close-on-exec (the child's ends are
+            // made inheritable in the child only, below).
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            (fds[0], fds[1])
+        };
+        // bwrap reports the sandbox's pid on one pipe, and waits on the other before it starts
+        // the container (the pod's sysctls go in between).
+        let (info_r, info_w) = pipe();
+        let (block_r, block_w) = pipe();
+        let extra = ["--info-fd".to_owned(), info_w.to_string(), "--block-fd".to_owned(), block_r.to_string()];
+        let mut cmd = Self::sandbox(&spec, &pdir, &extra, &spec.command);
+        cmd.stdin(Stdio::null())
+            .stdout(File::create(pdir.join("stdout")).unwrap())
+            .stderr(File::create(pdir.join("stderr")).unwrap());
+        // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in [info_w, block_r] {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("bwrap runs (tests/run installs bubblewrap)");
+        // SAFETY: we own these descriptors; the child has its copies.
+        let (mut info_r, mut block_w) = unsafe {
+            libc::close(info_w);
+            libc::close(block_r);
+            (File::from_raw_fd(info_r), File::from_raw_fd(block_w))
+        };
+        let mut info = String::new();
+        let mut buf = [0u8; 256];
+        while !info.contains('}') {
+            let n = info_r.read(&mut buf).unwrap();
+            if n == 0 {
+                panic!("bwrap for {} exited: {}", spec.name, std::fs::read_to_string(pdir.join("stderr")).unwrap());
+            }
+            info.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        let pid = info["child-pid"].as_u64().unwrap() as u32;
+        let netns = Arc::new(File::open(format!("/proc/{pid}/ns/net")).unwrap());
+        for (key, value) in &spec.sysctls {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            in_netns(&netns, || std::fs::write(&path, value)).unwrap_or_else(|e| panic!("sysctl {key}: {e}"));
+        }
+        block_w.write_all(b"go").unwrap();
+        drop(block_w);
+        Pod { name: spec.name, child, pid, netns, dir: pdir, port: spec.port, empty_dirs: spec.empty_dirs }
+    }
+
+    /// bwrap with the pod's constraints (and `extra` options) around `command`.
+    fn sandbox(spec: &PodSpec, dir: &Path, extra: &[String], command: &[String]) -> Command {
         let mut cmd = Command::new("bwrap");
         let uid = spec.uid.to_string();
-        cmd.args(["--unshare-user", "--uid", &uid, "--gid", &uid])
-            .args(["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"])
-            .args(["--info-fd", &info_w.to_string()])
-            // A read-only root with the system's paths (nginx's compiled-in ones included).
+        if spec.uid != 0 {
+            cmd.args(["--unshare-user", "--uid", &uid, "--gid", &uid]);
+        }
+        // (uid 0: the test runs as root, and a root-started image must be able to hand files
+        // and workers to other uids, which a one-uid user namespace cannot map.)
+        cmd.args(["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"])
+            .args(extra)
+            // The root: the system's paths (nginx's compiled-in ones included), read-only.
             .args(["--tmpfs", "/"]);
         for p in ["/usr", "/etc", "/var"] {
             if Path::new(p).exists() {
@@ -181,47 +253,30 @@ impl Pod {
             cmd.args(["--symlink", to, link]);
         }
         cmd.args(["--dev", "/dev", "--proc", "/proc"]);
-        cmd.args(["--ro-bind", hosts.to_str().unwrap(), "/etc/hosts"]);
+        cmd.args(["--ro-bind", dir.join("hosts").to_str().unwrap(), "/etc/hosts"]);
+        if !spec.read_only_root {
+            // A writable root: the writable paths of a typical nginx image's container layer.
+            for p in ["/var/lib/nginx", "/var/log/nginx", "/var/cache/nginx", "/run"] {
+                if Path::new(p).is_dir() {
+                    cmd.args(["--perms", "0755", "--tmpfs", p]);
+                }
+            }
+        }
         for (path, size) in &spec.empty_dirs {
             cmd.args(["--size", &size.to_string(), "--perms", "1777", "--tmpfs", path]);
         }
         for (from, to) in &spec.binds {
             cmd.args(["--ro-bind", from.to_str().unwrap(), to]);
         }
-        cmd.args(["--remount-ro", "/", "--cap-drop", "ALL"]);
+        if spec.read_only_root {
+            cmd.args(["--remount-ro", "/"]);
+        }
+        cmd.args(["--cap-drop", "ALL"]);
         for c in &spec.caps {
-            cmd.args(["--cap-add", c]);
+            cmd.args(["--cap-add", &format!("CAP_{c}")]);
         }
-        cmd.arg("--").args(&spec.command);
-        cmd.stdin(Stdio::null())
-            .stdout(File::create(dir.join("stdout")).unwrap())
-            .stderr(File::create(dir.join("stderr")).unwrap());
-        // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(info_w, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("bwrap runs (tests/run installs bubblewrap)");
-        // SAFETY: we own both ends; the write end lives on in the child only.
-        unsafe { libc::close(info_w) };
-        let mut info = String::new();
-        let mut r = unsafe { File::from_raw_fd(info_r) };
-        let mut buf = [0u8; 256];
-        while !info.contains('}') {
-            let n = r.read(&mut buf).unwrap();
-            if n == 0 {
-                panic!("bwrap for {} exited: {}", spec.name, std::fs::read_to_string(dir.join("stderr")).unwrap());
-            }
-            info.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-        let pid = info["child-pid"].as_u64().unwrap() as u32;
-        let netns = Arc::new(File::open(format!("/proc/{pid}/ns/net")).unwrap());
-        Pod { name: spec.name, child, pid, netns, dir, port: spec.port, empty_dirs: spec.empty_dirs }
+        cmd.arg("--").args(command);
+        cmd
     }
 
     pub fn stderr(&self) -> String {
@@ -471,6 +526,9 @@ http {
             hosts: "127.0.0.1 localhost\n".into(),
             caps: vec![],
             port: 8080,
+            read_only_root: true,
+            sysctls: vec![],
+            init: vec![],
         },
         dir,
     );
@@ -743,12 +801,44 @@ impl Pop {
             let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
             let c = &pod.containers[0];
             let sc = c.security_context.as_ref().expect("devpop sets a securityContext");
-            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}: the harness runs read-only roots only");
             let caps = sc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default();
+            let annotations = d.metadata.annotations.clone().unwrap_or_default();
+            // A module: its package's image. The harness runs the fixture packages' nginx
+            // (their proxy/nginx.conf), starting as root as such images do, unless the pod
+            // says otherwise.
+            let next_hop = annotations.get(rendering::ANNOTATION_NEXT_HOP);
+            let (command, image_uid) = match next_hop {
+                Some(_) => (
+                    vec![NGINX.into(), "-c".into(), "/opt/proxy/nginx.conf".into(), "-g".into(), "daemon off;".into()],
+                    0,
+                ),
+                None => (vec![NGINX.into(), "-g".into(), "daemon off;".into()], IMAGE_UID),
+            };
             let uid = sc
                 .run_as_user
                 .or(pod.security_context.as_ref().and_then(|p| p.run_as_user))
-                .map_or(IMAGE_UID, |u| u as u32);
+                .map_or(image_uid, |u| u as u32);
+            let sysctls = pod
+                .security_context
+                .as_ref()
+                .and_then(|p| p.sysctls.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| (s.name, s.value))
+                .collect();
+            let init = pod
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|i| {
+                    i.command
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .chain(i.args.clone().unwrap_or_default())
+                        .collect()
+                })
+                .collect();
             let pdir = dir.path().join(format!("pod-{name}"));
             let mut binds = Vec::new();
             let mut empty_dirs = Vec::new();
@@ -760,7 +850,25 @@ impl Pop {
                     alias.hostnames.clone().unwrap_or_default().join(" ")
                 ));
             }
-            for m in c.volume_mounts.iter().flatten() {
+            if let (Some(next), None) = (next_hop, &pod.host_aliases) {
+                // Render-only output leaves next-hop to be resolved: the harness wires it to
+                // the next hop's Service stand-in.
+                pod_hosts.push_str(&format!("{} next-hop\n", service_ips[next]));
+            }
+            // Every container's mounts (the init containers' too), each path once.
+            let mut mounts: Vec<&k8s_openapi::api::core::v1::VolumeMount> = Vec::new();
+            for m in pod
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(std::iter::once(c))
+                .flat_map(|c| c.volume_mounts.iter().flatten())
+            {
+                if !mounts.iter().any(|x| x.mount_path == m.mount_path) {
+                    mounts.push(m);
+                }
+            }
+            for m in mounts {
                 let vol = pod.volumes.iter().flatten().find(|v| v.name == m.name).unwrap();
                 if let Some(ed) = &vol.empty_dir {
                     let size = ed.size_limit.as_ref().map_or(64 << 20, |q| quantity_bytes(&q.0));
@@ -798,13 +906,16 @@ impl Pop {
             let port = c.ports.as_ref().and_then(|p| p.first()).map_or(80, |p| p.container_port as u16);
             let spec = PodSpec {
                 name: format!("pod-{name}"),
-                command: vec![NGINX.into(), "-g".into(), "daemon off;".into()],
+                command,
                 uid,
                 binds,
                 empty_dirs,
                 hosts: pod_hosts,
                 caps,
                 port,
+                read_only_root: sc.read_only_root_filesystem == Some(true),
+                sysctls,
+                init,
             };
             pods.insert(name, Pod::start(spec, dir.path()));
         }
@@ -869,6 +980,9 @@ http {{
                 hosts: hosts.clone(),
                 caps: vec![],
                 port: 8000,
+                read_only_root: true,
+                sysctls: vec![],
+                init: vec![],
             },
             dir.path(),
         );
