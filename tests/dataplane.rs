@@ -144,7 +144,12 @@ fn the_origin_sees_its_host_header_and_the_scheme_the_client_used() {
     assert_eq!((r.status, r.echo("scheme"), r.echo("host")), (200, "http".into(), "www.origin.test".into()), "{r:?}");
     let r = pop.request(Ipv4Addr::LOCALHOST, true, "GET", "/a?b=1", &[], b"");
     assert_eq!((r.status, r.echo("scheme"), r.echo("host")), (200, "https".into(), "www.origin.test".into()), "{r:?}");
-    assert!(pop.origin_log("origin.test").iter().any(|l| l.ends_with("scheme=https uri=/a?b=1")));
+    let logged = |scheme: &str| {
+        wait_for(Duration::from_secs(10), || {
+            pop.origin_log("origin.test").iter().any(|l| l.ends_with(&format!("scheme={scheme} uri=/a?b=1")))
+        })
+    };
+    assert!(logged("http") && logged("https"), "{:?}", pop.origin_log("origin.test"));
     // The client's address reaches the origin as the first X-Forwarded-For entry.
     assert!(r.echo("xff").starts_with("127.0.0.1"), "{}", r.text());
 }
@@ -278,8 +283,11 @@ fn an_ipv6_alternate_origin_is_addressed_in_brackets() {
     // No route to 2001:db8::/32 here: a gateway error, not a broken upstream address (500).
     let r = via_egress(&pop, "v6", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
-    let log = pop.pod("egress").stdout();
-    assert!(log.contains("\"upstream\":\"[2001:db8::1]:8443\""), "{log}");
+    // nginx logs a request after answering it: wait for the line.
+    let logged = wait_for(Duration::from_secs(10), || {
+        pop.pod("egress").stdout().contains("\"upstream\":\"[2001:db8::1]:8443\"")
+    });
+    assert!(logged, "{}", pop.pod("egress").stdout());
 }
 
 #[test]
@@ -354,12 +362,15 @@ fn requests_reuse_connections_to_the_origin() {
             assert_eq!(pop.request(Ipv4Addr::LOCALHOST, https, "GET", "/", &[], b"").status, 200);
         }
     }
+    // nginx logs a request after answering it: wait for all 40 lines.
+    assert!(wait_for(Duration::from_secs(10), || pop.origin_log("origin.test").len() == 40));
     let seen = connections_seen(&pop, "origin.test");
     assert!(seen.len() <= 2, "40 requests (http and https) took {} origin connections", seen.len());
     // An origin with disable_keepalive gets a connection per request.
     for _ in 0..5 {
         assert_eq!(via_egress(&pop, "alt", false, "/", &[]).status, 200);
     }
+    assert!(wait_for(Duration::from_secs(10), || pop.origin_log("alt.test").len() == 5));
     assert_eq!(connections_seen(&pop, "alt.test").len(), 5);
 }
 
