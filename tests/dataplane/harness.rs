@@ -228,6 +228,10 @@ impl Pod {
         }
         block_w.write_all(b"go").unwrap();
         drop(block_w);
+        // bwrap brings the namespace's loopback up in the sandbox, after it reported the pid:
+        // wait for that (127.0.0.1 exists once lo is up) before anything binds there.
+        let lo_up = wait_for(WAIT, || in_netns(&netns, || TcpListener::bind("127.0.0.1:0")).is_ok());
+        assert!(lo_up, "pod {}: loopback never came up", spec.name);
         Pod { name: spec.name, child, pid, netns, dir: pdir, port: spec.port, empty_dirs: spec.empty_dirs }
     }
 
