@@ -95,7 +95,7 @@ pub fn run(
 ) -> Result<Verdict, CheckError> {
     let environment = subject.environment;
     let snapshot = source.snapshot()?;
-    let report = validation::check(&snapshot, environment, &packages.catalog());
+    let report = validation::check_with(&snapshot, environment, &packages.catalog(), &settings.render.origin_rules);
     let mut verdict = Verdict::default();
     for d in &report.diagnostics {
         say(out, &mut verdict, d)?;

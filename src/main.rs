@@ -83,7 +83,7 @@ struct CheckArgs {
     /// The cluster's DNS domain (Service names end in .svc.<domain>).
     #[arg(long, env = "DEVPOP_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
-    /// The cluster DNS Service as <name>.<namespace> (egress resolves origins with it).
+    /// The cluster DNS Service as <name>.<namespace> (its namespace is the DNS policy's peer).
     #[arg(long, env = "DEVPOP_DNS_SERVICE", default_value = "kube-dns.kube-system")]
     dns_service: String,
     /// More DNS servers pods may query, as CIDRs, comma-separated (NodeLocal DNSCache's address by default).
@@ -101,6 +101,10 @@ struct CheckArgs {
     /// The Pod Security level warned about (and audited) on environment namespaces.
     #[arg(long, env = "DEVPOP_POD_SECURITY_WARN", default_value = "restricted")]
     pod_security_warn: String,
+    /// Accept origins in private address ranges and cluster Service names (refused by default:
+    /// egress would reach into the cluster). Loopback, link-local and localhost stay refused.
+    #[arg(long, env = "DEVPOP_ALLOW_PRIVATE_ORIGINS")]
+    allow_private_origins: bool,
 }
 
 impl CheckArgs {
@@ -118,6 +122,7 @@ impl CheckArgs {
             metrics_namespace: Some(self.metrics_namespace.clone()).filter(|n| !n.is_empty()),
             pod_security_enforce: self.pod_security_enforce.clone(),
             pod_security_warn: self.pod_security_warn.clone(),
+            origin_rules: devpop::validation::config::Rules { allow_private_origins: self.allow_private_origins },
             ..RenderSettings::default()
         }
     }
@@ -700,7 +705,8 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
     let local = Local::new(&args.local)?;
     let source = WorkDir { root: &local.dir };
     let snapshot = devpop::source::RepoSource::snapshot(&source)?;
-    let report = devpop::validation::check(&snapshot, &local.env, &local.packages.catalog());
+    let rules = args.check.render_settings().origin_rules;
+    let report = devpop::validation::check_with(&snapshot, &local.env, &local.packages.catalog(), &rules);
     let ok = report.is_ok();
     let Some(config) = report.config.filter(|_| ok) else {
         for d in &report.diagnostics {

@@ -545,7 +545,8 @@ pub fn render_commit(
         git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
     let source = GitCommit { repo: &repo, commit };
     let snapshot = source.snapshot().map_err(|e| Failure(e.to_string()))?;
-    let report = crate::validation::check(&snapshot, &subject.environment, &packages.catalog());
+    let report =
+        crate::validation::check_with(&snapshot, &subject.environment, &packages.catalog(), &settings.origin_rules);
     let Some(config) = report.config.clone().filter(|_| report.is_ok()) else {
         let first = report.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
         return Err(Failure(format!("the commit does not validate any more: {first}")));

@@ -11,6 +11,7 @@
 
 pub mod changes;
 pub mod naming;
+pub mod nginx;
 
 use std::collections::BTreeMap;
 
@@ -85,7 +86,7 @@ pub struct RenderSettings {
     pub proxy_image: String,
     /// The cluster's DNS domain (kubelet `clusterDomain`): Service names end in `.svc.<domain>`.
     pub cluster_domain: String,
-    /// The cluster DNS Service as `<name>.<namespace>`: egress resolves origins with it, and
+    /// The cluster DNS Service as `<name>.<namespace>`:
     /// its namespace is a DNS peer of the `allow-dns` NetworkPolicy.
     pub dns_service: String,
     /// More DNS servers pods may query (CIDRs), e.g. NodeLocal DNSCache's link-local address.
@@ -98,15 +99,12 @@ pub struct RenderSettings {
     /// Pod Security Standard levels set on every environment namespace.
     pub pod_security_enforce: String,
     pub pod_security_warn: String,
+    /// What validation accepts as origins (rendering follows what validation let through).
+    pub origin_rules: crate::validation::config::Rules,
     pub quota: Quota,
 }
 
 impl RenderSettings {
-    /// The cluster DNS Service's full name, e.g. `kube-dns.kube-system.svc.cluster.local`.
-    pub fn cluster_dns(&self) -> String {
-        format!("{}.svc.{}", self.dns_service, self.cluster_domain)
-    }
-
     /// A Service of an environment namespace by its full name.
     pub fn service_host(&self, service: &str, namespace: &str) -> String {
         format!("{service}.{namespace}.svc.{}", self.cluster_domain)
@@ -140,6 +138,7 @@ impl Default for RenderSettings {
             metrics_namespace: Some("monitoring".into()),
             pod_security_enforce: "baseline".into(),
             pod_security_warn: "restricted".into(),
+            origin_rules: Default::default(),
             quota: Quota {
                 pods: "50".into(),
                 requests_cpu: "4".into(),
@@ -361,13 +360,8 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
 
     let mut workloads = Vec::new();
     // private-ingress
-    let first_hop = input.settings.service_host(&hops[1], &ns);
-    let conf = r.template(
-        "private-ingress",
-        minijinja::context! {
-            namespace => ns, first_hop => first_hop,
-        },
-    )?;
+    let first_hop = format!("{}:80", input.settings.service_host(&hops[1], &ns));
+    let conf = r.template("private-ingress", nginx::private_ingress_context(&ns, &first_hop))?;
     workloads.extend(r.nginx_component(PRIVATE_INGRESS, conf, None));
     workloads.push(r.ingress());
     // modules
@@ -381,12 +375,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     // egress and static-server
     let conf = r.egress_conf(env, origin)?;
     workloads.extend(r.nginx_component(EGRESS, conf, None));
-    let conf = r.template(
-        "static-server",
-        minijinja::context! {
-            namespace => ns,
-        },
-    )?;
+    let conf = r.template("static-server", nginx::static_server_context(&ns))?;
     let content = r.static_content()?;
     workloads.extend(r.nginx_component(STATIC_SERVER, conf, Some(content)));
 
@@ -478,22 +467,6 @@ pub fn object_yaml(o: &Object) -> String {
     serde_yaml_ng::to_string(o).expect("Kubernetes objects serialise to YAML")
 }
 
-/// The nginx config templates of devpop's own components, compiled once.
-fn templates() -> &'static minijinja::Environment<'static> {
-    static TEMPLATES: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
-    TEMPLATES.get_or_init(|| {
-        let mut env = minijinja::Environment::new();
-        for (name, source) in [
-            ("private-ingress", include_str!("../../templates/nginx/private-ingress.conf.j2")),
-            ("egress", include_str!("../../templates/nginx/egress.conf.j2")),
-            ("static-server", include_str!("../../templates/nginx/static-server.conf.j2")),
-        ] {
-            env.add_template(name, source).expect("templates/nginx are valid templates");
-        }
-        env
-    })
-}
-
 struct Renderer<'a> {
     input: &'a RenderInput<'a>,
     ns: String,
@@ -553,7 +526,7 @@ impl Renderer<'_> {
 
     fn template(&self, name: &'static str, ctx: minijinja::Value) -> Result<String, RenderError> {
         let err = |e: minijinja::Error| RenderError::Template { name, message: e.to_string() };
-        templates().get_template(name).map_err(err)?.render(ctx).map_err(err)
+        nginx::templates().get_template(name).map_err(err)?.render(ctx).map_err(err)
     }
 
     fn namespace(&self) -> Object {
@@ -1314,61 +1287,26 @@ impl Renderer<'_> {
     }
 
     fn egress_conf(&self, env: &Environment, origin: &Origin) -> Result<String, RenderError> {
-        let view = |o: &Origin| {
-            minijinja::context! {
-                address => o.address,
-                host => o.host_header.clone().unwrap_or_else(|| o.address.clone()),
-                http_port => o.http_port.unwrap_or(80),
-                https_port => o.https_port.unwrap_or(443),
-                sni => o.enable_sni.unwrap_or(true),
-                verify => o.verify_certificate.unwrap_or(true),
-                keepalive => !o.disable_keepalive.unwrap_or(false),
-                remove_headers => o.remove_request_headers,
-            }
-        };
-        let alternates: Vec<minijinja::Value> = env
-            .alternate_origins
-            .iter()
-            .map(|(name, o)| {
-                let v = view(o);
-                minijinja::context! { name => name, ..v }
-            })
-            .collect();
-        let custom_errors: Vec<String> = self
-            .input
-            .custom_errors
-            .keys()
-            .filter_map(|k| k.strip_suffix(".html"))
-            .filter(|code| code.len() == 3 && code.parse::<u16>().is_ok_and(|c| (300..600).contains(&c) && c != 499))
-            .map(str::to_owned)
-            .collect();
-        let outage_page = self.input.outage_pages.keys().find(|k| k.ends_with(".html") && !k.contains('/')).cloned();
-        // The outage page covers the gateway errors that have no custom page of their own.
-        let outage_codes: Vec<&str> =
-            ["502", "503", "504"].into_iter().filter(|c| !custom_errors.iter().any(|e| e == c)).collect();
+        let custom_errors = nginx::custom_error_codes(self.input.custom_errors.keys());
+        let has_outage_page = nginx::outage_page(self.input.outage_pages.keys()).is_some();
+        let static_server = format!("{}:80", self.input.settings.service_host(STATIC_SERVER, &self.ns));
         self.template(
             "egress",
-            minijinja::context! {
-                namespace => self.ns,
-                resolver => self.input.settings.cluster_dns(),
-                origin => view(origin),
-                alternates => alternates,
-                ip_blacklist => env.ip_blacklist,
-                maintain_encoding => env.maintain_upstream_content_encoding,
-                custom_errors => custom_errors,
-                outage_page => outage_page,
-                outage_codes => outage_codes,
-                static_server => self.input.settings.service_host(STATIC_SERVER, &self.ns),
-            },
+            nginx::egress_context(&self.ns, env, origin, &custom_errors, has_outage_page, &static_server),
         )
     }
 
+    /// static-server's pages, under fixed names only: the outage page as
+    /// [`nginx::OUTAGE_PAGE`], custom error pages as `custom_errors/NNN.html` for the codes
+    /// egress answers with them. Other files of those folders are never served, so not mounted.
     fn static_content(&self) -> Result<(Object, Vec<KeyToPath>), RenderError> {
         let mut files = Files::new();
-        for (prefix, set) in [("outage_pages", self.input.outage_pages), ("custom_errors", self.input.custom_errors)] {
-            for (path, content) in set {
-                files.insert(format!("{prefix}/{path}"), content.clone());
-            }
+        if let Some(name) = nginx::outage_page(self.input.outage_pages.keys()) {
+            files.insert(nginx::OUTAGE_PAGE.to_owned(), self.input.outage_pages[name].clone());
+        }
+        for code in nginx::custom_error_codes(self.input.custom_errors.keys()) {
+            let name = format!("{code}.html");
+            files.insert(format!("custom_errors/{name}"), self.input.custom_errors[&name].clone());
         }
         let size: usize = files.values().map(Vec::len).sum();
         if size > MAX_CONFIGMAP_BYTES {

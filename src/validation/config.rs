@@ -5,7 +5,7 @@
 //! more than devpop reads). Problems that concern one environment only are tagged with it, so a
 //! push to another environment reports them as warnings.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::diagnostic::Diagnostic;
 use super::json::{self, Member, Node, Pos};
@@ -66,9 +66,27 @@ impl SectionConfig {
     }
 }
 
+/// Operator choices that change what the rules accept (server settings, passed in as data).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Accept origins in private address ranges (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7) and cluster Service names (`*.svc`, `*.svc.<domain>`, `*.cluster.local`,
+    /// one-label names). Loopback, link-local, multicast and the like, `localhost` and the
+    /// Kubernetes API (`kubernetes.default...`) stay refused.
+    pub allow_private_origins: bool,
+}
+
+/// The setting that allows private origins, as diagnostics name it.
+pub const ALLOW_PRIVATE_ORIGINS: &str = "--allow-private-origins (DEVPOP_ALLOW_PRIVATE_ORIGINS=true)";
+
+/// Parses and checks the file with the default [`Rules`].
+pub fn parse(text: &[u8]) -> (Option<SectionConfig>, Vec<Diagnostic>) {
+    parse_with(text, &Rules::default())
+}
+
 /// Parses and checks the file. The model is `None` only when the text is not JSON or its top
 /// level is unusable; otherwise it holds what could be read, beside the diagnostics.
-pub fn parse(text: &[u8]) -> (Option<SectionConfig>, Vec<Diagnostic>) {
+pub fn parse_with(text: &[u8], rules: &Rules) -> (Option<SectionConfig>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     if text.len() > MAX_BYTES {
         diags.push(Diagnostic::error(FILE, None, too_large(text.len() as u64)));
@@ -89,7 +107,7 @@ pub fn parse(text: &[u8]) -> (Option<SectionConfig>, Vec<Diagnostic>) {
             return (None, diags);
         }
     };
-    let mut c = Checker { diags, env: None };
+    let mut c = Checker { diags, env: None, rules: *rules };
     let config = c.root(&root);
     (config, c.diags)
 }
@@ -136,6 +154,7 @@ struct Checker {
     diags: Vec<Diagnostic>,
     /// The environment whose subtree is being checked.
     env: Option<String>,
+    rules: Rules,
 }
 
 impl Checker {
@@ -372,13 +391,15 @@ impl Checker {
             match m.key.as_str() {
                 "address" => {
                     if let Some(a) = self.string(v, &here) {
-                        if is_host(&a) {
-                            address = Some(a);
-                        } else {
+                        if !is_host(&a) {
                             self.error(
                                 v.pos,
                                 format!("{here} {a:?}: use a host name or an IP address, without scheme, port or path"),
                             );
+                        } else if let Some(problem) = special_origin(&a, &self.rules) {
+                            self.error(v.pos, format!("{here} {a:?}: {problem}"));
+                        } else {
+                            address = Some(a);
                         }
                     }
                 }
@@ -444,7 +465,8 @@ impl Checker {
 
     fn alternate_origins(&mut self, node: &Node, path: &str) -> Vec<(String, Origin)> {
         let Some(members) = self.object(node, path) else { return Vec::new() };
-        let mut out = Vec::new();
+        let mut out: Vec<(String, Origin)> = Vec::new();
+        let mut seen: Vec<(String, Pos)> = Vec::new();
         for m in self.members(members, path, &[]) {
             let here = join(path, &m.key);
             if !is_alternate_origin_name(&m.key) {
@@ -454,6 +476,30 @@ impl Checker {
                 );
                 continue;
             }
+            let lower = m.key.to_ascii_lowercase();
+            if RESERVED_ORIGIN_NAMES.contains(&lower.as_str()) {
+                self.error(
+                    m.key_pos,
+                    format!(
+                        "{here}: {:?} is a keyword of nginx's map ({}) and cannot name an alternate origin; rename it, e.g. \"{}_origin\"",
+                        m.key,
+                        RESERVED_ORIGIN_NAMES.join(", "),
+                        m.key
+                    ),
+                );
+                continue;
+            }
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == lower) {
+                self.error(
+                    m.key_pos,
+                    format!(
+                        "{here}: the same name as the alternate origin at line {} but for case; section-origin values are matched without case: rename one",
+                        first.line
+                    ),
+                );
+                continue;
+            }
+            seen.push((lower, m.key_pos));
             if let Some(origin) = self.origin(&m.value, &here) {
                 out.push((m.key.clone(), origin));
             }
@@ -523,6 +569,83 @@ pub fn is_branch_name(s: &str) -> bool {
         && !s.ends_with(".lock")
         && !s.ends_with('.')
         && !s.contains("..")
+}
+
+/// Names nginx's `map` block reads as its own parameters (compared without case: header values
+/// are matched without case too).
+pub const RESERVED_ORIGIN_NAMES: &[&str] = &["default", "hostnames", "include", "volatile"];
+
+/// Why `address` (a valid host name or IP) cannot be an origin, if it cannot: egress must not
+/// be pointed at itself, the node, the cluster or its cloud's metadata service.
+pub fn special_origin(address: &str, rules: &Rules) -> Option<String> {
+    let private = |what: &str| {
+        (!rules.allow_private_origins).then(|| {
+            format!(
+                "{what}, inside the cluster's or the cloud's networks; use the origin's public host name or address (operators who want private origins start devpop with {ALLOW_PRIVATE_ORIGINS})"
+            )
+        })
+    };
+    let never = |what: &str| {
+        Some(format!("{what}; egress cannot use it as an origin: use the origin's public host name or address"))
+    };
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        let v4 = |ip: Ipv4Addr| -> Option<String> {
+            let [a, b, ..] = ip.octets();
+            if ip.is_loopback() {
+                never("is a loopback address (egress would connect to itself)")
+            } else if a == 0 {
+                never("is in 0.0.0.0/8 (this host)")
+            } else if ip.is_link_local() {
+                never("is link-local (169.254.0.0/16: the node, and the cloud's metadata service)")
+            } else if ip.is_multicast() || a >= 240 {
+                never("is a multicast, reserved or broadcast address")
+            } else if ip.is_private() {
+                private("is a private address (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)")
+            } else if a == 100 && (64..128).contains(&b) {
+                private("is in 100.64.0.0/10 (shared address space: often the cluster's pods or Services)")
+            } else {
+                None
+            }
+        };
+        return match ip {
+            IpAddr::V4(ip) => v4(ip),
+            IpAddr::V6(ip) => {
+                let first = ip.segments()[0];
+                if let Some(mapped) = ip.to_ipv4_mapped() {
+                    v4(mapped)
+                } else if ip.is_loopback() {
+                    never("is the IPv6 loopback address (egress would connect to itself)")
+                } else if ip == Ipv6Addr::UNSPECIFIED {
+                    never("is the unspecified address")
+                } else if first & 0xffc0 == 0xfe80 {
+                    never("is link-local (fe80::/10)")
+                } else if first & 0xff00 == 0xff00 {
+                    never("is a multicast address (ff00::/8)")
+                } else if first & 0xfe00 == 0xfc00 {
+                    private("is a unique local address (fc00::/7)")
+                } else {
+                    None
+                }
+            }
+        };
+    }
+    let name = address.strip_suffix('.').unwrap_or(address).to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return never("is localhost (egress would connect to itself)");
+    }
+    if name == "kubernetes" || name.starts_with("kubernetes.default") {
+        return never("is the cluster's Kubernetes API");
+    }
+    if name.ends_with(".internal") || name.ends_with(".local") && !name.ends_with(".cluster.local") {
+        return never("is a link-local or cloud-internal name (.local, .internal: the metadata service lives there)");
+    }
+    if name.ends_with(".svc") || name.contains(".svc.") || name.ends_with(".cluster.local") {
+        return private("is a cluster Service name");
+    }
+    if !name.contains('.') {
+        return private("is a one-label name (the pod's DNS search path resolves it to a Service of the cluster)");
+    }
+    None
 }
 
 pub fn is_alternate_origin_name(s: &str) -> bool {
@@ -695,6 +818,87 @@ mod tests {
         let m = messages(&format!(r#"{{"proxychain":[{entries}],"environments":{{}}}}"#));
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].contains("has 10000 modules; at most 64"));
+    }
+
+    fn origin_messages(address: &str, rules: &Rules) -> Vec<String> {
+        let text = format!(
+            r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"}}}}}}}}"#
+        );
+        parse_with(text.as_bytes(), rules).1.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn special_origin_addresses_are_refused_at_their_position_with_the_fix() {
+        let strict = Rules::default();
+        for a in [
+            "169.254.169.254",
+            "100.64.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:169.254.169.254",
+            "localhost",
+            "kubernetes.default.svc.cluster.local",
+            "kubernetes",
+            "egress",
+            "egress.section-x.svc",
+            "api.team.svc.example.org",
+            "db.cluster.local",
+            "metadata.google.internal",
+        ] {
+            let m = origin_messages(a, &strict);
+            assert_eq!(m.len(), 1, "{a}: {m:?}");
+            assert!(
+                m[0].starts_with(&format!(
+                    "error: section.config.json:1:74: environments.Production.origin.address \"{a}\": "
+                )),
+                "{m:?}"
+            );
+            assert!(m[0].contains("use the origin's public host name or address"), "{m:?}");
+        }
+        for a in ["203.0.113.10", "2001:db8::1", "origin.example.com", "my-bucket.s3-website.us-east-2.amazonaws.com"] {
+            assert!(origin_messages(a, &strict).is_empty(), "{a}");
+        }
+        // Operators may allow private origins; loopback, link-local and the API stay refused.
+        let allow = Rules { allow_private_origins: true };
+        assert!(origin_messages("10.1.2.3", &strict)[0].contains("--allow-private-origins"));
+        for a in ["10.1.2.3", "100.64.0.1", "fd00::1", "api.team.svc.cluster.local", "egress"] {
+            assert!(origin_messages(a, &allow).is_empty(), "{a}");
+        }
+        for a in ["127.0.0.1", "169.254.169.254", "localhost", "kubernetes.default.svc"] {
+            assert_eq!(origin_messages(a, &allow).len(), 1, "{a}");
+        }
+    }
+
+    #[test]
+    fn alternate_origin_names_that_are_map_keywords_or_differ_only_in_case_are_refused() {
+        let text = r#"{"proxychain": [], "environments": {"Production": {"origin": {"address": "a.example.com"},
+"alternate_origins": {"default": {"address": "b.example.com"}, "include": {"address": "b.example.com"},
+"Images": {"address": "b.example.com"}, "images": {"address": "b.example.com"}, "ok": {"address": "b.example.com"}}}}}"#;
+        let (config, diags) = parse(text.as_bytes());
+        let m: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(m.len(), 3, "{m:#?}");
+        assert!(
+            m[0].contains(
+                "2:23: environments.Production.alternate_origins.default: \"default\" is a keyword of nginx's map"
+            ),
+            "{m:#?}"
+        );
+        assert!(
+            m[1].contains("2:64: environments.Production.alternate_origins.include: \"include\" is a keyword"),
+            "{m:#?}"
+        );
+        assert!(m[2].contains("3:41: environments.Production.alternate_origins.images: the same name as the alternate origin at line 3 but for case"), "{m:#?}");
+        let config = config.unwrap();
+        let names: Vec<&str> = config.environments[0].alternate_origins.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Images", "ok"]);
     }
 
     #[test]

@@ -54,8 +54,13 @@ impl Report {
 }
 
 /// Checks a commit for deployment to `environment` (the pushed branch), given the installed
-/// packages.
+/// packages, with the default [`config::Rules`].
 pub fn check(snapshot: &Snapshot, environment: &str, catalog: &Catalog) -> Report {
+    check_with(snapshot, environment, catalog, &config::Rules::default())
+}
+
+/// [`check`] with the operator's [`config::Rules`] (server settings, passed in as data).
+pub fn check_with(snapshot: &Snapshot, environment: &str, catalog: &Catalog, rules: &config::Rules) -> Report {
     let refuse =
         |message: String| Report { config: None, diagnostics: vec![Diagnostic::error(config::FILE, None, message)] };
     let text = match &snapshot.config {
@@ -68,7 +73,7 @@ pub fn check(snapshot: &Snapshot, environment: &str, catalog: &Catalog) -> Repor
         ConfigFile::NotAFile => return refuse("must be a regular file (not a symlink or a folder)".into()),
         ConfigFile::TooLarge(size) => return refuse(config::too_large(*size)),
     };
-    let (config, mut diagnostics) = config::parse(text);
+    let (config, mut diagnostics) = config::parse_with(text, rules);
     config::scope_to_branch(config.as_ref(), &mut diagnostics, environment);
     if let Some(config) = &config {
         for entry in &config.proxychain {
