@@ -36,6 +36,7 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
@@ -58,6 +59,37 @@ impl IntoResponse for HttpError {
         }
         let body = format!("devpop: {}\n", self.message);
         (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+}
+
+/// The whole answer to a connection beyond `--max-connections`, written before it is closed
+/// (the server reads nothing from it, so it is raw bytes, not a response of the router).
+pub fn over_capacity(max: usize) -> Vec<u8> {
+    let body = format!("devpop: too many connections (over {max}); retry in a moment\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl From<crate::auth::AuthError> for HttpError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as E;
+        match &e {
+            E::NotFound(_) => HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            E::LastAdmin(_) => HttpError::api(StatusCode::CONFLICT, "last_admin", e.to_string()),
+            // The token store's path is the server's business.
+            E::Io { source, .. } => {
+                tracing::error!(error = %e, "token store");
+                HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the token store: {source}"))
+            }
+            E::Corrupt { .. } => {
+                tracing::error!(error = %e, "token store");
+                HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token store is unreadable")
+            }
+        }
     }
 }
 
