@@ -360,7 +360,7 @@ async fn serve_connections(
             let mut conn = std::pin::pin!(conn);
             let served = tokio::select! {
                 served = conn.as_mut() => served,
-                _ = stop.wait_for(|stopping| *stopping) => {
+                _ = async { stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }

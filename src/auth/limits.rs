@@ -71,7 +71,8 @@ impl RateLimiter {
             self.evict(&mut buckets, now);
         }
         let bucket = buckets.entry(client.clone()).or_insert(Bucket { tokens: self.burst, last: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * self.per_second).min(self.burst);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * self.per_second).min(self.burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

@@ -281,7 +281,8 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
 pub struct Identified(pub Option<Principal>);
 
 pub fn identify(tokens: &TokenStore, sessions: &Sessions, headers: &axum::http::HeaderMap) -> Identified {
-    let token = presented_token(headers).or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
+    let token =
+        presented_token(headers).or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
     Identified(token.and_then(|t| tokens.verify(&t)))
 }
 
