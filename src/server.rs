@@ -138,6 +138,7 @@ impl Server {
             return Err(ServeError::NotLoopback(listen));
         }
         let data = settings.data_dir.clone();
+        crate::http_error::hide_server_path(&data);
         let data_err = |source| ServeError::DataDir { path: data.clone(), source };
         std::fs::create_dir_all(data.join("repos")).map_err(data_err)?;
         let lock = std::fs::File::create(data.join("devpop.lock")).map_err(data_err)?;
@@ -275,7 +276,7 @@ impl Server {
 const FILES_RESERVED: u64 = 256;
 
 /// Raises this process's open-files soft limit to its hard limit; returns the soft limit now.
-fn raise_open_files_limit() -> u64 {
+fn raise_open_files_limit() -> libc::rlim_t {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
@@ -289,7 +290,7 @@ fn raise_open_files_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The connections served at once: the setting, lowered so that connections can never exhaust
@@ -399,5 +400,18 @@ fn ignore_user_git_config() {
         if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
             tracing::warn!(error = %e, ?level, "cannot make libgit2 ignore the user's git config");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_open_files_limit() {
+        assert_eq!(connection_cap(1024, 1_048_576), 1024, "a high limit keeps the setting");
+        assert_eq!(connection_cap(1024, 400), 72, "(400 - 256) / 2");
+        assert_eq!(connection_cap(1024, 100), 16, "never below 16");
+        assert_eq!(connection_cap(10, 400), 10, "a lower setting stands");
     }
 }

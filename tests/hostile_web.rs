@@ -185,7 +185,7 @@ impl Drop for Limited {
 }
 
 /// This test process opens over a thousand sockets: its own soft limit goes up to the hard one.
-fn raise_own_open_files() -> u64 {
+fn raise_own_open_files() -> libc::rlim_t {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: reads and writes the struct passed.
     unsafe {
@@ -193,7 +193,7 @@ fn raise_own_open_files() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]
