@@ -210,6 +210,24 @@ struct ServeArgs {
     /// API requests a client may burst above the rate.
     #[arg(long, env = "DEVPOP_API_BURST", default_value_t = 200.0)]
     api_burst: f64,
+    /// Clients (addresses, tokens) the API rate limiter remembers; idle ones are forgotten first.
+    #[arg(long, env = "DEVPOP_API_RATE_CLIENTS", default_value_t = 100_000)]
+    api_rate_clients: usize,
+    /// Connections served at once (more get 503 and are closed); lowered to fit the open-files limit.
+    #[arg(long, env = "DEVPOP_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Longest a client may take to send a request's head, and to stay idle between requests, e.g. 20s.
+    #[arg(long, env = "DEVPOP_HEADER_TIMEOUT", default_value = "20s", value_parser = settings::parse_duration)]
+    header_timeout: Duration,
+    /// A console session's lifetime, e.g. 12h.
+    #[arg(long, env = "DEVPOP_SESSION_LIFETIME", default_value = "12h", value_parser = settings::parse_duration)]
+    session_lifetime: Duration,
+    /// How long a console session may sit unused before it ends, e.g. 1h.
+    #[arg(long, env = "DEVPOP_SESSION_IDLE", default_value = "1h", value_parser = settings::parse_duration)]
+    session_idle: Duration,
+    /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-Proto is believed.
+    #[arg(long, env = "DEVPOP_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten)]
     push: PushLimitArgs,
     /// Authentication: none (the local default: loopback only) or API tokens (devpop token create).
@@ -893,7 +911,13 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             pushes_per_account: args.pushes_per_account,
             api_rate: args.api_rate,
             api_burst: args.api_burst,
+            api_rate_clients: args.api_rate_clients,
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout,
+            session_lifetime: args.session_lifetime,
+            session_idle: args.session_idle,
         };
+        settings.trusted_proxies = args.trusted_proxies;
         settings.hook = args.push.hook_settings(args.check.check_settings());
         settings.auth_tokens = args.auth == AuthMode::Tokens;
         settings.target = match args.target {

@@ -9,7 +9,6 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 
 use crate::applying::deployer::Deployer;
@@ -139,6 +138,7 @@ impl Server {
             return Err(ServeError::NotLoopback(listen));
         }
         let data = settings.data_dir.clone();
+        crate::http_error::hide_server_path(&data);
         let data_err = |source| ServeError::DataDir { path: data.clone(), source };
         std::fs::create_dir_all(data.join("repos")).map_err(data_err)?;
         let lock = std::fs::File::create(data.join("devpop.lock")).map_err(data_err)?;
@@ -239,8 +239,8 @@ impl Server {
             tokens: crate::auth::TokenStore::new(&data),
             push_slots: crate::transport::PushSlots::new(limits.pushes_per_account),
             audit: audit.clone(),
-            rate: crate::auth::limits::RateLimiter::new(limits.api_rate, limits.api_burst),
-            sessions: Default::default(),
+            rate: crate::auth::limits::RateLimiter::new(limits.api_rate, limits.api_burst, limits.api_rate_clients),
+            sessions: crate::auth::Sessions::new(limits.session_lifetime, limits.session_idle),
         }));
         Ok(Server { listener, state, _lock: lock })
     }
@@ -255,21 +255,138 @@ impl Server {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        // Nagle's algorithm would hold back small protocol packets for up to 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let deployer = self.state.deployer.clone();
         match deployer.resume().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deployments = n, "resumed unfinished deployments"),
             Err(e) => tracing::error!(error = %e, "cannot resume deployments"),
         }
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let limits = &self.state.settings.limits;
+        let max = connection_cap(limits.max_connections, raise_open_files_limit());
+        let header_timeout = limits.header_timeout;
+        let app = router(self.state.clone());
+        serve_connections(self.listener, app, max, header_timeout, shutdown).await;
         crate::sandbox::remove_scratch_root();
-        Ok(served?)
+        Ok(())
     }
+}
+
+/// Open files kept for what connections start (git processes and their pipes, repo and record
+/// files) beyond the connections' own sockets.
+const FILES_RESERVED: u64 = 256;
+
+/// Raises this process's open-files soft limit to its hard limit; returns the soft limit now.
+fn raise_open_files_limit() -> libc::rlim_t {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The connections served at once: the setting, lowered so that connections can never exhaust
+/// the open-files limit (each takes a socket, and half of what is left beyond the reserve is
+/// kept for the files and processes connections open).
+fn connection_cap(setting: usize, open_files: u64) -> usize {
+    let fits = (open_files.saturating_sub(FILES_RESERVED) / 2).max(16) as usize;
+    if setting > fits {
+        tracing::warn!(
+            setting,
+            open_files,
+            serving = fits,
+            "--max-connections lowered to fit the open-files limit (raise `ulimit -n` to serve more)"
+        );
+    }
+    setting.clamp(1, fits)
+}
+
+/// The accept loop: every connection gets hyper's HTTP/1 with a header-read timeout, and a slot
+/// of `max`; a connection beyond them is answered 503 and closed at once, so a flood of slow or
+/// idle clients can neither exhaust the open files nor stop the server accepting. On `shutdown`
+/// it stops accepting, lets requests in progress finish, and returns when every connection is
+/// closed (like `axum::serve`'s graceful shutdown).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max: usize,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper::body::Incoming;
+    use tower::ServiceExt as _;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Best effort: the answer fits any socket buffer; the socket closes when dropped.
+            let _ = tcp.try_write(&crate::http_error::over_capacity(max));
+            tracing::debug!(%peer, max, "connection refused: too many connections");
+            continue;
+        };
+        // Nagle's algorithm would hold back small protocol packets for up to 40 ms.
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                _ = async { stop.wait_for(|stopping| *stopping).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop((slot, open));
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+/// An accept that failed: a connection that went away before it was accepted is nothing; out
+/// of open files (which the connection cap should prevent) waits a moment for some to close.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// libgit2 in this process reads repos as the git processes devpop starts do: without the
@@ -284,5 +401,18 @@ fn ignore_user_git_config() {
         if let Err(e) = unsafe { git2::opts::set_search_path(level, "") } {
             tracing::warn!(error = %e, ?level, "cannot make libgit2 ignore the user's git config");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_open_files_limit() {
+        assert_eq!(connection_cap(1024, 1_048_576), 1024, "a high limit keeps the setting");
+        assert_eq!(connection_cap(1024, 400), 72, "(400 - 256) / 2");
+        assert_eq!(connection_cap(1024, 100), 16, "never below 16");
+        assert_eq!(connection_cap(10, 400), 10, "a lower setting stands");
     }
 }

@@ -22,6 +22,9 @@ pub struct Settings {
     pub target: TargetSettings,
     /// Requests need an API token (`--auth tokens`).
     pub auth_tokens: bool,
+    /// Reverse proxies whose `X-Forwarded-Proto` is believed (the console cookie gets `Secure`
+    /// when it says https).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Where accepted pushes are deployed.
@@ -45,6 +48,17 @@ pub struct Limits {
     /// API requests per second per client (token or address), and the burst allowed.
     pub api_rate: f64,
     pub api_burst: f64,
+    /// Clients (addresses and tokens) the rate limiter remembers; past it, idle and then the
+    /// least recently seen ones are forgotten.
+    pub api_rate_clients: usize,
+    /// Connections served at once; more are answered 503 and closed (lowered at start to fit
+    /// the open-files limit).
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's head (also the keep-alive idle limit).
+    pub header_timeout: Duration,
+    /// A console session's lifetime (its cookie's Max-Age) and how long it may sit unused.
+    pub session_lifetime: Duration,
+    pub session_idle: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +69,11 @@ impl Default for Limits {
             pushes_per_account: 32,
             api_rate: 50.0,
             api_burst: 200.0,
+            api_rate_clients: 100_000,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(20),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            session_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -69,6 +88,7 @@ impl Settings {
             hook: Default::default(),
             target: TargetSettings::default(),
             auth_tokens: false,
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -48,18 +48,11 @@ impl From<TokenRecord> for TokenView {
     }
 }
 
-fn store_err(e: crate::auth::AuthError) -> HttpError {
-    match e {
-        crate::auth::AuthError::NotFound(_) => api_err(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        e => api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
-}
-
 pub async fn list_tokens(
     State(state): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<TokenView>>, HttpError> {
-    let all = state.tokens.list().map_err(store_err)?;
+    let all = state.tokens.list().map_err(HttpError::from)?;
     Ok(Json(page(all.into_iter().map(TokenView::from).collect(), &q)))
 }
 
@@ -94,7 +87,7 @@ pub async fn create_token(
             .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
     }
     let expires_at = body.expires_in.map(|s| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(s as i64));
-    let (record, token) = state.tokens.create(&body.account, body.read_only, expires_at).map_err(store_err)?;
+    let (record, token) = state.tokens.create(&body.account, body.read_only, expires_at).map_err(HttpError::from)?;
     audit_action(
         &state,
         &principal,
@@ -113,7 +106,7 @@ pub async fn revoke_token(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, HttpError> {
-    let record = state.tokens.revoke(&id).map_err(store_err)?;
+    let record = state.tokens.revoke(&id).map_err(HttpError::from)?;
     audit_action(&state, &principal, peer, "token.revoke", &record.account, &record.id, "");
     Ok(Json(record.into()))
 }

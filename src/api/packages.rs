@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
@@ -52,7 +52,7 @@ pub async fn install(
     Extension(principal): Extension<crate::auth::Principal>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Package>), HttpError> {
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !matches!(ct, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream")
@@ -63,30 +63,78 @@ pub async fn install(
             "send the module source as a .tar.gz (Content-Type: application/gzip)",
         ));
     }
-    if body.len() > MAX_ARCHIVE {
-        return Err(api_err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the archive is over {MAX_ARCHIVE} bytes"),
-        ));
-    }
+    let body = read_archive(&headers, body).await?;
     let store = PackageStore::new(&state.settings.data_dir);
     let pkg = blocking(move || {
         let dir =
             tempfile::tempdir().map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         unpack(&body, dir.path()).map_err(|m| api_err(StatusCode::BAD_REQUEST, "invalid_archive", m))?;
         let root = source_root(dir.path());
-        let installed = store.add(&root).map_err(|e| match e {
-            PackageError::Exists(_) => api_err(StatusCode::CONFLICT, "exists", e.to_string()),
-            PackageError::Invalid { .. } => api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_package", e.to_string()),
-            e => api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-        })?;
+        let installed = store.add(&root).map_err(|e| install_error(e, &root))?;
         describe(&store, &installed.descriptor.metadata.name)
             .ok_or_else(|| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installed package unreadable"))
     })
     .await?;
     super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image);
     Ok((StatusCode::CREATED, Json(pkg)))
+}
+
+fn too_large() -> HttpError {
+    api_err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "the archive is over 16 MiB ({MAX_ARCHIVE} bytes); a module source is small: leave build output and \
+             dependencies out of it"
+        ),
+    )
+}
+
+/// The uploaded archive, up to [`MAX_ARCHIVE`] bytes: refused by its `Content-Length` before
+/// anything is read, or as soon as the body runs over.
+async fn read_archive(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, HttpError> {
+    use futures_util::StreamExt;
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ARCHIVE as u64) {
+        return Err(too_large());
+    }
+    let mut archive = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_body", format!("the upload broke off: {e}")))?;
+        if archive.len() + chunk.len() > MAX_ARCHIVE {
+            return Err(too_large());
+        }
+        archive.extend_from_slice(&chunk);
+    }
+    Ok(archive)
+}
+
+/// A failed install, told in the archive's own terms: the server's scratch folder (a
+/// `/tmp/.tmpXXXX`) and the data dir are never named.
+fn install_error(e: PackageError, root: &Path) -> HttpError {
+    match e {
+        PackageError::Exists(_) => api_err(StatusCode::CONFLICT, "exists", e.to_string()),
+        PackageError::Invalid { problems, .. } => api_err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_package",
+            format!("the archive is not a module package:\n  {}", problems.join("\n  ")),
+        ),
+        PackageError::Io { ref path, ref source } => match path.strip_prefix(root) {
+            Ok(rel) => {
+                api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_package", format!("{}: {source}", rel.display()))
+            }
+            Err(_) => {
+                tracing::error!(error = %e, "installing a package");
+                api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("installing the package: {source}"))
+            }
+        },
+        e => {
+            tracing::error!(error = %e, "installing a package");
+            api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installing the package failed; see the server log")
+        }
+    }
 }
 
 /// The folder holding `.section-proxy.yaml`: the top, or its only folder.

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{presented_token, Principal};
+use super::{identify, Identified, Principal};
 use crate::http_error::HttpError;
 use crate::server::AppState;
 
@@ -34,6 +34,10 @@ fn account_of(path: &str) -> Option<&str> {
 fn is_write(req: &Request) -> bool {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
+    // Logging out changes nothing but the caller's own session: a read-only session may.
+    if path == "/console/logout" {
+        return false;
+    }
     path.ends_with("/git-receive-pack")
         || query.contains("service=git-receive-pack")
         || !matches!(*req.method(), Method::GET | Method::HEAD) && !path.ends_with("/git-upload-pack")
@@ -47,27 +51,26 @@ fn admin_only(req: &Request) -> bool {
         || (path == "/api/v1/packages" && req.method() == Method::POST)
 }
 
-fn cookie(req: &Request, name: &str) -> Option<String> {
-    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
-    cookies.split(';').find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
-}
-
 pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if !state.auth_enabled || public(&path) {
         req.extensions_mut().insert(Principal::Local);
         return next.run(req).await;
     }
-    let token =
-        presented_token(req.headers()).or_else(|| cookie(&req, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
-    let Some(principal) = token.and_then(|t| state.tokens.verify(&t)) else {
+    let identified = match req.extensions_mut().remove::<Identified>() {
+        Some(known) => known,
+        None => identify(&state.tokens, &state.sessions, req.headers()),
+    };
+    let Some(principal) = identified.0 else {
         if path == "/" || path.starts_with("/console") {
             return Redirect::to("/console/login").into_response();
         }
-        let mut r = HttpError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication required: use a devpop API token (for git: any username, the token as password)",
-        )
+        let message = "authentication required: use a devpop API token (for git: any username, the token as password)";
+        let mut r = if path.starts_with("/api/") {
+            HttpError::api(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        } else {
+            HttpError::new(StatusCode::UNAUTHORIZED, message)
+        }
         .into_response();
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
         return r;

@@ -13,7 +13,7 @@ pub mod limits;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,8 @@ pub enum AuthError {
     Corrupt { path: PathBuf, message: String },
     #[error("no token {0}")]
     NotFound(String),
+    #[error("{0} is the last admin token: create another admin token first (devpop token create --admin), then revoke this one")]
+    LastAdmin(String),
 }
 
 /// Who is asking.
@@ -91,7 +93,7 @@ pub fn hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(bytes: usize) -> Result<String, std::io::Error> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, std::io::Error> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
@@ -162,8 +164,18 @@ impl TokenStore {
         Ok((record, token))
     }
 
+    /// Revokes a token; the last valid admin token cannot be (nobody could manage tokens or
+    /// packages over the API any more).
     pub fn revoke(&self, id: &str) -> Result<TokenRecord, AuthError> {
         let mut all = self.list()?;
+        let now = Timestamp::now();
+        let admin = |r: &TokenRecord| {
+            r.account == ALL_ACCOUNTS && !r.read_only && !r.revoked && r.expires_at.is_none_or(|e| e > now)
+        };
+        let target = all.iter().find(|r| r.id == id).ok_or_else(|| AuthError::NotFound(id.to_owned()))?;
+        if admin(target) && !all.iter().any(|r| r.id != id && admin(r)) {
+            return Err(AuthError::LastAdmin(id.to_owned()));
+        }
         let r = all.iter_mut().find(|r| r.id == id).ok_or_else(|| AuthError::NotFound(id.to_owned()))?;
         r.revoked = true;
         let r = r.clone();
@@ -184,26 +196,94 @@ impl TokenStore {
 }
 
 /// Console sessions: an opaque random id in an HttpOnly cookie, mapped to the token it was
-/// opened with (in memory: a restart logs everyone out).
-#[derive(Default)]
+/// opened with (in memory: a restart logs everyone out). A session ends `lifetime` after it was
+/// opened, or when unused for `idle`, whatever its cookie says; at most [`MAX_SESSIONS`] are
+/// kept (the least recently used go first).
 pub struct Sessions {
-    by_id: Mutex<HashMap<String, String>>,
+    by_id: Mutex<HashMap<String, Session>>,
+    lifetime: Duration,
+    idle: Duration,
+}
+
+struct Session {
+    token: String,
+    opened: Instant,
+    used: Instant,
+}
+
+pub const MAX_SESSIONS: usize = 10_000;
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let limits = crate::settings::Limits::default();
+        Sessions::new(limits.session_lifetime, limits.session_idle)
+    }
 }
 
 impl Sessions {
+    pub fn new(lifetime: Duration, idle: Duration) -> Self {
+        Sessions { by_id: Mutex::new(HashMap::new()), lifetime, idle }
+    }
+
+    /// The session's lifetime: the cookie's `Max-Age`.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    fn live(&self, s: &Session, now: Instant) -> bool {
+        now.duration_since(s.opened) < self.lifetime && now.duration_since(s.used) < self.idle
+    }
+
     pub fn open(&self, token: &str) -> Result<String, std::io::Error> {
         let id = random_hex(32)?;
-        self.by_id.lock().expect("sessions").insert(id.clone(), token.to_owned());
+        let now = Instant::now();
+        let mut all = self.by_id.lock().expect("sessions");
+        if all.len() >= MAX_SESSIONS {
+            all.retain(|_, s| self.live(s, now));
+            if all.len() >= MAX_SESSIONS {
+                let oldest = all.iter().min_by_key(|(_, s)| s.used).map(|(id, _)| id.clone());
+                oldest.map(|id| all.remove(&id));
+            }
+        }
+        all.insert(id.clone(), Session { token: token.to_owned(), opened: now, used: now });
         Ok(id)
     }
 
+    /// The token of a live session (and the session counts as used now).
     pub fn token(&self, id: &str) -> Option<String> {
-        self.by_id.lock().expect("sessions").get(id).cloned()
+        let now = Instant::now();
+        let mut all = self.by_id.lock().expect("sessions");
+        let session = all.get_mut(id)?;
+        if !self.live(session, now) {
+            all.remove(id);
+            return None;
+        }
+        session.used = now;
+        Some(session.token.clone())
     }
 
     pub fn close(&self, id: &str) {
         self.by_id.lock().expect("sessions").remove(id);
     }
+}
+
+/// A cookie's value.
+pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
+        cookies.split(';').find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+    })
+}
+
+/// Who a request is: the principal of the token it presents, or of its console session; `None`
+/// when neither is valid. The rate limiter works this out first and leaves it in the request's
+/// extensions for [`enforce`](enforce::enforce).
+#[derive(Debug, Clone)]
+pub struct Identified(pub Option<Principal>);
+
+pub fn identify(tokens: &TokenStore, sessions: &Sessions, headers: &axum::http::HeaderMap) -> Identified {
+    let token =
+        presented_token(headers).or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
+    Identified(token.and_then(|t| tokens.verify(&t)))
 }
 
 /// The token a request presents: Basic password, Bearer, or the `section-token` header.

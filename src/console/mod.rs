@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Form, Router};
@@ -28,6 +28,29 @@ pub fn routes() -> Router<AppState> {
         .route("/console/packages", get(packages))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", axum::routing::post(logout))
+        .layer(axum::middleware::map_response(framing_headers))
+}
+
+/// The policy of a console page: scripts and styles only those the page carries with its
+/// `nonce` (a new one per page), requests only to this server, never framed by another site.
+fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; \
+         img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// Every console answer (pages, errors, redirects) refuses to be framed or sniffed; pages set
+/// their own policy with their nonce, anything else gets the policy that allows nothing.
+async fn framing_headers(mut r: Response) -> Response {
+    use axum::http::{header, HeaderValue};
+    let h = r.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    r
 }
 
 fn templates() -> &'static minijinja::Environment<'static> {
@@ -49,9 +72,11 @@ fn templates() -> &'static minijinja::Environment<'static> {
 }
 
 fn page(state: &AppState, name: &str, ctx: minijinja::Value) -> Result<Response, HttpError> {
-    let ctx = context! { auth => state.auth_enabled, ..ctx };
+    let nonce = crate::auth::random_hex(16).map_err(internal)?;
+    let ctx = context! { auth => state.auth_enabled, nonce => nonce, ..ctx };
     let html = templates().get_template(name).and_then(|t| t.render(ctx)).map_err(internal)?;
-    Ok(Html(html).into_response())
+    let csp = axum::http::HeaderValue::from_str(&content_security_policy(&nonce)).map_err(internal)?;
+    Ok(([(axum::http::header::CONTENT_SECURITY_POLICY, csp)], Html(html)).into_response())
 }
 
 /// Console errors are pages too.
@@ -130,9 +155,56 @@ struct LoginForm {
     token: String,
 }
 
+/// A console form posted from another site (login CSRF: being logged in as the attacker) is
+/// refused. Browsers say where a form comes from in `Sec-Fetch-Site` and `Origin`; a request
+/// with neither (curl, a script) is not a browser being tricked.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+    let refuse =
+        || HttpError::new(StatusCode::FORBIDDEN, "cross-site form refused: log in from the devpop console's own page");
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(refuse());
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("null").trim_end_matches('/');
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let authority = origin.split_once("://").map_or("", |(_, a)| a);
+        let base = state.base_url.trim_end_matches('/');
+        if origin != base && (host.is_empty() || !authority.eq_ignore_ascii_case(host)) {
+            return Err(refuse());
+        }
+    }
+    Ok(())
+}
+
+/// Is the browser talking HTTPS to us? The public URL says so, or a trusted reverse proxy does
+/// (`X-Forwarded-Proto` from anyone else is ignored).
+fn over_https(state: &AppState, peer: std::net::SocketAddr, headers: &HeaderMap) -> bool {
+    state.base_url.starts_with("https://")
+        || (state.settings.trusted_proxies.contains(&peer.ip())
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+}
+
+fn session_cookie(value: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
 /// Logs the console in with an API token: an opaque session id in an HttpOnly, SameSite=Strict
-/// cookie (the console's actions are JSON API calls, which other sites cannot forge).
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<Response, HttpError> {
+/// cookie (the console's actions are JSON API calls, which other sites cannot forge), `Secure`
+/// over HTTPS, with the session's lifetime as its Max-Age (the server ends it then, or sooner
+/// when it sits unused).
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, HttpError> {
+    same_origin(&state, &headers)?;
     if state.tokens.verify(form.token.trim()).is_none() {
         let mut r = page(
             &state,
@@ -143,16 +215,19 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
         return Ok(r);
     }
     let session = state.sessions.open(form.token.trim()).map_err(internal)?;
-    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
-    Ok(([(axum::http::header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
+    let cookie = session_cookie(&session, state.sessions.lifetime().as_secs(), over_https(&state, peer, &headers));
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response())
 }
 
-async fn logout(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(session) = headers.get(axum::http::header::COOKIE).and_then(|c| c.to_str().ok()).and_then(|c| {
-        c.split(';').find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('=').map(str::to_owned))
-    }) {
+async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    same_origin(&state, &headers)?;
+    if let Some(session) = crate::auth::cookie(&headers, SESSION_COOKIE) {
         state.sessions.close(&session);
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
-    ([(axum::http::header::SET_COOKIE, cookie)], Redirect::to("/console/login")).into_response()
+    let cookie = session_cookie("", 0, over_https(&state, peer, &headers));
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/console/login")).into_response())
 }
