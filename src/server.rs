@@ -276,21 +276,16 @@ impl Server {
 const FILES_RESERVED: u64 = 256;
 
 /// Raises this process's open-files soft limit to its hard limit; returns the soft limit now.
-fn raise_open_files_limit() -> libc::rlim_t {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
+fn raise_open_files_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(current), max) = (lim.current, lim.maximum) else { return u64::MAX };
+    if max.is_none_or(|max| current < max) {
+        if setrlimit(Resource::Nofile, Rlimit { current: max, maximum: max }).is_ok() {
+            return max.unwrap_or(u64::MAX);
         }
     }
-    lim.rlim_cur
+    current
 }
 
 /// The connections served at once: the setting, lowered so that connections can never exhaust
