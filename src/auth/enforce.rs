@@ -26,6 +26,10 @@ fn account_of(path: &str) -> Option<&str> {
         .strip_prefix("/account/")
         .or_else(|| path.strip_prefix("/rendered/account/"))
         .or_else(|| path.strip_prefix("/api/v1/accounts/"))
+        // Aperture's singular paths; `/account/graph` and `/account/create` name no account.
+        .or_else(|| {
+            path.strip_prefix("/api/v1/account/").filter(|r| !matches!(r.split('/').next(), Some("graph" | "create")))
+        })
         .or_else(|| path.strip_prefix("/console/accounts/"))?;
     Some(rest.split('/').next().unwrap_or(""))
 }
@@ -58,11 +62,20 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         req.extensions_mut().insert(Principal::Local);
         return next.run(req).await;
     }
-    let token =
-        presented_token(req.headers()).or_else(|| cookie(&req, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
+    let token = presented_token(req.headers())
+        .or_else(|| super::query_token(req.uri()))
+        .or_else(|| cookie(&req, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
     let Some(principal) = token.and_then(|t| state.tokens.verify(&t)) else {
         if path == "/" || path.starts_with("/console") {
             return Redirect::to("/console/login").into_response();
+        }
+        if crate::api::aperture::is_aperture_path(&path) {
+            let mut r = crate::api::aperture::error_response(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: send a devpop API token (section-token header, Basic password or access_token)",
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
+            return r;
         }
         let mut r = HttpError::new(
             StatusCode::UNAUTHORIZED,
@@ -89,7 +102,9 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     };
     if let Some(message) = refusal {
         let json = path.starts_with("/api/");
-        return if json {
+        return if crate::api::aperture::is_aperture_path(&path) {
+            crate::api::aperture::error_response(StatusCode::FORBIDDEN, message)
+        } else if json {
             HttpError::api(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         } else {
             HttpError::new(StatusCode::FORBIDDEN, message).into_response()
@@ -110,5 +125,7 @@ mod tests {
         assert_eq!(account_of("/rendered/account/7/application/1/x.git/git-upload-pack"), Some("7"));
         assert_eq!(account_of("/api/v1/accounts/5/applications"), Some("5"));
         assert_eq!(account_of("/api/v1/deployments/3"), None);
+        assert_eq!(account_of("/api/v1/account/42/application/7/environment/Production"), Some("42"));
+        assert_eq!(account_of("/api/v1/account/graph"), None);
     }
 }

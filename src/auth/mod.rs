@@ -222,6 +222,12 @@ pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<String> {
     text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
+/// The token in an `access_token` query parameter (Aperture's `keyInQuery` scheme).
+pub fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let axum::extract::Query(mut q) = axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    q.remove("access_token")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +269,8 @@ mod tests {
         assert_eq!(presented_token(&h).as_deref(), Some("dp_xyz"));
         h.insert("section-token", HeaderValue::from_static("dp_hdr"));
         assert_eq!(presented_token(&h).as_deref(), Some("dp_hdr"));
+        let uri = axum::http::Uri::from_static("/api/v1/user?pageName=x&access_token=dp_q%2Bz");
+        assert_eq!(query_token(&uri).as_deref(), Some("dp_q+z"));
+        assert_eq!(query_token(&axum::http::Uri::from_static("/api/v1/user?pageName=x")), None);
     }
 }

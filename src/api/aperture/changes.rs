@@ -1,0 +1,596 @@
+//! Changes to an environment: `configuration` (JSON Patch on section.config.json), `update`
+//! (JSON Patch on any JSON file of the repo), `egress`, `ipRestrictions`, `outagepage` and
+//! `domain/{hostName}`. Each is a commit on the environment's branch, attributed to the
+//! token, checked exactly like a push of that commit (the same checks, the same lines); a
+//! refused one changes nothing and answers 400 with the checks' lines, an accepted one moves
+//! the branch and is deployed.
+//!
+//! Two fields of an environment in section.config.json are written here for features the
+//! checks and the renderers know nothing of yet (they are accepted, with the warning every
+//! unknown key gets): `outage_page`, the file in `outage_pages/` engaged for every request,
+//! and `domains`, the host names the environment serves besides devpop's own.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::applications::{summary, with_environment};
+use super::{identity, json_body, ok, ApiError, Result};
+use crate::api::applications as own;
+use crate::api::audit_action;
+use crate::auth::Principal;
+use crate::records::Action;
+use crate::server::AppState;
+use crate::validation::config::{self, is_host};
+
+/// The environment's custom host names (section.config.json, `environments.<env>.domains`).
+pub const DOMAINS: &str = "domains";
+/// The engaged outage page (section.config.json, `environments.<env>.outage_page`).
+pub const OUTAGE_PAGE: &str = "outage_page";
+const OUTAGE_DIR: &str = "outage_pages";
+
+/// The most operations one JSON Patch may carry.
+const MAX_PATCH_OPS: usize = 1000;
+/// The most components and bytes a `filepath` may have.
+const MAX_PATH_COMPONENTS: usize = 32;
+const MAX_PATH_BYTES: usize = 1024;
+
+type Names = (String, String, String);
+
+/// A refused change: 400 with the lines a push of the same commit would have printed.
+pub fn refused(lines: Vec<String>) -> ApiError {
+    let message = format!("refused by the same checks as a push:\n{}", lines.join("\n"));
+    ApiError { status: StatusCode::BAD_REQUEST, message, diagnostics: Some(lines) }
+}
+
+/// The environment's section.config.json at `head`, parsed (`None`: missing or not JSON).
+pub fn read_config(repo: &Repository, head: Oid) -> Option<Value> {
+    super::applications::snapshot_config(repo, head).ok().flatten().and_then(|t| serde_json::from_slice(&t).ok())
+}
+
+/// The custom domains `config` gives `env`.
+pub fn domains_of(config: &Value, env: &str) -> Vec<String> {
+    config["environments"][env][DOMAINS]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn config_or_400(repo: &Repository, head: Oid) -> Result<Value> {
+    read_config(repo, head).ok_or_else(|| {
+        ApiError::bad("the environment's section.config.json is missing or not JSON; fix it with a push first")
+    })
+}
+
+/// `environments.<env>` of `config`, as an object to change.
+fn environment_mut<'a>(config: &'a mut Value, env: &str) -> Result<&'a mut Map<String, Value>> {
+    config
+        .get_mut("environments")
+        .and_then(|e| e.get_mut(env))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ApiError::bad(format!("section.config.json defines no environment {env}")))
+}
+
+/// A change made: the commit and its deployment.
+struct Change {
+    commit: Oid,
+    deployment: u64,
+}
+
+/// The new content of one file.
+struct Edit {
+    path: Vec<String>,
+    content: Vec<u8>,
+    message: String,
+}
+
+/// Commits what `make` returns on top of the environment's branch, checks it like a push and,
+/// when accepted, moves the branch and deploys it. `make` returning `None` changes nothing.
+async fn commit_change(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    names: Names,
+    action: &str,
+    make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
+) -> Result<Option<Change>> {
+    let (who, email) = identity(principal);
+    let pusher = who.clone();
+    let made = with_environment(state, names, move |st, _, id, repo, env, head| {
+        let Some(edit) = make(repo, head, env)? else { return Ok(None) };
+        let parent = repo.find_commit(head).map_err(super::internal)?;
+        let sig = git2::Signature::now(&who, &email).map_err(super::internal)?;
+        let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
+        let commit =
+            own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message).map_err(super::internal)?;
+        let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
+        let checked = own::check_and_move(st, repo, id, env, commit, Some(head), &log)?;
+        if !checked.accepted {
+            return Err(refused(checked.lines));
+        }
+        Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
+    })
+    .await?;
+    let Some((id, env, commit, lines)) = made else { return Ok(None) };
+    let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
+    request.validation = lines;
+    let d = state.deployer.submit(request).await?;
+    let target = format!("{}/{}/{env}", id.application, id.repo);
+    audit_action(
+        state,
+        principal,
+        peer,
+        action,
+        &id.account,
+        &target,
+        &format!("commit {commit}, deployment {}", d.id),
+    );
+    Ok(Some(Change { commit, deployment: d.id }))
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON serialises");
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// Changes section.config.json with `f` (given the config and the environment's name); no
+/// commit when the result is the same. Returns the config as it now is.
+async fn change_config(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    names: Names,
+    action: &'static str,
+    f: impl FnOnce(&mut Value, &str, &Repository, Oid) -> Result<()> + Send + 'static,
+) -> Result<Value> {
+    let after = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let out = after.clone();
+    commit_change(state, principal, peer, names, action, move |repo, head, env| {
+        let before = config_or_400(repo, head)?;
+        let mut config = before.clone();
+        f(&mut config, env, repo, head)?;
+        *out.lock().expect("config") = config.clone();
+        if config == before {
+            return Ok(None);
+        }
+        let message = format!("{action} on {env} through the API\n");
+        Ok(Some(Edit { path: vec![config::FILE.to_owned()], content: pretty(&config), message }))
+    })
+    .await?;
+    let config = after.lock().expect("config").clone();
+    Ok(config)
+}
+
+/// Applies an RFC 6902 patch (at most [`MAX_PATCH_OPS`] operations) to `doc`.
+fn apply_patch(doc: &mut Value, body: &Bytes) -> Result<()> {
+    let ops: Vec<Value> = json_body(body)?;
+    if ops.len() > MAX_PATCH_OPS {
+        return Err(ApiError::bad(format!("a patch may carry at most {MAX_PATCH_OPS} operations")));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
+        .map_err(|e| ApiError::bad(format!("not an RFC 6902 JSON Patch: {e}")))?;
+    json_patch::patch(doc, &patch).map_err(|e| ApiError::bad(format!("the patch does not apply: {e}")))
+}
+
+pub async fn configuration(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
+    Ok(ok(with_environment(&state, names, |_, _, _, repo, _, head| config_or_400(repo, head)).await?))
+}
+
+pub async fn patch_configuration(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+    body: Bytes,
+) -> Result<Response> {
+    let config = change_config(&state, &principal, peer, names, "configuration.patch", move |config, _, _, _| {
+        apply_patch(config, &body)
+    })
+    .await?;
+    Ok(ok(config))
+}
+
+/// The components of a `filepath` header: a relative path inside the repo, no `.`, `..` or
+/// `.git` component.
+fn file_path(headers: &HeaderMap) -> Result<Vec<String>> {
+    let raw = headers
+        .get("filepath")
+        .ok_or_else(|| ApiError::bad("send the file to change in the filepath header"))?
+        .to_str()
+        .map_err(|_| ApiError::bad("the filepath header is not text"))?;
+    let parts: Vec<&str> = raw.split('/').collect();
+    let bad = raw.len() > MAX_PATH_BYTES
+        || parts.len() > MAX_PATH_COMPONENTS
+        || parts.iter().any(|p| {
+            p.is_empty() || *p == "." || *p == ".." || p.eq_ignore_ascii_case(".git") || p.contains(['\\', '\0'])
+        });
+    if bad {
+        return Err(ApiError::bad(format!(
+            "filepath {raw:?}: use a relative path inside the repo (like cache/default.json), without ., .. or .git"
+        )));
+    }
+    Ok(parts.into_iter().map(str::to_owned).collect())
+}
+
+#[derive(Debug, Serialize)]
+struct Updated {
+    filepath: String,
+    /// The commit made (`null`: the patch changed nothing).
+    commit: Option<String>,
+    deployment: Option<u64>,
+}
+
+/// JSON Patch on the JSON file the `filepath` header names.
+pub async fn update_file(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let path = file_path(&headers)?;
+    let filepath = path.join("/");
+    let shown = filepath.clone();
+    let change = commit_change(&state, &principal, peer, names, "file.patch", move |repo, head, env| {
+        let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+        let entry = tree
+            .get_path(std::path::Path::new(&shown))
+            .map_err(|_| ApiError::not_found(format!("the environment's commit has no file {shown}")))?;
+        let blob = repo.find_blob(entry.id()).map_err(|_| ApiError::bad(format!("{shown} is a folder, not a file")))?;
+        let before: Value = serde_json::from_slice(blob.content())
+            .map_err(|e| ApiError::bad(format!("{shown} is not JSON ({e}); only JSON files take a JSON Patch")))?;
+        let mut doc = before.clone();
+        apply_patch(&mut doc, &body)?;
+        if doc == before {
+            return Ok(None);
+        }
+        let message = format!("Patch {shown} on {env} through the API\n");
+        Ok(Some(Edit { path, content: pretty(&doc), message }))
+    })
+    .await?;
+    Ok(ok(Updated {
+        filepath,
+        commit: change.as_ref().map(|c| c.commit.to_string()),
+        deployment: change.map(|c| c.deployment),
+    }))
+}
+
+// ---- egress ----
+
+/// The origin fields Aperture keeps per origin; the others are egress-wide in Aperture and
+/// per origin in section.config.json.
+const ORIGIN_FIELDS: [&str; 5] = ["address", "http_port", "https_port", "host_header", "disable_keepalive"];
+const EGRESS_FIELDS: [&str; 4] = ["remove_request_headers", "enable_sni", "verify_certificate", "proxy_acme_challenge"];
+
+/// Aperture's Egress, from an environment's settings.
+fn egress_of(env: &Map<String, Value>) -> Value {
+    let pick = |o: &Value| -> Value {
+        let mut out = Map::new();
+        for f in ORIGIN_FIELDS {
+            if let Some(v) = o.get(f) {
+                out.insert(f.to_owned(), v.clone());
+            }
+        }
+        Value::Object(out)
+    };
+    let origin = env.get("origin").cloned().unwrap_or(Value::Null);
+    let mut origins = Map::new();
+    origins.insert("default".into(), pick(&origin));
+    if let Some(alt) = env.get("alternate_origins").and_then(Value::as_object) {
+        for (name, o) in alt {
+            origins.insert(name.clone(), pick(o));
+        }
+    }
+    let mut egress = Map::new();
+    for f in EGRESS_FIELDS {
+        match origin.get(f) {
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(v) => {
+                egress.insert(f.to_owned(), v.clone());
+            }
+            None => {}
+        }
+    }
+    egress.insert("origins".into(), Value::Object(origins));
+    Value::Object(egress)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressOrigin {
+    address: String,
+    http_port: Option<u16>,
+    https_port: Option<u16>,
+    host_header: Option<String>,
+    disable_keepalive: Option<bool>,
+    keepalive_seconds: Option<u64>,
+    tls_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Egress {
+    origins: BTreeMap<String, EgressOrigin>,
+    remove_request_headers: Option<Vec<String>>,
+    enable_sni: Option<bool>,
+    verify_certificate: Option<bool>,
+    proxy_acme_challenge: Option<bool>,
+    upstream_response_timeout_seconds: Option<u64>,
+}
+
+/// section.config.json's `origin` and `alternate_origins` for an Egress.
+fn settings_of(egress: Egress) -> Result<(Value, Map<String, Value>)> {
+    let unsupported = |field: &str| {
+        ApiError::bad(format!("devpop's egress has no {field} setting; leave it out (see the README's API section)"))
+    };
+    if egress.upstream_response_timeout_seconds.is_some() {
+        return Err(unsupported("upstream_response_timeout_seconds"));
+    }
+    let wide = json!({
+        "remove_request_headers": egress.remove_request_headers,
+        "enable_sni": egress.enable_sni,
+        "verify_certificate": egress.verify_certificate,
+        "proxy_acme_challenge": egress.proxy_acme_challenge,
+    });
+    let mut default = None;
+    let mut alternates = Map::new();
+    for (name, o) in egress.origins {
+        if o.keepalive_seconds.is_some() {
+            return Err(unsupported("keepalive_seconds"));
+        }
+        if o.tls_name.is_some() {
+            return Err(unsupported("tls_name"));
+        }
+        let mut origin = Map::new();
+        let fields = json!({
+            "address": o.address,
+            "http_port": o.http_port,
+            "https_port": o.https_port,
+            "host_header": o.host_header,
+            "disable_keepalive": o.disable_keepalive,
+        });
+        for (k, v) in fields.as_object().into_iter().flatten().chain(wide.as_object().into_iter().flatten()) {
+            if !v.is_null() {
+                origin.insert(k.clone(), v.clone());
+            }
+        }
+        if name == "default" {
+            default = Some(Value::Object(origin));
+        } else {
+            alternates.insert(name, Value::Object(origin));
+        }
+    }
+    let default = default.ok_or_else(|| ApiError::bad("origins needs a default origin"))?;
+    Ok((default, alternates))
+}
+
+pub async fn egress(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
+    let e = with_environment(&state, names, |_, _, _, repo, env, head| {
+        let mut config = config_or_400(repo, head)?;
+        Ok(egress_of(environment_mut(&mut config, env)?))
+    })
+    .await?;
+    Ok(ok(e))
+}
+
+pub async fn set_egress(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+    body: Bytes,
+) -> Result<Response> {
+    let (origin, alternates) = settings_of(json_body(&body)?)?;
+    let env_name = names.2.clone();
+    let mut config = change_config(&state, &principal, peer, names, "egress.set", move |config, env, _, _| {
+        let e = environment_mut(config, env)?;
+        e.insert("origin".into(), origin);
+        if alternates.is_empty() {
+            e.remove("alternate_origins");
+        } else {
+            e.insert("alternate_origins".into(), Value::Object(alternates));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(ok(egress_of(environment_mut(&mut config, &env_name)?)))
+}
+
+// ---- IP restrictions ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IpRestrictions {
+    ip_blacklist: Vec<String>,
+}
+
+fn restrictions_of(env: &Map<String, Value>) -> IpRestrictions {
+    let list = env.get("ip_blacklist").and_then(Value::as_array);
+    IpRestrictions { ip_blacklist: list.into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect() }
+}
+
+pub async fn ip_restrictions(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
+    let r = with_environment(&state, names, |_, _, _, repo, env, head| {
+        let mut config = config_or_400(repo, head)?;
+        Ok(restrictions_of(environment_mut(&mut config, env)?))
+    })
+    .await?;
+    Ok(ok(r))
+}
+
+pub async fn set_ip_restrictions(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+    body: Bytes,
+) -> Result<Response> {
+    let body: IpRestrictions = json_body(&body)?;
+    let env_name = names.2.clone();
+    let mut config = change_config(&state, &principal, peer, names, "ip_restrictions.set", move |config, env, _, _| {
+        let e = environment_mut(config, env)?;
+        if body.ip_blacklist.is_empty() {
+            e.remove("ip_blacklist");
+        } else {
+            e.insert("ip_blacklist".into(), json!(body.ip_blacklist));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(ok(restrictions_of(environment_mut(&mut config, &env_name)?)))
+}
+
+// ---- outage pages ----
+
+/// Aperture's OutagePage.
+#[derive(Debug, Serialize)]
+struct OutagePage {
+    name: String,
+    engaged: bool,
+}
+
+/// The `.html` files at the top of `outage_pages/` in the commit `head`.
+fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
+    let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+    let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
+    let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };
+    Ok(dir
+        .iter()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
+        .filter_map(|e| e.name().ok().map(str::to_owned))
+        .filter(|n| n.ends_with(".html"))
+        .collect())
+}
+
+pub async fn outage_pages(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
+    let pages = with_environment(&state, names, |_, _, _, repo, env, head| {
+        let config = config_or_400(repo, head)?;
+        let engaged = config["environments"][env][OUTAGE_PAGE].as_str().map(str::to_owned);
+        Ok(outage_page_names(repo, head)?
+            .into_iter()
+            .map(|name| OutagePage { engaged: engaged.as_deref() == Some(&name), name })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(ok(pages))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    #[serde(rename = "pageName")]
+    page_name: Option<String>,
+}
+
+/// Engages `pageName`: the environment's egress serves it for every request until disengaged.
+pub async fn engage_outage_page(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response> {
+    let page =
+        q.page_name.ok_or_else(|| ApiError::bad("name the page to engage: ?pageName=<file in outage_pages/>"))?;
+    change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
+        let pages = outage_page_names(repo, head)?;
+        if !pages.contains(&page) {
+            return Err(ApiError::bad(format!(
+                "outage_pages/ has no {page:?}; push the page first (it has {})",
+                if pages.is_empty() { "none".to_owned() } else { pages.join(", ") }
+            )));
+        }
+        environment_mut(config, env)?.insert(OUTAGE_PAGE.into(), Value::String(page));
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn disengage_outage_page(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<Names>,
+) -> Result<Response> {
+    change_config(&state, &principal, peer, names, "outage_page.disengage", move |config, env, _, _| {
+        environment_mut(config, env)?.remove(OUTAGE_PAGE);
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- domains ----
+
+/// The environment's summary after a domain change.
+async fn domain_change(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    (a, b, env, host): (String, String, String, String),
+    add: bool,
+) -> Result<Response> {
+    if !is_host(&host) || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(ApiError::bad(format!("{host:?} is not a host name")));
+    }
+    let action = if add { "domain.add" } else { "domain.remove" };
+    let names = (a.clone(), b.clone(), env.clone());
+    change_config(state, principal, peer, names, action, move |config, env, _, _| {
+        let mut domains = domains_of(config, env);
+        let present = domains.iter().any(|d| d.eq_ignore_ascii_case(&host));
+        match (add, present) {
+            (true, false) => domains.push(host.to_ascii_lowercase()),
+            (false, true) => domains.retain(|d| !d.eq_ignore_ascii_case(&host)),
+            (false, false) => return Err(ApiError::not_found(format!("environment {env} does not serve {host}"))),
+            (true, true) => {}
+        }
+        let e = environment_mut(config, env)?;
+        if domains.is_empty() {
+            e.remove(DOMAINS);
+        } else {
+            e.insert(DOMAINS.into(), json!(domains));
+        }
+        Ok(())
+    })
+    .await?;
+    let s = with_environment(state, (a, b, env), |st, n, id, repo, env, head| Ok(summary(st, n, id, repo, env, head)))
+        .await?;
+    Ok(ok(s))
+}
+
+pub async fn add_domain(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> Result<Response> {
+    if !body.is_empty() {
+        let cert: Map<String, Value> = json_body(&body)?;
+        if cert.contains_key("public_certificates") || cert.contains_key("private_key") {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "certificates are out of scope for devpop: TLS is terminated in front of the cluster's Ingress",
+            ));
+        }
+    }
+    domain_change(&state, &principal, peer, names, true).await
+}
+
+pub async fn remove_domain(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(names): Path<(String, String, String, String)>,
+) -> Result<Response> {
+    domain_change(&state, &principal, peer, names, false).await
+}
