@@ -284,7 +284,9 @@ pub async fn create_environment(
         Ok(summary(&st, n, &id, &repo, &name, commit))
     })
     .await?;
-    Ok(ok(s))
+    let mut r = ok(s);
+    r.headers_mut().insert(super::changes::DEPLOYMENT_HEADER, d.id.into());
+    Ok(r)
 }
 
 /// Aperture's Proxy (one proxychain entry) and its ProxyType.

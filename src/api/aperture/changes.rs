@@ -150,10 +150,10 @@ async fn change_config(
     names: Names,
     action: &'static str,
     f: impl FnOnce(&mut Value, &str, &Repository, Oid) -> Result<()> + Send + 'static,
-) -> Result<Value> {
+) -> Result<(Value, Option<u64>)> {
     let after = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
     let out = after.clone();
-    commit_change(state, principal, peer, names, action, move |repo, head, env| {
+    let change = commit_change(state, principal, peer, names, action, move |repo, head, env| {
         let before = config_or_400(repo, head)?;
         let mut config = before.clone();
         f(&mut config, env, repo, head)?;
@@ -166,7 +166,22 @@ async fn change_config(
     })
     .await?;
     let config = after.lock().expect("config").clone();
-    Ok(config)
+    Ok((config, change.map(|c| c.deployment)))
+}
+
+/// The header that names the deployment a change made (absent: the change changed nothing).
+pub const DEPLOYMENT_HEADER: &str = "devpop-deployment";
+
+/// A response to a change: `body` (or 204 when `None`), with the deployment it made.
+fn changed(body: Option<Value>, deployment: Option<u64>) -> Response {
+    let mut r = match body {
+        Some(v) => ok(v),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Some(d) = deployment {
+        r.headers_mut().insert(DEPLOYMENT_HEADER, d.into());
+    }
+    r
 }
 
 /// Applies an RFC 6902 patch (at most [`MAX_PATCH_OPS`] operations) to `doc`.
@@ -191,11 +206,11 @@ pub async fn patch_configuration(
     Path(names): Path<Names>,
     body: Bytes,
 ) -> Result<Response> {
-    let config = change_config(&state, &principal, peer, names, "configuration.patch", move |config, _, _, _| {
+    let (config, d) = change_config(&state, &principal, peer, names, "configuration.patch", move |config, _, _, _| {
         apply_patch(config, &body)
     })
     .await?;
-    Ok(ok(config))
+    Ok(changed(Some(config), d))
 }
 
 /// The components of a `filepath` header: a relative path inside the repo, no `.`, `..` or
@@ -257,11 +272,9 @@ pub async fn update_file(
         Ok(Some(Edit { path, content: pretty(&doc), message }))
     })
     .await?;
-    Ok(ok(Updated {
-        filepath,
-        commit: change.as_ref().map(|c| c.commit.to_string()),
-        deployment: change.map(|c| c.deployment),
-    }))
+    let d = change.as_ref().map(|c| c.deployment);
+    let body = Updated { filepath, commit: change.as_ref().map(|c| c.commit.to_string()), deployment: d };
+    Ok(changed(Some(serde_json::to_value(body).expect("serialises")), d))
 }
 
 // ---- egress ----
@@ -391,7 +404,7 @@ pub async fn set_egress(
 ) -> Result<Response> {
     let (origin, alternates) = settings_of(json_body(&body)?)?;
     let env_name = names.2.clone();
-    let mut config = change_config(&state, &principal, peer, names, "egress.set", move |config, env, _, _| {
+    let (mut config, d) = change_config(&state, &principal, peer, names, "egress.set", move |config, env, _, _| {
         let e = environment_mut(config, env)?;
         e.insert("origin".into(), origin);
         if alternates.is_empty() {
@@ -402,7 +415,7 @@ pub async fn set_egress(
         Ok(())
     })
     .await?;
-    Ok(ok(egress_of(environment_mut(&mut config, &env_name)?)))
+    Ok(changed(Some(egress_of(environment_mut(&mut config, &env_name)?)), d))
 }
 
 // ---- IP restrictions ----
@@ -436,17 +449,19 @@ pub async fn set_ip_restrictions(
 ) -> Result<Response> {
     let body: IpRestrictions = json_body(&body)?;
     let env_name = names.2.clone();
-    let mut config = change_config(&state, &principal, peer, names, "ip_restrictions.set", move |config, env, _, _| {
-        let e = environment_mut(config, env)?;
-        if body.ip_blacklist.is_empty() {
-            e.remove("ip_blacklist");
-        } else {
-            e.insert("ip_blacklist".into(), json!(body.ip_blacklist));
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(ok(restrictions_of(environment_mut(&mut config, &env_name)?)))
+    let (mut config, d) =
+        change_config(&state, &principal, peer, names, "ip_restrictions.set", move |config, env, _, _| {
+            let e = environment_mut(config, env)?;
+            if body.ip_blacklist.is_empty() {
+                e.remove("ip_blacklist");
+            } else {
+                e.insert("ip_blacklist".into(), json!(body.ip_blacklist));
+            }
+            Ok(())
+        })
+        .await?;
+    let r = restrictions_of(environment_mut(&mut config, &env_name)?);
+    Ok(changed(Some(serde_json::to_value(r).expect("serialises")), d))
 }
 
 // ---- outage pages ----
@@ -500,19 +515,20 @@ pub async fn engage_outage_page(
 ) -> Result<Response> {
     let page =
         q.page_name.ok_or_else(|| ApiError::bad("name the page to engage: ?pageName=<file in outage_pages/>"))?;
-    change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
-        let pages = outage_page_names(repo, head)?;
-        if !pages.contains(&page) {
-            return Err(ApiError::bad(format!(
-                "outage_pages/ has no {page:?}; push the page first (it has {})",
-                if pages.is_empty() { "none".to_owned() } else { pages.join(", ") }
-            )));
-        }
-        environment_mut(config, env)?.insert(OUTAGE_PAGE.into(), Value::String(page));
-        Ok(())
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let (_, d) =
+        change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
+            let pages = outage_page_names(repo, head)?;
+            if !pages.contains(&page) {
+                return Err(ApiError::bad(format!(
+                    "outage_pages/ has no {page:?}; push the page first (it has {})",
+                    if pages.is_empty() { "none".to_owned() } else { pages.join(", ") }
+                )));
+            }
+            environment_mut(config, env)?.insert(OUTAGE_PAGE.into(), Value::String(page));
+            Ok(())
+        })
+        .await?;
+    Ok(changed(None, d))
 }
 
 pub async fn disengage_outage_page(
@@ -521,12 +537,12 @@ pub async fn disengage_outage_page(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(names): Path<Names>,
 ) -> Result<Response> {
-    change_config(&state, &principal, peer, names, "outage_page.disengage", move |config, env, _, _| {
+    let (_, d) = change_config(&state, &principal, peer, names, "outage_page.disengage", move |config, env, _, _| {
         environment_mut(config, env)?.remove(OUTAGE_PAGE);
         Ok(())
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(changed(None, d))
 }
 
 // ---- domains ----
@@ -544,7 +560,7 @@ async fn domain_change(
     }
     let action = if add { "domain.add" } else { "domain.remove" };
     let names = (a.clone(), b.clone(), env.clone());
-    change_config(state, principal, peer, names, action, move |config, env, _, _| {
+    let (_, d) = change_config(state, principal, peer, names, action, move |config, env, _, _| {
         let mut domains = domains_of(config, env);
         let present = domains.iter().any(|d| d.eq_ignore_ascii_case(&host));
         match (add, present) {
@@ -564,7 +580,7 @@ async fn domain_change(
     .await?;
     let s = with_environment(state, (a, b, env), |st, n, id, repo, env, head| Ok(summary(st, n, id, repo, env, head)))
         .await?;
-    Ok(ok(s))
+    Ok(changed(Some(serde_json::to_value(s).expect("serialises")), d))
 }
 
 pub async fn add_domain(

@@ -17,7 +17,10 @@
 mod accounts;
 mod applications;
 mod changes;
+mod routes;
 mod unsupported;
+
+pub use routes::routes;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,8 +28,6 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -41,64 +42,6 @@ pub const BASE: &str = "/api/v1";
 
 /// The ids at or above this are allocated to applications whose names are not numbers.
 const ALLOCATED_FROM: u64 = 1_000_000_000;
-
-pub fn routes() -> Router<AppState> {
-    use accounts as ac;
-    use applications as ap;
-    use changes as ch;
-    Router::new()
-        .route("/api/v1/account", get(ac::list))
-        .route("/api/v1/account/graph", get(ac::graph))
-        .route("/api/v1/account/{accountId}", get(ac::get))
-        .route(
-            "/api/v1/user",
-            get(ac::user).merge(unsupported::answer(axum::routing::MethodFilter::POST, unsupported::USERS)),
-        )
-        .route("/api/v1/stack", get(ap::stacks))
-        .route("/api/v1/proxytemplate", get(ap::proxy_templates))
-        .route("/api/v1/account/{accountId}/application/", get(ap::list))
-        .route("/api/v1/account/{accountId}/application", get(ap::list))
-        .route("/api/v1/account/{accountId}/application/create", post(ap::create))
-        .route("/api/v1/account/{accountId}/application/{applicationId}", get(ap::get).delete(ap::delete))
-        .route("/api/v1/account/{accountId}/application/{applicationId}/environment", get(ap::environments))
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/create",
-            post(ap::create_environment),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}",
-            get(ap::environment),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/stack",
-            get(ap::stack),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/configuration",
-            get(ch::configuration).patch(ch::patch_configuration),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/update",
-            axum::routing::patch(ch::update_file),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/egress",
-            get(ch::egress).post(ch::set_egress),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/ipRestrictions",
-            get(ch::ip_restrictions).post(ch::set_ip_restrictions),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/outagepage",
-            get(ch::outage_pages).post(ch::engage_outage_page).delete(ch::disengage_outage_page),
-        )
-        .route(
-            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/domain/{hostName}",
-            post(ch::add_domain).delete(ch::remove_domain),
-        )
-        .merge(unsupported::routes())
-}
 
 /// Is `path` on Aperture's surface (errors there are `{"message"}`)?
 pub fn is_aperture_path(path: &str) -> bool {
@@ -144,7 +87,7 @@ impl From<crate::applying::deployer::DeployError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(status = %self.status, "{}", self.message);
         }
         let mut body = serde_json::json!({ "message": self.message });
