@@ -46,15 +46,23 @@ fn call(devpop: &Devpop, method: &str, path: &str, body: Option<Value>) -> Reply
 }
 
 fn token(devpop: &Devpop, args: &[&str]) -> String {
-    let out = Command::new(DEVPOP)
-        .args(["token", "create"])
-        .args(args)
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new(DEVPOP);
+    cmd.args(["token", "create", "--data"]).arg(devpop.data.path()).args(args);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "devpop token create: {}", stderr(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A server that wants tokens, and a token of account 9999.
+fn secured() -> (Devpop, String) {
+    let devpop = Devpop::start_with(&["--auth", "tokens"]);
+    let t = token(&devpop, &["--account", "9999"]);
+    (devpop, t)
+}
+
+/// Puts the token in a clone URL as git's password (Section's convention).
+fn with_token(t: &str) -> impl Fn(&str) -> String + '_ {
+    move |url| url.replacen("http://", &format!("http://section-token:{t}@"), 1)
 }
 
 /// Waits until deployment `id` reaches a final state (asking with `headers`); returns its JSON.
@@ -98,6 +106,13 @@ fn sample(
     (id, dir, work)
 }
 
+/// A server with the sample application (no authentication).
+fn started() -> (Devpop, u64, tempfile::TempDir, std::path::PathBuf) {
+    let devpop = Devpop::start();
+    let (app, dir, work) = sample(&devpop, &[], str::to_owned);
+    (devpop, app, dir, work)
+}
+
 fn env_path(app: u64, env: &str) -> String {
     format!("/account/9999/application/{app}/environment/{env}")
 }
@@ -111,10 +126,9 @@ fn server_config(devpop: &Devpop, app: u64, env: &str) -> Value {
 
 #[test]
 fn accounts_graph_and_user_follow_the_published_schema_and_every_aperture_auth_scheme() {
-    let devpop = Devpop::start_with(&["--auth", "tokens"]);
+    let (devpop, t) = secured();
     devpop.create_app("9999", "9999", "sample-application");
     devpop.create_app("42", "7", "other");
-    let t = token(&devpop, &["--account", "9999"]);
     let basic = format!("Basic {}", base64(&format!("section-token:{t}")));
 
     // The three ways Aperture clients send a token, and none.
@@ -264,8 +278,7 @@ fn applications_get_integer_ids_and_are_created_listed_read_and_deleted() {
 
 #[test]
 fn environments_are_listed_created_from_a_source_with_a_domain_and_read() {
-    let devpop = Devpop::start();
-    let (app, _d, work) = sample(&devpop, &[], str::to_owned);
+    let (devpop, app, _d, work) = started();
     let base = format!("/account/9999/application/{app}/environment");
     let r = call(&devpop, "GET", &base, None);
     assert_eq!(r.status, 200);
@@ -342,11 +355,9 @@ fn stacks_proxy_templates_and_an_environments_stack_describe_packages_and_the_ch
 
 #[test]
 fn configuration_patches_are_commits_checked_like_a_push_attributed_and_deployed() {
-    let devpop = Devpop::start_with(&["--auth", "tokens"]);
-    let t = token(&devpop, &["--account", "9999"]);
+    let (devpop, t) = secured();
     let h = [("section-token", t.as_str())];
-    let with_token = |url: &str| url.replacen("http://", &format!("http://section-token:{t}@"), 1);
-    let (app, _d, work) = sample(&devpop, &h, with_token);
+    let (app, _d, work) = sample(&devpop, &h, with_token(&t));
     let path = format!("{}/configuration", env_path(app, "Production"));
 
     let r = call_with(&devpop, "GET", &path, &h, None);
@@ -415,8 +426,7 @@ fn configuration_patches_are_commits_checked_like_a_push_attributed_and_deployed
 
 #[test]
 fn update_patches_the_json_file_the_filepath_header_names() {
-    let devpop = Devpop::start();
-    let (app, _d, work) = sample(&devpop, &[], str::to_owned);
+    let (devpop, app, _d, work) = started();
     std::fs::create_dir_all(work.join("extra")).unwrap();
     std::fs::write(work.join("extra/settings.json"), "{\"ttl\": 60}\n").unwrap();
     commit_all(&work, "settings");
@@ -465,8 +475,7 @@ fn update_patches_the_json_file_the_filepath_header_names() {
 
 #[test]
 fn egress_and_ip_restrictions_are_read_from_and_written_to_section_config() {
-    let devpop = Devpop::start();
-    let (app, _d, _w) = sample(&devpop, &[], str::to_owned);
+    let (devpop, app, _d, _w) = started();
     let egress = format!("{}/egress", env_path(app, "Production"));
     let r = call(&devpop, "GET", &egress, None);
     assert_eq!(r.status, 200);
@@ -537,8 +546,7 @@ fn egress_and_ip_restrictions_are_read_from_and_written_to_section_config() {
 
 #[test]
 fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
-    let devpop = Devpop::start();
-    let (app, _d, _w) = sample(&devpop, &[], str::to_owned);
+    let (devpop, app, _d, _w) = started();
     let path = format!("{}/outagepage", env_path(app, "Production"));
     let r = call(&devpop, "GET", &path, None);
     assert_eq!((r.status, &r.body), (200, &json!([{"name": "maintenance.html", "engaged": false}])));
@@ -568,8 +576,7 @@ fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
 
 #[test]
 fn domains_are_added_to_and_removed_from_an_environment() {
-    let devpop = Devpop::start();
-    let (app, _d, _w) = sample(&devpop, &[], str::to_owned);
+    let (devpop, app, _d, _w) = started();
     let path = format!("{}/domain/www.example.com", env_path(app, "Production"));
     let r = call(&devpop, "POST", &path, None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -616,17 +623,15 @@ fn out_of_scope_operations_answer_501_with_the_reason() {
 
 #[test]
 fn a_console_clone_lists_creates_pushes_and_changes_an_environment() {
-    let devpop = Devpop::start_with(&["--auth", "tokens"]);
-    let t = token(&devpop, &["--account", "9999"]);
+    let (devpop, t) = secured();
     let h = [("section-token", t.as_str())];
-    let with_token = |url: &str| url.replacen("http://", &format!("http://section-token:{t}@"), 1);
 
     let r = call_with(&devpop, "GET", "/account", &h, None);
     assert_eq!(r.body[0]["id"], 9999, "{}", r.body);
     let r = call_with(&devpop, "GET", "/account/graph", &h, None);
     assert_eq!(r.body[0]["applications"], json!([]));
 
-    let (app, _d, _w) = sample(&devpop, &h, with_token);
+    let (app, _d, _w) = sample(&devpop, &h, with_token(&t));
     let graph = call_with(&devpop, "GET", "/account/graph", &h, None).body;
     assert_eq!(graph[0]["applications"][0]["id"].as_u64(), Some(app));
 

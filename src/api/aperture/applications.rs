@@ -2,20 +2,18 @@
 //! `.../environment/...`, `.../stack`, and the server-wide `/stack` and `/proxytemplate`.
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use git2::Repository;
 use serde::{Deserialize, Serialize};
 
 use super::{
     account_name, application_number, applications_with_ids, blocking, environment_id, find_application, identity,
-    ids_lock, internal, json_body, ok, ApiError, Result, BASE,
+    ids_lock, internal, json_body, ok, ApiError, Caller, Result, BASE,
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
-use crate::auth::Principal;
 use crate::names::RepoId;
 use crate::records::Action;
 use crate::server::AppState;
@@ -88,8 +86,7 @@ struct CreateApplication {
 /// forwards to `origin`; the application's id is the account's next free number.
 pub async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(account): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
@@ -130,8 +127,7 @@ pub async fn create(
 
 pub async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path((a, b)): Path<(String, String)>,
 ) -> Result<Response> {
     let st = state.clone();
@@ -239,8 +235,7 @@ struct CreateEnvironment {
 /// a commit checked like a push, then deployed.
 pub async fn create_environment(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path((a, b)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response> {

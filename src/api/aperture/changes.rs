@@ -13,16 +13,15 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::applications::{summary, with_environment};
-use super::{identity, json_body, ok, ApiError, Result};
+use super::{identity, json_body, ok, ApiError, Caller, Result};
 use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::auth::Principal;
@@ -201,8 +200,7 @@ pub async fn configuration(State(state): State<AppState>, Path(names): Path<Name
 
 pub async fn patch_configuration(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<Names>,
     body: Bytes,
 ) -> Result<Response> {
@@ -235,19 +233,11 @@ fn file_path(headers: &HeaderMap) -> Result<Vec<String>> {
     Ok(parts.into_iter().map(str::to_owned).collect())
 }
 
-#[derive(Debug, Serialize)]
-struct Updated {
-    filepath: String,
-    /// The commit made (`null`: the patch changed nothing).
-    commit: Option<String>,
-    deployment: Option<u64>,
-}
-
-/// JSON Patch on the JSON file the `filepath` header names.
+/// JSON Patch on the JSON file the `filepath` header names; answers the file's path, the
+/// commit made and its deployment (both `null` when the patch changed nothing).
 pub async fn update_file(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<Names>,
     headers: HeaderMap,
     body: Bytes,
@@ -273,8 +263,8 @@ pub async fn update_file(
     })
     .await?;
     let d = change.as_ref().map(|c| c.deployment);
-    let body = Updated { filepath, commit: change.as_ref().map(|c| c.commit.to_string()), deployment: d };
-    Ok(changed(Some(serde_json::to_value(body).expect("serialises")), d))
+    let commit = change.as_ref().map(|c| c.commit.to_string());
+    Ok(changed(Some(json!({ "filepath": filepath, "commit": commit, "deployment": d })), d))
 }
 
 // ---- egress ----
@@ -386,38 +376,6 @@ fn settings_of(egress: Egress) -> Result<(Value, Map<String, Value>)> {
     Ok((default, alternates))
 }
 
-pub async fn egress(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
-    let e = with_environment(&state, names, |_, _, _, repo, env, head| {
-        let mut config = config_or_400(repo, head)?;
-        Ok(egress_of(environment_mut(&mut config, env)?))
-    })
-    .await?;
-    Ok(ok(e))
-}
-
-pub async fn set_egress(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(names): Path<Names>,
-    body: Bytes,
-) -> Result<Response> {
-    let (origin, alternates) = settings_of(json_body(&body)?)?;
-    let env_name = names.2.clone();
-    let (mut config, d) = change_config(&state, &principal, peer, names, "egress.set", move |config, env, _, _| {
-        let e = environment_mut(config, env)?;
-        e.insert("origin".into(), origin);
-        if alternates.is_empty() {
-            e.remove("alternate_origins");
-        } else {
-            e.insert("alternate_origins".into(), Value::Object(alternates));
-        }
-        Ok(())
-    })
-    .await?;
-    Ok(changed(Some(egress_of(environment_mut(&mut config, &env_name)?)), d))
-}
-
 // ---- IP restrictions ----
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -431,37 +389,84 @@ fn restrictions_of(env: &Map<String, Value>) -> IpRestrictions {
     IpRestrictions { ip_blacklist: list.into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect() }
 }
 
-pub async fn ip_restrictions(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
-    let r = with_environment(&state, names, |_, _, _, repo, env, head| {
-        let mut config = config_or_400(repo, head)?;
-        Ok(restrictions_of(environment_mut(&mut config, env)?))
-    })
-    .await?;
-    Ok(ok(r))
+// ---- settings read and written whole: egress, IP restrictions ----
+
+/// A part of an environment's settings that Aperture reads and writes as one resource.
+pub trait Setting: Send + 'static {
+    /// The audit log's name for a change of it.
+    const ACTION: &'static str;
+    /// Aperture's view of it, from the environment's settings in section.config.json.
+    fn read(env: &Map<String, Value>) -> Value;
+    /// Puts a request body (Aperture's shape) into the environment's settings.
+    fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()>;
 }
 
-pub async fn set_ip_restrictions(
+/// `egress`: `origin` and `alternate_origins`.
+pub struct EgressSetting;
+
+impl Setting for EgressSetting {
+    const ACTION: &'static str = "egress.set";
+
+    fn read(env: &Map<String, Value>) -> Value {
+        egress_of(env)
+    }
+
+    fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()> {
+        let (origin, alternates) = settings_of(json_body(body)?)?;
+        env.insert("origin".into(), origin);
+        put_or_remove(env, "alternate_origins", Value::Object(alternates));
+        Ok(())
+    }
+}
+
+/// `ipRestrictions`: `ip_blacklist`.
+pub struct IpRestrictionSetting;
+
+impl Setting for IpRestrictionSetting {
+    const ACTION: &'static str = "ip_restrictions.set";
+
+    fn read(env: &Map<String, Value>) -> Value {
+        serde_json::to_value(restrictions_of(env)).expect("serialises")
+    }
+
+    fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()> {
+        let body: IpRestrictions = json_body(body)?;
+        put_or_remove(env, "ip_blacklist", json!(body.ip_blacklist));
+        Ok(())
+    }
+}
+
+/// Sets `key` to `value`, or removes it when `value` is an empty array or object.
+fn put_or_remove(env: &mut Map<String, Value>, key: &str, value: Value) {
+    let empty = value.as_array().is_some_and(Vec::is_empty) || value.as_object().is_some_and(Map::is_empty);
+    if empty {
+        env.remove(key);
+    } else {
+        env.insert(key.to_owned(), value);
+    }
+}
+
+pub async fn read_setting<S: Setting>(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
+    let v = with_environment(&state, names, |_, _, _, repo, env, head| {
+        let mut config = config_or_400(repo, head)?;
+        Ok(S::read(environment_mut(&mut config, env)?))
+    })
+    .await?;
+    Ok(ok(v))
+}
+
+pub async fn write_setting<S: Setting>(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<Names>,
     body: Bytes,
 ) -> Result<Response> {
-    let body: IpRestrictions = json_body(&body)?;
     let env_name = names.2.clone();
-    let (mut config, d) =
-        change_config(&state, &principal, peer, names, "ip_restrictions.set", move |config, env, _, _| {
-            let e = environment_mut(config, env)?;
-            if body.ip_blacklist.is_empty() {
-                e.remove("ip_blacklist");
-            } else {
-                e.insert("ip_blacklist".into(), json!(body.ip_blacklist));
-            }
-            Ok(())
-        })
-        .await?;
-    let r = restrictions_of(environment_mut(&mut config, &env_name)?);
-    Ok(changed(Some(serde_json::to_value(r).expect("serialises")), d))
+    let (mut config, d) = change_config(&state, &principal, peer, names, S::ACTION, move |config, env, _, _| {
+        S::write(environment_mut(config, env)?, &body)
+    })
+    .await?;
+    Ok(changed(Some(S::read(environment_mut(&mut config, &env_name)?)), d))
 }
 
 // ---- outage pages ----
@@ -499,22 +504,16 @@ pub async fn outage_pages(State(state): State<AppState>, Path(names): Path<Names
     Ok(ok(pages))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    #[serde(rename = "pageName")]
-    page_name: Option<String>,
-}
-
 /// Engages `pageName`: the environment's egress serves it for every request until disengaged.
 pub async fn engage_outage_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<Names>,
-    Query(q): Query<PageQuery>,
+    Query(mut query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response> {
-    let page =
-        q.page_name.ok_or_else(|| ApiError::bad("name the page to engage: ?pageName=<file in outage_pages/>"))?;
+    let page = query
+        .remove("pageName")
+        .ok_or_else(|| ApiError::bad("name the page to engage: ?pageName=<file in outage_pages/>"))?;
     let (_, d) =
         change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
             let pages = outage_page_names(repo, head)?;
@@ -533,8 +532,7 @@ pub async fn engage_outage_page(
 
 pub async fn disengage_outage_page(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<Names>,
 ) -> Result<Response> {
     let (_, d) = change_config(&state, &principal, peer, names, "outage_page.disengage", move |config, env, _, _| {
@@ -569,12 +567,7 @@ async fn domain_change(
             (false, false) => return Err(ApiError::not_found(format!("environment {env} does not serve {host}"))),
             (true, true) => {}
         }
-        let e = environment_mut(config, env)?;
-        if domains.is_empty() {
-            e.remove(DOMAINS);
-        } else {
-            e.insert(DOMAINS.into(), json!(domains));
-        }
+        put_or_remove(environment_mut(config, env)?, DOMAINS, json!(domains));
         Ok(())
     })
     .await?;
@@ -585,8 +578,7 @@ async fn domain_change(
 
 pub async fn add_domain(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> Result<Response> {
@@ -604,8 +596,7 @@ pub async fn add_domain(
 
 pub async fn remove_domain(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Caller { principal, peer }: Caller,
     Path(names): Path<(String, String, String, String)>,
 ) -> Result<Response> {
     domain_change(&state, &principal, peer, names, false).await

@@ -211,6 +211,25 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(internal)?
 }
 
+/// Who is asking, and from where (for the audit log and the commits they make).
+pub struct Caller {
+    pub principal: Principal,
+    pub peer: std::net::SocketAddr,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self> {
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        match (principal, peer) {
+            (Some(principal), Some(peer)) => Ok(Caller { principal, peer }),
+            _ => Err(internal("the request carries no principal or peer address")),
+        }
+    }
+}
+
 /// Who made a change, for the commit and the deployment record.
 fn identity(principal: &Principal) -> (String, String) {
     match principal {

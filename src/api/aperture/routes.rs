@@ -47,11 +47,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/egress",
-            get(ch::egress).post(ch::set_egress),
+            get(ch::read_setting::<ch::EgressSetting>).post(ch::write_setting::<ch::EgressSetting>),
         )
         .route(
             "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/ipRestrictions",
-            get(ch::ip_restrictions).post(ch::set_ip_restrictions),
+            get(ch::read_setting::<ch::IpRestrictionSetting>).post(ch::write_setting::<ch::IpRestrictionSetting>),
         )
         .route(
             "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/outagepage",
