@@ -33,9 +33,12 @@ fn account(principal: &Principal, id: u64) -> Account {
     }
 }
 
+/// An account number and its applications (each with its id).
+type AccountApps = (u64, Vec<(u64, RepoId)>);
+
 /// The accounts the caller may read: those with applications, and the token's own.
-fn visible_accounts(state: &AppState, principal: &Principal) -> Result<Vec<(u64, Vec<(u64, RepoId)>)>> {
-    let mut out: Vec<(u64, Vec<(u64, RepoId)>)> = Vec::new();
+fn visible_accounts(state: &AppState, principal: &Principal) -> Result<Vec<AccountApps>> {
+    let mut out: Vec<AccountApps> = Vec::new();
     for (n, id) in applications_with_ids(state, None)? {
         let Ok(number) = id.account.parse::<u64>() else { continue };
         if number.to_string() != id.account || !principal.may_read(&id.account) {
