@@ -553,7 +553,14 @@ fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
 
     let r = call(&devpop, "POST", &format!("{path}?pageName=maintenance.html"), None);
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(wait_deployment(&devpop, r.deployment())["state"], "ready");
+    let d = wait_deployment(&devpop, r.deployment());
+    assert_eq!(d["state"], "ready");
+    // Accepted by the checks, with the warning every key the renderer does not know gets.
+    let warned = d["validation"].as_array().into_iter().flatten().any(|l| {
+        let l = l.as_str().unwrap();
+        l.contains("outage_page") && l.contains("unknown key")
+    });
+    assert!(warned, "{d}");
     assert_eq!(call(&devpop, "GET", &path, None).body, json!([{"name": "maintenance.html", "engaged": true}]));
     assert_eq!(
         server_config(&devpop, app, "Production")["environments"]["Production"]["outage_page"],
