@@ -256,6 +256,7 @@ fn applications_get_integer_ids_and_are_created_listed_read_and_deleted() {
         ),
         (json!({"hostname": "a b", "origin": "o.example.com"}), "hostname"),
         (json!({"hostname": "a.example.com", "origin": "http://o.example.com/"}), "origin"),
+        (json!({"hostname": "a.example.com", "origin": "o.example.com", "stackName": null}), "stackName"),
     ] {
         let r = call(&devpop, "POST", "/account/9999/application/create", Some(body.clone()));
         assert_eq!(r.status, 400, "{body}: {}", r.body);
@@ -516,6 +517,11 @@ fn egress_and_ip_restrictions_are_read_from_and_written_to_section_config() {
         ),
         (json!({"origins": {"default": {"address": "http://o.example.com/"}}}), "address"),
         (json!({"origin": {}}), "origin"),
+        (
+            json!({"origins": {"default": {"address": "o.example.com"}}, "remove_request_headers": []}),
+            "remove_request_headers",
+        ),
+        (json!({"origins": {"default": {"address": "o.example.com", "disable_keepalive": null}}}), "disable_keepalive"),
     ] {
         let r = call(&devpop, "POST", &egress, Some(body.clone()));
         assert_eq!(r.status, 400, "{body}: {}", r.body);
@@ -568,7 +574,7 @@ fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
     );
 
     let r = call(&devpop, "POST", &format!("{path}?pageName=nope.html"), None);
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 404);
     assert!(r.message().contains("maintenance.html"), "{}", r.message());
     let r = call(&devpop, "POST", &path, None);
     assert_eq!(r.status, 400);
@@ -595,10 +601,15 @@ fn domains_are_added_to_and_removed_from_an_environment() {
         json!(["www.example.com"])
     );
     let r = call(&devpop, "POST", &path, Some(json!({"public_certificates": "x", "private_key": "y"})));
-    assert_eq!(r.status, 501);
-    assert!(r.message().contains("certificates"));
-    let r = call(&devpop, "POST", &format!("{}/domain/1.2.3.4", env_path(app, "Production")), None);
     assert_eq!(r.status, 400);
+    let r = call(&devpop, "POST", &path, Some(json!({"colour": 1})));
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("colour"), "{}", r.message());
+    assert!(r.message().contains("certificates"));
+    for host in ["1.2.3.4", "0.5", "a_b.example.com"] {
+        let r = call(&devpop, "POST", &format!("{}/domain/{host}", env_path(app, "Production")), None);
+        assert_eq!(r.status, 400, "{host}: {}", r.body);
+    }
 
     let r = call(&devpop, "DELETE", &path, None);
     assert_eq!(r.status, 200, "{}", r.body);

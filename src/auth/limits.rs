@@ -55,12 +55,12 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     match state.rate.take(&client) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
-            let mut r = HttpError::api(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many API requests; retry in {:.1}s", wait),
-            )
-            .into_response();
+            let message = format!("too many API requests; retry in {:.1}s", wait);
+            let mut r = if crate::api::aperture::is_aperture_path(req.uri().path()) {
+                crate::api::aperture::error_response(StatusCode::TOO_MANY_REQUESTS, message)
+            } else {
+                HttpError::api(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response()
+            };
             let secs = wait.ceil().max(1.0) as u64;
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits"));
             r

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     account_name, application_number, applications_with_ids, blocking, environment_id, find_application, identity,
-    ids_lock, internal, json_body, ok, ApiError, Caller, Result, BASE,
+    ids_lock, internal, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
@@ -91,7 +91,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response> {
     let account = account_name(&account)?;
-    let body: CreateApplication = json_body(&body)?;
+    let body: CreateApplication = strict_body(&body)?;
     if let Some(stack) = body.stack_name.as_deref().filter(|s| *s != EMPTY_STACK) {
         return Err(ApiError::bad(format!(
             "stackName {stack:?} is not offered here; use {EMPTY_STACK:?} (GET /stack)"
@@ -239,13 +239,13 @@ pub async fn create_environment(
     Path((a, b)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response> {
-    let body: CreateEnvironment = json_body(&body)?;
+    let body: CreateEnvironment = strict_body(&body)?;
     if !body.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         || !body.name.chars().all(|c| c.is_ascii_alphanumeric())
     {
         return Err(ApiError::bad(format!("name {:?}: use a letter, then letters and digits", body.name)));
     }
-    if !is_host(&body.domain_name) {
+    if !is_domain(&body.domain_name) {
         return Err(ApiError::bad(format!("domain_name {:?} is not a host name", body.domain_name)));
     }
     let (who, email) = identity(&principal);

@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::applications::{summary, with_environment};
-use super::{identity, json_body, ok, ApiError, Caller, Result};
+use super::{identity, is_domain, json_body, ok, strict_body, ApiError, Caller, Result};
 use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::auth::Principal;
 use crate::records::Action;
 use crate::server::AppState;
-use crate::validation::config::{self, is_host};
+use crate::validation::config;
 
 /// The environment's custom host names (section.config.json, `environments.<env>.domains`).
 pub const DOMAINS: &str = "domains";
@@ -335,6 +335,9 @@ fn settings_of(egress: Egress) -> Result<(Value, Map<String, Value>)> {
     let unsupported = |field: &str| {
         ApiError::bad(format!("devpop's egress has no {field} setting; leave it out (see the README's API section)"))
     };
+    if egress.remove_request_headers.as_ref().is_some_and(|h| h.is_empty() || h.len() > 50) {
+        return Err(ApiError::bad("remove_request_headers: name 1 to 50 headers, or leave the field out"));
+    }
     if egress.upstream_response_timeout_seconds.is_some() {
         return Err(unsupported("upstream_response_timeout_seconds"));
     }
@@ -412,7 +415,7 @@ impl Setting for EgressSetting {
     }
 
     fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()> {
-        let (origin, alternates) = settings_of(json_body(body)?)?;
+        let (origin, alternates) = settings_of(strict_body(body)?)?;
         env.insert("origin".into(), origin);
         put_or_remove(env, "alternate_origins", Value::Object(alternates));
         Ok(())
@@ -430,7 +433,7 @@ impl Setting for IpRestrictionSetting {
     }
 
     fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()> {
-        let body: IpRestrictions = json_body(body)?;
+        let body: IpRestrictions = strict_body(body)?;
         put_or_remove(env, "ip_blacklist", json!(body.ip_blacklist));
         Ok(())
     }
@@ -518,7 +521,7 @@ pub async fn engage_outage_page(
         change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
             let pages = outage_page_names(repo, head)?;
             if !pages.contains(&page) {
-                return Err(ApiError::bad(format!(
+                return Err(ApiError::not_found(format!(
                     "outage_pages/ has no {page:?}; push the page first (it has {})",
                     if pages.is_empty() { "none".to_owned() } else { pages.join(", ") }
                 )));
@@ -553,7 +556,7 @@ async fn domain_change(
     (a, b, env, host): (String, String, String, String),
     add: bool,
 ) -> Result<Response> {
-    if !is_host(&host) || host.parse::<std::net::IpAddr>().is_ok() {
+    if !is_domain(&host) {
         return Err(ApiError::bad(format!("{host:?} is not a host name")));
     }
     let action = if add { "domain.add" } else { "domain.remove" };
@@ -583,12 +586,14 @@ pub async fn add_domain(
     body: Bytes,
 ) -> Result<Response> {
     if !body.is_empty() {
-        let cert: Map<String, Value> = json_body(&body)?;
-        if cert.contains_key("public_certificates") || cert.contains_key("private_key") {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "certificates are out of scope for devpop: TLS is terminated in front of the cluster's Ingress",
+        let fields: Map<String, Value> = json_body(&body)?;
+        if fields.contains_key("public_certificates") || fields.contains_key("private_key") {
+            return Err(ApiError::bad(
+                "certificates are out of scope for devpop: TLS is terminated in front of the cluster's Ingress; send no body",
             ));
+        }
+        if let Some(field) = fields.keys().next() {
+            return Err(ApiError::bad(format!("{field}: adding a domain takes no fields; send no body")));
         }
     }
     domain_change(&state, &principal, peer, names, true).await

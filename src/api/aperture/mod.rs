@@ -110,6 +110,35 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("the request body is not valid here: {e}")))
 }
 
+/// Parses a JSON body whose fields, where present, have values: a `null` anywhere in it is
+/// refused (Aperture's schemas have no nullable fields), naming the field.
+fn strict_body<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    fn null_at(v: &serde_json::Value, path: &str) -> Option<String> {
+        match v {
+            serde_json::Value::Null => Some(path.to_owned()),
+            serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| null_at(v, &format!("{path}/{k}"))),
+            serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| null_at(v, &format!("{path}/{i}"))),
+            _ => None,
+        }
+    }
+    let value: serde_json::Value = json_body(body)?;
+    if let Some(at) = null_at(&value, "") {
+        return Err(ApiError::bad(format!("{at}: null is not a value here; leave the field out")));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::bad(format!("the request body is not valid here: {e}")))
+}
+
+/// A host name a client may ask an environment to serve: a DNS name whose last label starts
+/// with a letter (so never an IP address).
+fn is_domain(host: &str) -> bool {
+    crate::validation::config::is_host(host)
+        && host
+            .trim_end_matches('.')
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
+}
+
 /// A JSON response with status 200.
 fn ok<T: Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
@@ -259,6 +288,8 @@ mod tests {
         assert_eq!(account_name("acme").unwrap_err().status, StatusCode::BAD_REQUEST);
         let id = RepoId::new("1", "2", "site").unwrap();
         assert_eq!(environment_id(&id, "Production"), environment_id(&id, "Production"));
+        assert!(is_domain("www.example.com") && is_domain("a"));
+        assert!(!is_domain("0.5") && !is_domain("192.0.2.1") && !is_domain("a b") && !is_domain("::1"));
         assert_ne!(environment_id(&id, "Production"), environment_id(&id, "Staging"));
         assert!(environment_id(&id, "Production") < 1 << 48);
     }
