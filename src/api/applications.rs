@@ -149,14 +149,7 @@ pub async fn create_application(
         .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
     let st = state.clone();
     let app = blocking(move || {
-        st.repos.create(&id, &body.origin).map_err(|e| match e {
-            crate::repos::RepoError::Exists(_) | crate::repos::RepoError::ApplicationHasRepo { .. } => {
-                api_err(StatusCode::CONFLICT, "exists", e.to_string())
-            }
-            crate::repos::RepoError::BadOrigin(_) => api_err(StatusCode::BAD_REQUEST, "invalid_origin", e.to_string()),
-            e => internal(e),
-        })?;
-        st.rendered.prepare(&id).map_err(internal)?;
+        create_repo(&st, &id, &body.origin)?;
         describe(&st, &id)
     })
     .await?;
@@ -170,6 +163,19 @@ pub async fn create_application(
         "",
     );
     Ok((StatusCode::CREATED, Json(app)))
+}
+
+/// Creates an application's repo (its first environment, `Production`, with `origin`) and
+/// prepares its rendered repo.
+pub(crate) fn create_repo(st: &AppState, id: &RepoId, origin: &str) -> Result<(), HttpError> {
+    st.repos.create(id, origin).map_err(|e| match e {
+        crate::repos::RepoError::Exists(_) | crate::repos::RepoError::ApplicationHasRepo { .. } => {
+            api_err(StatusCode::CONFLICT, "exists", e.to_string())
+        }
+        crate::repos::RepoError::BadOrigin(_) => api_err(StatusCode::BAD_REQUEST, "invalid_origin", e.to_string()),
+        e => internal(e),
+    })?;
+    st.rendered.prepare(id).map_err(internal)
 }
 
 pub async fn get_application(
@@ -190,19 +196,7 @@ pub async fn delete_application(
     Path((account, application)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
     let id = application_id(&state, &account, &application)?;
-    let st = state.clone();
-    let rid = id.clone();
-    let envs = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
-        branches(&repo).map_err(internal)
-    })
-    .await?;
-    for (env, commit) in envs {
-        let request = request(&id, &env, commit.to_string(), Action::Delete, "api");
-        state.deployer.submit(request).await?;
-    }
-    let path = state.repos.path(&id);
-    blocking(move || std::fs::remove_dir_all(&path).map_err(internal)).await?;
+    remove_application(&state, &id, "api").await?;
     audit_action(
         &state,
         &principal,
@@ -215,7 +209,23 @@ pub async fn delete_application(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
+/// Removes an application: each environment (a deployment each, by `pusher`), then the repo.
+pub(crate) async fn remove_application(state: &AppState, id: &RepoId, pusher: &str) -> Result<(), HttpError> {
+    let st = state.clone();
+    let rid = id.clone();
+    let envs = blocking(move || {
+        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
+        branches(&repo).map_err(internal)
+    })
+    .await?;
+    for (env, commit) in envs {
+        state.deployer.submit(request(id, &env, commit.to_string(), Action::Delete, pusher)).await?;
+    }
+    let path = state.repos.path(id);
+    blocking(move || std::fs::remove_dir_all(&path).map_err(internal)).await
+}
+
+pub(crate) fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
     NewDeployment {
         account: id.account.clone(),
         application: id.application.clone(),
@@ -255,7 +265,12 @@ pub async fn list_environments(
 }
 
 /// The branch an environment is, or 404.
-fn environment_head(repo: &Repository, account: &str, application: &str, env: &str) -> Result<Oid, HttpError> {
+pub(crate) fn environment_head(
+    repo: &Repository,
+    account: &str,
+    application: &str,
+    env: &str,
+) -> Result<Oid, HttpError> {
     if !is_branch_name(env) {
         return Err(api_err(StatusCode::BAD_REQUEST, "invalid_name", format!("{env:?} is not an environment name")));
     }
@@ -270,7 +285,7 @@ fn environment_head(repo: &Repository, account: &str, application: &str, env: &s
 
 /// Runs `f` on an environment's branch (its repo and head commit), off the async runtime;
 /// 404 for an unknown application or environment.
-async fn with_environment<T: Send + 'static>(
+pub(crate) async fn with_environment<T: Send + 'static>(
     state: &AppState,
     (account, application, env): (String, String, String),
     f: impl FnOnce(&AppState, &RepoId, &Repository, &str, Oid) -> Result<T, HttpError> + Send + 'static,
@@ -330,31 +345,13 @@ pub async fn create_environment(
     let name = body.name.clone();
     let commit = blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
-        let source = environment_head(&repo, &account, &application, &body.source)?;
-        if repo.find_reference(&format!("refs/heads/{}", body.name)).is_ok() {
-            return Err(api_err(StatusCode::CONFLICT, "exists", format!("environment {} already exists", body.name)));
+        let sig = git2::Signature::now("devpop", "devpop@localhost").map_err(internal)?;
+        let names = (account.as_str(), application.as_str());
+        let (commit, checked) = new_environment(&st, &repo, &rid, names, &body.source, &body.name, &|_| {}, &sig)?;
+        if !checked.accepted {
+            let text = checked.lines.join("\n");
+            return Err(api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_environment", text));
         }
-        let commit = environment_commit(&repo, source, &body.source, &body.name).map_err(internal)?;
-        // The same checks as a push.
-        let mut output = Vec::new();
-        let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
-        let settings = st.settings.hook.checks.clone();
-        let commit_hex = commit.to_string();
-        let subject = crate::checks::Subject { id: &rid, environment: &body.name, commit: &commit_hex };
-        let verdict =
-            crate::checks::run(&GitCommit { repo: &repo, commit }, subject, &packages, &settings, &mut output)
-                .map_err(internal)?;
-        if !verdict.accepted() {
-            let text = String::from_utf8_lossy(&output).into_owned();
-            return Err(api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_environment", text.trim().to_owned()));
-        }
-        repo.reference(
-            &format!("refs/heads/{}", body.name),
-            commit,
-            false,
-            &format!("devpop: create environment {} from {}", body.name, body.source),
-        )
-        .map_err(|e| api_err(StatusCode::CONFLICT, "exists", e.to_string()))?;
         Ok(commit)
     })
     .await?;
@@ -372,32 +369,144 @@ pub async fn create_environment(
     Ok((StatusCode::CREATED, Json(CreatedEnvironment { environment, deployment: d.id })))
 }
 
+/// What the checks of a commit the API made said.
+pub(crate) struct Checked {
+    pub accepted: bool,
+    /// The lines a push of the commit would have printed (validation, validate.sh, rendering).
+    pub lines: Vec<String>,
+}
+
+/// Checks a commit the API made for `env` exactly as a push of it would be checked (the same
+/// checks, printing the same lines); when accepted, moves the branch to it, but only from
+/// `expected` (`None`: the branch must not exist yet), so a push in between is never lost.
+pub(crate) fn check_and_move(
+    st: &AppState,
+    repo: &Repository,
+    id: &RepoId,
+    env: &str,
+    commit: Oid,
+    expected: Option<Oid>,
+    log: &str,
+) -> Result<Checked, HttpError> {
+    let mut output = Vec::new();
+    let packages = crate::packages::PackageStore::new(&st.settings.data_dir);
+    let settings = st.settings.hook.checks.clone();
+    let commit_hex = commit.to_string();
+    let subject = crate::checks::Subject { id, environment: env, commit: &commit_hex };
+    let verdict = crate::checks::run(&GitCommit { repo, commit }, subject, &packages, &settings, &mut output)
+        .map_err(internal)?;
+    let lines = String::from_utf8_lossy(&output).lines().map(str::to_owned).collect();
+    if !verdict.accepted() {
+        return Ok(Checked { accepted: false, lines });
+    }
+    let name = format!("refs/heads/{env}");
+    match expected {
+        None => repo
+            .reference(&name, commit, false, log)
+            .map_err(|_| api_err(StatusCode::CONFLICT, "exists", format!("environment {env} already exists"))),
+        Some(old) => repo.reference_matching(&name, commit, true, old, log).map_err(|_| {
+            api_err(
+                StatusCode::CONFLICT,
+                "moved",
+                format!("environment {env} changed while this change was checked; read it again and retry"),
+            )
+        }),
+    }?;
+    Ok(Checked { accepted: true, lines })
+}
+
+/// Creates environment `name` from `source_env` of the application `names` (account,
+/// application): a commit whose section.config.json also defines `name` as a copy of the
+/// source's settings (then changed by `edit`), checked like a push to `name`; the branch exists
+/// only when the checks accept it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_environment(
+    st: &AppState,
+    repo: &Repository,
+    id: &RepoId,
+    names: (&str, &str),
+    source_env: &str,
+    name: &str,
+    edit: &dyn Fn(&mut serde_json::Value),
+    sig: &git2::Signature,
+) -> Result<(Oid, Checked), HttpError> {
+    let source = environment_head(repo, names.0, names.1, source_env)?;
+    if repo.find_reference(&format!("refs/heads/{name}")).is_ok() {
+        return Err(api_err(StatusCode::CONFLICT, "exists", format!("environment {name} already exists")));
+    }
+    let commit = environment_commit(repo, source, source_env, name, edit, sig).map_err(internal)?;
+    let log = format!("devpop: create environment {name} from {source_env}");
+    let checked = check_and_move(st, repo, id, name, commit, None, &log)?;
+    Ok((commit, checked))
+}
+
 /// A commit on top of `source` whose section.config.json also defines `name`, as a copy of
-/// `source_env`'s settings (no new commit when it already does).
-fn environment_commit(repo: &Repository, source: Oid, source_env: &str, name: &str) -> Result<Oid, git2::Error> {
+/// `source_env`'s settings changed by `edit` (no new commit when that changes nothing).
+fn environment_commit(
+    repo: &Repository,
+    source: Oid,
+    source_env: &str,
+    name: &str,
+    edit: &dyn Fn(&mut serde_json::Value),
+    sig: &git2::Signature,
+) -> Result<Oid, git2::Error> {
     let parent = repo.find_commit(source)?;
     let tree = parent.tree()?;
     let entry = tree.get_name(config::FILE).ok_or_else(|| git2::Error::from_str("section.config.json is missing"))?;
     let blob = repo.find_blob(entry.id())?;
     let mut json: serde_json::Value =
         serde_json::from_slice(blob.content()).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    let before = json.clone();
     let envs =
         json["environments"].as_object_mut().ok_or_else(|| git2::Error::from_str("environments is not an object"))?;
-    if envs.contains_key(name) {
+    if !envs.contains_key(name) {
+        let copy = envs
+            .get(source_env)
+            .cloned()
+            .ok_or_else(|| git2::Error::from_str("the source environment is not in section.config.json"))?;
+        envs.insert(name.to_owned(), copy);
+    }
+    edit(&mut envs[name]);
+    if json == before {
         return Ok(source);
     }
-    let copy = envs
-        .get(source_env)
-        .cloned()
-        .ok_or_else(|| git2::Error::from_str("the source environment is not in section.config.json"))?;
-    envs.insert(name.to_owned(), copy);
     let mut text = serde_json::to_string_pretty(&json).expect("JSON serialises");
     text.push('\n');
-    let mut builder = repo.treebuilder(Some(&tree))?;
-    builder.insert(config::FILE, repo.blob(text.as_bytes())?, 0o100644)?;
-    let new_tree = repo.find_tree(builder.write()?)?;
-    let sig = git2::Signature::now("devpop", "devpop@localhost")?;
-    repo.commit(None, &sig, &sig, &format!("Create environment {name} from {source_env}\n"), &new_tree, &[&parent])
+    let message = format!("Create environment {name} from {source_env}\n");
+    commit_file(repo, &parent, &[config::FILE], text.as_bytes(), sig, &message)
+}
+
+/// A commit on top of `parent` with `content` at `path` (its components, each checked by the
+/// caller); every other file stays as it is.
+pub(crate) fn commit_file(
+    repo: &Repository,
+    parent: &git2::Commit,
+    path: &[&str],
+    content: &[u8],
+    sig: &git2::Signature,
+    message: &str,
+) -> Result<Oid, git2::Error> {
+    fn put(repo: &Repository, tree: Option<&git2::Tree>, path: &[&str], blob: Oid) -> Result<Oid, git2::Error> {
+        let mut builder = repo.treebuilder(tree)?;
+        match path {
+            [file] => {
+                builder.insert(file, blob, 0o100644)?;
+            }
+            [dir, rest @ ..] => {
+                let sub = match tree.and_then(|t| t.get_name(dir)) {
+                    Some(e) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                    Some(_) => return Err(git2::Error::from_str(&format!("{dir} is a file, not a folder"))),
+                    None => None,
+                };
+                let id = put(repo, sub.as_ref(), rest, blob)?;
+                builder.insert(dir, id, 0o040000)?;
+            }
+            [] => return Err(git2::Error::from_str("empty path")),
+        }
+        builder.write()
+    }
+    let tree = put(repo, Some(&parent.tree()?), path, repo.blob(content)?)?;
+    repo.commit(None, sig, sig, message, &repo.find_tree(tree)?, &[parent])
 }
 
 /// Deletes an environment: its branch, and (a deployment) its namespace.

@@ -4,6 +4,7 @@
 //! lists are pages: `{"items", "total", "offset", "limit"}` with `?offset=&limit=`. The
 //! OpenAPI document is at `/api/v1/openapi.json`.
 
+pub mod aperture;
 pub mod applications;
 pub mod audit;
 pub mod deployments;
@@ -60,6 +61,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/tokens", get(audit::list_tokens).post(audit::create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(audit::revoke_token))
+        // Section's Aperture API at its own paths (src/api/aperture/).
+        .merge(aperture::routes())
 }
 
 const OPENAPI: &str = include_str!("openapi.json");

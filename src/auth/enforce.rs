@@ -26,6 +26,10 @@ fn account_of(path: &str) -> Option<&str> {
         .strip_prefix("/account/")
         .or_else(|| path.strip_prefix("/rendered/account/"))
         .or_else(|| path.strip_prefix("/api/v1/accounts/"))
+        // Aperture's singular paths; `/account/graph` and `/account/create` name no account.
+        .or_else(|| {
+            path.strip_prefix("/api/v1/account/").filter(|r| !matches!(r.split('/').next(), Some("graph" | "create")))
+        })
         .or_else(|| path.strip_prefix("/console/accounts/"))?;
     Some(rest.split('/').next().unwrap_or(""))
 }
@@ -59,11 +63,19 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     }
     let identified = match req.extensions_mut().remove::<Identified>() {
         Some(known) => known,
-        None => identify(&state.tokens, &state.sessions, req.headers()),
+        None => identify(&state.tokens, &state.sessions, req.headers(), req.uri()),
     };
     let Some(principal) = identified.0 else {
         if path == "/" || path.starts_with("/console") {
             return Redirect::to("/console/login").into_response();
+        }
+        if crate::api::aperture::is_aperture_path(&path) {
+            let mut r = crate::api::aperture::error_response(
+                StatusCode::UNAUTHORIZED,
+                "authentication required: send a devpop API token (section-token header, Basic password or access_token)",
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
+            return r;
         }
         let message = "authentication required: use a devpop API token (for git: any username, the token as password)";
         let mut r = if path.starts_with("/api/") {
@@ -92,7 +104,9 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     };
     if let Some(message) = refusal {
         let json = path.starts_with("/api/");
-        return if json {
+        return if crate::api::aperture::is_aperture_path(&path) {
+            crate::api::aperture::error_response(StatusCode::FORBIDDEN, message)
+        } else if json {
             HttpError::api(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         } else {
             HttpError::new(StatusCode::FORBIDDEN, message).into_response()
@@ -113,5 +127,7 @@ mod tests {
         assert_eq!(account_of("/rendered/account/7/application/1/x.git/git-upload-pack"), Some("7"));
         assert_eq!(account_of("/api/v1/accounts/5/applications"), Some("5"));
         assert_eq!(account_of("/api/v1/deployments/3"), None);
+        assert_eq!(account_of("/api/v1/account/42/application/7/environment/Production"), Some("42"));
+        assert_eq!(account_of("/api/v1/account/graph"), None);
     }
 }

@@ -117,7 +117,7 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
     let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let address = Client::address(address.unwrap_or(IpAddr::from([0, 0, 0, 0])));
     let client = if state.auth_enabled {
-        let identified = identify(&state.tokens, &state.sessions, req.headers());
+        let identified = identify(&state.tokens, &state.sessions, req.headers(), req.uri());
         let client = match &identified.0 {
             Some(Principal::Token { id, .. }) => Client::Token(id.clone()),
             _ => address,
@@ -131,12 +131,14 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
         Ok(()) => next.run(req).await,
         Err(wait) => {
             let message = format!("too many requests from this client; retry in {wait:.1}s");
-            let mut r = if req.uri().path().starts_with("/api/") {
-                HttpError::api(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            let path = req.uri().path();
+            let mut r = if crate::api::aperture::is_aperture_path(path) {
+                crate::api::aperture::error_response(StatusCode::TOO_MANY_REQUESTS, message)
+            } else if path.starts_with("/api/") {
+                HttpError::api(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response()
             } else {
-                HttpError::new(StatusCode::TOO_MANY_REQUESTS, message)
-            }
-            .into_response();
+                HttpError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response()
+            };
             let secs = wait.ceil().max(1.0) as u64;
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits"));
             r

@@ -280,9 +280,17 @@ pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Identified(pub Option<Principal>);
 
-pub fn identify(tokens: &TokenStore, sessions: &Sessions, headers: &axum::http::HeaderMap) -> Identified {
-    let token =
-        presented_token(headers).or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
+pub fn identify(
+    tokens: &TokenStore,
+    sessions: &Sessions,
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Identified {
+    let token = presented_token(headers)
+        // Aperture clients may send it in the query (`access_token`); nothing else may, so a
+        // token never needs to sit in a URL (or a log line) anywhere else.
+        .or_else(|| crate::api::aperture::is_aperture_path(uri.path()).then(|| query_token(uri)).flatten())
+        .or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
     Identified(token.and_then(|t| tokens.verify(&t)))
 }
 
@@ -300,6 +308,12 @@ pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<String> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     text.split_once(':').map(|(_, password)| password.to_owned())
+}
+
+/// The token in an `access_token` query parameter (Aperture's `keyInQuery` scheme).
+pub fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let axum::extract::Query(mut q) = axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    q.remove("access_token")
 }
 
 #[cfg(test)]
@@ -343,5 +357,8 @@ mod tests {
         assert_eq!(presented_token(&h).as_deref(), Some("dp_xyz"));
         h.insert("section-token", HeaderValue::from_static("dp_hdr"));
         assert_eq!(presented_token(&h).as_deref(), Some("dp_hdr"));
+        let uri = axum::http::Uri::from_static("/api/v1/user?pageName=x&access_token=dp_q%2Bz");
+        assert_eq!(query_token(&uri).as_deref(), Some("dp_q+z"));
+        assert_eq!(query_token(&axum::http::Uri::from_static("/api/v1/user?pageName=x")), None);
     }
 }
