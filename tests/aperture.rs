@@ -550,6 +550,20 @@ fn egress_and_ip_restrictions_are_read_from_and_written_to_section_config() {
     assert_eq!((r.status, &r.body), (200, &json!({"ip_blacklist": []})));
 }
 
+/// Whether the rendered repo's egress config for the deployment's environment answers every
+/// request with 503 (an engaged outage page).
+fn egress_answers_503(devpop: &Devpop, d: &Value) -> bool {
+    let (account, application, repo, env) = (
+        d["account"].as_str().unwrap(),
+        d["application"].as_str().unwrap(),
+        d["repo"].as_str().unwrap(),
+        d["environment"].as_str().unwrap(),
+    );
+    let rendered = devpop.data.path().join(format!("rendered/{account}/{application}/{repo}.git"));
+    let out = git(&rendered, &["grep", "-l", "return 503;", "main", "--", &format!("{env}/")]);
+    String::from_utf8_lossy(&out.stdout).contains("egress-nginx")
+}
+
 #[test]
 fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
     let (devpop, app, _d, _w) = started();
@@ -561,12 +575,10 @@ fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
     assert_eq!(r.status, 204, "{}", r.body);
     let d = wait_deployment(&devpop, r.deployment());
     assert_eq!(d["state"], "ready");
-    // Accepted by the checks, with the warning every key the renderer does not know gets.
-    let warned = d["validation"].as_array().into_iter().flatten().any(|l| {
-        let l = l.as_str().unwrap();
-        l.contains("outage_page") && l.contains("unknown key")
-    });
-    assert!(warned, "{d}");
+    // A key the config knows (no warning), rendered: egress answers every request with the page.
+    let warned = d["validation"].as_array().into_iter().flatten().any(|l| l.as_str().unwrap().contains("unknown key"));
+    assert!(!warned, "{d}");
+    assert!(egress_answers_503(&devpop, &d), "the rendered egress serves the engaged page");
     assert_eq!(call(&devpop, "GET", &path, None).body, json!([{"name": "maintenance.html", "engaged": true}]));
     assert_eq!(
         server_config(&devpop, app, "Production")["environments"]["Production"]["outage_page"],
@@ -582,7 +594,9 @@ fn an_outage_page_is_engaged_and_disengaged_as_a_checked_change() {
 
     let r = call(&devpop, "DELETE", &path, None);
     assert_eq!(r.status, 204);
-    assert_eq!(wait_deployment(&devpop, r.deployment())["state"], "ready");
+    let d = wait_deployment(&devpop, r.deployment());
+    assert_eq!(d["state"], "ready");
+    assert!(!egress_answers_503(&devpop, &d), "disengaged: requests reach the origin again");
     assert_eq!(call(&devpop, "GET", &path, None).body, json!([{"name": "maintenance.html", "engaged": false}]));
     assert!(server_config(&devpop, app, "Production")["environments"]["Production"].get("outage_page").is_none());
 }

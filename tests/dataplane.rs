@@ -445,3 +445,30 @@ fn a_module_hop_in_the_chain_serves_requests() {
     assert_eq!((r.status, r.echo("host")), (200, "www.origin.test".to_owned()), "{r:?}");
     assert!(r.head.to_ascii_lowercase().contains("x-edge-module: example-simple"), "{}", r.head);
 }
+
+/// Aperture's `outagepage` engages a page (`environments.<env>.outage_page`): every request
+/// through the chain gets it with 503, health checks excepted, until it is disengaged.
+#[test]
+fn an_engaged_outage_page_answers_every_request_until_disengaged() {
+    let engaged = with_origin("origin.test", "").replacen(
+        r#""origin": {"#,
+        r#""outage_page": "maintenance.html", "origin": {"#,
+        1,
+    );
+    let files = [
+        ("outage_pages/maintenance.html", "<h1>planned maintenance</h1>"),
+        ("outage_pages/other.html", OUTAGE),
+        ("custom_errors/503.html", "a custom 503 is not the engaged page"),
+    ];
+    let pop = Pop::start(&render(&engaged, "Production", &files), Options::default());
+    for path in ["/", "/any/page?x=1"] {
+        let r = pop.get(path, &[]);
+        assert_eq!((r.status, r.text()), (503, "<h1>planned maintenance</h1>".to_owned()), "{r:?}");
+    }
+    let r = pop.request_service("egress", "/.devpop/healthz", &[]);
+    assert_eq!(r.status, 200, "health checks stay exempt: {r:?}");
+    // Disengaged (the field removed): requests reach the origin again.
+    let pop = Pop::start(&render(&with_origin("origin.test", ""), "Production", &files), Options::default());
+    let r = pop.get("/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -334,6 +334,17 @@ fn pod_spec<'a>(r: &'a Rendered, name: &str) -> &'a k8s_openapi::api::core::v1::
 /// Renders the sample application with these settings, and the example-simple package with
 /// `descriptor_edit` applied to its descriptor.
 fn render_with(env: &str, settings: &RenderSettings, descriptor_edit: impl Fn(&str) -> String) -> Rendered {
+    render_edited(env, settings, descriptor_edit, str::to_owned)
+}
+
+/// The sample application rendered with its example package's descriptor and its
+/// section.config.json edited.
+fn render_edited(
+    env: &str,
+    settings: &RenderSettings,
+    descriptor_edit: impl Fn(&str) -> String,
+    config_edit: impl Fn(&str) -> String,
+) -> Rendered {
     let dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(&dir.path().join("store"));
     store.add(&fixture("packages/edge-cache")).unwrap();
@@ -342,7 +353,10 @@ fn render_with(env: &str, settings: &RenderSettings, descriptor_edit: impl Fn(&s
     let descriptor = example.join(".section-proxy.yaml");
     std::fs::write(&descriptor, descriptor_edit(&std::fs::read_to_string(&descriptor).unwrap())).unwrap();
     store.add(&example).unwrap();
-    let root = fixture("repos/sample-application");
+    let root = dir.path().join("sample-application");
+    copy_tree(&fixture("repos/sample-application"), &root);
+    let config = root.join("section.config.json");
+    std::fs::write(&config, config_edit(&std::fs::read_to_string(&config).unwrap())).unwrap();
     let source = WorkDir { root: &root };
     let report = devpop::validation::check(&source.snapshot().unwrap(), env, &store.catalog());
     assert!(report.is_ok(), "{:?}", report.diagnostics);
@@ -686,4 +700,22 @@ fn config_maps_are_immutable_and_named_by_content_so_a_config_change_is_a_rollou
         |r: &Rendered, d: &str| serde_json::to_string(&deployment(r, d).spec.as_ref().unwrap().template).unwrap();
     assert_ne!(template(&r, "m2-example"), template(&changed, "m2-example"), "the module rolls");
     assert_eq!(template(&r, "m1-cache"), template(&changed, "m1-cache"), "the other module does not");
+}
+
+#[test]
+fn an_environments_domains_become_ingress_rules_and_an_engaged_outage_page_is_served() {
+    let r = render_edited("Production", &RenderSettings::default(), str::to_owned, |config| {
+        config.replacen(
+            "\"Production\": {",
+            "\"Production\": { \"domains\": [\"www.example.com\", \"*.shop.example.com\"], \"outage_page\": \"maintenance.html\",",
+            1,
+        )
+    });
+    let Object::Ingress(ing) = find(&r, "Ingress/private-ingress") else { unreachable!() };
+    let hosts: Vec<&str> =
+        ing.spec.as_ref().unwrap().rules.as_ref().unwrap().iter().filter_map(|r| r.host.as_deref()).collect();
+    assert_eq!(hosts.len(), 3, "{hosts:?}");
+    assert_eq!(&hosts[1..], ["www.example.com", "*.shop.example.com"]);
+    let conf = &config_map(&r, "egress-nginx").data.as_ref().unwrap()["nginx.conf"];
+    assert!(conf.contains("return 503;"), "{conf}");
 }

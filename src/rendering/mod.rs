@@ -190,6 +190,8 @@ pub enum RenderError {
     StaticTooLarge(usize),
     #[error("template {name}: {message}")]
     Template { name: &'static str, message: String },
+    #[error("environments.{environment}.outage_page names outage_pages/{page}, which this commit does not have: push the page, or engage one it has")]
+    NoOutagePage { environment: String, page: String },
 }
 
 /// One rendered object. Serialises as the Kubernetes object itself (with apiVersion and kind).
@@ -349,6 +351,11 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
         .environment(input.environment)
         .ok_or_else(|| RenderError::NoEnvironment(input.environment.to_owned()))?;
     let origin = env.origin.as_ref().ok_or_else(|| RenderError::NoOrigin(input.environment.to_owned()))?;
+    if let Some(page) = &env.outage_page {
+        if nginx::outage_page(input.outage_pages.keys(), Some(page)).is_none() {
+            return Err(RenderError::NoOutagePage { environment: env.name.clone(), page: page.clone() });
+        }
+    }
     let ns = naming::namespace(&input.settings.namespace_prefix, input.id, input.environment);
     let r = Renderer { input, ns: ns.clone() };
     let hops = chain(input.config);
@@ -363,7 +370,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     let first_hop = format!("{}:80", input.settings.service_host(&hops[1], &ns));
     let conf = r.template("private-ingress", nginx::private_ingress_context(&ns, &first_hop))?;
     workloads.extend(r.nginx_component(PRIVATE_INGRESS, conf, None));
-    workloads.push(r.ingress());
+    workloads.push(r.ingress(env));
     // modules
     if !input.modules.is_empty() {
         workloads.push(r.next_hop_script());
@@ -376,7 +383,7 @@ pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     let conf = r.egress_conf(env, origin)?;
     workloads.extend(r.nginx_component(EGRESS, conf, None));
     let conf = r.template("static-server", nginx::static_server_context(&ns))?;
-    let content = r.static_content()?;
+    let content = r.static_content(env)?;
     workloads.extend(r.nginx_component(STATIC_SERVER, conf, Some(content)));
 
     // ConfigMaps and Services before the workloads that use them.
@@ -1258,28 +1265,31 @@ impl Renderer<'_> {
         out
     }
 
-    fn ingress(&self) -> Object {
+    /// The environment's Ingress: `<namespace>.<ingress domain>` and each of its `domains`.
+    fn ingress(&self, env: &Environment) -> Object {
         let host = format!("{}.{}", self.ns, self.input.settings.ingress_domain);
+        let rule = |host: &str| IngressRule {
+            host: Some(host.to_owned()),
+            http: Some(HTTPIngressRuleValue {
+                paths: vec![HTTPIngressPath {
+                    path: Some("/".into()),
+                    path_type: "Prefix".into(),
+                    backend: IngressBackend {
+                        service: Some(IngressServiceBackend {
+                            name: PRIVATE_INGRESS.into(),
+                            port: Some(ServiceBackendPort { number: Some(80), name: None }),
+                        }),
+                        resource: None,
+                    },
+                }],
+            }),
+        };
+        let rules = std::iter::once(host.as_str()).chain(env.domains.iter().map(String::as_str)).map(rule).collect();
         Object::Ingress(Box::new(Ingress {
             metadata: self.meta(PRIVATE_INGRESS, Some(PRIVATE_INGRESS)),
             spec: Some(IngressSpec {
                 ingress_class_name: self.input.settings.ingress_class.clone(),
-                rules: Some(vec![IngressRule {
-                    host: Some(host),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![HTTPIngressPath {
-                            path: Some("/".into()),
-                            path_type: "Prefix".into(),
-                            backend: IngressBackend {
-                                service: Some(IngressServiceBackend {
-                                    name: PRIVATE_INGRESS.into(),
-                                    port: Some(ServiceBackendPort { number: Some(80), name: None }),
-                                }),
-                                resource: None,
-                            },
-                        }],
-                    }),
-                }]),
+                rules: Some(rules),
                 ..Default::default()
             }),
             ..Default::default()
@@ -1288,7 +1298,7 @@ impl Renderer<'_> {
 
     fn egress_conf(&self, env: &Environment, origin: &Origin) -> Result<String, RenderError> {
         let custom_errors = nginx::custom_error_codes(self.input.custom_errors.keys());
-        let has_outage_page = nginx::outage_page(self.input.outage_pages.keys()).is_some();
+        let has_outage_page = nginx::outage_page(self.input.outage_pages.keys(), env.outage_page.as_deref()).is_some();
         let static_server = format!("{}:80", self.input.settings.service_host(STATIC_SERVER, &self.ns));
         self.template(
             "egress",
@@ -1299,9 +1309,9 @@ impl Renderer<'_> {
     /// static-server's pages, under fixed names only: the outage page as
     /// [`nginx::OUTAGE_PAGE`], custom error pages as `custom_errors/NNN.html` for the codes
     /// egress answers with them. Other files of those folders are never served, so not mounted.
-    fn static_content(&self) -> Result<(Object, Vec<KeyToPath>), RenderError> {
+    fn static_content(&self, env: &Environment) -> Result<(Object, Vec<KeyToPath>), RenderError> {
         let mut files = Files::new();
-        if let Some(name) = nginx::outage_page(self.input.outage_pages.keys()) {
+        if let Some(name) = nginx::outage_page(self.input.outage_pages.keys(), env.outage_page.as_deref()) {
             files.insert(nginx::OUTAGE_PAGE.to_owned(), self.input.outage_pages[name].clone());
         }
         for code in nginx::custom_error_codes(self.input.custom_errors.keys()) {

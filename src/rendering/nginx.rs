@@ -149,8 +149,12 @@ pub fn custom_error_codes<'a>(names: impl Iterator<Item = &'a String>) -> Vec<u1
 }
 
 /// The page of `outage_pages/` that is served during an outage: the first `*.html` at its top.
-pub fn outage_page<'a>(names: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    names.into_iter().find(|k| k.ends_with(".html") && !k.contains('/'))
+pub fn outage_page<'a>(names: impl Iterator<Item = &'a String>, engaged: Option<&str>) -> Option<&'a String> {
+    let mut names = names.into_iter();
+    match engaged {
+        Some(page) => names.find(|k| k.as_str() == page),
+        None => names.find(|k| k.ends_with(".html") && !k.contains('/')),
+    }
 }
 
 /// The values of egress's template.
@@ -162,6 +166,10 @@ pub(super) fn egress_context(
     has_outage_page: bool,
     static_server: &str,
 ) -> Value {
+    // An engaged outage page answers every request (503), over a custom 503 page.
+    let engaged = env.outage_page.is_some() && has_outage_page;
+    let custom_errors: Vec<u16> = custom_errors.iter().copied().filter(|c| !(engaged && *c == 503)).collect();
+    let custom_errors = custom_errors.as_slice();
     let mut origins = vec![origin_view(0, "origin", origin)];
     let mut alternates = Vec::new();
     for (i, (name, o)) in env.alternate_origins.iter().enumerate() {
@@ -185,6 +193,7 @@ pub(super) fn egress_context(
         maintain_encoding => env.maintain_upstream_content_encoding,
         custom_errors => custom_errors,
         outage_codes => outage_codes,
+        outage_engaged => engaged,
         static_server => static_server,
     }
 }

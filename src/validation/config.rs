@@ -41,7 +41,15 @@ pub struct Environment {
     pub alternate_origins: Vec<(String, Origin)>,
     pub ip_blacklist: Vec<String>,
     pub maintain_upstream_content_encoding: bool,
+    /// The engaged outage page (a file of `outage_pages/`): egress answers every request with
+    /// it (503) until it is disengaged. Set by Aperture's `outagepage` operations.
+    pub outage_page: Option<String>,
+    /// More host names the environment's Ingress serves, besides `<namespace>.<domain>`.
+    pub domains: Vec<String>,
 }
+
+/// Host names one environment may add.
+pub const MAX_DOMAINS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Origin {
@@ -334,7 +342,14 @@ impl Checker {
         let members = self.members(
             members,
             path,
-            &["origin", "alternate_origins", "ip_blacklist", "maintain_upstream_content_encoding"],
+            &[
+                "origin",
+                "alternate_origins",
+                "ip_blacklist",
+                "maintain_upstream_content_encoding",
+                "outage_page",
+                "domains",
+            ],
         );
         let mut env = Environment {
             name: m.key.clone(),
@@ -343,6 +358,8 @@ impl Checker {
             alternate_origins: Vec::new(),
             ip_blacklist: Vec::new(),
             maintain_upstream_content_encoding: false,
+            outage_page: None,
+            domains: Vec::new(),
         };
         let mut has_origin = false;
         for member in members {
@@ -354,7 +371,12 @@ impl Checker {
                 }
                 "alternate_origins" => env.alternate_origins = self.alternate_origins(&member.value, &here),
                 "ip_blacklist" => env.ip_blacklist = self.ip_blacklist(&member.value, &here),
-                _ => env.maintain_upstream_content_encoding = self.boolean(&member.value, &here).unwrap_or(false),
+                "maintain_upstream_content_encoding" => {
+                    env.maintain_upstream_content_encoding = self.boolean(&member.value, &here).unwrap_or(false)
+                }
+                "outage_page" => env.outage_page = self.outage_page(&member.value, &here),
+                "domains" => env.domains = self.domains(&member.value, &here),
+                other => unreachable!("members() returns known keys only, not {other:?}"),
             }
         }
         if !has_origin {
@@ -502,6 +524,62 @@ impl Checker {
             seen.push((lower, m.key_pos));
             if let Some(origin) = self.origin(&m.value, &here) {
                 out.push((m.key.clone(), origin));
+            }
+        }
+        out
+    }
+
+    fn outage_page(&mut self, node: &Node, path: &str) -> Option<String> {
+        let name = self.string(node, path)?;
+        let plain = name.len() <= 100
+            && name.ends_with(".html")
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !name.starts_with('.');
+        if !plain {
+            self.error(
+                node.pos,
+                format!("{path} {name:?}: name an .html file at the top of outage_pages/, e.g. \"maintenance.html\""),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn domains(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let Some(items) =
+            self.expect(node, path, "an array of host names", node.as_array().map(|_| node)).and_then(Node::as_array)
+        else {
+            return Vec::new();
+        };
+        if items.len() > MAX_DOMAINS {
+            self.error(node.pos, format!("{path}: {} host names; at most {MAX_DOMAINS}", items.len()));
+            return Vec::new();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let here = format!("{path}[{i}]");
+            let Some(host) = self.string(item, &here) else { continue };
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            let dns_name = bare.contains('.')
+                && bare.len() <= 253
+                && bare.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if !dns_name {
+                self.error(
+                    item.pos,
+                    format!(
+                        "{here} {host:?}: use a lower-case DNS name such as \"www.example.com\" (or \"*.example.com\")"
+                    ),
+                );
+            } else if out.contains(&host) {
+                self.error(item.pos, format!("{here} {host:?}: listed twice; remove one"));
+            } else {
+                out.push(host);
             }
         }
         out
@@ -718,6 +796,29 @@ mod tests {
 
     fn messages(text: &str) -> Vec<String> {
         parse(text.as_bytes()).1.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn an_outage_page_and_domains_are_read_and_bad_ones_refused_at_their_place() {
+        let env = |extra: &str| {
+            format!(
+                r#"{{"proxychain": [], "environments": {{"Production": {{{extra} "origin": {{"address": "o.example.com"}}}}}}}}"#
+            )
+        };
+        let (config, diags) = parse(
+            env(r#""outage_page": "down.html", "domains": ["www.example.com", "*.shop.example.com"],"#).as_bytes(),
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let production = config.unwrap().environments.remove(0);
+        assert_eq!(production.outage_page.as_deref(), Some("down.html"));
+        assert_eq!(production.domains, ["www.example.com", "*.shop.example.com"]);
+        let m = messages(&env(
+            r#""outage_page": "../x.html", "domains": ["WWW.example.com", "a.example.com", "a.example.com", "nodot"],"#,
+        ));
+        assert!(m[0].contains("environments.Production.outage_page \"../x.html\": name an .html file"), "{m:?}");
+        assert!(m.iter().any(|l| l.contains("domains[0] \"WWW.example.com\": use a lower-case DNS name")), "{m:?}");
+        assert!(m.iter().any(|l| l.contains("domains[2] \"a.example.com\": listed twice")), "{m:?}");
+        assert!(m.iter().any(|l| l.contains("domains[3] \"nodot\"")), "{m:?}");
     }
 
     #[test]
