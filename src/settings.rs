@@ -22,6 +22,23 @@ pub struct Settings {
     pub target: TargetSettings,
     /// Requests need an API token (`--auth tokens`).
     pub auth_tokens: bool,
+    /// Retention of deployment records and of the audit log.
+    pub records: RecordSettings,
+}
+
+/// How long records are kept.
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    /// Deployments kept per environment (besides its last ready one).
+    pub keep_per_environment: usize,
+    /// Audit entries older than this are deleted (`None`: kept for ever).
+    pub audit_max_age: Option<Duration>,
+}
+
+impl Default for RecordSettings {
+    fn default() -> Self {
+        RecordSettings { keep_per_environment: crate::records::DEFAULT_KEEP_PER_ENVIRONMENT, audit_max_age: None }
+    }
 }
 
 /// Where accepted pushes are deployed.
@@ -69,6 +86,7 @@ impl Settings {
             hook: Default::default(),
             target: TargetSettings::default(),
             auth_tokens: false,
+            records: RecordSettings::default(),
         }
     }
 
