@@ -282,6 +282,21 @@ impl Records {
         })
     }
 
+    /// Writes whole deployments as given (ids, states, steps), in one transaction: bulk
+    /// imports (the records benchmark builds its data with it). An id already present is an error.
+    pub fn import(&self, deployments: &[Deployment]) -> Result<(), RecordError> {
+        Ok(self.db.write(|tx| {
+            for d in deployments {
+                let id = Some(d.id);
+                insert_deployment(tx, id, &d.request, d.state, true, d.created_at, d.updated_at, d.namespace.as_deref())?;
+                for (seq, step) in d.steps.iter().enumerate() {
+                    insert_step(tx, d.id, seq as i64, step)?;
+                }
+            }
+            Ok(())
+        })?)
+    }
+
     /// The branch of a pending deployment moved: it is a deployment like any other now (with
     /// its audit entry, in the same transaction).
     pub fn land(&self, id: u64, audit: Option<audit::AuditEntry>) -> Result<Deployment, RecordError> {
