@@ -46,18 +46,30 @@ fn main() {
     let mut child = Command::new(EXE)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
+        // The API's rate limit would answer 429 to a benchmark's request rate.
+        .args(["--api-rate", "1000000", "--api-burst", "1000000"])
         .env("DEVPOP_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Stopped however the benchmark ends (a failed assertion too).
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Stop(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
     let addr = line.split_whitespace().nth(3).unwrap().trim_start_matches("http://").to_owned();
     while get(&addr, "/readyz").0 != 200 {
         std::thread::sleep(Duration::from_millis(1));
     }
     let ready = started.elapsed();
-    let rss_start = rss_kb(child.id());
+    let rss_start = rss_kb(child.0.id());
 
     let mut rng = 0x2545F4914F6CDD1Du64;
     let mut next = move || {
@@ -96,9 +108,8 @@ fn main() {
     bench("one deployment by id (`/api/v1/deployments/{id}`)", &mut || {
         format!("/api/v1/deployments/{}", next() % total + 1)
     });
-    let rss_after = rss_kb(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let rss_after = rss_kb(child.0.id());
+    drop(child);
 
     println!("Records benchmark: {total} deployments across {apps} applications (database {} MB), release build", size >> 20);
     println!();
