@@ -100,7 +100,10 @@ fn main() {
     bench("a page of 50 (`/api/v1/deployments?limit=50`)", &mut || "/api/v1/deployments?limit=50".to_owned());
     bench("a page of 50, offset 10,000", &mut || "/api/v1/deployments?limit=50&offset=10000".to_owned());
     bench("a page of 50 of one environment (`.../environments/Production/deployments`)", &mut || {
-        format!("/api/v1/accounts/bench/applications/app{:04}/environments/Production/deployments?limit=50", next() % apps)
+        format!(
+            "/api/v1/accounts/bench/applications/app{:04}/environments/Production/deployments?limit=50",
+            next() % apps
+        )
     });
     bench("a page of 50 filtered by `?account=&application=&environment=`", &mut || {
         format!("/api/v1/deployments?account=bench&application=app{:04}&environment=Production&limit=50", next() % apps)
@@ -111,13 +114,20 @@ fn main() {
     let rss_after = rss_kb(child.0.id());
     drop(child);
 
-    println!("Records benchmark: {total} deployments across {apps} applications (database {} MB), release build", size >> 20);
+    println!(
+        "Records benchmark: {total} deployments across {apps} applications (database {} MB), release build",
+        size >> 20
+    );
     println!();
     println!("| figure | value |");
     println!("|---|---:|");
     println!("| start to `/readyz` | {:.0} ms |", ready.as_secs_f64() * 1e3);
     println!("| resident memory after start | {:.1} MB |", rss_start as f64 / 1024.0);
-    println!("| resident memory after the {} requests below | {:.1} MB |", rows.len() * (samples + 20), rss_after as f64 / 1024.0);
+    println!(
+        "| resident memory after the {} requests below | {:.1} MB |",
+        rows.len() * (samples + 20),
+        rss_after as f64 / 1024.0
+    );
     println!();
     println!("| request ({samples} each, one connection per request) | p50 ms | p95 ms |");
     println!("|---|---:|---:|");

@@ -159,3 +159,40 @@ fn every_push_reaches_the_audit_log_wait_and_dry_run_included() {
     assert_eq!(wait_deployment(&devpop, waited)["state"], "ready");
     assert!(eventually(Duration::from_secs(5), || get_json(&devpop, "/api/v1/audit").1["total"].as_u64() >= Some(3)));
 }
+
+#[test]
+fn only_an_admin_token_may_reconcile_and_lists_keep_to_the_tokens_account() {
+    let devpop = Devpop::start_with(&["--auth", "tokens"]);
+    devpop.create_app("acme", "shop", "shop");
+    let token = |args: &[&str]| -> String {
+        let out = std::process::Command::new(DEVPOP)
+            .args(["token", "create"])
+            .args(args)
+            .arg("--data")
+            .arg(devpop.data.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let (acme, admin) = (token(&["--account", "acme"]), token(&["--admin"]));
+    let post = |auth: &str| http(&devpop.addr(), "POST", "/api/v1/reconcile", &[("Authorization", auth)], b"");
+    assert_eq!(post(&acme).status, 403);
+    assert_eq!(post(&admin).status, 200);
+    let audit = |auth: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &http(&devpop.addr(), "GET", "/api/v1/audit?limit=50", &[("Authorization", auth)], b"").body,
+        )
+        .unwrap()
+    };
+    let all = audit(&admin);
+    assert!(all["items"].as_array().unwrap().iter().any(|e| e["action"] == "reconcile"), "{all}");
+    // The account's token sees its account's entries only (application.create, its token's
+    // creation), not the server-wide ones (the admin token's creation, reconcile), and its total
+    // counts only those.
+    let own = audit(&acme);
+    assert!(own["items"].as_array().unwrap().iter().all(|e| e["account"] == "acme"), "{own}");
+    assert_eq!(own["total"], 2, "{own}");
+    let other = http(&devpop.addr(), "GET", "/api/v1/deployments?account=globex", &[("Authorization", &acme)], b"");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&other.body).unwrap()["total"], 0);
+}

@@ -288,7 +288,16 @@ impl Records {
         Ok(self.db.write(|tx| {
             for d in deployments {
                 let id = Some(d.id);
-                insert_deployment(tx, id, &d.request, d.state, true, d.created_at, d.updated_at, d.namespace.as_deref())?;
+                insert_deployment(
+                    tx,
+                    id,
+                    &d.request,
+                    d.state,
+                    true,
+                    d.created_at,
+                    d.updated_at,
+                    d.namespace.as_deref(),
+                )?;
                 for (seq, step) in d.steps.iter().enumerate() {
                     insert_step(tx, d.id, seq as i64, step)?;
                 }
