@@ -99,6 +99,9 @@ fn main() {
     };
     bench("a page of 50 (`/api/v1/deployments?limit=50`)", &mut || "/api/v1/deployments?limit=50".to_owned());
     bench("a page of 50, offset 10,000", &mut || "/api/v1/deployments?limit=50&offset=10000".to_owned());
+    bench("a page of 50 by cursor, 10,000 deep (`?before=`)", &mut || {
+        format!("/api/v1/deployments?limit=50&before={}", total - 10_000)
+    });
     bench("a page of 50 of one environment (`.../environments/Production/deployments`)", &mut || {
         format!(
             "/api/v1/accounts/bench/applications/app{:04}/environments/Production/deployments?limit=50",

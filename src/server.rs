@@ -269,13 +269,17 @@ impl Server {
             Ok(n) => tracing::info!(deployments = n, "resumed unfinished deployments"),
             Err(e) => tracing::error!(error = %e, "cannot resume deployments"),
         }
-        // Before serving: every environment whose branch moved without a deployment (a crash,
-        // a push to the repo on disk) gets one.
-        match deployer.reconcile().await {
-            Ok(queued) if queued.is_empty() => {}
-            Ok(queued) => tracing::info!(deployments = queued.len(), "reconciled environments with their branches"),
-            Err(e) => tracing::error!(error = %e, "cannot reconcile environments"),
-        }
+        // Every environment whose branch moved without a deployment (a push to the repo on disk,
+        // a record lost with an OS crash) gets one. In the background: it looks at every repo,
+        // and serving should not wait for a thousand of them.
+        let reconciling = deployer.clone();
+        tokio::spawn(async move {
+            match reconciling.reconcile().await {
+                Ok(queued) if queued.is_empty() => {}
+                Ok(queued) => tracing::info!(deployments = queued.len(), "reconciled environments with their branches"),
+                Err(e) => tracing::error!(error = %e, "cannot reconcile environments"),
+            }
+        });
         if let Some(age) = self.state.settings.records.audit_max_age {
             let audit = self.state.audit.clone();
             tokio::spawn(async move {

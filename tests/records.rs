@@ -54,6 +54,9 @@ fn every_list_takes_offset_and_limit_as_numbers() {
         "/api/v1/deployments?limit=1&offset=0&account=1&application=1&environment=Production&state=ready",
     );
     assert_eq!((page["total"].as_u64(), page["items"][0]["id"].as_u64()), (Some(3), Some(ids[2])));
+    let (_, page) = get_json(&devpop, &format!("/api/v1/deployments?limit=5&before={}", ids[2]));
+    let got: Vec<u64> = page["items"].as_array().unwrap().iter().map(|d| d["id"].as_u64().unwrap()).collect();
+    assert_eq!((got, page["total"].as_u64()), (vec![ids[1], ids[0]], Some(3)), "a cursor: older than the id");
     let (_, page) = get_json(&devpop, "/api/v1/deployments?environment=Staging");
     assert_eq!(page["total"], 0);
     for path in [
@@ -72,7 +75,12 @@ fn every_list_takes_offset_and_limit_as_numbers() {
     }
     let (_, page) = get_json(&devpop, &format!("{ENV}/deployments?limit=2&offset=1"));
     assert_eq!(page["items"][0]["id"].as_u64(), Some(ids[1]));
-    for bad in ["/api/v1/deployments?limit=twenty", "/api/v1/deployments?state=done", "/api/v1/audit?offset=-1"] {
+    for bad in [
+        "/api/v1/deployments?limit=twenty",
+        "/api/v1/deployments?state=done",
+        "/api/v1/deployments?before=x",
+        "/api/v1/audit?offset=-1",
+    ] {
         let r = http(&devpop.addr(), "GET", bad, &[], b"");
         assert_eq!(r.status, 400, "{bad}");
         let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON error");
@@ -122,9 +130,13 @@ fn reconciliation_deploys_a_branch_that_moved_without_the_server_at_start_and_on
     assert!(out.status.success(), "{}", stderr(&out));
     let devpop = Devpop::start_in(data, &[]);
     git_ok(&work, &["remote", "set-url", "origin", &format!("{}/account/1/application/1/site.git", devpop.url)]);
-    let (_, page) = get_json(&devpop, "/api/v1/deployments?limit=1");
+    let mut page = serde_json::Value::Null;
+    let reconciled = eventually(Duration::from_secs(30), || {
+        page = get_json(&devpop, "/api/v1/deployments?limit=1").1;
+        page["items"][0]["commit"].as_str() == Some(c.as_str())
+    });
+    assert!(reconciled, "reconciled at start: {page}");
     let newest = &page["items"][0];
-    assert_eq!(newest["commit"].as_str(), Some(c.as_str()), "queued before the server answered: {page}");
     let expected = format!("reconciled: branch at {}, last deployment at {}", &c[..12], &b[..12]);
     assert!(newest["steps"].as_array().unwrap().iter().any(|s| s["message"] == expected.as_str()), "{newest}");
     assert_eq!(wait_deployment(&devpop, newest["id"].as_u64().unwrap())["state"], "ready");

@@ -58,6 +58,8 @@ pub struct ListQuery {
     repo: Option<String>,
     environment: Option<String>,
     state: Option<String>,
+    /// A cursor: deployments older than this id (the last id of the previous page).
+    before: Option<String>,
     #[serde(flatten)]
     page: PageQuery,
 }
@@ -100,12 +102,19 @@ pub async fn list(
             )
         })?),
     };
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(b.parse::<u64>().map_err(|_| {
+            api_err(StatusCode::BAD_REQUEST, "invalid_query", format!("before={b:?}: a deployment id (a number)"))
+        })?),
+    };
     let filter = Filter {
         account: q.account,
         application: q.application,
         repo: q.repo,
         environment: q.environment,
         state: deployment_state,
+        before,
     };
     Ok(Json(page_of(&state, &principal, filter, &q.page).await?))
 }

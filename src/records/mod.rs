@@ -156,6 +156,9 @@ pub struct Filter {
     pub repo: Option<String>,
     pub environment: Option<String>,
     pub state: Option<State>,
+    /// A cursor: only deployments older than this id (the last id of the previous page). The
+    /// `total` of a page does not depend on it.
+    pub before: Option<u64>,
 }
 
 impl Filter {
@@ -167,6 +170,7 @@ impl Filter {
             repo: Some(key.2.clone()),
             environment: Some(key.3.clone()),
             state: None,
+            before: None,
         }
     }
 
@@ -408,13 +412,25 @@ impl Records {
     pub fn page(&self, filter: &Filter, offset: u64, limit: u64) -> Result<(Vec<Deployment>, u64), RecordError> {
         let (clause, args) = filter.sql();
         Ok(self.db.read(|c| {
+            // Counted from the per-environment, per-state counts the triggers keep (db.rs).
             let total: i64 = c
-                .prepare_cached(&format!("SELECT count(*) FROM deployments {clause}"))?
+                .prepare_cached(&format!("SELECT coalesce(sum(n), 0) FROM deployment_counts {clause}"))?
                 .query_row(rusqlite::params_from_iter(&args), |r| r.get(0))?;
+            let mut all: Vec<rusqlite::types::Value> = args.iter().map(|a| a.clone().into()).collect();
+            let clause = match filter.before {
+                None => clause,
+                Some(before) => {
+                    all.push((before.min(i64::MAX as u64) as i64).into());
+                    if clause.is_empty() {
+                        "WHERE id < ?".to_owned()
+                    } else {
+                        format!("{clause} AND id < ?")
+                    }
+                }
+            };
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM deployments {clause} ORDER BY id DESC LIMIT ? OFFSET ?"
             ))?;
-            let mut all: Vec<rusqlite::types::Value> = args.iter().map(|a| a.clone().into()).collect();
             all.push((limit.min(i64::MAX as u64) as i64).into());
             all.push((offset.min(i64::MAX as u64) as i64).into());
             let items = stmt
@@ -694,6 +710,9 @@ mod tests {
         let (page, total) = r.page(&staging, 0, 4).unwrap();
         assert_eq!(total, 10);
         assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [28, 25, 22, 19]);
+        let cursor = Filter { before: Some(16), ..Filter::default() };
+        let (page, total) = r.page(&cursor, 0, 3).unwrap();
+        assert_eq!((page.iter().map(|d| d.id).collect::<Vec<_>>(), total), (vec![15, 14, 13], 30));
         let superseded = Filter { state: Some(State::Superseded), ..Filter::default() };
         assert_eq!(r.page(&superseded, 0, 100).unwrap().1, 15);
         let other = Filter { account: Some("7".into()), ..Filter::default() };
