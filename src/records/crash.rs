@@ -12,6 +12,7 @@
 use std::sync::OnceLock;
 
 /// Dies here (SIGKILL) when `DEVPOP_TEST_CRASH_AT` names `point`.
+#[allow(unsafe_code)] // kill(2) of our own pid: no safe wrapper in std; test-only.
 pub fn point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     let at = AT.get_or_init(|| std::env::var("DEVPOP_TEST_CRASH_AT").ok().filter(|s| !s.is_empty()));
