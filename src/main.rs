@@ -242,6 +242,13 @@ struct ServeArgs {
     /// Longest a deployment's rollout may take before it fails, e.g. 5m.
     #[arg(long, env = "DEVPOP_ROLLOUT_DEADLINE", default_value = "5m", value_parser = settings::parse_duration)]
     rollout_deadline: Duration,
+    /// Deployments kept per environment (older ones are deleted; each environment's last ready
+    /// deployment is always kept).
+    #[arg(long, env = "DEVPOP_KEEP_DEPLOYMENTS", default_value_t = devpop::records::DEFAULT_KEEP_PER_ENVIRONMENT)]
+    keep_deployments: usize,
+    /// Audit log entries older than this are deleted, e.g. 365d (default: kept for ever).
+    #[arg(long, env = "DEVPOP_AUDIT_MAX_AGE", value_parser = settings::parse_duration)]
+    audit_max_age: Option<Duration>,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -505,7 +512,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 fn audit(data: &Path) -> Result<devpop::records::audit::AuditLog> {
-    Ok(devpop::records::audit::AuditLog::new(&absolute(data)?))
+    Ok(devpop::records::audit::AuditLog::open(&absolute(data)?)?)
 }
 
 fn store(data: &DataArgs) -> Result<RepoStore> {
@@ -851,17 +858,28 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
             );
             d
         }
-        None => records
-            .list(|d| {
-                d.environment_key() == key
-                    && d.state == devpop::records::State::Ready
-                    && d.request.action == devpop::records::Action::Deploy
-            })
-            .into_iter()
-            .find(|d| tree_of(&d.request.commit).is_some_and(|t| t != head))
-            .with_context(|| {
+        None => {
+            // The environment's ready deployments, newest first, a page at a time.
+            let filter = devpop::records::Filter {
+                state: Some(devpop::records::State::Ready),
+                ..devpop::records::Filter::environment(&key)
+            };
+            let mut found = None;
+            for offset in (0..).step_by(100) {
+                let (page, _) = records.page(&filter, offset, 100)?;
+                let n = page.len();
+                found = page.into_iter().find(|d| {
+                    d.request.action == devpop::records::Action::Deploy
+                        && tree_of(&d.request.commit).is_some_and(|t| t != head)
+                });
+                if found.is_some() || n < 100 {
+                    break;
+                }
+            }
+            found.with_context(|| {
                 format!("{id} {} has no earlier ready deployment with a different state to restore", args.env)
-            })?,
+            })?
+        }
     };
     let message = format!(
         "Roll back {} to deployment {} (commit {})\n\nRestores the state deployed by deployment {} ({}).\n",
@@ -872,7 +890,7 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         target.request.commit
     );
     let commit = devpop::repos::restore_commit(&repo_path, &args.env, &target.request.commit, &message)?;
-    devpop::records::audit::AuditLog::new(&data).record(
+    devpop::records::audit::AuditLog::open(&data)?.record(
         "cli",
         None,
         "rollback",
@@ -920,6 +938,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         settings.trusted_proxies = args.trusted_proxies;
         settings.hook = args.push.hook_settings(args.check.check_settings());
         settings.auth_tokens = args.auth == AuthMode::Tokens;
+        settings.records = devpop::settings::RecordSettings {
+            keep_per_environment: args.keep_deployments,
+            audit_max_age: args.audit_max_age,
+        };
         settings.target = match args.target {
             TargetKind::RenderOnly => devpop::settings::TargetSettings::RenderOnly,
             TargetKind::Cluster => devpop::settings::TargetSettings::Cluster {

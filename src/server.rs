@@ -188,14 +188,19 @@ impl Server {
         }
         checks.pool = Some(pool);
         let advertiser = crate::transport::advertise::ReceivePackAdvertiser::probe(&settings).await?;
-        let records = {
+        // Deployments, their steps and the audit log: one SQLite database (migrated from the
+        // JSON-lines logs of earlier versions on the first start).
+        let db = {
             let data = settings.data_dir.clone();
             Arc::new(
-                tokio::task::spawn_blocking(move || crate::records::Records::open(&data))
+                tokio::task::spawn_blocking(move || crate::records::Db::open(&data))
                     .await
-                    .map_err(std::io::Error::other)??,
+                    .map_err(std::io::Error::other)?
+                    .map_err(crate::records::RecordError::from)?,
             )
         };
+        let records = Arc::new(crate::records::Records::with_db(db.clone()));
+        records.set_keep_per_environment(settings.records.keep_per_environment);
         let rendered = crate::applying::RenderedRepos::new(&settings.data_dir);
         let (target, deadline) = match &settings.target {
             crate::settings::TargetSettings::RenderOnly => (
@@ -213,7 +218,7 @@ impl Server {
             }
         };
         tracing::info!(target = target.name(), "deploying to");
-        let audit = Arc::new(crate::records::audit::AuditLog::new(&settings.data_dir));
+        let audit = Arc::new(crate::records::audit::AuditLog::with_db(db));
         let mut deployer = Deployer::new(
             records,
             Arc::new(target),
@@ -224,7 +229,6 @@ impl Server {
         );
         let d = Arc::get_mut(&mut deployer).expect("not shared yet");
         d.rollout_deadline = deadline;
-        d.audit = Some(audit.clone());
         let state = AppState(Arc::new(Shared {
             rendered,
             settings,
@@ -260,6 +264,33 @@ impl Server {
             Ok(0) => {}
             Ok(n) => tracing::info!(deployments = n, "resumed unfinished deployments"),
             Err(e) => tracing::error!(error = %e, "cannot resume deployments"),
+        }
+        // Every environment whose branch moved without a deployment (a push to the repo on disk,
+        // a record lost with an OS crash) gets one. In the background: it looks at every repo,
+        // and serving should not wait for a thousand of them.
+        let reconciling = deployer.clone();
+        tokio::spawn(async move {
+            match reconciling.reconcile().await {
+                Ok(queued) if queued.is_empty() => {}
+                Ok(queued) => tracing::info!(deployments = queued.len(), "reconciled environments with their branches"),
+                Err(e) => tracing::error!(error = %e, "cannot reconcile environments"),
+            }
+        });
+        if let Some(age) = self.state.settings.records.audit_max_age {
+            let audit = self.state.audit.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    every.tick().await;
+                    let audit = audit.clone();
+                    match tokio::task::spawn_blocking(move || audit.prune_older_than(age)).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(entries = n, "audit log: removed entries past --audit-max-age"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "audit log: cannot remove old entries"),
+                        Err(_) => {}
+                    }
+                }
+            });
         }
         let limits = &self.state.settings.limits;
         let max = connection_cap(limits.max_connections, raise_open_files_limit());

@@ -25,6 +25,23 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-Proto` is believed (the console cookie gets `Secure`
     /// when it says https).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Retention of deployment records and of the audit log.
+    pub records: RecordSettings,
+}
+
+/// How long records are kept.
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    /// Deployments kept per environment (besides its last ready one).
+    pub keep_per_environment: usize,
+    /// Audit entries older than this are deleted (`None`: kept for ever).
+    pub audit_max_age: Option<Duration>,
+}
+
+impl Default for RecordSettings {
+    fn default() -> Self {
+        RecordSettings { keep_per_environment: crate::records::DEFAULT_KEEP_PER_ENVIRONMENT, audit_max_age: None }
+    }
 }
 
 /// Where accepted pushes are deployed.
@@ -89,6 +106,7 @@ impl Settings {
             target: TargetSettings::default(),
             auth_tokens: false,
             trusted_proxies: Vec::new(),
+            records: RecordSettings::default(),
         }
     }
 

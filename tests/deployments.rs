@@ -436,7 +436,7 @@ fn a_server_killed_mid_deployment_resumes_it_after_a_restart() {
 }
 
 #[test]
-fn a_push_whose_branch_does_not_move_records_no_deployment() {
+fn a_push_whose_branch_does_not_move_leaves_its_announced_deployment_failed_not_deployed() {
     let devpop = Devpop::start();
     let url = devpop.create_app("1", "1", "site");
     let (_dir, work) = clone(&url);
@@ -448,12 +448,12 @@ fn a_push_whose_branch_does_not_move_records_no_deployment() {
     let out = git(&work, &["push", "origin", "Production"]);
     assert!(!out.status.success(), "{}", stderr(&out));
     let announced = queued_deployment(&stderr(&out), "Production");
-    std::thread::sleep(Duration::from_millis(300));
-    let r = http(&devpop.addr(), "GET", &format!("/api/v1/deployments/{announced}"), &[], b"");
-    assert_eq!(r.status, 404, "nothing is recorded for a push that did not land: {}", r.text());
-    let list = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"");
-    let list: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
-    assert_eq!(list["total"], 0, "{list}");
+    // The id the push printed exists (no 404 behind its link), and says it was not deployed.
+    let d = wait_deployment(&devpop, announced);
+    assert_eq!(d["state"], "failed", "{d}");
+    let last = d["steps"].as_array().unwrap().last().unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(last.starts_with("not deployed: git did not move refs/heads/Production to this commit"), "{last}");
+    assert_eq!(d["steps"].as_array().unwrap().len(), 2, "never rendered nor applied: {d}");
 
     std::fs::remove_file(repo.join("refs/heads/Production.lock")).unwrap();
     let out = git(&work, &["push", "origin", "Production"]);

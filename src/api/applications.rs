@@ -38,6 +38,11 @@ pub struct Environment {
     pub namespace: String,
     /// The newest deployment of the environment, if any.
     pub last_deployment: Option<Deployment>,
+    /// The commit of the environment's last ready deployment (what it runs), if any.
+    pub deployed_commit: Option<String>,
+    /// The branch is not at the deployed commit (a deployment under way, a failed one, or a
+    /// branch moved without one: `POST /api/v1/reconcile` deploys it).
+    pub branch_differs: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,13 +244,22 @@ pub(crate) fn request(id: &RepoId, env: &str, commit: String, action: Action, pu
     }
 }
 
+/// An environment as the API shows it. Blocking (records queries): call from `blocking`.
 pub(crate) fn environment_of(state: &AppState, id: &RepoId, name: &str, head: Oid) -> Environment {
     let key = (id.account.clone(), id.application.clone(), id.repo.clone(), name.to_owned());
+    let records = state.deployer.records();
+    let last_deployment = records.newest(&key).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read deployments");
+        None
+    });
+    let deployed_commit = records.last_ready(&key).ok().flatten().map(|d| d.request.commit);
     Environment {
         name: name.to_owned(),
         commit: head.to_string(),
         namespace: crate::rendering::naming::namespace(&state.settings.hook.checks.render.namespace_prefix, id, name),
-        last_deployment: state.deployer.records().list(|d| d.environment_key() == key).into_iter().next(),
+        last_deployment,
+        branch_differs: deployed_commit.as_deref() != Some(&head.to_string()),
+        deployed_commit,
     }
 }
 
@@ -356,7 +370,9 @@ pub async fn create_environment(
     })
     .await?;
     let d = state.deployer.submit(request(&id, &name, commit.to_string(), Action::Deploy, "api")).await?;
-    let environment = environment_of(&state, &id, &name, commit);
+    let (st, rid) = (state.clone(), id.clone());
+    let environment = blocking(move || Ok(environment_of(&st, &rid, &name, commit))).await?;
+    let name = &environment.name;
     audit_action(
         &state,
         &principal,
@@ -596,10 +612,11 @@ pub async fn get_config(
 
 pub async fn environment_deployments(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((account, application, env)): Path<(String, String, String)>,
-    Query(q): Query<PageQuery>,
+    super::ApiQuery(q): super::ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Deployment>>, HttpError> {
     let id = application_id(&state, &account, &application)?;
-    let key = (id.account, id.application, id.repo, env);
-    Ok(Json(page(state.deployer.records().list(|d| d.environment_key() == key), &q)))
+    let filter = crate::records::Filter::environment(&(id.account, id.application, id.repo, env));
+    Ok(Json(super::deployments::page_of(&state, &principal, filter, &q).await?))
 }

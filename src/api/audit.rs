@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{api_err, audit_action, page, ApiJson, Page, PageQuery};
+use super::{api_err, audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, TokenRecord, ALL_ACCOUNTS};
 use crate::http_error::HttpError;
 use crate::records::audit::AuditEntry;
@@ -15,13 +15,23 @@ use crate::server::AppState;
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(q): Query<PageQuery>,
-) -> Json<Page<AuditEntry>> {
-    let entries =
-        state
-            .audit
-            .read(|e| if e.account == ALL_ACCOUNTS { principal.is_admin() } else { principal.may_read(&e.account) });
-    Json(page(entries, &q))
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<AuditEntry>>, HttpError> {
+    use crate::records::audit::Visible;
+    // Paged by the records store: an admin sees everything, others their account's entries.
+    let visible = match &principal {
+        _ if principal.is_admin() => Visible::All,
+        Principal::Token { account, .. } if account != ALL_ACCOUNTS => Visible::Account(account.clone()),
+        _ => Visible::Accounts,
+    };
+    let (audit, offset, limit) = (state.audit.clone(), q.offset, q.limit());
+    let (items, total) = blocking(move || {
+        audit
+            .page(&visible, offset as u64, limit as u64)
+            .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+    })
+    .await?;
+    Ok(Json(Page { items, total: total as usize, offset, limit }))
 }
 
 /// A token as the API shows it: never the token itself.

@@ -1,9 +1,10 @@
-//! Deployments: one, a page of them, and one's live events (Server-Sent Events).
+//! Deployments: one, a page of them (paged and filtered by the records store), one's live
+//! events (Server-Sent Events), and reconciliation on demand.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
@@ -11,10 +12,10 @@ use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 
-use super::{api_err, page, Page, PageQuery};
-use crate::auth::Principal;
+use super::{api_err, audit_action, blocking, ApiQuery, Page, PageQuery};
+use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::http_error::HttpError;
-use crate::records::Deployment;
+use crate::records::{Deployment, Filter, State as DeploymentState};
 use crate::server::AppState;
 
 /// The link a push prints for a deployment.
@@ -28,13 +29,16 @@ fn parse_id(id: &str) -> Result<u64, HttpError> {
     })
 }
 
+fn store_err(e: crate::records::RecordError) -> HttpError {
+    api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
 /// The deployment, if it exists and the principal may see it (404 otherwise: another
 /// account's deployments are not revealed).
-pub(crate) fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
-    state
-        .deployer
-        .records()
-        .get(id)
+pub(crate) async fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
+    let records = state.deployer.records().clone();
+    blocking(move || records.find(id).map_err(store_err))
+        .await?
         .filter(|d| principal.may_read(&d.request.account))
         .ok_or_else(|| api_err(StatusCode::NOT_FOUND, "not_found", format!("no deployment {id}")))
 }
@@ -44,31 +48,99 @@ pub async fn get(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Deployment>, HttpError> {
-    Ok(Json(find(&state, &principal, parse_id(&id)?)?))
+    Ok(Json(find(&state, &principal, parse_id(&id)?).await?))
 }
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     account: Option<String>,
     application: Option<String>,
+    repo: Option<String>,
     environment: Option<String>,
+    state: Option<String>,
+    /// A cursor: deployments older than this id (the last id of the previous page).
+    before: Option<String>,
     #[serde(flatten)]
     page: PageQuery,
+}
+
+/// A page of the deployments `filter` selects that the principal may see, newest first.
+pub(crate) async fn page_of(
+    state: &AppState,
+    principal: &Principal,
+    mut filter: Filter,
+    q: &PageQuery,
+) -> Result<Page<Deployment>, HttpError> {
+    let (offset, limit) = (q.offset, q.limit());
+    // An account-scoped token sees its own account's deployments only.
+    if let Principal::Token { account, .. } = principal {
+        if account != ALL_ACCOUNTS {
+            if filter.account.as_ref().is_some_and(|a| a != account) {
+                return Ok(Page { items: Vec::new(), total: 0, offset, limit });
+            }
+            filter.account = Some(account.clone());
+        }
+    }
+    let records = state.deployer.records().clone();
+    let (items, total) =
+        blocking(move || records.page(&filter, offset as u64, limit as u64).map_err(store_err)).await?;
+    Ok(Page { items, total: total as usize, offset, limit })
 }
 
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(q): Query<ListQuery>,
-) -> Json<Page<Deployment>> {
-    let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-    let list = state.deployer.records().list(|d| {
-        principal.may_read(&d.request.account)
-            && matches(&q.account, &d.request.account)
-            && matches(&q.application, &d.request.application)
-            && matches(&q.environment, &d.request.environment)
-    });
-    Json(page(list, &q.page))
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<Deployment>>, HttpError> {
+    let deployment_state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeploymentState::parse(s).ok_or_else(|| {
+            api_err(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{s:?} is not a deployment state (queued, rendering, applying, progressing, ready, failed, superseded)"),
+            )
+        })?),
+    };
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(b.parse::<u64>().map_err(|_| {
+            api_err(StatusCode::BAD_REQUEST, "invalid_query", format!("before={b:?}: a deployment id (a number)"))
+        })?),
+    };
+    let filter = Filter {
+        account: q.account,
+        application: q.application,
+        repo: q.repo,
+        environment: q.environment,
+        state: deployment_state,
+        before,
+    };
+    Ok(Json(page_of(&state, &principal, filter, &q.page).await?))
+}
+
+/// Reconciliation on demand (admin): queues a deployment for every environment whose branch
+/// is not at the commit it was last asked to run; answers the deployments queued.
+pub async fn reconcile(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Result<Json<Vec<Deployment>>, HttpError> {
+    if !principal.is_admin() {
+        return Err(api_err(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin token (devpop token create --admin) may reconcile",
+        ));
+    }
+    let queued = state
+        .deployer
+        .reconcile()
+        .await
+        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let ids: Vec<String> = queued.iter().map(|d| d.id.to_string()).collect();
+    audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")));
+    Ok(Json(queued))
 }
 
 /// The deployment now and at every change, as `event: deployment` with its JSON, until it
@@ -82,10 +154,10 @@ pub async fn events(
     let id = parse_id(&id)?;
     // Subscribe before reading the current state, so no change falls in between.
     let rx = state.deployer.subscribe();
-    let first = find(&state, &principal, id)?;
-    let records = state.deployer.records().clone();
+    let first = find(&state, &principal, id).await?;
+    let deployer = state.deployer.clone();
     let stream = futures_util::stream::unfold(Some((Some(first), rx)), move |st| {
-        let records = records.clone();
+        let deployer = deployer.clone();
         async move {
             let (pending, mut rx) = st?;
             let d = match pending {
@@ -95,8 +167,8 @@ pub async fn events(
                         Ok(d) if d.id == id => break d,
                         Ok(_) => {}
                         // Missed some: the record has the latest state.
-                        Err(RecvError::Lagged(_)) => match records.get(id) {
-                            Some(d) if d.state.is_terminal() => break d,
+                        Err(RecvError::Lagged(_)) => match deployer.get(id).await {
+                            Ok(Some(d)) if d.state.is_terminal() => break d,
                             _ => {}
                         },
                         Err(RecvError::Closed) => return None,

@@ -57,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/deployments", get(deployments::list))
         .route("/api/v1/deployments/{id}", get(deployments::get))
         .route("/api/v1/deployments/{id}/events", get(deployments::events))
+        .route("/api/v1/reconcile", axum::routing::post(deployments::reconcile))
         .route("/api/v1/packages", get(packages::list).post(packages::install))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/tokens", get(audit::list_tokens).post(audit::create_token))
@@ -103,10 +104,49 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub offset: usize,
-    #[serde(default = "default_limit")]
+    #[serde(default = "default_limit", deserialize_with = "number")]
     pub limit: usize,
+}
+
+impl PageQuery {
+    /// The limit as applied (1 to 500).
+    pub fn limit(&self) -> usize {
+        self.limit.clamp(1, 500)
+    }
+}
+
+/// A number from a query string. Query values are strings; inside a `#[serde(flatten)]` struct
+/// serde hands them over as strings, which a plain `usize` field refuses.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        N(usize),
+        S(String),
+    }
+    match Number::deserialize(d)? {
+        Number::N(n) => Ok(n),
+        Number::S(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a number (offset and limit are counts)"))),
+    }
+}
+
+/// `Query<T>` whose rejections are API errors (`invalid_query`, with the reason).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, HttpError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+        }
+    }
 }
 
 fn default_limit() -> usize {
@@ -121,9 +161,10 @@ pub struct Page<T> {
     pub limit: usize,
 }
 
-/// One page of a list (`limit` is capped at 500).
+/// One page of a list held whole (`limit` is capped at 500); lists of records are paged by
+/// the records store instead.
 pub fn page<T>(all: Vec<T>, q: &PageQuery) -> Page<T> {
-    let limit = q.limit.clamp(1, 500);
+    let limit = q.limit();
     let total = all.len();
     let items = all.into_iter().skip(q.offset).take(limit).collect();
     Page { items, total, offset: q.offset, limit }

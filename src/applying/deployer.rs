@@ -6,9 +6,15 @@
 //! - Every step is recorded ([`Records`]) before it is acted on, so a restart resumes what was
 //!   queued or under way ([`Deployer::resume`]); applying is idempotent (server-side apply),
 //!   so starting a deployment's pipeline again is safe.
+//! - A push's deployment is recorded before git moves the branch ([`Deployer::reserve`]) and
+//!   queued once it has moved ([`Deployer::push_finished`]; at a restart, by `resume`).
+//! - Reconciliation ([`Deployer::reconcile`], at start and on demand) queues a deployment for
+//!   every environment whose branch is not at the commit it was last asked to run (a push
+//!   straight to the repo on disk, a crash between a ref update and its record).
+//! - Retention: each environment keeps its newest deployments (and its last ready one).
 //! - Watchers get every change of every deployment on a broadcast channel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,13 +24,14 @@ use super::{Subject, Target, TargetError};
 use crate::checks;
 use crate::names::RepoId;
 use crate::packages::PackageStore;
-use crate::records::{Action, Deployment, NewDeployment, RecordError, Records, State};
+use crate::records::audit::AuditEntry;
+use crate::records::{crash, Action, Deployment, NewDeployment, RecordError, Records, State};
 use crate::rendering::{self, RenderSettings, Rendered};
 use crate::repos::RepoStore;
 use crate::source::{GitCommit, RepoSource};
 
 /// An environment: account, application, repo, environment.
-pub type EnvKey = (String, String, String, String);
+pub type EnvKey = crate::records::EnvKey;
 
 #[derive(Default)]
 struct EnvQueue {
@@ -51,8 +58,6 @@ pub struct Deployer<T: Target> {
     render: RenderSettings,
     /// How long a rollout may take before the deployment fails.
     pub rollout_deadline: Duration,
-    /// Where landed pushes are recorded for the audit log.
-    pub audit: Option<Arc<crate::records::audit::AuditLog>>,
     queues: Mutex<HashMap<EnvKey, EnvQueue>>,
     permits: Arc<Semaphore>,
     events: broadcast::Sender<Deployment>,
@@ -67,6 +72,8 @@ pub struct Deployer<T: Target> {
     holds: Mutex<HashMap<String, Vec<tokio::sync::OwnedMutexGuard<()>>>>,
     /// Deployments a `-o wait` push in progress made before git moved its branch, by push.
     waited: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
+    /// One reconciliation at a time.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 /// A deployment a push announced: its id, what it asks, and the checks' render.
@@ -91,7 +98,6 @@ impl<T: Target> Deployer<T> {
             packages,
             render,
             rollout_deadline: Duration::from_secs(300),
-            audit: None,
             queues: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             events: broadcast::channel(1024).0,
@@ -100,6 +106,7 @@ impl<T: Target> Deployer<T> {
             env_locks: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             waited: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -120,34 +127,53 @@ impl<T: Target> Deployer<T> {
     where
         F: FnOnce(&Records) -> Result<Deployment, RecordError> + Send + 'static,
     {
-        let records = self.records.clone();
-        let d = tokio::task::spawn_blocking(move || f(&records))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))??;
+        let d = self.query(f).await?;
         let _ = self.events.send(d.clone());
         Ok(d)
     }
 
-    /// Records a new deployment and queues it.
+    /// Runs a records query off the async runtime.
+    async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Records) -> Result<R, RecordError> + Send + 'static,
+    ) -> Result<R, DeployError> {
+        let records = self.records.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&records))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))??)
+    }
+
+    /// A deployment as recorded (off the async runtime).
+    pub async fn get(&self, id: u64) -> Result<Option<Deployment>, DeployError> {
+        self.query(move |r| r.find(id)).await
+    }
+
+    /// Records a new deployment and queues it. A `-o wait` push's deployment (its commit still
+    /// in quarantine) is the push's audit entry too.
     pub async fn submit(self: &Arc<Self>, request: NewDeployment) -> Result<Deployment, DeployError> {
         RepoId::new(&request.account, &request.application, &request.repo)?;
-        let d = self.record(move |r| r.create(request)).await?;
+        let audit = request.quarantine.is_some().then(|| push_audit(&request, "push", "-o wait"));
+        let d = self.record(move |r| r.create_with(request, true, audit)).await?;
         self.enqueue(&d).await;
         Ok(d)
     }
 
-    /// Announces the deployment a push will make (called from its pre-receive check): an id,
-    /// nothing recorded yet. `rendered` is the checks' render of the commit, which the
-    /// deployment then uses instead of rendering it again.
+    /// Records the deployment a push will make (called from its pre-receive check, on a
+    /// blocking thread), before git moves the branch: the id the push prints exists from now
+    /// on. It is queued once git has moved the branch ([`Deployer::push_finished`]), and fails
+    /// ("not deployed: the branch did not move") when git does not move it. `rendered` is the
+    /// checks' render of the commit, which the deployment then uses instead of rendering again.
     pub fn reserve(&self, push: &str, request: NewDeployment, rendered: Option<Rendered>) -> Result<u64, DeployError> {
         RepoId::new(&request.account, &request.application, &request.repo)?;
-        let id = self.records.reserve_id();
+        crash::point("before-reserve");
+        let id = self.records.create_pending(request.clone())?.id;
         self.reservations
             .lock()
             .expect("reservations lock")
             .entry(push.to_owned())
             .or_default()
             .push((id, request, rendered));
+        crash::point("before-ref-move");
         Ok(id)
     }
 
@@ -180,8 +206,8 @@ impl<T: Target> Deployer<T> {
         Ok(d)
     }
 
-    /// The push ended. If git succeeded, records and queues each announced deployment whose
-    /// branch now is where the push put it (the rest never happened: nothing is recorded).
+    /// The push ended: each deployment it recorded whose branch now is where the push put it
+    /// lands (with the push's audit entry) and is queued; the others fail, "not deployed".
     /// A `-o wait` deployment that became ready while git then did not move its branch (git
     /// refused the ref, or died) is undone: the branch's commit is deployed again. Then the
     /// push's environment locks are released.
@@ -194,33 +220,10 @@ impl<T: Target> Deployer<T> {
         }
         drop(self.holds.lock().expect("holds lock").remove(push));
         let reserved = self.reservations.lock().expect("reservations lock").remove(push).unwrap_or_default();
-        if !git_succeeded {
-            return;
+        if !reserved.is_empty() && git_succeeded {
+            crash::point("after-ref-move");
         }
         for (id, request, rendered) in reserved {
-            let repos = self.repos.clone();
-            let r = request.clone();
-            let landed = tokio::task::spawn_blocking(move || branch_is_at(&repos, &r)).await.unwrap_or(false);
-            if !landed {
-                tracing::info!(deployment = id, environment = %request.environment, "the push did not move the branch; no deployment");
-                continue;
-            }
-            if let Some(audit) = &self.audit {
-                let (who, from) = match request.pusher.rsplit_once('@') {
-                    Some((who, from)) => (who.to_owned(), Some(from.to_owned())),
-                    None => (request.pusher.clone(), None),
-                };
-                let action = if request.action == Action::Delete { "branch.delete" } else { "push" };
-                let target = format!("{}/{}/{}", request.application, request.repo, request.environment);
-                audit.record(
-                    &who,
-                    from,
-                    action,
-                    &request.account,
-                    &target,
-                    &format!("commit {} (deployment {id})", crate::records::short(&request.commit)),
-                );
-            }
             if let Some(rendered) = rendered {
                 let mut prerendered = self.prerendered.lock().expect("prerendered lock");
                 if prerendered.len() >= MAX_PRERENDERED {
@@ -228,11 +231,32 @@ impl<T: Target> Deployer<T> {
                 }
                 prerendered.insert(id, rendered);
             }
-            match self.record(move |r| r.create_as(Some(id), request)).await {
-                Ok(d) => self.enqueue(&d).await,
-                Err(e) => tracing::error!(deployment = id, error = %e, "cannot record a deployment"),
+            if let Err(e) = self.settle(id, request, "").await {
+                tracing::error!(deployment = id, error = %e, "cannot record a deployment");
             }
         }
+    }
+
+    /// A push's recorded deployment: queued when its branch moved, failed when it did not.
+    async fn settle(self: &Arc<Self>, id: u64, request: NewDeployment, note: &str) -> Result<(), DeployError> {
+        let repos = self.repos.clone();
+        let r = request.clone();
+        let landed = tokio::task::spawn_blocking(move || branch_is_at(&repos, &r)).await.unwrap_or(false);
+        if !landed {
+            self.prerendered.lock().expect("prerendered lock").remove(&id);
+            tracing::info!(deployment = id, environment = %request.environment, "the push did not move the branch; not deployed");
+            let message = format!(
+                "not deployed: git did not move refs/heads/{} to this commit{note} (the push failed or another push moved the branch first)",
+                request.environment
+            );
+            self.record(move |r| r.not_landed(id, message)).await?;
+            return Ok(());
+        }
+        let action = if request.action == Action::Delete { "branch.delete" } else { "push" };
+        let audit = push_audit(&request, action, &format!("deployment {id}"));
+        let d = self.record(move |r| r.land(id, Some(audit))).await?;
+        self.enqueue(&d).await;
+        Ok(())
     }
 
     /// The `-o wait` deployment `id` of `push` is ready, but git did not move its branch: deploys
@@ -243,7 +267,7 @@ impl<T: Target> Deployer<T> {
         let (landed, head) = tokio::task::spawn_blocking(move || (branch_is_at(&repos, &r), branch_head(&repos, &r)))
             .await
             .map_err(|e| DeployError::Internal(e.to_string()))?;
-        let ready = self.records.get(id).is_some_and(|d| d.state == State::Ready);
+        let ready = self.get(id).await?.is_some_and(|d| d.state == State::Ready);
         if landed || !ready {
             // Landed: nothing to undo. Not ready: the push was refused and a failed deployment
             // has already been followed by a restore.
@@ -278,14 +302,24 @@ impl<T: Target> Deployer<T> {
         Ok(())
     }
 
-    /// At start-up: queues again every deployment that had not finished.
+    /// At start-up: settles the deployments of pushes the server stopped in the middle of, and
+    /// queues again every deployment that had not finished.
     pub async fn resume(self: &Arc<Self>) -> Result<usize, DeployError> {
-        let records = self.records.clone();
-        let unfinished = tokio::task::spawn_blocking(move || records.unfinished())
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))?;
-        for d in &unfinished {
+        let unfinished = self.query(|r| r.unfinished()).await?;
+        for (d, landed) in &unfinished {
             let (id, state) = (d.id, d.state);
+            if !landed {
+                // Recorded by a push's checks; did git move the branch before the server stopped?
+                self.settle(id, d.request.clone(), " before the server stopped").await?;
+                continue;
+            }
+            if d.request.quarantine.is_some() {
+                // A `-o wait` push ended with the server: its branch did not move.
+                let message = "failed: the server stopped while its -o wait push waited; the branch did not move";
+                let failed = self.record(move |r| r.not_landed(id, message)).await?;
+                self.restore_after(&failed).await?;
+                continue;
+            }
             let d = if state == State::Queued {
                 self.record(move |r| r.note(id, "resumed after a restart")).await?
             } else {
@@ -297,6 +331,27 @@ impl<T: Target> Deployer<T> {
             self.enqueue(&d).await;
         }
         Ok(unfinished.len())
+    }
+
+    /// Queues a deployment for every environment whose branch is not at the commit it was last
+    /// asked to run ("reconciled: branch at X, last deployment at Y"), and a removal for every
+    /// deployed environment whose branch is gone. Environments never deployed are left alone.
+    /// Returns the deployments it queued.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Deployment>, DeployError> {
+        let _one = self.reconciling.lock().await;
+        let (repos, records) = (self.repos.clone(), self.records.clone());
+        let wanted = tokio::task::spawn_blocking(move || drifted(&repos, &records))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))??;
+        let mut queued = Vec::new();
+        for (request, message) in wanted {
+            let d = self.record(move |r| r.create(request)).await?;
+            let id = d.id;
+            let d = self.record(move |r| r.note(id, message)).await?;
+            self.enqueue(&d).await;
+            queued.push(d);
+        }
+        Ok(queued)
     }
 
     async fn enqueue(self: &Arc<Self>, d: &Deployment) {
@@ -345,7 +400,7 @@ impl<T: Target> Deployer<T> {
 
     /// Takes one deployment through the pipeline; failures end in `failed` with the reason.
     async fn run(&self, id: u64) -> Result<(), DeployError> {
-        let d = self.records.get(id).ok_or(RecordError::NotFound(id))?;
+        let d = self.get(id).await?.ok_or(RecordError::NotFound(id))?;
         let req = d.request.clone();
         let subject = Subject {
             account: req.account.clone(),
@@ -364,13 +419,22 @@ impl<T: Target> Deployer<T> {
             Err(e) => {
                 let message = e.to_string();
                 tracing::info!(deployment = id, reason = %message, "deployment failed");
-                let failed = self.record(move |r| r.transition(id, State::Failed, message)).await?;
+                let failed = if req.quarantine.is_some() {
+                    // A `-o wait` deployment that failed: its push is refused, the branch stays.
+                    self.record(move |r| r.not_landed(id, message)).await?
+                } else {
+                    self.record(move |r| r.transition(id, State::Failed, message)).await?
+                };
                 if failed.request.quarantine.is_some() {
                     self.restore_after(&failed).await?;
                 }
                 failed
             }
         };
+        let key = d.environment_key();
+        if let Err(e) = self.query(move |r| r.prune(&key)).await {
+            tracing::warn!(error = %e, "retention: cannot prune old deployments");
+        }
         Ok(())
     }
 
@@ -378,11 +442,7 @@ impl<T: Target> Deployer<T> {
     /// the environment back to what its branch says, the last deployment that became ready.
     async fn restore_after(&self, failed: &Deployment) -> Result<(), DeployError> {
         let key = failed.environment_key();
-        let records = self.records.clone();
-        let last = tokio::task::spawn_blocking(move || records.last_ready(&key))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))?;
-        let Some(last) = last else { return Ok(()) };
+        let Some(last) = self.query(move |r| r.last_ready(&key)).await? else { return Ok(()) };
         let request = NewDeployment {
             pusher: format!("devpop (restoring after deployment {} failed)", failed.id),
             quarantine: None,
@@ -417,6 +477,7 @@ impl<T: Target> Deployer<T> {
         self.record(move |r| r.set_namespace(id, &ns)).await?;
         let message = format!("applying {} objects ({})", rendered.objects.len(), self.target.name());
         self.record(move |r| r.transition(id, State::Applying, message)).await?;
+        crash::point("mid-apply");
         let report = self.target.apply(subject, &rendered).await?;
         let summary = report.summary.clone();
         self.record(move |r| r.note(id, summary)).await?;
@@ -425,6 +486,7 @@ impl<T: Target> Deployer<T> {
             self.record(move |r| r.note(id, pruned)).await?;
         }
         self.record(move |r| r.transition(id, State::Progressing, "waiting for the rollout")).await?;
+        crash::point("mid-rollout");
         Ok(self.target.rollout(subject, &rendered, self.rollout_deadline).await?)
     }
 
@@ -446,7 +508,7 @@ impl<T: Target> Deployer<T> {
     async fn render(&self, subject: &Subject) -> Result<Rendered, Failure> {
         let (repos, packages, settings, subject) =
             (self.repos.clone(), self.packages.clone(), self.render.clone(), subject.clone());
-        let quarantine = self.records.get(subject.deployment).and_then(|d| d.request.quarantine);
+        let quarantine = self.get(subject.deployment).await?.and_then(|d| d.request.quarantine);
         tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, quarantine))
             .await
             .map_err(|e| Failure(e.to_string()))?
@@ -455,6 +517,14 @@ impl<T: Target> Deployer<T> {
     /// Renders a commit (from the quarantine, for a push still in progress) and asks the target
     /// whether it would accept it; records nothing.
     pub async fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
+        // A dry-run push changes nothing, but it is a push: the audit log has it.
+        let audit = push_audit(&request, "push.dry-run", "-o dry-run");
+        let db = self.records.db().clone();
+        let written =
+            tokio::task::spawn_blocking(move || crate::records::audit::AuditLog::with_db(db).append(audit)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!("cannot write the audit log");
+        }
         let subject = Subject {
             account: request.account.clone(),
             application: request.application.clone(),
@@ -477,13 +547,13 @@ impl<T: Target> Deployer<T> {
     pub async fn wait(&self, id: u64) -> Option<Deployment> {
         let mut rx = self.subscribe();
         loop {
-            let d = self.records.get(id)?;
+            let d = self.get(id).await.ok()??;
             if d.state.is_terminal() {
                 return Some(d);
             }
             match rx.recv().await {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return self.records.get(id),
+                Err(broadcast::error::RecvError::Closed) => return self.get(id).await.ok()?,
             }
         }
     }
@@ -509,6 +579,66 @@ impl From<DeployError> for Failure {
     fn from(e: DeployError) -> Self {
         Failure(e.to_string())
     }
+}
+
+/// A push's audit entry: who (and from where) as the transport saw them.
+fn push_audit(request: &NewDeployment, action: &str, what: &str) -> AuditEntry {
+    let (who, from) = match request.pusher.rsplit_once('@') {
+        Some((who, from)) => (who.to_owned(), Some(from.to_owned())),
+        None => (request.pusher.clone(), None),
+    };
+    let target = format!("{}/{}/{}", request.application, request.repo, request.environment);
+    let detail = format!("commit {} ({what})", crate::records::short(&request.commit));
+    AuditEntry::now(&who, from, action, &request.account, &target, &detail)
+}
+
+/// What reconciliation would queue: for every environment of every repo, a deployment of the
+/// branch head when it is not among the commits the environment was last asked to run.
+fn drifted(repos: &RepoStore, records: &Records) -> Result<Vec<(NewDeployment, String)>, DeployError> {
+    let mut wanted = Vec::new();
+    for id in repos.list() {
+        let Ok(repo) = git2::Repository::open_bare(repos.path(&id)) else { continue };
+        let mut heads = BTreeMap::new();
+        if let Ok(branches) = repo.branches(Some(git2::BranchType::Local)) {
+            for (branch, _) in branches.flatten() {
+                if let (Ok(Some(name)), Some(head)) = (branch.name(), branch.get().target()) {
+                    heads.insert(name.to_owned(), head.to_string());
+                }
+            }
+        }
+        for environment in records.environments(&id.account, &id.application, &id.repo)? {
+            let key = (id.account.clone(), id.application.clone(), id.repo.clone(), environment.clone());
+            let seen = records.environment_record(&key)?;
+            let Some(newest) = seen.newest else { continue };
+            let head = heads.get(&environment);
+            let (commit, action, branch_at) = match head {
+                Some(head) if seen.commits_asked.contains(head) && newest.request.action == Action::Deploy => continue,
+                Some(head) => (head.clone(), Action::Deploy, crate::records::short(head).to_owned()),
+                None if newest.request.action == Action::Delete => continue,
+                None => (newest.request.commit.clone(), Action::Delete, "deleted".to_owned()),
+            };
+            let message = format!(
+                "reconciled: branch at {branch_at}, last deployment at {}",
+                crate::records::short(&newest.request.commit)
+            );
+            tracing::info!(%id, environment, "{message}");
+            wanted.push((
+                NewDeployment {
+                    account: id.account.clone(),
+                    application: id.application.clone(),
+                    repo: id.repo.clone(),
+                    environment,
+                    commit,
+                    action,
+                    pusher: "devpop (reconciliation)".to_owned(),
+                    quarantine: None,
+                    validation: Vec::new(),
+                },
+                message,
+            ));
+        }
+    }
+    Ok(wanted)
 }
 
 /// Is the deployment's branch where the push meant it to be (gone, for a deletion)?

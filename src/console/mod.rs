@@ -115,12 +115,14 @@ async fn application(
         Ok((app, environments, stacks))
     })
     .await?;
-    let key = (app.account.clone(), app.application.clone(), app.repo.clone());
-    let mut deployments = state
-        .deployer
-        .records()
-        .list(|d| (d.request.account.clone(), d.request.application.clone(), d.request.repo.clone()) == key);
-    deployments.truncate(50);
+    let filter = crate::records::Filter {
+        account: Some(app.account.clone()),
+        application: Some(app.application.clone()),
+        repo: Some(app.repo.clone()),
+        ..Default::default()
+    };
+    let records = state.deployer.records().clone();
+    let (deployments, _) = blocking(move || records.page(&filter, 0, 50).map_err(internal)).await?;
     page(&state, "application.html", context! { app, environments, stacks, deployments })
 }
 
@@ -129,11 +131,11 @@ async fn deployment(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let d = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|id| crate::api::deployments::find(&state, &principal, id).ok())
-        .ok_or_else(|| not_found(format!("no deployment {id}")))?;
+    let found = match id.parse::<u64>() {
+        Ok(n) => crate::api::deployments::find(&state, &principal, n).await.ok(),
+        Err(_) => None,
+    };
+    let d = found.ok_or_else(|| not_found(format!("no deployment {id}")))?;
     page(&state, "deployment.html", context! { d })
 }
 

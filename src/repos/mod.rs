@@ -142,6 +142,11 @@ impl RepoStore {
             let script = shim
                 .replace("@DEVPOP@", &shell_quote(&self.devpop_exe.to_string_lossy()))
                 .replace("@DATA@", &shell_quote(&self.data_dir.to_string_lossy()));
+            // Already in place (every start refreshes every repo: reading is cheaper than writing).
+            if fs::read(hooks.join(name)).is_ok_and(|old| old == script.as_bytes()) && is_executable(&hooks.join(name))
+            {
+                continue;
+            }
             let mut tmp = tempfile::NamedTempFile::new_in(&hooks).map_err(io_err(&hooks))?;
             io::Write::write_all(&mut tmp, script.as_bytes()).map_err(io_err(&hooks))?;
             set_executable(tmp.path()).map_err(io_err(tmp.path()))?;
@@ -194,22 +199,31 @@ pub fn restore_commit(repo_path: &Path, branch: &str, restore: &str, message: &s
     Ok(commit)
 }
 
-/// Server-side settings every devpop repo carries.
+/// Server-side settings every devpop repo carries (written only when they differ: each write
+/// rewrites the repo's config file, and every start configures every repo).
 fn configure(repo: &Repository) -> Result<(), git2::Error> {
     let mut cfg = repo.config()?;
+    fn set_bool(cfg: &mut git2::Config, key: &str, value: bool) -> Result<(), git2::Error> {
+        if cfg.get_bool(key).ok() != Some(value) {
+            cfg.set_bool(key, value)?;
+        }
+        Ok(())
+    }
     // Housekeeping runs after the push has been answered (transport::process), not inside it.
-    cfg.set_bool("receive.autogc", false)?;
+    set_bool(&mut cfg, "receive.autogc", false)?;
     // Pushed content is hostile: check every object it brings.
-    cfg.set_bool("receive.fsckObjects", true)?;
+    set_bool(&mut cfg, "receive.fsckObjects", true)?;
     // `git push -o dry-run` / `-o wait` reach the hook as GIT_PUSH_OPTION_*.
-    cfg.set_bool("receive.advertisePushOptions", true)?;
+    set_bool(&mut cfg, "receive.advertisePushOptions", true)?;
     // Reflogs record every branch move: what was deployed when.
-    cfg.set_bool("core.logAllRefUpdates", true)?;
+    set_bool(&mut cfg, "core.logAllRefUpdates", true)?;
     // A push's connectivity check (`rev-list ... --all --alternate-refs`) starts a `git
     // for-each-ref` in each alternate object dir. A devpop repo has none of its own: the only
     // alternate is the repo itself, behind git's quarantine, whose refs `--all` already lists.
     // `true` prints no refs, so that process is skipped (one git start per push).
-    cfg.set_str("core.alternateRefsCommand", "true")?;
+    if cfg.get_string("core.alternateRefsCommand").ok().as_deref() != Some("true") {
+        cfg.set_str("core.alternateRefsCommand", "true")?;
+    }
     Ok(())
 }
 
@@ -251,6 +265,11 @@ pub fn sweep_quarantine(objects: &Path) -> usize {
         }
     }
     removed
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o755)
 }
 
 fn set_executable(path: &Path) -> io::Result<()> {

@@ -35,11 +35,17 @@ impl Devpop {
 
     /// Starts a server on an existing data dir (e.g. to restart one).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::start_in_env(data, args, &[])
+    }
+
+    /// Starts a server on an existing data dir with extra environment variables.
+    pub fn start_in_env(data: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(DEVPOP)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .args(args)
             .env("DEVPOP_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -89,6 +95,17 @@ impl Devpop {
         self.kill();
 
         std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
+    }
+
+    /// Waits (up to `limit`) for the server to exit by itself, e.g. at a test crash point;
+    /// hands back its data dir and how it ended.
+    pub fn wait_exit(mut self, limit: Duration) -> (tempfile::TempDir, Option<std::process::ExitStatus>) {
+        let mut status = None;
+        eventually(limit, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        (std::mem::replace(&mut self.data, tempfile::tempdir().unwrap()), status)
     }
 
     fn kill(&mut self) {
