@@ -89,13 +89,13 @@ fn bwrap_args(script: &Path, config_dir: &Path, inner: &str, limits: &Limits, ho
 /// The command that starts the sandbox: bubblewrap, or the [`bounds::ENTER`] wrapper that
 /// first puts itself into the sandbox's cgroup and opens the seccomp programs.
 fn command(
+    host: &Host,
     bwrap: &Path,
     script: &Path,
     config_dir: &Path,
     inner: &str,
     limits: &Limits,
 ) -> std::io::Result<(Command, Option<Cgroup>)> {
-    let host = bounds::host(bwrap);
     let args = bwrap_args(script, config_dir, inner, limits, host);
     let cgroup = host.cgroups.as_ref().map(|c| c.create(limits)).transpose()?;
     if cgroup.is_none() && host.seccomp.is_none() {
@@ -143,9 +143,21 @@ impl Started {
         limits: &Limits,
         wait: bool,
     ) -> Result<Self, Outcome> {
+        Self::spawn_on(bounds::host(bwrap), bwrap, script, config_dir, limits, wait)
+    }
+
+    /// [`Self::spawn`] on a host with the abilities `host` says.
+    fn spawn_on(
+        host: &Host,
+        bwrap: &Path,
+        script: &Path,
+        config_dir: &Path,
+        limits: &Limits,
+        wait: bool,
+    ) -> Result<Self, Outcome> {
         let cannot = |what: &str, e: std::io::Error| Outcome::CannotRun(format!("{what}: {e}"));
         let inner = if wait { WAIT_THEN_VALIDATE } else { VALIDATE };
-        let (mut cmd, cgroup) = command(bwrap, script, config_dir, inner, limits)
+        let (mut cmd, cgroup) = command(host, bwrap, script, config_dir, inner, limits)
             .map_err(|e| cannot("cannot make the sandbox's cgroup", e))?;
         let (output, writer) = std::io::pipe().map_err(|e| cannot("pipe", e))?;
         let writer2 = writer.try_clone().map_err(|e| cannot("pipe", e))?;
@@ -278,5 +290,40 @@ fn kill_group(pgid: libc::pid_t) {
     // SAFETY: kill(2) on the process group of a child we spawned and have not reaped.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the host has no usable cgroup, RLIMIT_NPROC (set by the sandbox's shell, counted in
+    /// its own user namespace) still stops a fork loop, and RLIMIT_AS a large allocation. The
+    /// kernel exempts root from RLIMIT_NPROC, and the sandbox's user is devpop's user outside
+    /// it: this holds for a devpop that does not run as root (as the install manifest runs it),
+    /// so bubblewrap runs here as nobody.
+    #[test]
+    fn without_a_cgroup_rlimits_bound_processes_and_memory_for_a_non_root_devpop() {
+        use std::os::unix::fs::PermissionsExt;
+        let host = Host { cgroups: None, fresh_proc: true, seccomp: None };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bwrap = dir.path().join("bwrap-as-nobody");
+        std::fs::write(&bwrap, "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups bwrap \"$@\"\n")
+            .unwrap();
+        std::fs::set_permissions(&bwrap, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.path().join("validate.sh");
+        let limits = Limits { processes: 10, memory_bytes: 64 << 20, ..Limits::default() };
+        let run = |body: &str| {
+            std::fs::write(&script, body).unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Started::spawn_on(&host, &bwrap, &script, dir.path(), &limits, false).unwrap().finish(&limits)
+        };
+        let out = run("n=0; while [ $n -lt 100 ]; do sleep 1000 & n=$((n+1)); done; echo all-started");
+        let Outcome::Failed { status, output } = &out else { panic!("{out:?}") };
+        assert_eq!(status, "exited 2", "{output}");
+        assert!(output.contains("Cannot fork") && !output.contains("all-started"), "{output}");
+        let out = run("python3 -c 'x = bytearray(200 << 20)' 2>&1");
+        assert!(matches!(&out, Outcome::Failed { output, .. } if output.contains("MemoryError")), "{out:?}");
     }
 }
