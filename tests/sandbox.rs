@@ -265,3 +265,16 @@ fn under_a_masked_proc_the_weaker_sandbox_is_logged_once() {
     assert!(out.status.success(), "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(stderr.matches("the kernel refuses a fresh /proc").count(), 1, "{stderr}");
 }
+
+#[test]
+fn what_a_sandbox_writes_to_tmp_counts_against_its_memory_limit() {
+    // /tmp may hold 64 MiB, the sandbox's memory 32 MiB: the memory limit stops the writer.
+    let limits = Limits { memory_bytes: 32 << 20, tmp_bytes: 64 << 20, ..Limits::default() };
+    let out = run("head -c 50000000 /dev/zero > /tmp/big && echo wrote-50mb; exit 0", &limits);
+    let Outcome::Failed { status, output } = &out else { panic!("{out:?}") };
+    assert!(!output.contains("wrote-50mb"), "{output}");
+    assert_eq!(
+        status,
+        "hit the sandbox's memory limit (32 MiB for all its processes and /tmp together) and a process was killed"
+    );
+}
