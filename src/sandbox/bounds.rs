@@ -166,7 +166,7 @@ pub(super) enum Cgroups {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl Cgroups {
-    fn probe() -> Result<Self, String> {
+    pub(super) fn probe() -> Result<Self, String> {
         let located = Located::find();
         let name = super::scratch::root_name();
         let mut why = Vec::new();
@@ -526,7 +526,7 @@ pub(super) fn seccomp_programs() -> Result<[Vec<u8>; 2], String> {
 }
 
 /// Writes the seccomp programs into the scratch root (once per process).
-fn write_seccomp() -> Result<[PathBuf; 2], String> {
+pub(super) fn write_seccomp() -> Result<[PathBuf; 2], String> {
     let [deny, clone3] = seccomp_programs()?;
     let root = super::scratch::scratch_root().as_ref().map_err(|e| format!("no scratch folder: {e}"))?;
     let files = [root.join("seccomp-deny.bpf"), root.join("seccomp-clone3.bpf")];

@@ -108,9 +108,9 @@ fn command(
     cmd.args(cgroup.iter().flat_map(Cgroup::procs_files));
     cmd.arg("--");
     if let Some(files) = &host.seccomp {
-        cmd.args(files).arg("--");
+        cmd.args(files);
     }
-    cmd.arg(bwrap).args(args);
+    cmd.arg("--").arg(bwrap).args(args);
     Ok((cmd, cgroup))
 }
 
@@ -296,6 +296,32 @@ fn kill_group(pgid: libc::pid_t) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wrapper starts bubblewrap with or without a cgroup and with or without the seccomp
+    /// programs (a host may lack either).
+    #[test]
+    fn a_sandbox_starts_with_or_without_a_cgroup_and_seccomp() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("validate.sh");
+        std::fs::write(&script, "unshare -U true 2>/dev/null && echo unshared; exit 3").unwrap();
+        let limits = Limits::default();
+        for (cgroups, seccomp) in [(true, true), (true, false), (false, true), (false, false)] {
+            let host = Host {
+                cgroups: if cgroups { Some(bounds::Cgroups::probe().expect("a cgroup here")) } else { None },
+                fresh_proc: true,
+                seccomp: if seccomp { Some(bounds::write_seccomp().unwrap()) } else { None },
+            };
+            let out = Started::spawn_on(&host, Path::new("bwrap"), &script, dir.path(), &limits, false)
+                .unwrap()
+                .finish(&limits);
+            let output = if seccomp { "" } else { "unshared\n" };
+            assert_eq!(
+                out,
+                Outcome::Failed { status: "exited 3".into(), output: output.into() },
+                "cgroup {cgroups}, seccomp {seccomp}"
+            );
+        }
+    }
 
     /// Where the host has no usable cgroup, RLIMIT_NPROC (set by the sandbox's shell, counted in
     /// its own user namespace) still stops a fork loop, and RLIMIT_AS a large allocation. The
