@@ -74,6 +74,8 @@ pub struct Verdict {
     pub config: Option<validation::SectionConfig>,
     /// The environment's objects, when every check passed.
     pub rendered: Option<Rendered>,
+    /// Every problem reported, as printed (for machine-readable output).
+    pub problems: Vec<Diagnostic>,
 }
 
 impl Verdict {
@@ -365,6 +367,15 @@ fn report_outcome(
     }
     line(out, &head)?;
     let lines: Vec<&str> = output.lines().collect();
+    // The same, as data: the module's folder, what happened and what validate.sh said.
+    let what = head.split_once(&format!("proxy {name}: ")).map_or(head.as_str(), |(_, w)| w).trim_end_matches(':');
+    let said: Vec<String> = lines.iter().take(SHOW_LINES).map(|l| printable(l)).collect();
+    let message = if said.is_empty() { what.to_owned() } else { format!("{what}: {}", said.join("\n")) };
+    verdict.problems.push(if is_error {
+        Diagnostic::error(format!("{name}/"), None, message)
+    } else {
+        Diagnostic::warning(format!("{name}/"), None, message)
+    });
     for l in lines.iter().take(SHOW_LINES) {
         line(out, &format!("  {}", printable(l)))?;
     }
@@ -388,18 +399,40 @@ fn say(out: &mut dyn Write, verdict: &mut Verdict, d: &Diagnostic) -> io::Result
     } else {
         verdict.warnings += 1;
     }
+    verdict.problems.push(d.clone());
     line(out, &d.to_string())
 }
 
-/// Writes one line of push output and flushes it, so the pusher sees it now.
+/// Writes one line of push output and flushes it, so the pusher sees it now. Control
+/// characters (from a branch name, a file name, any pushed value) are written as escapes, so
+/// nothing reaches the pusher's terminal as a control sequence.
 pub fn line(out: &mut dyn Write, text: &str) -> io::Result<()> {
-    writeln!(out, "{text}")?;
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        let mut escaped = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if !c.is_control() || c == '\n' || c == '\t' {
+                escaped.push(c);
+            } else {
+                escaped.extend(c.escape_default());
+            }
+        }
+        writeln!(out, "{escaped}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
     out.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_values_in_output_lines_are_escaped() {
+        let mut out = Vec::new();
+        line(&mut out, "push to Prod\x1b[31m\r rejected").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "push to Prod\\u{1b}[31m\\r rejected\n");
+    }
 
     #[test]
     fn control_characters_never_reach_the_terminal() {

@@ -3,6 +3,10 @@
 //! The pipeline, in the order a push travels through it (see ARCHITECTURE.md):
 //! [`transport`] (git smart HTTP) -> [`hook`] (pre-receive, in the quarantine) ->
 //! [`validation`] (pure checks) -> rendering -> applying -> records / console.
+//!
+//! `unsafe` is denied everywhere but in the few places a well-kept crate cannot cover
+//! (`posix_spawn` in `transport::spawn`, libgit2's global options), each with its SAFETY note.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod applying;
@@ -22,4 +26,5 @@ pub mod server;
 pub mod settings;
 pub mod source;
 pub mod transport;
+pub mod treewalk;
 pub mod validation;

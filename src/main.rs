@@ -1,5 +1,9 @@
 //! The `devpop` command line.
 
+#![deny(unsafe_code)]
+
+mod cli;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,6 +218,15 @@ struct ValidateArgs {
     local: LocalArgs,
     #[command(flatten)]
     check: CheckArgs,
+    /// Check the index (what `git commit` would commit) instead of the last commit.
+    #[arg(long, conflicts_with = "worktree")]
+    staged: bool,
+    /// Check the files in the working tree as they are, committed or not.
+    #[arg(long)]
+    worktree: bool,
+    /// How to print the result: text, or one JSON object on stdout (for CI).
+    #[arg(long, value_enum, default_value = "text")]
+    format: cli::validate::Format,
 }
 
 /// Where `validate` and `render` work: a working tree, as an application of some data dir.
@@ -240,6 +253,13 @@ struct RenderCmdArgs {
     /// Write one file per object (and a kustomization.yaml) into this folder instead of YAML on stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Print what would change against the environment's last deployment (needs --data: the
+    /// server's data dir) instead of the manifests.
+    #[arg(long, conflicts_with = "out", requires = "data")]
+    diff: bool,
+    /// With --diff: text, or one JSON object on stdout (for CI).
+    #[arg(long, value_enum, default_value = "text", requires = "diff")]
+    format: cli::validate::Format,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -344,6 +364,15 @@ enum HookCommand {
         #[command(flatten)]
         push: PushLimitArgs,
     },
+    /// Answer a `git push -o dry-run` that passed its checks: every ref "ok", none moved (git
+    /// runs this only when devpop serve asks it to, for dry runs).
+    ProcReceive,
+}
+
+/// `println!` for the CLI's output, as a `?`-able write: when the reader goes away
+/// (`devpop app list | head`), the command ends quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { writeln!(io::stdout(), $($arg)*)? };
 }
 
 fn main() -> ExitCode {
@@ -355,6 +384,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let code = match run(cli.command) {
         Ok(code) => code,
+        // The reader of our output went away (`devpop app list | head`): done, quietly.
+        Err(e)
+            if e.chain()
+                .any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -406,7 +442,11 @@ fn collect_env_names(cmd: &clap::Command, out: &mut Vec<String>) {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEVPOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    // Colour codes only for a person at a terminal, never into a file or a log collector.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -443,14 +483,14 @@ fn run(command: Command) -> Result<ExitCode> {
                 &origin,
             );
             let url = format!("{}{}", public_url.trim_end_matches('/'), id.url_path());
-            println!("Created application {id} (branch Production, origin {origin}).");
-            println!("Clone it with:\n  git clone {url}");
-            println!("or add it to an existing environment repo:\n  git remote add developer-pop {url}");
+            out!("Created application {id} (branch Production, origin {origin}).");
+            out!("Clone it with:\n  git clone {url}");
+            out!("or add it to an existing environment repo:\n  git remote add developer-pop {url}");
             Ok(ExitCode::SUCCESS)
         }
         Command::App(AppCommand::List { data }) => {
             for id in store(&data)?.list() {
-                println!("{id}\t{}", id.url_path());
+                out!("{id}\t{}", id.url_path());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -465,7 +505,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &p.descriptor.metadata.name,
                 &p.descriptor.metadata.image,
             );
-            println!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
+            out!("Installed {} (image {}).", p.descriptor.metadata.name, p.descriptor.metadata.image);
             Ok(ExitCode::SUCCESS)
         }
         Command::Package(PackageCommand::List { data }) => {
@@ -475,7 +515,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     .get(&name)
                     .map(|p| p.descriptor.metadata.image)
                     .unwrap_or_else(|e| format!("(unreadable: {e})"));
-                println!("{name}\t{image}");
+                out!("{name}\t{image}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -504,14 +544,14 @@ fn run(command: Command) -> Result<ExitCode> {
                 if read_only { "read-only" } else { "read-write" },
                 expires_at.map(|e| format!(", expires {e}")).unwrap_or_default()
             );
-            println!("{token}");
+            out!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::List { data }) => {
             for t in devpop::auth::TokenStore::new(&absolute(&data.data)?).list()? {
                 let state = if t.revoked { "revoked" } else { "active" };
                 let expires = t.expires_at.map(|e| e.to_string()).unwrap_or_else(|| "never".into());
-                println!(
+                out!(
                     "{}\t{}\t{}\t{state}\texpires {expires}",
                     t.id,
                     t.account,
@@ -523,11 +563,16 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Token(TokenCommand::Revoke { id, data }) => {
             let t = devpop::auth::TokenStore::new(&absolute(&data.data)?).revoke(&id)?;
             audit(&data.data)?.record("cli", None, "token.revoke", &t.account, &t.id, "");
-            println!("Revoked {} (account {}).", t.id, t.account);
+            out!("Revoked {} (account {}).", t.id, t.account);
             Ok(ExitCode::SUCCESS)
         }
         Command::Render(args) => render(args),
         Command::Rollback(args) => rollback(args),
+        Command::Hook(HookCommand::ProcReceive) => {
+            devpop::hook::proc_receive::answer(&mut io::stdin().lock(), &mut io::stdout().lock())
+                .context("answering git's proc-receive request")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Hook(HookCommand::PreReceive { data, check, push }) => {
             let packages = PackageStore::new(&data.data);
             let checks = CheckSettings {
@@ -574,6 +619,7 @@ impl Local {
                 };
                 RepoId::new(account, application, repo)?
             }
+            None if let Some(id) = remote_app(&dir) => id,
             None => {
                 let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("app");
                 let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect();
@@ -608,34 +654,23 @@ impl Local {
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let local = Local::new(&args.local)?;
-    let (dir, env) = (&local.dir, &local.env);
-    let mut out = io::stdout().lock();
-    let verdict = devpop::checks::run(
-        &WorkDir { root: dir },
-        local.subject(),
-        &local.packages,
-        &args.check.check_settings(),
-        &mut out,
-    )?;
-    if verdict.accepted() {
-        writeln!(
-            out,
-            "{}: ready to push to {env} ({} warning{})",
-            dir.display(),
-            verdict.warnings,
-            if verdict.warnings == 1 { "" } else { "s" }
-        )?;
-        Ok(ExitCode::SUCCESS)
-    } else {
-        writeln!(
-            out,
-            "{}: {} problem{} to fix before pushing to {env}",
-            dir.display(),
-            verdict.errors,
-            if verdict.errors == 1 { "" } else { "s" }
-        )?;
-        Ok(ExitCode::FAILURE)
-    }
+    let settings = args.check.check_settings();
+    let namespace = devpop::rendering::naming::namespace(&settings.render.namespace_prefix, &local.id, &local.env);
+    let what = match (args.staged, args.worktree) {
+        (_, true) => cli::validate::What::Worktree,
+        (true, _) => cli::validate::What::Staged,
+        _ => cli::validate::What::Head,
+    };
+    cli::validate::run(cli::validate::Request {
+        dir: &local.dir,
+        env: &local.env,
+        subject: local.subject(),
+        namespace,
+        packages: &local.packages,
+        settings,
+        what,
+        format: args.format,
+    })
 }
 
 fn render(args: RenderCmdArgs) -> Result<ExitCode> {
@@ -662,8 +697,45 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         &args.check.render_settings(),
         &Default::default(),
     )?;
+    if args.diff {
+        let data = args.local.data.as_deref().context("--diff needs --data (the server's data dir)")?;
+        let before = devpop::applying::RenderedRepos::new(&absolute(data)?)
+            .environment_objects(&local.id, &local.env)?
+            .unwrap_or_default();
+        let diff = devpop::rendering::diff(&before, &rendered);
+        let mut stdout = io::stdout().lock();
+        if args.format == cli::validate::Format::Json {
+            let report = serde_json::json!({
+                "environment": local.env,
+                "namespace": rendered.namespace,
+                "added": diff.added,
+                "changed": diff.details,
+                "removed": diff.removed,
+                "unchanged": diff.unchanged,
+            });
+            writeln!(stdout, "{report}")?;
+        } else {
+            for (mark, keys) in [("+", &diff.added), ("~", &diff.changed), ("-", &diff.removed)] {
+                for key in keys {
+                    writeln!(stdout, "{mark} {key}")?;
+                    for line in diff.details.get(key).into_iter().flatten() {
+                        writeln!(stdout, "    {line}")?;
+                    }
+                }
+            }
+            writeln!(
+                stdout,
+                "({} added, {} changed, {} removed, {} unchanged)",
+                diff.added.len(),
+                diff.changed.len(),
+                diff.removed.len(),
+                diff.unchanged
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.out {
-        None => print!("{}", devpop::rendering::to_yaml(&rendered)),
+        None => write!(io::stdout(), "{}", devpop::rendering::to_yaml(&rendered))?,
         Some(out) => {
             std::fs::create_dir_all(&out)?;
             let files = devpop::applying::environment_files(&rendered);
@@ -674,6 +746,21 @@ fn render(args: RenderCmdArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The application the work tree's devpop remote (`developer-pop`, else `origin`) points at,
+/// from its URL (`.../account/<account>/application/<application>/<repo>.git`): the server
+/// names the environment's namespace after it.
+fn remote_app(dir: &Path) -> Option<RepoId> {
+    let repo = git2::Repository::discover(dir).ok()?;
+    ["developer-pop", "origin"].iter().find_map(|name| {
+        let remote = repo.find_remote(name).ok()?;
+        let path = remote.url().ok()?.split_once("/account/")?.1.trim_end_matches('/');
+        let (account, rest) = path.split_once("/application/")?;
+        let (application, repo_name) = rest.split_once('/')?;
+        let repo_name = repo_name.strip_suffix(".git").unwrap_or(repo_name);
+        RepoId::new(account, application, repo_name).ok()
+    })
 }
 
 /// The branch checked out in the git work tree containing `dir`.
@@ -752,7 +839,7 @@ fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         &format!("{}/{}/{}", id.application, id.repo, args.env),
         &format!("to deployment {} (commit {})", target.id, devpop::records::short(&target.request.commit)),
     );
-    println!(
+    out!(
         "Rolling {} of {id} back to deployment {} (commit {}) with commit {}",
         args.env,
         target.id,
@@ -801,7 +888,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             (AuthMode::None, false) => "local mode: loopback only, no authentication",
         };
         // The first line on stdout is the address; tests and scripts read it.
-        println!("devpop serving on {url} ({mode})");
+        out!("devpop serving on {url} ({mode})");
         io::stdout().flush()?;
         tracing::info!(%url, "serving");
         server.run(shutdown_signal()).await?;

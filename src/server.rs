@@ -275,6 +275,7 @@ impl Server {
 /// libgit2 in this process reads repos as the git processes devpop starts do: without the
 /// system's or the user's git config (`GIT_CONFIG_NOSYSTEM`, `GIT_CONFIG_GLOBAL=/dev/null`).
 /// It also spares each repo open the look-ups for those files.
+#[allow(unsafe_code)] // libgit2's process-wide option: git2 marks the setter unsafe.
 fn ignore_user_git_config() {
     for level in
         [git2::ConfigLevel::System, git2::ConfigLevel::XDG, git2::ConfigLevel::Global, git2::ConfigLevel::ProgramData]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use git2::{ObjectType, Oid, Repository};
 
 use crate::rendering::Files;
+use crate::treewalk::{self, plain_name};
 use crate::validation::{self, ConfigFile, Snapshot};
 
 /// Bounds on one module folder.
@@ -97,11 +98,6 @@ impl Budget {
     }
 }
 
-/// A name that is safe as one path component.
-fn plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
-}
-
 /// Writes files (relative paths) under the empty dir `into`: folders as needed, files with
 /// `create_new` (an existing entry, link or not, is never followed or replaced). Paths come
 /// from `read_folder`, so each component is a plain name. Files are not executable, as in the
@@ -131,47 +127,63 @@ pub struct GitCommit<'r> {
 }
 
 impl GitCommit<'_> {
+    /// The commit's tree (or the object itself, when `commit` names a tree: `devpop validate
+    /// --staged` checks the index's tree).
+    fn tree(&self) -> Result<git2::Tree<'_>, git2::Error> {
+        self.repo.find_object(self.commit, None)?.peel_to_tree()
+    }
+
     fn err(&self) -> impl FnOnce(git2::Error) -> SourceError + '_ {
         move |source| SourceError::Git { commit: self.commit.to_string(), source }
     }
 
-    fn read_tree(
-        &self,
-        tree: &git2::Tree,
-        rel: &str,
-        out: &mut Files,
-        depth: usize,
-        budget: &mut Budget,
-    ) -> Result<(), SourceError> {
+    /// Reads the folder `tree` (found at `rel`) into `out`, keyed by paths below `rel`: an
+    /// iterative walk ([`treewalk`]), bounded in depth, files and bytes.
+    fn read_tree(&self, tree: Oid, rel: &str, out: &mut Files, budget: &mut Budget) -> Result<(), SourceError> {
         let odb = self.repo.odb().map_err(self.err())?;
-        for entry in tree.iter() {
-            if budget.written.over_limit.is_some() {
-                return Ok(());
-            }
-            let Some(name) = entry.name().ok().filter(|n| plain_name(n)) else { continue };
-            let here = format!("{rel}/{name}");
-            let key = here.split_once('/').map_or(name, |(_, k)| k).to_owned();
-            match (entry.kind(), entry.filemode()) {
-                (Some(ObjectType::Tree), _) => {
-                    if depth >= MAX_DEPTH {
-                        budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
-                        return Ok(());
-                    }
-                    let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
-                    self.read_tree(&sub, &here, out, depth + 1, budget)?;
-                }
+        let limits = treewalk::Limits { max_depth: MAX_DEPTH, max_entries: 4 * MAX_FILES };
+        let mut failed = None;
+        let outcome = treewalk::walk(self.repo, tree, rel, limits, None, |entry| {
+            let Some(name) = entry.name.filter(|n| plain_name(n)) else { return treewalk::Flow::Skip };
+            let key = entry.path.split_once('/').map_or(name, |(_, k)| k);
+            match (entry.kind, entry.filemode) {
+                (Some(ObjectType::Tree), _) => return treewalk::Flow::Continue,
                 (Some(ObjectType::Blob), 0o100644 | 0o100755) => {
                     // The size comes from the header, so an oversized blob is never loaded.
-                    let (size, _) = odb.read_header(entry.id()).map_err(self.err())?;
-                    if !budget.take(size as u64) {
-                        return Ok(());
+                    let read = odb.read_header(entry.id).and_then(|(size, _)| {
+                        if !budget.take(size as u64) {
+                            return Ok(None);
+                        }
+                        self.repo.find_blob(entry.id).map(|b| Some(b.content().to_vec()))
+                    });
+                    match read {
+                        Ok(Some(content)) => {
+                            out.insert(key.to_owned(), content);
+                        }
+                        Ok(None) => return treewalk::Flow::Stop,
+                        Err(e) => {
+                            failed = Some(e);
+                            return treewalk::Flow::Stop;
+                        }
                     }
-                    let blob = self.repo.find_blob(entry.id()).map_err(self.err())?;
-                    out.insert(key, blob.content().to_vec());
                 }
                 // Symlinks (0o120000) and submodules (commits) are not written.
-                _ => budget.written.skipped.push(here),
+                _ => budget.written.skipped.push(entry.path.to_owned()),
             }
+            treewalk::Flow::Continue
+        })
+        .map_err(self.err())?;
+        if let Some(e) = failed {
+            return Err(self.err()(e));
+        }
+        match outcome {
+            treewalk::Outcome::TooDeep { .. } => {
+                budget.written.over_limit = Some(format!("folders nested deeper than {MAX_DEPTH}"));
+            }
+            treewalk::Outcome::TooManyEntries => {
+                budget.written.over_limit = Some(format!("more than {} entries", limits.max_entries));
+            }
+            treewalk::Outcome::Complete | treewalk::Outcome::Stopped => {}
         }
         Ok(())
     }
@@ -179,7 +191,7 @@ impl GitCommit<'_> {
 
 impl RepoSource for GitCommit<'_> {
     fn snapshot(&self) -> Result<Snapshot, SourceError> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let tree = self.tree().map_err(self.err())?;
         let mut snapshot = Snapshot::default();
         for entry in tree.iter() {
             let Ok(name) = entry.name() else { continue };
@@ -203,18 +215,17 @@ impl RepoSource for GitCommit<'_> {
     }
 
     fn read_folder(&self, name: &str) -> Result<(Files, Written), SourceError> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).map_err(self.err())?;
+        let tree = self.tree().map_err(self.err())?;
         let mut budget = Budget::new();
         let mut files = Files::new();
         if let Some(entry) = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree)) {
-            let sub = self.repo.find_tree(entry.id()).map_err(self.err())?;
-            self.read_tree(&sub, name, &mut files, 1, &mut budget)?;
+            self.read_tree(entry.id(), name, &mut files, &mut budget)?;
         }
         Ok((files, budget.written))
     }
 
     fn folder_id(&self, name: &str) -> Option<String> {
-        let tree = self.repo.find_commit(self.commit).and_then(|c| c.tree()).ok()?;
+        let tree = self.tree().ok()?;
         let entry = tree.get_name(name).filter(|e| e.kind() == Some(ObjectType::Tree))?;
         Some(entry.id().to_string())
     }

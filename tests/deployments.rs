@@ -227,13 +227,21 @@ fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
     let repo = devpop.repo_path("1", "1", "site");
     let before = server_branch(&repo, "Production");
 
+    let tracking = git_ok(&work, &["rev-parse", "origin/Production"]);
     let out = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
-    assert!(!out.status.success());
     let err = stderr(&out);
+    // A dry run that passes is a success for git (and CI), and moves nothing.
+    assert!(out.status.success(), "{err}");
     assert!(err.contains("remote: Dry run: Production has not been deployed yet; this push would create"), "{err}");
-    assert!(err.contains("remote: error: dry run: nothing was changed; push without -o dry-run to deploy"), "{err}");
+    assert!(
+        err.contains("remote: Dry run passed: this push would be accepted and deployed; nothing was changed"),
+        "{err}"
+    );
     assert_eq!(server_branch(&repo, "Production"), before, "the branch did not move");
+    assert_eq!(git_ok(&work, &["rev-parse", "origin/Production"]), tracking, "the remote-tracking ref did not move");
     assert!(!err.contains("Deployment "), "nothing was queued: {err}");
+    let list = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"");
+    assert!(!list.text().contains("\"id\""), "no deployment was recorded: {}", list.text());
 
     let out = git(&work, &["push", "origin", "HEAD:Production"]);
     wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
@@ -252,11 +260,23 @@ fn push_option_dry_run_shows_what_would_change_and_changes_nothing() {
     commit_all(&work, "one module");
     let out = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
     let err = stderr(&out);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{err}");
     assert!(err.contains("remote: Dry run: changes to Production (namespace section-site-production-"), "{err}");
     assert!(err.contains("remote:   ~ ConfigMap/m1-cache-config"), "{err}");
     assert!(err.contains("remote:   - Deployment/m2-example"), "{err}");
     assert!(!err.contains("~ Namespace/"), "the commit label alone is not a change: {err}");
+
+    // A dry run that fails a check exits non-zero, with the same diagnostics as a push.
+    std::fs::write(work.join("section.config.json"), "{ \"proxychain\": [,] }").unwrap();
+    commit_all(&work, "broken");
+    let dry = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
+    let push = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(!dry.status.success() && !push.status.success());
+    let diagnostics = |out: &std::process::Output| -> Vec<String> {
+        stderr(out).lines().filter(|l| l.starts_with("remote: error:")).map(str::to_owned).collect()
+    };
+    assert_eq!(diagnostics(&dry), diagnostics(&push));
+    assert!(diagnostics(&dry)[0].contains("section.config.json:1:"), "{}", stderr(&dry));
 }
 
 #[test]

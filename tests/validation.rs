@@ -28,41 +28,50 @@ fn remote_lines(push_output: &str) -> Vec<String> {
 }
 
 fn devpop_validate(dir: &Path, env: &str, data: &Path) -> (bool, Vec<String>) {
-    let out = Command::new(DEVPOP).args(["validate", "--env", env, "--data"]).arg(data).arg(dir).output().unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["validate", "--worktree", "--env", env, "--data"])
+        .arg(data)
+        .arg(dir)
+        .output()
+        .unwrap();
     let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     (out.status.success(), lines)
 }
 
-/// Each fixture of tests/fixtures/bad, the branch to push and what the rejection must say
-/// (what its EXPECT file describes).
-const BAD_CASES: &[(&str, &str, &str)] = &[
-    (
-        "bad-module-name",
-        "Production",
-        r#"error: section.config.json:8:15: proxychain[1].name "ex-ample": use letters and digits only"#,
-    ),
-    ("broken-json", "Production", "error: section.config.json:4:3: invalid JSON: expected a JSON value, found ']'"),
-    (
-        "missing-module-folder",
-        "Production",
-        r#"error: section.config.json:4:15: proxychain entry "example" has no folder 'example/' at the repo root"#,
-    ),
-    ("no-origin", "Staging", "error: section.config.json:31:16: environments.Staging: has no origin"),
-    (
-        "unknown-package",
-        "Production",
-        r#"error: section.config.json:4:35: image "example-simple:9.9.9" is not an installed package; installed versions of example-simple: 1.0.0"#,
-    ),
-    ("validate-fails", "Production", "error: proxy example: validate.sh exited 1:\n  server.conf:6: proxy_pass and listen are set by the module; remove them"),
-];
+/// Every folder of tests/fixtures/bad, with what its EXPECT file says a push of it must do:
+/// the branch to push (`branch: NAME`) and the lines the rejection must contain (`remote: ...`,
+/// in order). A folder without them fails the test, so no bad fixture is skipped.
+fn bad_cases() -> Vec<(String, String, String)> {
+    let mut cases: Vec<_> = std::fs::read_dir(fixture("bad"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    cases
+        .into_iter()
+        .map(|case| {
+            let expect = std::fs::read_to_string(fixture(&format!("bad/{case}/EXPECT")))
+                .unwrap_or_else(|e| panic!("bad/{case}/EXPECT: {e}"));
+            let branch = expect.lines().find_map(|l| l.strip_prefix("branch: "));
+            let remote: Vec<&str> = expect.lines().filter_map(|l| l.strip_prefix("remote: ")).collect();
+            let branch = branch.unwrap_or_else(|| panic!("bad/{case}/EXPECT has no `branch:` line"));
+            assert!(!remote.is_empty(), "bad/{case}/EXPECT has no `remote:` line");
+            (case, branch.to_owned(), remote.join("\n"))
+        })
+        .collect()
+}
 
 #[test]
 fn every_bad_fixture_is_rejected_with_what_to_fix_and_devpop_validate_agrees() {
     let devpop = Devpop::start();
-    for (i, (case, branch, expected)) in BAD_CASES.iter().enumerate() {
+    for (i, (case, branch, expected)) in bad_cases().iter().enumerate() {
         let dir = fixture(&format!("bad/{case}"));
         let app = format!("bad{i}");
         let (ok, output) = push_case(&devpop, &app, &dir, branch);
+        let expected = expected.as_str();
         assert!(!ok, "{case}: push must be rejected:\n{output}");
         let remote = remote_lines(&output).join("\n");
         assert!(remote.contains(expected), "{case}: expected\n{expected}\nin\n{remote}");

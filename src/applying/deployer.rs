@@ -23,7 +23,8 @@ use crate::rendering::{self, RenderSettings, Rendered};
 use crate::repos::RepoStore;
 use crate::source::{GitCommit, RepoSource};
 
-type EnvKey = (String, String, String, String);
+/// An environment: account, application, repo, environment.
+pub type EnvKey = (String, String, String, String);
 
 #[derive(Default)]
 struct EnvQueue {
@@ -60,6 +61,12 @@ pub struct Deployer<T: Target> {
     reservations: Mutex<HashMap<String, Vec<Reserved>>>,
     /// What a push's checks rendered, by deployment: its first render is not done again.
     prerendered: Mutex<HashMap<u64, Rendered>>,
+    /// One lock per environment, held by a push from its verdict until git is done.
+    env_locks: Mutex<HashMap<EnvKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The environment locks a push in progress holds, by push.
+    holds: Mutex<HashMap<String, Vec<tokio::sync::OwnedMutexGuard<()>>>>,
+    /// Deployments a `-o wait` push in progress made before git moved its branch, by push.
+    waited: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
 }
 
 /// A deployment a push announced: its id, what it asks, and the checks' render.
@@ -90,6 +97,9 @@ impl<T: Target> Deployer<T> {
             events: broadcast::channel(1024).0,
             reservations: Mutex::new(HashMap::new()),
             prerendered: Mutex::new(HashMap::new()),
+            env_locks: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
+            waited: Mutex::new(HashMap::new()),
         })
     }
 
@@ -141,9 +151,48 @@ impl<T: Target> Deployer<T> {
         Ok(id)
     }
 
+    /// Holds the environment `key` for the rest of the push `push` (until
+    /// [`Deployer::push_finished`]), waiting while another push holds it; `on_wait` is called
+    /// once before waiting. So pushes of one environment pass their verdict one at a time, each
+    /// seeing the branch the previous one left (and `-o wait` ones deploy one at a time).
+    pub async fn hold(&self, push: &str, key: EnvKey, on_wait: impl FnOnce()) {
+        let lock = self.env_locks.lock().expect("environment locks").entry(key).or_default().clone();
+        let guard = match lock.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                on_wait();
+                lock.lock_owned().await
+            }
+        };
+        self.holds.lock().expect("holds lock").entry(push.to_owned()).or_default().push(guard);
+    }
+
+    /// `-o wait`: records and queues a deployment of a commit still in quarantine, made by the
+    /// push `push`. If git then does not move the branch to it, [`Deployer::push_finished`] puts
+    /// the environment back to what the branch says.
+    pub async fn submit_waited(
+        self: &Arc<Self>,
+        push: &str,
+        request: NewDeployment,
+    ) -> Result<Deployment, DeployError> {
+        let d = self.submit(request.clone()).await?;
+        self.waited.lock().expect("waited lock").entry(push.to_owned()).or_default().push((d.id, request));
+        Ok(d)
+    }
+
     /// The push ended. If git succeeded, records and queues each announced deployment whose
     /// branch now is where the push put it (the rest never happened: nothing is recorded).
+    /// A `-o wait` deployment that became ready while git then did not move its branch (git
+    /// refused the ref, or died) is undone: the branch's commit is deployed again. Then the
+    /// push's environment locks are released.
     pub async fn push_finished(self: &Arc<Self>, push: &str, git_succeeded: bool) {
+        let waited = self.waited.lock().expect("waited lock").remove(push).unwrap_or_default();
+        for (id, request) in waited {
+            if let Err(e) = self.undo_if_refused(push, id, request).await {
+                tracing::error!(deployment = id, error = %e, "cannot restore an environment after a refused push");
+            }
+        }
+        drop(self.holds.lock().expect("holds lock").remove(push));
         let reserved = self.reservations.lock().expect("reservations lock").remove(push).unwrap_or_default();
         if !git_succeeded {
             return;
@@ -184,6 +233,49 @@ impl<T: Target> Deployer<T> {
                 Err(e) => tracing::error!(deployment = id, error = %e, "cannot record a deployment"),
             }
         }
+    }
+
+    /// The `-o wait` deployment `id` of `push` is ready, but git did not move its branch: deploys
+    /// what the branch says (its commit, or removal when the branch does not exist).
+    async fn undo_if_refused(self: &Arc<Self>, push: &str, id: u64, request: NewDeployment) -> Result<(), DeployError> {
+        let repos = self.repos.clone();
+        let r = request.clone();
+        let (landed, head) = tokio::task::spawn_blocking(move || (branch_is_at(&repos, &r), branch_head(&repos, &r)))
+            .await
+            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        let ready = self.records.get(id).is_some_and(|d| d.state == State::Ready);
+        if landed || !ready {
+            // Landed: nothing to undo. Not ready: the push was refused and a failed deployment
+            // has already been followed by a restore.
+            return Ok(());
+        }
+        let (commit, action) = match head {
+            Some(head) => (head, Action::Deploy),
+            None => (request.commit.clone(), Action::Delete),
+        };
+        let restore = NewDeployment {
+            commit,
+            action,
+            pusher: format!(
+                "devpop (restoring: git did not move {} after deployment {id}, {push})",
+                request.environment
+            ),
+            quarantine: None,
+            validation: Vec::new(),
+            ..request
+        };
+        let d = self.submit(restore).await?;
+        let restore_id = d.id;
+        self.record(move |r| {
+            r.note(
+                id,
+                format!(
+                    "git did not move the branch to this commit; deployment {restore_id} restores the branch's state"
+                ),
+            )
+        })
+        .await?;
+        Ok(())
     }
 
     /// At start-up: queues again every deployment that had not finished.
@@ -271,7 +363,7 @@ impl<T: Target> Deployer<T> {
             Ok(message) => self.record(move |r| r.transition(id, State::Ready, message)).await?,
             Err(e) => {
                 let message = e.to_string();
-                tracing::info!(deployment = id, %message, "deployment failed");
+                tracing::info!(deployment = id, reason = %message, "deployment failed");
                 let failed = self.record(move |r| r.transition(id, State::Failed, message)).await?;
                 if failed.request.quarantine.is_some() {
                     self.restore_after(&failed).await?;
@@ -432,6 +524,14 @@ fn branch_is_at(repos: &RepoStore, request: &NewDeployment) -> bool {
         Action::Deploy => head.is_some_and(|h| h.to_string() == request.commit),
         Action::Delete => head.is_none(),
     }
+}
+
+/// The commit the deployment's branch is at now, if the branch exists.
+fn branch_head(repos: &RepoStore, request: &NewDeployment) -> Option<String> {
+    let id = RepoId::new(&request.account, &request.application, &request.repo).ok()?;
+    let repo = git2::Repository::open_bare(repos.path(&id)).ok()?;
+    let head = repo.find_reference(&format!("refs/heads/{}", request.environment)).ok()?.target()?;
+    Some(head.to_string())
 }
 
 /// Reads the commit from the application's repo and renders the environment.

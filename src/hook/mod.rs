@@ -15,6 +15,8 @@
 //! `devpop hook pre-receive`, which checks it in that process.
 
 pub mod channel;
+pub mod objects;
+pub mod proc_receive;
 
 use std::io::{self, BufRead, Write};
 
@@ -26,17 +28,38 @@ use crate::packages::PackageStore;
 use crate::records::{Action, Deployment, NewDeployment, State};
 use crate::rendering::Rendered;
 use crate::source::GitCommit;
+use crate::validation::diagnostic::Diagnostic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
     #[error("malformed ref update line from git: {0:?}")]
-    BadInput(String),
+    BadRefUpdate(String),
+    #[error("the pre-receive hook sent a malformed request: {0}")]
+    BadRequest(String),
+    #[error("reading the pushed objects: {0}")]
+    Git(#[from] git2::Error),
     #[error(transparent)]
     Check(#[from] checks::CheckError),
     #[error("not a devpop repo (expected repos/<account>/<application>/<repo>.git): {0}")]
     NotADevpopRepo(String),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl HookError {
+    /// What the pusher is told: what went wrong and what to do, never a server path (the
+    /// server's log has the whole error).
+    pub fn for_pusher(&self) -> String {
+        let unreadable = "devpop could not read this push's objects or its scratch space";
+        match self {
+            HookError::Git(_) | HookError::Io(_) | HookError::Check(_) | HookError::NotADevpopRepo(_) => format!(
+                "error: {unreadable}; nothing was changed: push again, and if it fails again, tell the server's operator (its log has the details)"
+            ),
+            HookError::BadRefUpdate(_) | HookError::BadRequest(_) => {
+                format!("error: devpop could not check this push ({self}); nothing was changed")
+            }
+        }
+    }
 }
 
 /// One ref update as git hands it to the hook.
@@ -49,7 +72,7 @@ pub struct RefUpdate {
 
 impl RefUpdate {
     pub fn parse(line: &str) -> Result<Self, HookError> {
-        let bad = || HookError::BadInput(line.to_owned());
+        let bad = || HookError::BadRefUpdate(line.to_owned());
         let mut parts = line.split(' ');
         let (Some(old), Some(new), Some(refname), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -77,8 +100,19 @@ impl RefUpdate {
 pub struct PushOptions {
     pub dry_run: bool,
     pub wait: bool,
+    /// `-o json`: end with one `devpop-result: {...}` line for CI.
+    pub json: bool,
     pub unknown: Vec<String>,
+    /// Options refused outright: with control characters, or longer than [`MAX_OPTION_BYTES`].
+    pub invalid: Vec<String>,
+    /// More than [`MAX_OPTIONS`] options were sent (the rest are not looked at).
+    pub too_many: bool,
 }
+
+/// Push options one push may send.
+pub const MAX_OPTIONS: usize = 100;
+/// The longest push option.
+pub const MAX_OPTION_BYTES: usize = 256;
 
 impl PushOptions {
     /// As git passes them to a hook process (`GIT_PUSH_OPTION_COUNT`, `GIT_PUSH_OPTION_<n>`).
@@ -87,17 +121,46 @@ impl PushOptions {
         Self::parse((0..count).map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).unwrap_or_default()))
     }
 
-    /// At most 100 options are looked at.
+    /// At most [`MAX_OPTIONS`] options are looked at. An option with a control character
+    /// (git's own client refuses to send a newline, a raw client may) or longer than
+    /// [`MAX_OPTION_BYTES`] is kept apart in `invalid`, so the push can be refused.
     pub fn parse(options: impl IntoIterator<Item = String>) -> Self {
         let mut o = PushOptions::default();
-        for option in options.into_iter().take(100) {
+        for (n, option) in options.into_iter().enumerate() {
+            if n >= MAX_OPTIONS {
+                o.too_many = true;
+                break;
+            }
+            if option.len() > MAX_OPTION_BYTES || option.chars().any(char::is_control) {
+                o.invalid.push(option);
+                continue;
+            }
             match option.as_str() {
                 "dry-run" => o.dry_run = true,
                 "wait" => o.wait = true,
+                "json" => o.json = true,
                 _ => o.unknown.push(option),
             }
         }
         o
+    }
+
+    /// Why these options refuse the push, as `remote:` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .invalid
+            .iter()
+            .map(|o| {
+                let shown: String = o.chars().take(80).flat_map(char::escape_default).collect();
+                format!(
+                    "error: push option \"{shown}\" is refused: options are short words without control characters (devpop knows: dry-run, wait, json)"
+                )
+            })
+            .collect();
+        if self.too_many {
+            problems.push(format!("error: more than {MAX_OPTIONS} push options; send fewer"));
+        }
+        problems
     }
 }
 
@@ -108,6 +171,9 @@ pub struct PushRequest {
     pub options: PushOptions,
     /// git's quarantine (`GIT_QUARANTINE_PATH`): where the pushed objects wait for the verdict.
     pub quarantine: Option<String>,
+    /// A `-o dry-run` push whose refs git hands to the proc-receive hook, which keeps them
+    /// where they are: accepting it moves nothing (set by the server that started git so).
+    pub dry_run_answered: bool,
 }
 
 impl PushRequest {
@@ -119,6 +185,8 @@ impl PushRequest {
             updates,
             options: PushOptions::from_env(),
             quarantine: std::env::var("GIT_QUARANTINE_PATH").ok(),
+            // A push to the repo on disk has no proc-receive step: a dry run is refused.
+            dry_run_answered: false,
         })
     }
 }
@@ -153,6 +221,9 @@ pub trait PushServer {
     /// The id the deployment will have: it is recorded and queued once git has moved the branch.
     /// `rendered` is what the checks rendered, so the deployment need not render it again.
     fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
+    /// Holds the request's environment until git has moved or refused this push's refs,
+    /// waiting while another push holds it (`on_wait` runs once before waiting).
+    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut());
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
     fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
     /// A deployment as recorded.
@@ -173,66 +244,215 @@ pub fn pre_receive(
     settings: &HookSettings,
     server: Option<&dyn PushServer>,
 ) -> Result<bool, HookError> {
+    let mut summary = Summary { dry_run: request.options.dry_run, ..Summary::default() };
+    let accepted = check_push(id, repo, request, out, packages, settings, server, &mut summary)?;
+    if request.options.json {
+        summary.accepted = accepted;
+        say(out, &format!("devpop-result: {}", summary.to_json()))?;
+    }
+    Ok(accepted)
+}
+
+/// What `-o json` prints last: the verdict, each environment's outcome, every problem.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub accepted: bool,
+    pub dry_run: bool,
+    pub environments: Vec<serde_json::Value>,
+    pub problems: Vec<Diagnostic>,
+}
+
+impl Summary {
+    fn environment(&mut self, environment: &str, state: &str, namespace: Option<&str>, queued: Option<&Queued>) {
+        self.environments.push(serde_json::json!({
+            "environment": environment,
+            "state": state,
+            "namespace": namespace,
+            "deployment": queued.map(|q| q.id),
+            "url": queued.map(|q| q.url.as_str()),
+        }));
+    }
+
+    fn problem(&mut self, message: &str) {
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        self.problems.push(Diagnostic::error("", None, message));
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted,
+            "dry_run": self.dry_run,
+            "environments": self.environments,
+            "problems": self.problems.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_push(
+    id: &RepoId,
+    repo: &Repository,
+    request: &PushRequest,
+    out: &mut dyn Write,
+    packages: &PackageStore,
+    settings: &HookSettings,
+    server: Option<&dyn PushServer>,
+    summary: &mut Summary,
+) -> Result<bool, HookError> {
     let updates = &request.updates;
     let max_refs = settings.max_refs;
     if updates.len() > max_refs {
-        say(
-            out,
-            &format!(
-                "error: this push updates {} refs; at most {max_refs} are accepted in one push (each branch is an environment): push fewer at a time",
-                updates.len()
-            ),
-        )?;
+        let problem = format!(
+            "error: this push updates {} refs; at most {max_refs} are accepted in one push (each branch is an environment): push fewer at a time",
+            updates.len()
+        );
+        summary.problem(&problem);
+        say(out, &problem)?;
         return Ok(false);
     }
     let options = &request.options;
-    for unknown in &options.unknown {
-        say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait)"))?;
+    let problems = options.problems();
+    if updates.is_empty() {
+        say(out, "error: this push updates no refs; nothing was changed")?;
+        return Ok(false);
     }
+    if !problems.is_empty() {
+        for problem in &problems {
+            summary.problem(problem);
+            say(out, problem)?;
+        }
+        say(out, "error: push rejected: fix the push options (listed above); nothing was changed")?;
+        return Ok(false);
+    }
+    for unknown in &options.unknown {
+        say(out, &format!("warning: unknown push option {unknown:?} ignored (devpop knows: dry-run, wait, json)"))?;
+    }
+    // Every object the push adds is sized (not only the tip's files): the quarantine holds them.
+    let mut oversized = match &request.quarantine {
+        Some(q) => objects::oversized_blobs(std::path::Path::new(q), settings.max_blob_bytes)?,
+        None => Default::default(),
+    };
     // Everything the checks print also goes into the deployment records.
     let mut tee = Tee { out, seen: Vec::new() };
     let mut accepted = true;
     let mut rendered = Vec::new();
     for update in updates {
-        let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server)?;
+        let checked = check_update(id, repo, update, &mut tee, packages, settings, request, server, &mut oversized)?;
         accepted &= checked.accepted;
+        summary.problems.extend(checked.problems);
+        if let Some(branch) = update.branch() {
+            let namespace = checked.rendered.as_ref().map(|r| r.namespace.as_str());
+            let state = if !checked.accepted { "refused" } else { "checked" };
+            summary.environment(branch, state, namespace, None);
+        }
         rendered.push(checked.rendered);
+    }
+    if let Some((blob, size)) = oversized.iter().next() {
+        // In the pack, but in no pushed commit: refused all the same (git would keep it).
+        let problem = format!(
+            "error: this push carries a {size}-byte object ({blob}) that no pushed branch holds; files larger than {} bytes are refused (DEVPOP_MAX_BLOB_BYTES)",
+            settings.max_blob_bytes
+        );
+        summary.problem(&problem);
+        say(tee.out, &problem)?;
+        accepted = false;
     }
     let validation: Vec<String> = String::from_utf8_lossy(&tee.seen).lines().map(str::to_owned).collect();
     let out = tee.out;
     if options.dry_run && accepted {
-        say(out, "error: dry run: nothing was changed; push without -o dry-run to deploy")?;
+        if request.dry_run_answered {
+            // git hands the refs to `devpop hook proc-receive`, which keeps them where they are.
+            say(out, "Dry run passed: this push would be accepted and deployed; nothing was changed")?;
+            return Ok(true);
+        }
+        say(out, "error: dry run passed, refused on purpose: nothing was changed; push without -o dry-run to deploy")?;
         return Ok(false);
     }
-    if !options.wait && accepted {
-        announce_deployments(out, id, updates, rendered, server, &validation)?;
+    if !accepted {
+        return Ok(false);
     }
-    if options.wait && accepted {
-        let Some(server) = server else {
+    let Some(server) = server else {
+        if options.wait {
             say(out, "error: -o wait needs the push to come through a devpop server")?;
             return Ok(false);
-        };
-        // The commit is still in quarantine: the server reads it from there.
-        for update in updates.iter().filter(|u| u.branch().is_some()) {
-            let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
-            deployment.validation = validation.clone();
-            if !deploy_and_wait(out, server, deployment)? {
-                return Ok(false);
-            }
+        }
+        announce_deployments(out, id, updates, rendered, None, &validation, summary)?;
+        return Ok(true);
+    };
+    if let Some(problem) = hold_environments(out, repo, id, updates, server)? {
+        summary.problem(&problem);
+        return Ok(false);
+    }
+    // From here on, each environment's entry says what became of it.
+    summary.environments.clear();
+    if !options.wait {
+        announce_deployments(out, id, updates, rendered, Some(server), &validation, summary)?;
+        return Ok(true);
+    }
+    // The commit is still in quarantine: the server reads it from there.
+    for update in updates.iter().filter(|u| u.branch().is_some()) {
+        let mut deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
+        deployment.validation = validation.clone();
+        if !deploy_and_wait(out, server, deployment, summary)? {
+            return Ok(false);
         }
     }
-    Ok(accepted)
+    Ok(true)
+}
+
+/// Holds the environment of each pushed branch until git has moved (or refused) this push's
+/// refs, then checks that no branch moved since the push began; the problem (also said) when
+/// one did. Pushes of one environment through the server therefore pass this point
+/// one at a time: a push that lost a race is refused here, before it announces a deployment
+/// that could never exist, and `-o wait` deployments run in branch order. Environments are
+/// held in name order, so two pushes of the same branches cannot deadlock.
+fn hold_environments(
+    out: &mut dyn Write,
+    repo: &Repository,
+    id: &RepoId,
+    updates: &[RefUpdate],
+    server: &dyn PushServer,
+) -> Result<Option<String>, HookError> {
+    let mut held: Vec<(&RefUpdate, NewDeployment)> = updates
+        .iter()
+        .filter(|u| u.branch().is_some())
+        .map(|u| (u, deployment_request(id, u, server.pusher(), None)))
+        .collect();
+    held.sort_by(|a, b| a.1.environment.cmp(&b.1.environment));
+    for (_, deployment) in &held {
+        let environment = &deployment.environment;
+        let mut waiting = || {
+            let _ = say(out, &format!("Waiting for another push to {environment} to finish..."));
+        };
+        server.hold(deployment, &mut waiting);
+    }
+    for (update, _) in &held {
+        let now = repo.refname_to_id(&update.refname).unwrap_or(git2::Oid::ZERO_SHA1);
+        if now != update.old {
+            let branch = update.branch().unwrap_or_default();
+            let at =
+                if now.is_zero() { "was deleted".to_owned() } else { format!("moved to {}", &now.to_string()[..12]) };
+            let problem = format!(
+                "error: {branch} {at} while this push was being checked; nothing was changed: fetch, rebase and push again"
+            );
+            say(out, &problem)?;
+            return Ok(Some(problem));
+        }
+    }
+    Ok(None)
 }
 
 /// What checking one ref update found: whether it passed, and the environment it renders to.
 struct Checked {
     accepted: bool,
     rendered: Option<Rendered>,
+    /// Every problem found, as data (for `-o json`).
+    problems: Vec<Diagnostic>,
 }
 
 impl Checked {
-    fn rejected() -> Self {
-        Checked { accepted: false, rendered: None }
+    fn rejected(problems: Vec<Diagnostic>) -> Self {
+        Checked { accepted: false, rendered: None, problems }
     }
 }
 
@@ -246,6 +466,7 @@ fn check_update(
     settings: &HookSettings,
     request: &PushRequest,
     server: Option<&dyn PushServer>,
+    oversized: &mut std::collections::HashMap<git2::Oid, u64>,
 ) -> Result<Checked, HookError> {
     let Some(branch) = update.branch() else {
         say(
@@ -255,19 +476,28 @@ fn check_update(
                 update.refname
             ),
         )?;
-        return Ok(Checked::rejected());
+        let problem = format!("{}: devpop deploys branches, one per environment; push a branch", update.refname);
+        return Ok(Checked::rejected(vec![Diagnostic::error("", None, problem)]));
     };
     if update.is_delete() {
         say(out, &format!("Environment {branch}: branch deleted"))?;
-        return Ok(Checked { accepted: true, rendered: None });
+        return Ok(Checked { accepted: true, rendered: None, problems: Vec::new() });
     }
-    if let Some(problem) = oversized_blob(repo, update.new, settings.max_blob_bytes)? {
-        say(out, &problem)?;
+    let problems = objects::check_update(repo, update, oversized, settings.max_blob_bytes)?;
+    if !problems.is_empty() {
+        for problem in &problems {
+            say(out, problem)?;
+        }
+        let n = problems.len();
         say(
             out,
-            &format!("error: push to {branch} rejected: 1 problem to fix (listed above); the branch is unchanged"),
+            &format!(
+                "error: push to {branch} rejected: {n} problem{} to fix (listed above); the branch is unchanged",
+                if n == 1 { "" } else { "s" }
+            ),
         )?;
-        return Ok(Checked::rejected());
+        let problems = problems.iter().map(|p| Diagnostic::error("", None, p.trim_start_matches("error: "))).collect();
+        return Ok(Checked::rejected(problems));
     }
     let source = GitCommit { repo, commit: update.new };
     let commit = update.new.to_string();
@@ -285,7 +515,7 @@ fn check_update(
         }
     }
     if verdict.accepted() {
-        return Ok(Checked { accepted: true, rendered: verdict.rendered });
+        return Ok(Checked { accepted: true, rendered: verdict.rendered, problems: verdict.problems });
     }
     let n = verdict.errors;
     say(
@@ -295,12 +525,17 @@ fn check_update(
             if n == 1 { "" } else { "s" }
         ),
     )?;
-    Ok(Checked::rejected())
+    Ok(Checked::rejected(verdict.problems))
 }
 
 /// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
 /// deployment's steps; `Ok(true)` when it became ready (the push is then accepted).
-fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDeployment) -> Result<bool, HookError> {
+fn deploy_and_wait(
+    out: &mut dyn Write,
+    server: &dyn PushServer,
+    request: NewDeployment,
+    summary: &mut Summary,
+) -> Result<bool, HookError> {
     let environment = request.environment.clone();
     let queued = match server.submit(request) {
         Ok(q) => q,
@@ -321,6 +556,9 @@ fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDep
             say(out, &format!("  [{}] {}", step.state.as_str(), step.message))?;
         }
         shown = d.steps.len();
+        if matches!(d.state, State::Ready | State::Failed | State::Superseded) {
+            summary.environment(&environment, d.state.as_str(), d.namespace.as_deref(), Some(&queued));
+        }
         match d.state {
             State::Ready => {
                 say(out, &format!("Deployment {} of {environment} is ready", d.id))?;
@@ -346,35 +584,6 @@ fn deploy_and_wait(out: &mut dyn Write, server: &dyn PushServer, request: NewDep
     }
 }
 
-/// The first file of the commit larger than `limit` (sizes come from object headers: nothing
-/// is loaded), as an error line.
-fn oversized_blob(repo: &Repository, commit: Oid, limit: u64) -> Result<Option<String>, HookError> {
-    let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(|e| HookError::BadInput(e.to_string()))?;
-    let odb = repo.odb().map_err(|e| HookError::BadInput(e.to_string()))?;
-    let mut found = None;
-    let mut seen = 0usize;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        seen += 1;
-        if seen > 100_000 {
-            return git2::TreeWalkResult::Abort;
-        }
-        if entry.kind() == Some(git2::ObjectType::Blob) {
-            if let Ok((size, _)) = odb.read_header(entry.id()) {
-                if size as u64 > limit {
-                    found = Some(format!(
-                        "error: {dir}{}: {size} bytes; files larger than {limit} bytes are refused (DEVPOP_MAX_BLOB_BYTES): an environment repo holds configuration",
-                        entry.name().unwrap_or("?")
-                    ));
-                    return git2::TreeWalkResult::Abort;
-                }
-            }
-        }
-        git2::TreeWalkResult::Ok
-    })
-    .or_else(|e| if e.code() == git2::ErrorCode::User { Ok(()) } else { Err(HookError::BadInput(e.to_string())) })?;
-    Ok(found)
-}
-
 /// Tells the server which deployments this push makes, and the user their ids. The server
 /// records them once git has moved the branches (a push that fails after this leaves nothing).
 fn announce_deployments(
@@ -384,9 +593,11 @@ fn announce_deployments(
     rendered: Vec<Option<Rendered>>,
     server: Option<&dyn PushServer>,
     validation: &[String],
+    summary: &mut Summary,
 ) -> Result<(), HookError> {
     for (update, rendered) in updates.iter().zip(rendered) {
         let Some(branch) = update.branch() else { continue };
+        let namespace = rendered.as_ref().map(|r| r.namespace.clone());
         let Some(server) = server else {
             say(out, &format!("warning: {branch} not deployed: this push did not come through a devpop server"))?;
             continue;
@@ -394,7 +605,10 @@ fn announce_deployments(
         let mut request = deployment_request(id, update, server.pusher(), None);
         request.validation = validation.to_vec();
         match server.reserve(request, rendered) {
-            Ok(q) => say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?,
+            Ok(q) => {
+                summary.environment(branch, "queued", namespace.as_deref(), Some(&q));
+                say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?
+            }
             Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
         }
     }
@@ -462,6 +676,10 @@ fn dry_run_report(
     for (mark, keys) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for k in keys {
             say(out, &format!("  {mark} {k}"))?;
+            // What changes inside it, as a unified diff of its YAML.
+            for line in d.details.get(k).into_iter().flatten() {
+                say(out, &format!("      {line}"))?;
+            }
         }
     }
     say(

@@ -9,6 +9,7 @@
 //! static-server beside egress for outage and error pages, and guardrails (ResourceQuota,
 //! LimitRange, NetworkPolicies that allow exactly that chain).
 
+pub mod changes;
 pub mod naming;
 
 use std::collections::BTreeMap;
@@ -334,6 +335,8 @@ pub struct Diff {
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
+    /// For each changed object (by key), the unified diff of its YAML ([`changes::unified`]).
+    pub details: BTreeMap<String, Vec<String>>,
 }
 
 pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
@@ -346,7 +349,11 @@ pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
         let stem = object_stem(o);
         match before.get(&stem) {
             None => d.added.push(o.key()),
-            Some(old) if normalise(old) != normalise(&object_yaml(o)) => d.changed.push(o.key()),
+            Some(old) if normalise(old) != normalise(&object_yaml(o)) => {
+                let lines = changes::unified(&(normalise(old) + "\n"), &(normalise(&object_yaml(o)) + "\n"));
+                d.details.insert(o.key(), lines);
+                d.changed.push(o.key());
+            }
             Some(_) => d.unchanged += 1,
         }
         seen.insert(stem);

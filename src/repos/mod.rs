@@ -16,7 +16,10 @@ use crate::names::RepoId;
 pub const FIRST_ENVIRONMENT: &str = "Production";
 
 /// The hook shims every repo gets: (hook name, script with @DEVPOP@ and @DATA@ to fill in).
-const HOOKS: &[(&str, &str)] = &[("pre-receive", include_str!("../../hooks/pre-receive"))];
+const HOOKS: &[(&str, &str)] = &[
+    ("pre-receive", include_str!("../../hooks/pre-receive")),
+    ("proc-receive", include_str!("../../hooks/proc-receive")),
+];
 /// Hooks earlier devpop versions installed, removed when hooks are refreshed.
 const RETIRED_HOOKS: &[&str] = &["post-receive"];
 const SKELETON_CONFIG: &str = include_str!("../../templates/app/section.config.json");

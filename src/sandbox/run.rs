@@ -287,9 +287,9 @@ impl Started {
 /// Stops bubblewrap's process group; the sandbox (its own session) follows through
 /// `--die-with-parent`, and everything in its pid namespace with its pid 1.
 fn kill_group(pgid: libc::pid_t) {
-    // SAFETY: kill(2) on the process group of a child we spawned and have not reaped.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
+    // The group of a child we spawned and have not reaped: its id is not reused meanwhile.
+    if let Some(pgid) = rustix::process::Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
 }
 

@@ -11,8 +11,7 @@ pub(super) fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
 
 /// This process's real user id.
 pub(super) fn uid() -> u32 {
-    // SAFETY: getuid(2) has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// The name of this process's scratch root (`devpop-<uid>-<pid>`): also what a sandbox's
@@ -81,7 +80,7 @@ pub fn sweep_scratch_roots() -> usize {
 
 /// Whether process `pid` exists.
 pub(super) fn alive(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // kill(2) with signal 0: EPERM means it exists, as another user's.
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|pid| matches!(rustix::process::test_kill_process(pid), Ok(()) | Err(rustix::io::Errno::PERM)))
 }

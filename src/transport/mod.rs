@@ -7,6 +7,8 @@
 
 pub mod advertise;
 pub mod process;
+pub mod push_server;
+pub mod request_head;
 pub mod spawn;
 
 use axum::body::Body;
@@ -233,7 +235,14 @@ async fn info_refs(
             .map_err(|e| TransportError::Internal(format!("reading refs: {e}")))?;
         Body::from(refs)
     } else {
-        let inv = process::Invocation { settings: &state.settings, service, repo: &repo, protocol, hook_channel: None };
+        let inv = process::Invocation {
+            settings: &state.settings,
+            service,
+            repo: &repo,
+            protocol,
+            hook_channel: None,
+            config: Vec::new(),
+        };
         inv.advertise().await?
     };
     // Protocol v0/v1 clients expect a service announcement before the advertisement; v2 does not.
@@ -313,6 +322,19 @@ async fn rpc(
     let repo = repo_path(&state, kind, segments).await?;
     let mut hook_channel = None;
     let mut on_exit: Option<process::OnExit> = None;
+    let mut config = Vec::new();
+    // A push's head says what it asks before git starts: a dry run gets git's proc-receive
+    // step, which answers its refs without moving them (hook::proc_receive).
+    let (body, dry_run) = if service == Service::ReceivePack {
+        let body = process::RequestBody::read_head(body, gzip, limit).await?;
+        let dry_run = body.head.as_ref().is_some_and(|h| h.has_option("dry-run"));
+        (body, dry_run)
+    } else {
+        (process::RequestBody::new(body, gzip), false)
+    };
+    if dry_run {
+        config.push("receive.procReceiveRefs=refs/".to_owned());
+    }
     if let (Service::ReceivePack, Some(id)) = (service, id) {
         // Bounded pushes in flight per account: one tenant cannot take every git process.
         let slot = state.push_slots.acquire(&id.account)?;
@@ -326,13 +348,14 @@ async fn rpc(
             repo_path: repo.clone(),
             packages: state.packages.clone(),
             settings: state.settings.hook.clone(),
-            server: crate::hook::channel::InServer {
+            dry_run_answered: dry_run,
+            server: Box::new(push_server::InServer {
                 deployer: state.deployer.clone(),
                 base_url: state.base_url.clone(),
                 pusher: pusher.unwrap_or_else(|| "unknown".to_owned()),
                 push: push.clone(),
                 runtime: tokio::runtime::Handle::current(),
-            },
+            }),
         };
         tokio::spawn(crate::hook::channel::serve(ours, context));
         let deployer = state.deployer.clone();
@@ -354,8 +377,9 @@ async fn rpc(
         repo: &repo,
         protocol: protocol(&headers),
         hook_channel,
+        config,
     };
-    let body = inv.rpc(body, gzip, on_exit).await?;
+    let body = inv.rpc(body, on_exit).await?;
     Ok(no_cache(body.into_response(), format!("application/x-{}-result", service.name())))
 }
 

@@ -42,6 +42,66 @@ pub struct Invocation<'a> {
     /// A push's end of the hook channel: git and its pre-receive hook get it as fd 3 (see
     /// `hook::channel`).
     pub hook_channel: Option<std::os::fd::OwnedFd>,
+    /// Git settings for this request alone (`-c key=value`).
+    pub config: Vec<String>,
+}
+
+/// A request body as git will read it: the bytes already read (a push's head), then the rest.
+pub struct RequestBody {
+    /// A push's head (commands and options), when it could be read and parsed.
+    pub head: Option<super::request_head::Head>,
+    prefix: Vec<u8>,
+    rest: Box<dyn AsyncRead + Send + Unpin>,
+    gzip: bool,
+}
+
+impl RequestBody {
+    /// The body as it comes (gzip-decoded when the client used gzip), nothing read yet.
+    pub fn new(body: Body, gzip: bool) -> Self {
+        let stream = body.into_data_stream().map_err(std::io::Error::other);
+        let raw = BufReader::with_capacity(PIPE_BUF, StreamReader::new(stream));
+        let rest: Box<dyn AsyncRead + Send + Unpin> =
+            if gzip { Box::new(GzipDecoder::new(raw)) } else { Box::new(raw) };
+        RequestBody { head: None, prefix: Vec::new(), rest, gzip }
+    }
+
+    /// Reads a push's head (the ref update commands and push options, before the pack), so
+    /// the push can be started for what it asks; git still gets every byte.
+    pub async fn read_head(body: Body, gzip: bool, limit: u64) -> Result<Self, TransportError> {
+        use super::request_head::{parse, Parse, MAX_HEAD};
+        let mut request = Self::new(body, gzip);
+        let mut chunk = vec![0u8; PIPE_BUF];
+        loop {
+            let n = match request.rest.read(&mut chunk).await {
+                Ok(n) => n,
+                Err(e) => return Err(body_error(e, gzip)),
+            };
+            request.prefix.extend_from_slice(&chunk[..n]);
+            if request.prefix.len() as u64 > limit {
+                return Err(TransportError::TooLarge { limit });
+            }
+            match parse(&request.prefix) {
+                Parse::Done(head, _) => {
+                    request.head = Some(head);
+                    return Ok(request);
+                }
+                Parse::Opaque => return Ok(request),
+                Parse::Incomplete if n == 0 || request.prefix.len() >= MAX_HEAD => return Ok(request),
+                Parse::Incomplete => {}
+            }
+        }
+    }
+}
+
+/// What a failed read of the request body means.
+fn body_error(e: std::io::Error, gzip: bool) -> TransportError {
+    if e.get_ref().is_some_and(|inner| inner.is::<axum::Error>()) {
+        TransportError::ClientGone(e)
+    } else if gzip {
+        TransportError::BadBody(format!("the gzip-encoded request is corrupt: {e}"))
+    } else {
+        TransportError::ClientGone(e)
+    }
 }
 
 /// Called when the git process has ended, with whether it succeeded.
@@ -84,7 +144,13 @@ pub fn resolve_program(program: &Path) -> Option<PathBuf> {
 
 impl Invocation<'_> {
     fn spawn(&mut self, advertise: bool, stdin: bool) -> Result<Child, TransportError> {
-        let mut args: Vec<OsString> = vec![self.service.subcommand().into(), "--stateless-rpc".into()];
+        let mut args: Vec<OsString> = Vec::new();
+        for setting in &self.config {
+            args.push("-c".into());
+            args.push(setting.into());
+        }
+        args.push(self.service.subcommand().into());
+        args.push("--stateless-rpc".into());
         if advertise {
             args.push("--advertise-refs".into());
         }
@@ -114,7 +180,7 @@ impl Invocation<'_> {
     /// its output as the response body. Holds the response back until git has said something
     /// (or the request body was refused), so an oversized or broken upload gets a real HTTP
     /// error instead of a truncated protocol stream.
-    pub async fn rpc(mut self, body: Body, gzip: bool, on_exit: Option<OnExit>) -> Result<Body, TransportError> {
+    pub async fn rpc(mut self, body: RequestBody, on_exit: Option<OnExit>) -> Result<Body, TransportError> {
         let mut child = self.spawn(false, true)?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
@@ -143,7 +209,7 @@ impl Invocation<'_> {
         // The feeder says why it gave up *before* it closes git's stdin, so its verdict always
         // wins over whatever git then prints about the truncated request.
         let (verdict_tx, mut verdict) = tokio::sync::oneshot::channel();
-        let feeder = tokio::spawn(feed(body, gzip, stdin, limit, verdict_tx));
+        let feeder = tokio::spawn(feed(body, stdin, limit, verdict_tx));
         let mut first = vec![0u8; PIPE_BUF];
         let mut fed = false;
         let n = loop {
@@ -179,15 +245,13 @@ impl Invocation<'_> {
 /// at `limit` bytes. Closing stdin is how git learns the request is complete; when the request
 /// is refused, the reason goes to `verdict` before stdin is closed.
 async fn feed(
-    body: Body,
-    gzip: bool,
+    body: RequestBody,
     mut stdin: pipe::Sender,
     limit: u64,
     verdict: tokio::sync::oneshot::Sender<TransportError>,
 ) {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let raw = BufReader::with_capacity(PIPE_BUF, StreamReader::new(stream));
-    let reader: Box<dyn AsyncRead + Send + Unpin> = if gzip { Box::new(GzipDecoder::new(raw)) } else { Box::new(raw) };
+    let gzip = body.gzip;
+    let reader = std::io::Cursor::new(body.prefix).chain(body.rest);
     // One byte past the limit tells "exactly at the limit" from "over it".
     let mut limited = reader.take(limit.saturating_add(1));
     let copied = tokio::io::copy_buf(&mut BufReader::with_capacity(PIPE_BUF, &mut limited), &mut stdin).await;
@@ -201,9 +265,7 @@ async fn feed(
         // git stopped reading: it has answered (an error of its own) on stdout.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return,
         // Errors of the body stream itself carry the axum::Error: the client went away.
-        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<axum::Error>()) => TransportError::ClientGone(e),
-        Err(e) if gzip => TransportError::BadBody(format!("the gzip-encoded request is corrupt: {e}")),
-        Err(e) => TransportError::ClientGone(e),
+        Err(e) => body_error(e, gzip),
     };
     let too_large = matches!(refused, TransportError::TooLarge { .. });
     let _ = verdict.send(refused);
@@ -291,10 +353,10 @@ fn supervise(
 /// SIGTERM to git's process group, so git and its helpers run their cleanup (quarantine
 /// removal) on the way out.
 fn terminate(pid: u32) {
-    // SAFETY: kill(2) on the process group of a child started in a group of its own and not
-    // reaped yet (only the supervisor reaps it, after this call).
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
+    if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+        // The process group of a child started in a group of its own and not reaped yet (only
+        // the supervisor reaps it, after this call).
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
     }
 }
 

@@ -15,10 +15,11 @@
 //! opens is close-on-exec).
 //!
 //! This is the only module that starts processes through libc directly.
+#![allow(unsafe_code)] // posix_spawn has no safe wrapper in a well-kept crate; each call has its SAFETY note.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -67,13 +68,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 
 /// A pipe, both ends close-on-exec: `(read, write)`.
 fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just opened and are owned by nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// `fd` moved above 3 (close-on-exec), so placing 0-3 in the child cannot overwrite a source
@@ -82,13 +77,7 @@ fn above_three(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 3 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, which we own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just opened, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 10)?)
 }
 
 /// `posix_spawn_file_actions_t`, destroyed on drop.
@@ -212,35 +201,24 @@ pub fn spawn(spec: Spec<'_>) -> io::Result<Child> {
 
 /// A pidfd for `pid`, registered with the runtime; `None` where the kernel has none.
 fn pidfd(pid: libc::pid_t) -> Option<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (or -1).
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: just opened and owned by nothing else; an OwnedFd keeps its descriptor open and
-    // unchanged for as long as the AsyncFd holds it.
-    unsafe {
-        let fd = OwnedFd::from_raw_fd(fd as libc::c_int);
-        AsyncFd::register_with_interest(fd, Interest::READABLE).ok()
-    }
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // SAFETY: an OwnedFd keeps its descriptor open and unchanged for as long as the AsyncFd
+    // holds it, which is what registering it requires.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE).ok() }
 }
 
 /// Reaps `pid` if it has ended (`block`: waits for it).
 fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ExitStatus>> {
-    let flags = if block { 0 } else { libc::WNOHANG };
+    use rustix::process::{Pid, WaitOptions};
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("no such child"))?;
+    let flags = if block { WaitOptions::empty() } else { WaitOptions::NOHANG };
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child, writing its status into a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        match r {
-            0 => return Ok(None),
-            r if r == pid => return Ok(Some(ExitStatus::from_raw(status))),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        match rustix::process::waitpid(Some(pid), flags) {
+            Ok(None) => return Ok(None),
+            Ok(Some((_, status))) => return Ok(Some(ExitStatus::from_raw(status.as_raw() as i32))),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

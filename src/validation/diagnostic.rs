@@ -40,6 +40,17 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// As CI reads it: severity, file, line, column and the message (which says the fix).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "severity": match self.severity { Severity::Error => "error", Severity::Warning => "warning" },
+            "file": self.file,
+            "line": self.pos.map(|p| p.line),
+            "column": self.pos.map(|p| p.col),
+            "message": self.message,
+        })
+    }
 }
 
 impl fmt::Display for Diagnostic {

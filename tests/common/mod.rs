@@ -2,6 +2,8 @@
 //! real `git` client and raw HTTP.
 #![allow(dead_code)]
 
+pub mod rawgit;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

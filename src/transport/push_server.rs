@@ -1,0 +1,50 @@
+//! The server side of a push's checks: [`InServer`], the [`PushServer`] the pre-receive check
+//! talks to. It adapts the deployer (reserving, holding environments, `-o wait` deployments)
+//! and the API's URLs for the hook, which owns the trait and knows neither.
+
+use std::sync::Arc;
+
+use crate::applying::deployer::Deployer;
+use crate::applying::AnyTarget;
+use crate::hook::{PushServer, Queued};
+use crate::records::{Deployment, NewDeployment};
+
+/// The server a push came through, as its checks see it.
+pub struct InServer {
+    pub deployer: Arc<Deployer<AnyTarget>>,
+    pub base_url: String,
+    pub pusher: String,
+    /// This push, as the server knows it (its deployments are reserved under it).
+    pub push: String,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl PushServer for InServer {
+    fn pusher(&self) -> &str {
+        &self.pusher
+    }
+
+    fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
+        let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
+        Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
+    }
+
+    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) {
+        let key =
+            (request.account.clone(), request.application.clone(), request.repo.clone(), request.environment.clone());
+        self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait));
+    }
+
+    fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
+        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
+        Ok(Queued { id: d.id, url: crate::api::deployment_url(&self.base_url, d.id) })
+    }
+
+    fn deployment(&self, id: u64) -> Option<Deployment> {
+        self.deployer.records().get(id)
+    }
+
+    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
+        self.runtime.block_on(self.deployer.dry_run(request))
+    }
+}
