@@ -255,7 +255,7 @@ fn under_a_masked_proc_the_weaker_sandbox_is_logged_once() {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(MASKED_PROC[0])
         .args(&MASKED_PROC[1..])
-        .args([DEVPOP, "validate", "--env", "Production", "--data"])
+        .args([DEVPOP, "validate", "--worktree", "--env", "Production", "--data"])
         .arg(data.path())
         .arg(repo.path())
         .env("DEVPOP_LOG", "warn")

@@ -66,6 +66,9 @@ pub enum Prepared {
 impl Prepared {
     /// A run that starts its sandbox when it runs.
     pub fn fresh(bwrap: &Path, script: &Path) -> std::io::Result<Self> {
+        // Probe (and log) what the host allows now, on the caller's thread, not in a thread that
+        // runs the script: a caller may hold stderr meanwhile (`devpop validate` does).
+        super::bounds::host(bwrap);
         Ok(Prepared::Fresh { scratch: scratch_dir()?, bwrap: bwrap.to_owned(), script: script.to_owned() })
     }
 
