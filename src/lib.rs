@@ -21,7 +21,6 @@ pub mod packages;
 pub mod records;
 pub mod rendering;
 pub mod repos;
-#[allow(unsafe_code)] // until the sandbox drops its pre_exec and kill calls (see its module)
 pub mod sandbox;
 pub mod server;
 pub mod settings;

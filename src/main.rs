@@ -59,9 +59,12 @@ struct CheckArgs {
     /// Most output kept from one validate.sh (it is stopped beyond), e.g. 64k.
     #[arg(long, env = "DEVPOP_VALIDATE_MAX_OUTPUT", default_value = "64k", value_parser = settings::parse_size)]
     validate_max_output: u64,
-    /// Address-space limit of one validate.sh, e.g. 512M.
+    /// Memory of one validate.sh sandbox, all its processes and its /tmp together, e.g. 512M.
     #[arg(long, env = "DEVPOP_VALIDATE_MEMORY", default_value = "512M", value_parser = settings::parse_size)]
     validate_memory: u64,
+    /// Processes one validate.sh sandbox may run at once.
+    #[arg(long, env = "DEVPOP_VALIDATE_PROCESSES", default_value_t = 64)]
+    validate_processes: u32,
     /// The bubblewrap binary.
     #[arg(long, env = "DEVPOP_BWRAP", default_value = "bwrap")]
     bwrap: PathBuf,
@@ -135,6 +138,8 @@ impl CheckArgs {
                 timeout: self.validate_timeout,
                 max_output: self.validate_max_output as usize,
                 memory_bytes: self.validate_memory,
+                processes: self.validate_processes,
+                ..devpop::sandbox::Limits::default()
             },
             ..CheckSettings::default()
         }

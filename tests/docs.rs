@@ -15,7 +15,8 @@ fn every_test_the_security_doc_cites_exists() {
     let mut cited = 0;
     for quoted in doc.split('`').skip(1).step_by(2) {
         let parts: Vec<&str> = quoted.split("::").collect();
-        let plain = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let plain =
+            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if parts.len() < 2 || !parts.iter().all(plain) {
             continue;
         }

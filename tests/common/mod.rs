@@ -35,12 +35,30 @@ impl Devpop {
 
     /// Starts a server on an existing data dir (e.g. to restart one).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Self {
-        Self::start_in_env(data, args, &[])
+        Self::start_under_env(&[], data, args, &[])
     }
 
     /// Starts a server on an existing data dir with extra environment variables.
     pub fn start_in_env(data: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(DEVPOP)
+        Self::start_under_env(&[], data, args, env)
+    }
+
+    /// Starts a server through `wrapper` (a command that execs its arguments), e.g. in a
+    /// changed mount namespace.
+    pub fn start_under(wrapper: &[&str], data: tempfile::TempDir, args: &[&str]) -> Self {
+        Self::start_under_env(wrapper, data, args, &[])
+    }
+
+    fn start_under_env(wrapper: &[&str], data: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(DEVPOP);
+                cmd
+            }
+            None => Command::new(DEVPOP),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .args(args)
