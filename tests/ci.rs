@@ -140,7 +140,7 @@ fn push_result(out: &Output) -> serde_json::Value {
     let line = err
         .lines()
         .filter_map(|l| l.strip_prefix("remote: devpop-result: "))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no devpop-result line in:\n{err}"));
     serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("{e}: {line}"))
 }

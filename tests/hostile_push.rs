@@ -137,6 +137,33 @@ fn a_push_with_no_ref_updates_but_a_pack_changes_nothing() {
     assert_eq!(server_branch(&devpop.repo_path("1", "app", "app"), "Production"), parent.to_string());
 }
 
+/// Two commits on the work tree's HEAD, pushed to Production at once (each with `options`):
+/// each commit with its push's output.
+fn race(work: &Path, label: &str, options: &[&str]) -> Vec<(String, std::process::Output)> {
+    let base = git_ok(work, &["rev-parse", "HEAD"]).trim().to_owned();
+    let mut commits = Vec::new();
+    for side in ["a", "b"] {
+        git_ok(work, &["checkout", "-q", "-B", &format!("side-{side}"), &base]);
+        std::fs::write(work.join("README.md"), format!("{label} side {side}\n")).unwrap();
+        commit_all(work, &format!("{label} {side}"));
+        commits.push(git_ok(work, &["rev-parse", "HEAD"]).trim().to_owned());
+    }
+    let pushes: Vec<_> = commits
+        .into_iter()
+        .map(|c| {
+            let work = work.to_owned();
+            let mut args: Vec<String> = vec!["push".into()];
+            args.extend(options.iter().map(|o| o.to_string()));
+            args.extend(["origin".into(), format!("{c}:refs/heads/Production")]);
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                (c, git(&work, &args))
+            })
+        })
+        .collect();
+    pushes.into_iter().map(|p| p.join().unwrap()).collect()
+}
+
 /// Two `-o wait` pushes of one environment from the same commit, at once: one lands, the
 /// other is refused, and the environment ends on the commit its branch points at (before,
 /// both deployed and the loser's deployment was applied last).
@@ -145,29 +172,11 @@ fn racing_wait_pushes_leave_the_environment_on_the_branch_commit() {
     let (devpop, _dir, work) = app();
     let server_repo = devpop.repo_path("1", "app", "app");
     for round in 0..3 {
-        let base = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
-        let mut commits = Vec::new();
-        for side in ["a", "b"] {
-            git_ok(&work, &["checkout", "-q", "-B", &format!("side-{side}"), &base]);
-            std::fs::write(work.join("README.md"), format!("round {round} side {side}\n")).unwrap();
-            commit_all(&work, &format!("round {round} {side}"));
-            commits.push(git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned());
-        }
-        let pushes: Vec<_> = commits
-            .iter()
-            .map(|c| {
-                let work = work.clone();
-                let c = c.clone();
-                std::thread::spawn(move || {
-                    git(&work, &["push", "-o", "wait", "origin", &format!("{c}:refs/heads/Production")])
-                })
-            })
-            .collect();
-        let outs: Vec<_> = pushes.into_iter().map(|p| p.join().unwrap()).collect();
-        let landed: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
-        assert_eq!(landed.len(), 1, "exactly one push lands: {:?}", outs.iter().map(stderr).collect::<Vec<_>>());
+        let outs = race(&work, &format!("wait round {round}"), &["-o", "wait"]);
+        let landed = outs.iter().filter(|(_, o)| o.status.success()).count();
+        assert_eq!(landed, 1, "exactly one push lands: {:?}", outs.iter().map(|(_, o)| stderr(o)).collect::<Vec<_>>());
         let branch = server_branch(&server_repo, "Production");
-        assert!(commits.contains(&branch));
+        assert!(outs.iter().any(|(c, _)| *c == branch));
         // The environment's newest finished deployment is of the branch's commit.
         let env = http(&devpop.addr(), "GET", "/api/v1/accounts/1/applications/app/environments/Production", &[], b"");
         let env: serde_json::Value = serde_json::from_slice(&env.body).unwrap();
@@ -186,22 +195,8 @@ fn racing_wait_pushes_leave_the_environment_on_the_branch_commit() {
 fn a_push_that_loses_a_race_prints_no_deployment_id() {
     let (devpop, _dir, work) = app();
     for round in 0..3 {
-        let base = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
-        let mut commits = Vec::new();
-        for side in ["a", "b"] {
-            git_ok(&work, &["checkout", "-q", "-B", &format!("side-{side}"), &base]);
-            std::fs::write(work.join("README.md"), format!("plain round {round} side {side}\n")).unwrap();
-            commit_all(&work, &format!("plain round {round} {side}"));
-            commits.push(git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned());
-        }
-        let pushes: Vec<_> = commits
-            .iter()
-            .map(|c| {
-                let (work, c) = (work.clone(), c.clone());
-                std::thread::spawn(move || git(&work, &["push", "origin", &format!("{c}:refs/heads/Production")]))
-            })
-            .collect();
-        for out in pushes.into_iter().map(|p| p.join().unwrap()) {
+        let outs = race(&work, &format!("plain round {round}"), &[]);
+        for (_, out) in outs {
             let err = stderr(&out);
             let printed: Vec<u64> = err
                 .lines()

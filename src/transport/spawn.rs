@@ -216,7 +216,7 @@ fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ExitStatus>> {
     loop {
         match rustix::process::waitpid(Some(pid), flags) {
             Ok(None) => return Ok(None),
-            Ok(Some((_, status))) => return Ok(Some(ExitStatus::from_raw(status.as_raw() as i32))),
+            Ok(Some((_, status))) => return Ok(Some(ExitStatus::from_raw(status.as_raw()))),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
