@@ -276,7 +276,8 @@ impl Checker {
                 let here = join(&path, &m.key);
                 match m.key.as_str() {
                     "name" => name = self.string(&m.value, &here).map(|s| (s, m.value.pos)),
-                    _ => image = self.string(&m.value, &here).map(|s| (s, m.value.pos)),
+                    "image" => image = self.string(&m.value, &here).map(|s| (s, m.value.pos)),
+                    other => unreachable!("members() returns known keys only, not {other:?}"),
                 }
             }
             let (Some((name, name_pos)), Some((image, image_pos))) = (name.clone(), image.clone()) else {
@@ -440,7 +441,8 @@ impl Checker {
                 "proxy_acme_challenge" => origin.proxy_acme_challenge = self.boolean(v, &here),
                 "http_port" => origin.http_port = self.port(v, &here),
                 "https_port" => origin.https_port = self.port(v, &here),
-                _ => origin.remove_request_headers = self.header_names(v, &here),
+                "remove_request_headers" => origin.remove_request_headers = self.header_names(v, &here),
+                other => unreachable!("members() returns known keys only, not {other:?}"),
             }
         }
         match address {
