@@ -712,6 +712,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn push_options_are_bounded_in_number_length_and_characters() {
+        let o = PushOptions::parse((0..101).map(|i| format!("o{i}")));
+        assert!(o.too_many && o.unknown.len() == MAX_OPTIONS, "the 101st is not looked at");
+        let o = PushOptions::parse(["wait".to_owned(), "x".repeat(MAX_OPTION_BYTES + 1), "a\tb".to_owned()]);
+        assert!(o.wait && o.invalid.len() == 2, "{o:?}");
+        assert_eq!(o.problems().len(), 2);
+        let ok = PushOptions::parse(["dry-run".to_owned(), "json".to_owned(), "x".repeat(MAX_OPTION_BYTES)]);
+        assert!(ok.dry_run && ok.json && ok.problems().is_empty(), "{ok:?}");
+    }
+
+    #[test]
     fn parses_git_ref_update_lines() {
         let z = "0".repeat(40);
         let a = "a".repeat(40);
