@@ -240,3 +240,25 @@ fn ref_names_with_markup_or_control_characters_never_land() {
     let refs = git_ok(&devpop.repo_path("1", "app", "app"), &["for-each-ref", "--format=%(refname)"]);
     assert_eq!(refs.trim(), "refs/heads/Production", "{refs}");
 }
+
+/// A raw client naming one ref twice: git hands both lines to the hook. Refused, and the
+/// environment is not left locked (before, the push waited on its own lock and the lock
+/// outlived it, so every later push to the environment hung).
+#[test]
+fn a_push_naming_one_ref_twice_is_refused_and_leaves_the_environment_free() {
+    let (devpop, _dir, work) = app();
+    let repo = git2::Repository::open(&work).unwrap();
+    let parent = head(&work);
+    let (commit, objects) = rawgit::commit_with(&repo, Some(parent), &[("README.md", b"twice\n")], 0);
+    let update = (parent.to_string(), commit.to_string(), "refs/heads/Production".to_owned());
+    let push =
+        RawPush { updates: vec![update.clone(), update], pack: rawgit::pack_of(&repo, &objects), ..Default::default() };
+    let result = rawgit::push(&devpop.addr(), APP_PATH, &push, None);
+    assert!(!result.ok("refs/heads/Production"), "{result:?}");
+    assert!(result.remote.contains("names refs/heads/Production twice"), "{}", result.remote);
+    // The next push to the environment is checked and lands.
+    std::fs::write(work.join("README.md"), "after\n").unwrap();
+    commit_all(&work, "after the double push");
+    let out = git(&work, &["push", "origin", "Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

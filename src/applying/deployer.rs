@@ -69,7 +69,9 @@ pub struct Deployer<T: Target> {
     /// One lock per environment, held by a push from its verdict until git is done.
     env_locks: Mutex<HashMap<EnvKey, Arc<tokio::sync::Mutex<()>>>>,
     /// The environment locks a push in progress holds, by push.
-    holds: Mutex<HashMap<String, Vec<tokio::sync::OwnedMutexGuard<()>>>>,
+    /// The pushes in progress (from [`Deployer::push_started`] to [`Deployer::push_finished`])
+    /// and the environment locks each holds.
+    holds: Mutex<HashMap<String, Vec<(EnvKey, tokio::sync::OwnedMutexGuard<()>)>>>,
     /// Deployments a `-o wait` push in progress made before git moved its branch, by push.
     waited: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
     /// One reconciliation at a time.
@@ -165,6 +167,7 @@ impl<T: Target> Deployer<T> {
     /// checks' render of the commit, which the deployment then uses instead of rendering again.
     pub fn reserve(&self, push: &str, request: NewDeployment, rendered: Option<Rendered>) -> Result<u64, DeployError> {
         RepoId::new(&request.account, &request.application, &request.repo)?;
+        self.in_progress(push)?;
         crash::point("before-reserve");
         let id = self.records.create_pending(request.clone())?.id;
         self.reservations
@@ -181,8 +184,17 @@ impl<T: Target> Deployer<T> {
     /// [`Deployer::push_finished`]), waiting while another push holds it; `on_wait` is called
     /// once before waiting. So pushes of one environment pass their verdict one at a time, each
     /// seeing the branch the previous one left (and `-o wait` ones deploy one at a time).
-    pub async fn hold(&self, push: &str, key: EnvKey, on_wait: impl FnOnce()) {
-        let lock = self.env_locks.lock().expect("environment locks").entry(key).or_default().clone();
+    ///
+    /// `false` when the push has ended meanwhile (git died or timed out while it waited): the
+    /// lock is then let go at once, so no push that has ended holds an environment.
+    pub async fn hold(&self, push: &str, key: EnvKey, on_wait: impl FnOnce()) -> bool {
+        match self.holds.lock().expect("holds lock").get(push) {
+            None => return false,
+            // Already held by this push: nothing to wait for (waiting would be for itself).
+            Some(held) if held.iter().any(|(k, _)| *k == key) => return true,
+            Some(_) => {}
+        }
+        let lock = self.env_locks.lock().expect("environment locks").entry(key.clone()).or_default().clone();
         let guard = match lock.clone().try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
@@ -190,7 +202,27 @@ impl<T: Target> Deployer<T> {
                 lock.lock_owned().await
             }
         };
-        self.holds.lock().expect("holds lock").entry(push.to_owned()).or_default().push(guard);
+        match self.holds.lock().expect("holds lock").get_mut(push) {
+            Some(held) => {
+                held.push((key, guard));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A push began (the transport calls this before git starts): it may now hold
+    /// environments and reserve deployments, until [`Deployer::push_finished`].
+    pub fn push_started(&self, push: &str) {
+        self.holds.lock().expect("holds lock").insert(push.to_owned(), Vec::new());
+    }
+
+    fn in_progress(&self, push: &str) -> Result<(), DeployError> {
+        if self.holds.lock().expect("holds lock").contains_key(push) {
+            Ok(())
+        } else {
+            Err(DeployError::Internal(format!("{push} has ended")))
+        }
     }
 
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, made by the
@@ -201,6 +233,7 @@ impl<T: Target> Deployer<T> {
         push: &str,
         request: NewDeployment,
     ) -> Result<Deployment, DeployError> {
+        self.in_progress(push)?;
         let d = self.submit(request.clone()).await?;
         self.waited.lock().expect("waited lock").entry(push.to_owned()).or_default().push((d.id, request));
         Ok(d)
@@ -212,13 +245,16 @@ impl<T: Target> Deployer<T> {
     /// refused the ref, or died) is undone: the branch's commit is deployed again. Then the
     /// push's environment locks are released.
     pub async fn push_finished(self: &Arc<Self>, push: &str, git_succeeded: bool) {
+        // Ended from now on (no new holds, reservations or waited deployments); the locks it
+        // holds are let go once its waited deployments are dealt with.
+        let held = self.holds.lock().expect("holds lock").remove(push);
         let waited = self.waited.lock().expect("waited lock").remove(push).unwrap_or_default();
         for (id, request) in waited {
             if let Err(e) = self.undo_if_refused(push, id, request).await {
                 tracing::error!(deployment = id, error = %e, "cannot restore an environment after a refused push");
             }
         }
-        drop(self.holds.lock().expect("holds lock").remove(push));
+        drop(held);
         let reserved = self.reservations.lock().expect("reservations lock").remove(push).unwrap_or_default();
         if !reserved.is_empty() && git_succeeded {
             crash::point("after-ref-move");
@@ -267,12 +303,14 @@ impl<T: Target> Deployer<T> {
         let (landed, head) = tokio::task::spawn_blocking(move || (branch_is_at(&repos, &r), branch_head(&repos, &r)))
             .await
             .map_err(|e| DeployError::Internal(e.to_string()))?;
-        let ready = self.get(id).await?.is_some_and(|d| d.state == State::Ready);
-        if landed || !ready {
-            // Landed: nothing to undo. Not ready: the push was refused and a failed deployment
-            // has already been followed by a restore.
+        let state = self.get(id).await?.map(|d| d.state);
+        if landed || matches!(state, Some(State::Failed | State::Superseded) | None) {
+            // Landed: nothing to undo. Failed: it has already been followed by a restore.
+            // Superseded: a newer deployment of the environment runs instead.
             return Ok(());
         }
+        // Ready, or still running when git ended (a timeout, a client gone): the restore
+        // queued now runs after it.
         let (commit, action) = match head {
             Some(head) => (head, Action::Deploy),
             None => (request.commit.clone(), Action::Delete),

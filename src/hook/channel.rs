@@ -119,6 +119,12 @@ async fn read_request(
         if buf.len() > MAX_REQUEST {
             return Err(bad("the request is too large"));
         }
+        // Parsed only when the bytes end like a request (an `end` frame last), so a long
+        // request is not parsed again for every read.
+        let last_line = buf.strip_suffix(b"\n").map(|b| &b[b.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1)..]);
+        if !last_line.is_some_and(|l| l.starts_with(b"end ")) {
+            continue;
+        }
         if let Parsed::Done(request) = parse_request(&buf)? {
             return Ok((Some(request), stream));
         }

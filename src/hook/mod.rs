@@ -222,8 +222,9 @@ pub trait PushServer {
     /// `rendered` is what the checks rendered, so the deployment need not render it again.
     fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
     /// Holds the request's environment until git has moved or refused this push's refs,
-    /// waiting while another push holds it (`on_wait` runs once before waiting).
-    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut());
+    /// waiting while another push holds it (`on_wait` runs once before waiting); `false` when
+    /// the push ended meanwhile.
+    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool;
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
     fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
     /// A deployment as recorded.
@@ -314,6 +315,14 @@ fn check_push(
     let problems = options.problems();
     if updates.is_empty() {
         say(out, "error: this push updates no refs; nothing was changed")?;
+        return Ok(false);
+    }
+    let mut names: Vec<&str> = updates.iter().map(|u| u.refname.as_str()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        let problem = format!("error: this push names {} twice; name each ref once", twice[0]);
+        summary.problem(&problem);
+        say(out, &problem)?;
         return Ok(false);
     }
     if !problems.is_empty() {
@@ -424,7 +433,11 @@ fn hold_environments(
         let mut waiting = || {
             let _ = say(out, &format!("Waiting for another push to {environment} to finish..."));
         };
-        server.hold(deployment, &mut waiting);
+        if !server.hold(deployment, &mut waiting) {
+            let problem = "error: this push ended (git stopped) while it waited; nothing was changed".to_owned();
+            say(out, &problem)?;
+            return Ok(Some(problem));
+        }
     }
     for (update, _) in &held {
         let now = repo.refname_to_id(&update.refname).unwrap_or(git2::Oid::ZERO_SHA1);

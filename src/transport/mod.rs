@@ -326,7 +326,14 @@ async fn rpc(
     // A push's head says what it asks before git starts: a dry run gets git's proc-receive
     // step, which answers its refs without moving them (hook::proc_receive).
     let (body, dry_run) = if service == Service::ReceivePack {
-        let body = process::RequestBody::read_head(body, gzip, limit).await?;
+        // The head comes first in the body; a client that does not send it in time is cut off.
+        let head = process::RequestBody::read_head(body, gzip, limit);
+        let body = tokio::time::timeout(state.settings.limits.git_timeout, head).await.map_err(|_| {
+            TransportError::ClientGone(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the push's head did not arrive",
+            ))
+        })??;
         let dry_run = body.head.as_ref().is_some_and(|h| h.has_option("dry-run"));
         (body, dry_run)
     } else {
@@ -341,6 +348,7 @@ async fn rpc(
         // The push is checked in this process, over the hook channel; its deployments are
         // reserved by the checks and become real when git is done.
         let push = state.next_push_id();
+        state.deployer.push_started(&push);
         let (ours, gits) = crate::hook::channel::pair().map_err(TransportError::Spawn)?;
         hook_channel = Some(gits);
         let context = crate::hook::channel::Context {

@@ -71,6 +71,9 @@ impl RequestBody {
         use super::request_head::{parse, Parse, MAX_HEAD};
         let mut request = Self::new(body, gzip);
         let mut chunk = vec![0u8; PIPE_BUF];
+        // Parsed again only when the bytes have doubled (or ended), so a client trickling its
+        // head byte by byte costs a linear amount of parsing, not a quadratic one.
+        let mut parse_at = 0;
         loop {
             let n = match request.rest.read(&mut chunk).await {
                 Ok(n) => n,
@@ -80,6 +83,10 @@ impl RequestBody {
             if request.prefix.len() as u64 > limit {
                 return Err(TransportError::TooLarge { limit });
             }
+            if n != 0 && request.prefix.len() < parse_at && request.prefix.len() < MAX_HEAD {
+                continue;
+            }
+            parse_at = request.prefix.len() * 2;
             match parse(&request.prefix) {
                 Parse::Done(head, _) => {
                     request.head = Some(head);

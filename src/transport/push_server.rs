@@ -29,10 +29,10 @@ impl PushServer for InServer {
         Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
     }
 
-    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) {
+    fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool {
         let key =
             (request.account.clone(), request.application.clone(), request.repo.clone(), request.environment.clone());
-        self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait));
+        self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait))
     }
 
     fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
