@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::audit::{self, AuditEntry};
 use super::db::{Db, DbError};
-use super::{insert_deployment, insert_step, nanos, Deployment, Step};
+use super::{insert_step, insert_whole, nanos, Deployment, Step};
 
 #[derive(Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -140,19 +140,7 @@ fn apply_event(tx: &Transaction, event: Event) -> rusqlite::Result<()> {
             // A second "created" of one id replaces the first (as replaying the log did).
             tx.execute("DELETE FROM steps WHERE deployment = ?", [d.id as i64])?;
             tx.execute("DELETE FROM deployments WHERE id = ?", [d.id as i64])?;
-            insert_deployment(
-                tx,
-                Some(d.id),
-                &d.request,
-                d.state,
-                true,
-                d.created_at,
-                d.updated_at,
-                d.namespace.as_deref(),
-            )?;
-            for (seq, step) in d.steps.iter().enumerate() {
-                insert_step(tx, d.id, seq as i64, step)?;
-            }
+            insert_whole(tx, &d)?;
         }
         Event::Step { id, step, namespace } => {
             let exists = tx.query_row("SELECT 1 FROM deployments WHERE id = ?", [id as i64], |_| Ok(())).optional()?;

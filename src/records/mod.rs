@@ -291,20 +291,7 @@ impl Records {
     pub fn import(&self, deployments: &[Deployment]) -> Result<(), RecordError> {
         Ok(self.db.write(|tx| {
             for d in deployments {
-                let id = Some(d.id);
-                insert_deployment(
-                    tx,
-                    id,
-                    &d.request,
-                    d.state,
-                    true,
-                    d.created_at,
-                    d.updated_at,
-                    d.namespace.as_deref(),
-                )?;
-                for (seq, step) in d.steps.iter().enumerate() {
-                    insert_step(tx, d.id, seq as i64, step)?;
-                }
+                insert_whole(tx, d)?;
             }
             Ok(())
         })?)
@@ -577,6 +564,15 @@ fn insert_deployment(
         namespace
     ])?;
     Ok(tx.last_insert_rowid() as u64)
+}
+
+/// A whole deployment as recorded (landed, with its steps), under its own id.
+fn insert_whole(tx: &Transaction, d: &Deployment) -> rusqlite::Result<()> {
+    insert_deployment(tx, Some(d.id), &d.request, d.state, true, d.created_at, d.updated_at, d.namespace.as_deref())?;
+    for (seq, step) in d.steps.iter().enumerate() {
+        insert_step(tx, d.id, seq as i64, step)?;
+    }
+    Ok(())
 }
 
 fn insert_step(tx: &Transaction, id: u64, seq: i64, step: &Step) -> rusqlite::Result<()> {
