@@ -87,7 +87,23 @@ pub trait Target: Send + Sync + 'static {
         &self,
         subject: &Subject,
         rendered: &Rendered,
-    ) -> impl Future<Output = Result<Option<String>, TargetError>> + Send;
+    ) -> impl Future<Output = Result<Option<DryRun>, TargetError>> + Send;
+}
+
+/// A target's answer to a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// One sentence: what the target checked and found.
+    pub summary: String,
+    /// What would change on the target, object by object, when the target can say (a cluster:
+    /// each live object against the object as the API server would store it).
+    pub changes: Option<crate::rendering::Diff>,
+}
+
+impl DryRun {
+    pub fn summary(summary: impl Into<String>) -> Self {
+        DryRun { summary: summary.into(), changes: None }
+    }
 }
 
 /// The render-only target: the rendered repo is the output.
@@ -133,7 +149,7 @@ impl Target for RenderOnly {
         self.publish(subject, None).await
     }
 
-    async fn dry_run(&self, _: &Subject, _: &Rendered) -> Result<Option<String>, TargetError> {
+    async fn dry_run(&self, _: &Subject, _: &Rendered) -> Result<Option<DryRun>, TargetError> {
         Ok(None)
     }
 }
@@ -184,7 +200,7 @@ impl Target for AnyTarget {
         }
     }
 
-    async fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+    async fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> Result<Option<DryRun>, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.dry_run(subject, rendered).await,
             AnyTarget::Cluster(t, _) => t.dry_run(subject, rendered).await,

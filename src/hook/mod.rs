@@ -230,7 +230,7 @@ pub trait PushServer {
     /// A deployment as recorded.
     fn deployment(&self, id: u64) -> Option<Deployment>;
     /// `-o dry-run`: the target's own check of the render.
-    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String>;
+    fn dry_run(&self, request: NewDeployment) -> Result<Option<crate::applying::DryRun>, String>;
 }
 
 /// Runs the pre-receive checks of the push `request` to the repo `id` (opened so that the
@@ -521,7 +521,13 @@ fn check_update(
         if let Some(server) = server {
             let deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
             match server.dry_run(deployment) {
-                Ok(Some(message)) => say(out, &format!("Dry run on the target: {message}"))?,
+                Ok(Some(answer)) => {
+                    say(out, &format!("Dry run on the target: {}", answer.summary))?;
+                    if let Some(changes) = &answer.changes {
+                        say(out, "Dry run: changes on the target (live objects against the server-side dry run):")?;
+                        say_changes(out, changes)?;
+                    }
+                }
                 Ok(None) => {}
                 Err(error) => say(out, &format!("error: dry run on the target: {error}"))?,
             }
@@ -686,6 +692,12 @@ fn dry_run_report(
     };
     let d = crate::rendering::diff(&before, rendered);
     say(out, &format!("Dry run: changes to {branch} (namespace {}) against its last deployment:", rendered.namespace))?;
+    say_changes(out, &d)
+}
+
+/// Each changed object (`+` added, `~` changed with the unified diff of its YAML, `-` removed)
+/// and the counts.
+fn say_changes(out: &mut dyn Write, d: &crate::rendering::Diff) -> Result<(), HookError> {
     for (mark, keys) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for k in keys {
             say(out, &format!("  {mark} {k}"))?;
