@@ -246,7 +246,8 @@ pub fn pre_receive(
     server: Option<&dyn PushServer>,
 ) -> Result<bool, HookError> {
     let mut summary = Summary { dry_run: request.options.dry_run, ..Summary::default() };
-    let accepted = check_push(id, repo, request, out, packages, settings, server, &mut summary)?;
+    let push = Push { id, repo, request, packages, settings, server };
+    let accepted = check_push(&push, out, &mut summary)?;
     if request.options.json {
         summary.accepted = accepted;
         say(out, &format!("devpop-result: {}", summary.to_json()))?;
@@ -289,17 +290,19 @@ impl Summary {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_push(
-    id: &RepoId,
-    repo: &Repository,
-    request: &PushRequest,
-    out: &mut dyn Write,
-    packages: &PackageStore,
-    settings: &HookSettings,
-    server: Option<&dyn PushServer>,
-    summary: &mut Summary,
-) -> Result<bool, HookError> {
+/// One push being checked: where it goes, what it asks, and what checks it.
+#[derive(Clone, Copy)]
+struct Push<'a> {
+    id: &'a RepoId,
+    repo: &'a Repository,
+    request: &'a PushRequest,
+    packages: &'a PackageStore,
+    settings: &'a HookSettings,
+    server: Option<&'a dyn PushServer>,
+}
+
+fn check_push(push: &Push<'_>, out: &mut dyn Write, summary: &mut Summary) -> Result<bool, HookError> {
+    let Push { id, repo, request, packages, settings, server } = *push;
     let updates = &request.updates;
     let max_refs = settings.max_refs;
     if updates.len() > max_refs {

@@ -272,6 +272,34 @@ impl HttpResponse {
     }
 }
 
+/// The sample application pushed to Production and Staging of a new app `9999/9999/site`, both
+/// deployed and ready; the clone it was pushed from.
+pub fn push_sample_everywhere(devpop: &Devpop) -> (tempfile::TempDir, PathBuf) {
+    let url = devpop.create_app("9999", "9999", "site");
+    let (dir, work) = clone(&url);
+    replace_tree(&work, &fixture("repos/sample-application"));
+    commit_all(&work, "the sample application");
+    for env in ["Production", "Staging"] {
+        let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = wait_deployment(devpop, queued_deployment(&stderr(&out), env));
+        assert_eq!(d["state"], "ready", "{d}");
+    }
+    (dir, work)
+}
+
+/// Pushes the contents of `tree` as one commit to `branch` of a new app `app` (account 1);
+/// whether the push succeeded, and git's output.
+pub fn push_tree(devpop: &Devpop, app: &str, tree: &Path, branch: &str) -> (bool, String) {
+    let url = devpop.create_app("1", app, app);
+    let (dir, work) = clone(&url);
+    replace_tree(&work, tree);
+    commit_all(&work, "environment repo");
+    let out = git(&work, &["push", "origin", &format!("HEAD:{branch}")]);
+    drop(dir);
+    (out.status.success(), stderr(&out))
+}
+
 /// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`). The body is read
 /// by its Content-Length or chunks (some servers keep the connection open regardless).
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
