@@ -28,35 +28,6 @@ fn run(body: &str, limits: &Limits) -> Outcome {
     run_validate(Path::new("bwrap"), &s, &c, limits)
 }
 
-/// Installs package `probe:1.0.0` whose validate.sh is `body`; returns an environment repo whose
-/// one module `probe` uses it.
-fn probe_case(devpop: &Devpop, body: &str) -> tempfile::TempDir {
-    let src = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("packages/example-simple"), src.path());
-    let yaml = src.path().join(".section-proxy.yaml");
-    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: example-simple:1.0.0", "name: probe:1.0.0");
-    std::fs::write(&yaml, text).unwrap();
-    std::fs::write(src.path().join("validate.sh"), format!("#!/bin/sh\n{body}\n")).unwrap();
-    let out = Command::new(DEVPOP)
-        .args(["package", "add"])
-        .arg(src.path())
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let repo = tempfile::tempdir().unwrap();
-    std::fs::create_dir(repo.path().join("probe")).unwrap();
-    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
-    std::fs::write(
-        repo.path().join("section.config.json"),
-        r#"{"proxychain": [{"name": "probe", "image": "probe:1.0.0"}],
-"environments": {"Production": {"origin": {"address": "origin.example.com"}}}}"#,
-    )
-    .unwrap();
-    repo
-}
-
 /// No server path (scratch folders, the data dir) in what a pusher sees.
 fn assert_no_server_paths(output: &str, data: &Path) {
     let scratch_root =

@@ -147,36 +147,6 @@ fn package_add(devpop: &Devpop, dir: &std::path::Path) -> std::process::Output {
     Command::new(DEVPOP).args(["package", "add"]).arg(dir).arg("--data").arg(devpop.data.path()).output().unwrap()
 }
 
-/// Installs a package named `probe:1.0.0` whose validate.sh is `script`, and returns an
-/// environment repo (in a temp dir) whose one module `probe` uses it.
-fn probe_case(devpop: &Devpop, script: &str) -> tempfile::TempDir {
-    let version = "1.0.0";
-    let src = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("packages/example-simple"), src.path());
-    let yaml = src.path().join(".section-proxy.yaml");
-    let text = std::fs::read_to_string(&yaml)
-        .unwrap()
-        .replace("name: example-simple:1.0.0", &format!("name: probe:{version}"));
-    std::fs::write(&yaml, text).unwrap();
-    let validate = src.path().join("validate.sh");
-    std::fs::write(&validate, format!("#!/bin/sh\n{script}\n")).unwrap();
-    let out = package_add(devpop, src.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let repo = tempfile::tempdir().unwrap();
-    std::fs::create_dir(repo.path().join("probe")).unwrap();
-    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
-    std::fs::write(
-        repo.path().join("section.config.json"),
-        format!(
-            r#"{{"proxychain": [{{"name": "probe", "image": "probe:{version}"}}],
-"environments": {{"Production": {{"origin": {{"address": "origin.example.com"}}}}}}}}"#
-        ),
-    )
-    .unwrap();
-    repo
-}
-
 #[test]
 fn a_symlink_to_etc_passwd_never_reaches_validate_sh_or_the_pusher() {
     let devpop = Devpop::start();
