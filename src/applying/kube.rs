@@ -138,6 +138,11 @@ impl KubeCluster {
         }
     }
 
+    /// The client, for the other questions asked of the cluster (logs).
+    pub(super) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// How often rollouts are checked (tests use a short one).
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;

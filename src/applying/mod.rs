@@ -7,6 +7,7 @@
 
 pub mod deployer;
 pub mod kube;
+pub mod logs;
 pub mod memory;
 pub mod rendered_repo;
 
@@ -160,6 +161,36 @@ impl Target for RenderOnly {
 pub enum AnyTarget {
     RenderOnly(RenderOnly),
     Cluster(kube::KubeCluster, RenderOnly),
+}
+
+impl AnyTarget {
+    /// The environment's container logs, newest first ([`logs`]).
+    pub async fn logs(&self, namespace: &str, query: &logs::LogQuery) -> Result<Vec<logs::LogEntry>, logs::LogsError> {
+        match self {
+            AnyTarget::Cluster(cluster, _) => cluster.logs(namespace, query).await,
+            AnyTarget::RenderOnly(_) => Err(no_logs_here()),
+        }
+    }
+
+    /// The environment's container logs as they are written ([`logs`]).
+    pub async fn follow_logs(
+        &self,
+        namespace: &str,
+        query: &logs::LogQuery,
+    ) -> Result<logs::LogStream, logs::LogsError> {
+        match self {
+            AnyTarget::Cluster(cluster, _) => cluster.follow(namespace, query).await,
+            AnyTarget::RenderOnly(_) => Err(no_logs_here()),
+        }
+    }
+}
+
+fn no_logs_here() -> logs::LogsError {
+    logs::LogsError::NotHere(
+        "the render-only target keeps no logs: they live where the rendered manifests are applied \
+         (`kubectl logs -n NAMESPACE -l app.kubernetes.io/managed-by=devpop`), or run devpop with --target cluster"
+            .into(),
+    )
 }
 
 impl Target for AnyTarget {

@@ -2,6 +2,7 @@
 //! real `git` client and raw HTTP.
 #![allow(dead_code)]
 
+pub mod kubeapi;
 pub mod rawgit;
 
 use std::io::{BufRead, BufReader, Read, Write};
