@@ -201,6 +201,16 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                         "status": script.deployment_status[n.min(script.deployment_status.len() - 1)]
                     })
                 }
+                // A container's log: what a crashing module prints.
+                Method::GET if path.ends_with("/log") => {
+                    return Ok(Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "text/plain")
+                        .body(Full::new(Bytes::from_static(
+                            b"starting\nnginx: [emerg] host not found in upstream \"next-hop:80\"\n\n",
+                        )))
+                        .unwrap());
+                }
                 // One namespaced object (`.../namespaces/NS/RESOURCE/NAME`): as applied, or 404.
                 Method::GET if path.split('/').rev().nth(3) == Some("namespaces") => {
                     match stored.lock().unwrap().get(&path) {
@@ -552,7 +562,13 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     let script = Script {
         deployment_status: vec![not_ready_status(), ready_status()],
         replica_sets,
-        pods: vec![],
+        // A pod whose containers' logs are read.
+        pods: vec![{
+            let mut pod = waiting_pod("egress", "new", "a", "nginx", "ContainerCreating", "");
+            pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("devpop");
+            pod["spec"] = json!({"containers": [{"name": "nginx"}]});
+            pod
+        }],
         config_maps: vec![],
         terminating: 0,
     };
@@ -561,6 +577,8 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     cluster.dry_run(&subject(), &r).await.unwrap();
     cluster.apply(&subject(), &r).await.unwrap();
     cluster.rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
+    let everything = devpop::applying::logs::LogQuery::new(None, None).unwrap();
+    cluster.logs(&r.namespace, &everything).await.unwrap();
     cluster.remove(&subject(), &r.namespace).await.unwrap();
     let mut used = std::collections::BTreeSet::new();
     for s in seen.lock().unwrap().iter() {
@@ -569,7 +587,11 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
             // Server-side apply creates what does not exist yet: create and patch.
             used.insert(("create".to_owned(), group.clone(), resource.clone()));
         }
-        if verb == "list" && s.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop") {
+        // (Pods are listed by the same label for their logs, and never pruned.)
+        if verb == "list"
+            && s.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop")
+            && resource != "pods"
+        {
             // Prune: lists what devpop manages, deletes what the render no longer has.
             used.insert(("delete".to_owned(), group.clone(), resource.clone()));
         }
@@ -794,4 +816,32 @@ async fn mocked_api_a_dry_run_shows_each_change_as_a_diff_of_the_live_object_aga
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
     assert_eq!(patches.len(), 2 * before.objects.len());
     assert!(patches[before.objects.len()..].iter().all(|p| p.uri.contains("dryRun=All")));
+}
+
+#[tokio::test]
+async fn mocked_api_a_crash_looping_module_fails_the_rollout_quoting_its_last_lines() {
+    let r = rendered();
+    let script = Script {
+        deployment_status: vec![not_ready_status()],
+        replica_sets: vec![replica_set("m1-cache", "abc", 2, None)],
+        pods: vec![waiting_pod("m1-cache", "abc", "x1", "cache", "CrashLoopBackOff", "back-off 20s restarting")],
+        ..ready()
+    };
+    let (client, seen) = mock(script);
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(10))
+        .rollout(&subject(), &r, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let TargetError::Unhealthy { object, reason } = err else { panic!("{err:?}") };
+    assert_eq!(object, "Deployment/m1-cache");
+    assert_eq!(
+        reason,
+        "pod m1-cache-abc-x1: container cache: CrashLoopBackOff back-off 20s restarting; its last lines: \
+         «starting» «nginx: [emerg] host not found in upstream \"next-hop:80\"»"
+    );
+    // The crashed run is the previous one (the container is waiting to restart).
+    let seen = seen.lock().unwrap().clone();
+    let log = seen.iter().find(|s| s.uri.contains("/pods/m1-cache-abc-x1/log")).expect("the log was read");
+    assert!(log.uri.contains("previous=true") && log.uri.contains("container=cache"), "{}", log.uri);
 }

@@ -25,7 +25,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -335,7 +335,36 @@ impl KubeCluster {
             .list(&ListParams::default().labels(&format!("{hop},{POD_TEMPLATE_HASH}={hash}")))
             .await
             .map_err(api_unavailable)?;
-        Ok(pods.items.iter().find_map(pod_trouble))
+        let Some((pod, trouble)) = pods.items.iter().find_map(|p| pod_trouble(p).map(|t| (p, t))) else {
+            return Ok(None);
+        };
+        // A container that ran and failed: what it printed last says why.
+        let tail = match crashed_container(pod) {
+            Some((container, previous)) => self.last_lines(ns, pod, &container, previous).await,
+            None => None,
+        };
+        Ok(Some(match tail {
+            Some(lines) => format!("{trouble}; its last lines: {lines}"),
+            None => trouble,
+        }))
+    }
+
+    /// The last [`CRASH_LINES`] lines a container printed, on one line (`«...» «...»`), each
+    /// cut at 200 characters; `None` when there are none or the cluster will not say.
+    async fn last_lines(&self, ns: &str, pod: &Pod, container: &str, previous: bool) -> Option<String> {
+        let params = LogParams {
+            container: Some(container.to_owned()),
+            previous,
+            tail_lines: Some(CRASH_LINES),
+            ..LogParams::default()
+        };
+        let text = self.api::<Pod>(ns).logs(pod.metadata.name.as_deref()?, &params).await.ok()?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("«{}»", l.trim_end().chars().take(200).collect::<String>()))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(" "))
     }
 }
 
@@ -368,6 +397,26 @@ pub fn replica_failure(rs: &ReplicaSet) -> Option<String> {
         .trim_end()
         .to_owned(),
     )
+}
+
+/// How many of a crashed container's last lines a failed rollout quotes.
+const CRASH_LINES: i64 = 5;
+
+/// The container of `pod` that ran and failed (crash-looping, or an init container that exited
+/// non-zero), and whether its failed run is the previous one (it is waiting to restart).
+pub fn crashed_container(pod: &Pod) -> Option<(String, bool)> {
+    let status = pod.status.as_ref()?;
+    let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    for cs in all {
+        let state = cs.state.as_ref();
+        if state.and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
+            return Some((cs.name.clone(), true));
+        }
+        if state.and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code != 0) {
+            return Some((cs.name.clone(), false));
+        }
+    }
+    None
 }
 
 /// Why one pod will not come up by itself; terminating pods never count.
