@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{api_err, audit_action, blocking, page, ApiJson, Page, PageQuery};
 use crate::auth::Principal;
-use crate::http_error::HttpError;
+use crate::names::is_branch_name;
 use crate::names::RepoId;
 use crate::records::{Action, Deployment, NewDeployment};
-use crate::server::AppState;
 use crate::source::{GitCommit, RepoSource};
-use crate::validation::config::{self, is_branch_name};
+use crate::validation::config;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 #[derive(Debug, Serialize)]
 pub struct Application {

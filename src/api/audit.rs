@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{api_err, audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, TokenRecord, ALL_ACCOUNTS};
-use crate::http_error::HttpError;
 use crate::records::audit::AuditEntry;
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 /// The audit log, newest first: every account's for an admin, one's own otherwise.
 pub async fn list(

@@ -14,14 +14,9 @@ use serde::Deserialize;
 
 use super::{api_err, audit_action, blocking, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, ALL_ACCOUNTS};
-use crate::http_error::HttpError;
 use crate::records::{Deployment, Filter, State as DeploymentState};
-use crate::server::AppState;
-
-/// The link a push prints for a deployment.
-pub fn deployment_url(base: &str, id: u64) -> String {
-    format!("{}/api/v1/deployments/{id}", base.trim_end_matches('/'))
-}
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 fn parse_id(id: &str) -> Result<u64, HttpError> {
     id.parse().map_err(|_| {

@@ -19,10 +19,8 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::http_error::HttpError;
-use crate::server::AppState;
-
-pub use deployments::deployment_url;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     use applications as a;

@@ -11,9 +11,9 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{api_err, blocking, page, Page, PageQuery};
-use crate::http_error::HttpError;
 use crate::packages::{PackageError, PackageStore};
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 /// The largest module-source archive accepted (compressed, and unpacked).
 pub const MAX_ARCHIVE: usize = 16 << 20;

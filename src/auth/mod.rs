@@ -7,7 +7,6 @@
 //! `section-token`); the API also takes `Authorization: Bearer` and the `section-token` header;
 //! the console logs in with a token and keeps a session cookie.
 
-pub mod enforce;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -267,31 +266,14 @@ impl Sessions {
     }
 }
 
+/// The console session's cookie.
+pub const SESSION_COOKIE: &str = "devpop_session";
+
 /// A cookie's value.
 pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
         cookies.split(';').find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
     })
-}
-
-/// Who a request is: the principal of the token it presents, or of its console session; `None`
-/// when neither is valid. The rate limiter works this out first and leaves it in the request's
-/// extensions for [`enforce`](enforce::enforce).
-#[derive(Debug, Clone)]
-pub struct Identified(pub Option<Principal>);
-
-pub fn identify(
-    tokens: &TokenStore,
-    sessions: &Sessions,
-    headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
-) -> Identified {
-    let token = presented_token(headers)
-        // Aperture clients may send it in the query (`access_token`); nothing else may, so a
-        // token never needs to sit in a URL (or a log line) anywhere else.
-        .or_else(|| crate::api::aperture::is_aperture_path(uri.path()).then(|| query_token(uri)).flatten())
-        .or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
-    Identified(token.and_then(|t| tokens.verify(&t)))
 }
 
 /// The token a request presents: Basic password, Bearer, or the `section-token` header.

@@ -14,10 +14,10 @@ use minijinja::context;
 
 use crate::api::applications::{application_id, branches, describe, environment_of, internal, stack_of};
 use crate::api::blocking;
-use crate::auth::enforce::SESSION_COOKIE;
 use crate::auth::Principal;
-use crate::http_error::HttpError;
-use crate::server::AppState;
+use crate::auth::SESSION_COOKIE;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -142,7 +142,7 @@ impl PackageStore {
     /// Loads an installed package by `module:version`.
     pub fn get(&self, package: &str) -> Result<Installed, PackageError> {
         let (module, version) = package.split_once(':').ok_or_else(|| PackageError::NotInstalled(package.into()))?;
-        if !crate::validation::config::is_package_ref(package) {
+        if !crate::names::is_package_ref(package) {
             return Err(PackageError::NotInstalled(package.into()));
         }
         let dir = self.dir(module, version);

@@ -9,7 +9,7 @@ use super::{account_name, applications_with_ids, blocking, environment_id, ok, A
 use crate::api::applications::branches;
 use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::names::RepoId;
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 /// Aperture's Account.
 #[derive(Debug, Serialize)]

@@ -14,11 +14,11 @@ use super::{
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
+use crate::names::is_host;
 use crate::names::RepoId;
 use crate::records::Action;
-use crate::server::AppState;
 use crate::source::{GitCommit, RepoSource};
-use crate::validation::config::is_host;
+use crate::web::state::AppState;
 
 /// The one stack devpop offers: the application skeleton, an empty proxychain (modules are
 /// added by pushing their folders and proxychain entries).

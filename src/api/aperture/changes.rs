@@ -26,8 +26,8 @@ use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::auth::Principal;
 use crate::records::Action;
-use crate::server::AppState;
 use crate::validation::config;
+use crate::web::state::AppState;
 
 /// The environment's custom host names (section.config.json, `environments.<env>.domains`).
 pub const DOMAINS: &str = "domains";

@@ -33,22 +33,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
-use crate::http_error::HttpError;
 use crate::names::RepoId;
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 /// Where Aperture's paths start.
 pub const BASE: &str = "/api/v1";
 
 /// The ids at or above this are allocated to applications whose names are not numbers.
 const ALLOCATED_FROM: u64 = 1_000_000_000;
-
-/// Is `path` on Aperture's surface (errors there are `{"message"}`)?
-pub fn is_aperture_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/v1/") else { return false };
-    let first = rest.split('/').next().unwrap_or("");
-    matches!(first, "account" | "user" | "stack" | "proxytemplate" | "help" | "origin")
-}
 
 /// An error of Aperture's surface: `{"message": ...}` (Aperture's ErrorModel), plus the
 /// checks' lines when a change was refused.
@@ -90,15 +83,11 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(status = %self.status, "{}", self.message);
         }
-        let mut body = serde_json::json!({ "message": self.message });
-        if let Some(lines) = self.diagnostics {
-            body["diagnostics"] = lines.into();
-        }
-        (self.status, axum::Json(body)).into_response()
+        crate::web::error::aperture_response(self.status, self.message, self.diagnostics)
     }
 }
 
-/// The response the auth middleware gives on Aperture's paths (401, 403).
+/// An error response in Aperture's shape.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(status, message).into_response()
 }
@@ -131,7 +120,7 @@ fn strict_body<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
 /// A host name a client may ask an environment to serve: a DNS name whose last label starts
 /// with a letter (so never an IP address).
 fn is_domain(host: &str) -> bool {
-    crate::validation::config::is_host(host)
+    crate::names::is_host(host)
         && host
             .trim_end_matches('.')
             .rsplit('.')
@@ -273,6 +262,7 @@ mod tests {
 
     #[test]
     fn aperture_paths_are_told_apart_from_devpops_own() {
+        use crate::web::error::is_aperture_path;
         assert!(is_aperture_path("/api/v1/account"));
         assert!(is_aperture_path("/api/v1/account/1/application/2/environment/Production/egress"));
         assert!(is_aperture_path("/api/v1/user"));

@@ -7,7 +7,7 @@ use axum::Router;
 
 use super::unsupported as u;
 use super::{accounts, applications, changes};
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     use accounts as ac;

@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::error_response;
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 pub const ACCOUNT_CREATE: &str = "creating accounts is out of scope: an account exists once it has an application (POST /account/{accountId}/application/create)";
 pub const USERS: &str =

@@ -9,6 +9,55 @@ use axum::response::{IntoResponse, Response};
 
 use crate::transport::TransportError;
 
+/// Is `path` on Aperture's surface (errors there are `{"message"}`)?
+pub fn is_aperture_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/v1/") else { return false };
+    let first = rest.split('/').next().unwrap_or("");
+    matches!(first, "account" | "user" | "stack" | "proxytemplate" | "help" | "origin")
+}
+
+/// How errors look at a path: Aperture's `{"message"}` on its paths, devpop's
+/// `{"error": {"code", "message"}}` elsewhere under `/api/`, text (git's `remote:` lines, the
+/// console, health) everywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Aperture,
+    Api,
+    Text,
+}
+
+impl Shape {
+    pub fn of(path: &str) -> Shape {
+        if is_aperture_path(path) {
+            Shape::Aperture
+        } else if path.starts_with("/api/") {
+            Shape::Api
+        } else {
+            Shape::Text
+        }
+    }
+}
+
+/// The answer to an error at `path`, in that path's [`Shape`].
+pub fn at_path(path: &str, status: StatusCode, message: impl Into<String>) -> Response {
+    match Shape::of(path) {
+        Shape::Aperture => aperture_response(status, message, None),
+        Shape::Api => HttpError::api(status, code_of(status), message).into_response(),
+        Shape::Text => HttpError::new(status, message).into_response(),
+    }
+}
+
+/// An error in Aperture's shape (`{"message": ...}`, Aperture's ErrorModel): the auth
+/// middleware's 401 and 403 on Aperture's paths, and Aperture's own handlers.
+pub fn aperture_response(status: StatusCode, message: impl Into<String>, diagnostics: Option<Vec<String>>) -> Response {
+    let message = scrub(&message.into());
+    let mut body = serde_json::json!({ "message": message });
+    if let Some(lines) = diagnostics {
+        body["diagnostics"] = lines.into();
+    }
+    (status, axum::Json(body)).into_response()
+}
+
 #[derive(Debug)]
 pub struct HttpError {
     pub status: StatusCode,

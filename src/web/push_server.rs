@@ -26,7 +26,7 @@ impl PushServer for InServer {
 
     fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
         let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
-        Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
+        Ok(Queued { id, url: super::deployment_url(&self.base_url, id) })
     }
 
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool {
@@ -37,7 +37,7 @@ impl PushServer for InServer {
 
     fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
         let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
-        Ok(Queued { id: d.id, url: crate::api::deployment_url(&self.base_url, d.id) })
+        Ok(Queued { id: d.id, url: super::deployment_url(&self.base_url, d.id) })
     }
 
     fn deployment(&self, id: u64) -> Option<Deployment> {
