@@ -58,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), crate::web::enforce::enforce))
         .layer(middleware::from_fn_with_state(state.clone(), crate::web::enforce::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        // Outermost: every error the router answers (handlers', middleware's, axum's own
+        // rejections and 405s, the fallback) in its path's shape.
+        .layer(middleware::from_fn(crate::web::error::shape_errors))
         .with_state(state)
 }
 
@@ -72,7 +75,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-async fn not_found() -> HttpError {
+async fn not_found(uri: axum::http::Uri) -> HttpError {
+    if uri.path().starts_with("/api/") {
+        return HttpError::not_found(format!(
+            "no API resource at {}; the routes are in /api/v1/openapi.json",
+            uri.path()
+        ));
+    }
     HttpError::new(
         StatusCode::NOT_FOUND,
         "no such page; git repos live at /account/<account>/application/<application>/<repo>.git",

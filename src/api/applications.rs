@@ -9,7 +9,7 @@ use axum::Json;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use super::{api_err, audit_action, blocking, page, ApiJson, Page, PageQuery};
+use super::{audit_action, blocking, page, ApiJson, Page, PageQuery};
 use crate::auth::Principal;
 use crate::names::is_branch_name;
 use crate::names::RepoId;
@@ -80,13 +80,12 @@ pub async fn list_accounts(
 
 pub(crate) fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
     // Validate the names first: they become paths.
-    RepoId::new(account, application, "x")
-        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
-    let repo = state.repos.application_repo(account, application).ok_or_else(|| {
-        api_err(StatusCode::NOT_FOUND, "not_found", format!("no application {application} in account {account}"))
-    })?;
-    RepoId::new(account, application, &repo)
-        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))
+    RepoId::new(account, application, "x").map_err(HttpError::from)?;
+    let repo = state
+        .repos
+        .application_repo(account, application)
+        .ok_or_else(|| HttpError::not_found(format!("no application {application} in account {account}")))?;
+    RepoId::new(account, application, &repo).map_err(HttpError::from)
 }
 
 pub(crate) fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
@@ -102,7 +101,7 @@ pub(crate) fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Er
 }
 
 pub(crate) fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
-    let repo = Repository::open_bare(state.repos.path(id)).map_err(internal)?;
+    let repo = Repository::open_bare(state.repos.path(id))?;
     let base = state.base_url.trim_end_matches('/');
     Ok(Application {
         account: id.account.clone(),
@@ -110,12 +109,8 @@ pub(crate) fn describe(state: &AppState, id: &RepoId) -> Result<Application, Htt
         repo: id.repo.clone(),
         clone_url: format!("{base}{}", id.url_path()),
         rendered_url: format!("{base}/rendered{}", id.url_path()),
-        environments: branches(&repo).map_err(internal)?.into_iter().map(|(n, _)| n).collect(),
+        environments: branches(&repo)?.into_iter().map(|(n, _)| n).collect(),
     })
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> HttpError {
-    api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
 pub async fn list_applications(
@@ -123,7 +118,7 @@ pub async fn list_applications(
     Path(account): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Application>>, HttpError> {
-    RepoId::new(&account, "x", "x").map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+    RepoId::new(&account, "x", "x").map_err(HttpError::from)?;
     let st = state.clone();
     let apps = blocking(move || {
         st.repos.list().into_iter().filter(|id| id.account == account).map(|id| describe(&st, &id)).collect()
@@ -151,8 +146,7 @@ pub async fn create_application(
     ApiJson(body): ApiJson<CreateApplication>,
 ) -> Result<(StatusCode, Json<Application>), HttpError> {
     let repo = body.repo.clone().unwrap_or_else(|| body.application.clone());
-    let id = RepoId::new(&account, &body.application, &repo)
-        .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+    let id = RepoId::new(&account, &body.application, &repo).map_err(HttpError::from)?;
     let st = state.clone();
     let app = blocking(move || {
         create_repo(&st, &id, &body.origin)?;
@@ -174,14 +168,8 @@ pub async fn create_application(
 /// Creates an application's repo (its first environment, `Production`, with `origin`) and
 /// prepares its rendered repo.
 pub(crate) fn create_repo(st: &AppState, id: &RepoId, origin: &str) -> Result<(), HttpError> {
-    st.repos.create(id, origin).map_err(|e| match e {
-        crate::repos::RepoError::Exists(_) | crate::repos::RepoError::ApplicationHasRepo { .. } => {
-            api_err(StatusCode::CONFLICT, "exists", e.to_string())
-        }
-        crate::repos::RepoError::BadOrigin(_) => api_err(StatusCode::BAD_REQUEST, "invalid_origin", e.to_string()),
-        e => internal(e),
-    })?;
-    st.rendered.prepare(id).map_err(internal)
+    st.repos.create(id, origin)?;
+    Ok(st.rendered.prepare(id)?)
 }
 
 pub async fn get_application(
@@ -220,15 +208,15 @@ pub(crate) async fn remove_application(state: &AppState, id: &RepoId, pusher: &s
     let st = state.clone();
     let rid = id.clone();
     let envs = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
-        branches(&repo).map_err(internal)
+        let repo = Repository::open_bare(st.repos.path(&rid))?;
+        Ok(branches(&repo)?)
     })
     .await?;
     for (env, commit) in envs {
         state.deployer.submit(request(id, &env, commit.to_string(), Action::Delete, pusher)).await?;
     }
     let path = state.repos.path(id);
-    blocking(move || std::fs::remove_dir_all(&path).map_err(internal)).await
+    blocking(move || Ok(std::fs::remove_dir_all(&path)?)).await
 }
 
 pub(crate) fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
@@ -272,8 +260,8 @@ pub async fn list_environments(
     let id = application_id(&state, &account, &application)?;
     let st = state.clone();
     let envs = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-        Ok(branches(&repo).map_err(internal)?.into_iter().map(|(n, h)| environment_of(&st, &id, &n, h)).collect())
+        let repo = Repository::open_bare(st.repos.path(&id))?;
+        Ok(branches(&repo)?.into_iter().map(|(n, h)| environment_of(&st, &id, &n, h)).collect())
     })
     .await?;
     Ok(Json(page(envs, &q)))
@@ -287,15 +275,12 @@ pub(crate) fn environment_head(
     env: &str,
 ) -> Result<Oid, HttpError> {
     if !is_branch_name(env) {
-        return Err(api_err(StatusCode::BAD_REQUEST, "invalid_name", format!("{env:?} is not an environment name")));
+        return Err(HttpError::bad_request("invalid_name", format!("{env:?} is not an environment name")));
     }
-    repo.find_reference(&format!("refs/heads/{env}")).ok().and_then(|r| r.target()).ok_or_else(|| {
-        api_err(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("application {account}/{application} has no environment {env}"),
-        )
-    })
+    repo.find_reference(&format!("refs/heads/{env}"))
+        .ok()
+        .and_then(|r| r.target())
+        .ok_or_else(|| HttpError::not_found(format!("application {account}/{application} has no environment {env}")))
 }
 
 /// Runs `f` on an environment's branch (its repo and head commit), off the async runtime;
@@ -308,7 +293,7 @@ pub(crate) async fn with_environment<T: Send + 'static>(
     let id = application_id(state, &account, &application)?;
     let st = state.clone();
     blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
         let head = environment_head(&repo, &account, &application, &env)?;
         f(&st, &id, &repo, &env, head)
     })
@@ -349,8 +334,7 @@ pub async fn create_environment(
 ) -> Result<(StatusCode, Json<CreatedEnvironment>), HttpError> {
     let id = application_id(&state, &account, &application)?;
     if !is_branch_name(&body.name) {
-        return Err(api_err(
-            StatusCode::BAD_REQUEST,
+        return Err(HttpError::bad_request(
             "invalid_name",
             format!("{:?} is not a usable environment (branch) name", body.name),
         ));
@@ -359,13 +343,13 @@ pub async fn create_environment(
     let rid = id.clone();
     let name = body.name.clone();
     let commit = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
-        let sig = git2::Signature::now("devpop", "devpop@localhost").map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&rid))?;
+        let sig = git2::Signature::now("devpop", "devpop@localhost")?;
         let names = (account.as_str(), application.as_str());
         let (commit, checked) = new_environment(&st, &repo, &rid, names, &body.source, &body.name, &|_| {}, &sig)?;
         if !checked.accepted {
             let text = checked.lines.join("\n");
-            return Err(api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_environment", text));
+            return Err(HttpError::unprocessable("invalid_environment", text));
         }
         Ok(commit)
     })
@@ -410,8 +394,7 @@ pub(crate) fn check_and_move(
     let settings = st.settings.hook.checks.clone();
     let commit_hex = commit.to_string();
     let subject = crate::checks::Subject { id, environment: env, commit: &commit_hex };
-    let verdict = crate::checks::run(&GitCommit { repo, commit }, subject, &packages, &settings, &mut output)
-        .map_err(internal)?;
+    let verdict = crate::checks::run(&GitCommit { repo, commit }, subject, &packages, &settings, &mut output)?;
     let lines = String::from_utf8_lossy(&output).lines().map(str::to_owned).collect();
     if !verdict.accepted() {
         return Ok(Checked { accepted: false, lines });
@@ -420,9 +403,9 @@ pub(crate) fn check_and_move(
     match expected {
         None => repo
             .reference(&name, commit, false, log)
-            .map_err(|_| api_err(StatusCode::CONFLICT, "exists", format!("environment {env} already exists"))),
+            .map_err(|_| HttpError::conflict(format!("environment {env} already exists"))),
         Some(old) => repo.reference_matching(&name, commit, true, old, log).map_err(|_| {
-            api_err(
+            HttpError::api(
                 StatusCode::CONFLICT,
                 "moved",
                 format!("environment {env} changed while this change was checked; read it again and retry"),
@@ -449,9 +432,9 @@ pub(crate) fn new_environment(
 ) -> Result<(Oid, Checked), HttpError> {
     let source = environment_head(repo, names.0, names.1, source_env)?;
     if repo.find_reference(&format!("refs/heads/{name}")).is_ok() {
-        return Err(api_err(StatusCode::CONFLICT, "exists", format!("environment {name} already exists")));
+        return Err(HttpError::conflict(format!("environment {name} already exists")));
     }
-    let commit = environment_commit(repo, source, source_env, name, edit, sig).map_err(internal)?;
+    let commit = environment_commit(repo, source, source_env, name, edit, sig)?;
     let log = format!("devpop: create environment {name} from {source_env}");
     let checked = check_and_move(st, repo, id, name, commit, None, &log)?;
     Ok((commit, checked))
@@ -538,18 +521,18 @@ pub async fn delete_environment(
     let rid = id.clone();
     let name = env.clone();
     let head = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&rid))?;
         let head = environment_head(&repo, &account, &application, &env)?;
         let default =
             repo.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
         if default.as_deref() == Some(&format!("refs/heads/{env}")) {
-            return Err(api_err(
+            return Err(HttpError::api(
                 StatusCode::CONFLICT,
                 "default_environment",
                 format!("{env} is the application's default environment and cannot be deleted"),
             ));
         }
-        repo.find_reference(&format!("refs/heads/{env}")).and_then(|mut r| r.delete()).map_err(internal)?;
+        repo.find_reference(&format!("refs/heads/{env}")).and_then(|mut r| r.delete())?;
         Ok(head)
     })
     .await?;
@@ -576,7 +559,7 @@ pub async fn get_stack(
 
 /// The proxychain of the commit `head`, with each module's package and image.
 pub(crate) fn stack_of(state: &AppState, repo: &Repository, head: Oid) -> Result<Vec<StackEntry>, HttpError> {
-    let snapshot = GitCommit { repo, commit: head }.snapshot().map_err(internal)?;
+    let snapshot = GitCommit { repo, commit: head }.snapshot()?;
     let crate::validation::ConfigFile::Present(text) = snapshot.config else {
         return Ok(Vec::new());
     };
@@ -600,11 +583,9 @@ pub async fn get_config(
     Path(names): Path<(String, String, String)>,
 ) -> Result<Response, HttpError> {
     let text = with_environment(&state, names, |_, _, repo, _, head| {
-        match (GitCommit { repo, commit: head }).snapshot().map_err(internal)?.config {
+        match (GitCommit { repo, commit: head }).snapshot()?.config {
             crate::validation::ConfigFile::Present(text) => Ok(text),
-            _ => {
-                Err(api_err(StatusCode::NOT_FOUND, "not_found", "the environment's commit has no section.config.json"))
-            }
+            _ => Err(HttpError::not_found("the environment's commit has no section.config.json")),
         }
     })
     .await?;

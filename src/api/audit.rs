@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{api_err, audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
+use super::{audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, TokenRecord, ALL_ACCOUNTS};
 use crate::records::audit::AuditEntry;
 use crate::web::error::HttpError;
@@ -25,12 +25,8 @@ pub async fn list(
         _ => Visible::Accounts,
     };
     let (audit, offset, limit) = (state.audit.clone(), q.offset, q.limit());
-    let (items, total) = blocking(move || {
-        audit
-            .page(&visible, offset as u64, limit as u64)
-            .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
-    })
-    .await?;
+    let (items, total) =
+        blocking(move || audit.page(&visible, offset as u64, limit as u64).map_err(HttpError::from)).await?;
     Ok(Json(Page { items, total: total as usize, offset, limit }))
 }
 
@@ -93,8 +89,7 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), HttpError> {
     if body.account != ALL_ACCOUNTS {
-        crate::names::RepoId::new(&body.account, "x", "x")
-            .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+        crate::names::RepoId::new(&body.account, "x", "x").map_err(HttpError::from)?;
     }
     let expires_at = body.expires_in.map(|s| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(s as i64));
     let (record, token) = state.tokens.create(&body.account, body.read_only, expires_at).map_err(HttpError::from)?;

@@ -12,30 +12,24 @@ use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 
-use super::{api_err, audit_action, blocking, ApiQuery, Page, PageQuery};
+use super::{audit_action, blocking, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::records::{Deployment, Filter, State as DeploymentState};
 use crate::web::error::HttpError;
 use crate::web::state::AppState;
 
 fn parse_id(id: &str) -> Result<u64, HttpError> {
-    id.parse().map_err(|_| {
-        api_err(StatusCode::BAD_REQUEST, "invalid_id", format!("{id:?} is not a deployment id (a number)"))
-    })
-}
-
-fn store_err(e: crate::records::RecordError) -> HttpError {
-    api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    id.parse().map_err(|_| HttpError::bad_request("invalid_id", format!("{id:?} is not a deployment id (a number)")))
 }
 
 /// The deployment, if it exists and the principal may see it (404 otherwise: another
 /// account's deployments are not revealed).
 pub(crate) async fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
     let records = state.deployer.records().clone();
-    blocking(move || records.find(id).map_err(store_err))
+    blocking(move || records.find(id).map_err(HttpError::from))
         .await?
         .filter(|d| principal.may_read(&d.request.account))
-        .ok_or_else(|| api_err(StatusCode::NOT_FOUND, "not_found", format!("no deployment {id}")))
+        .ok_or_else(|| HttpError::not_found(format!("no deployment {id}")))
 }
 
 pub async fn get(
@@ -78,7 +72,7 @@ pub(crate) async fn page_of(
     }
     let records = state.deployer.records().clone();
     let (items, total) =
-        blocking(move || records.page(&filter, offset as u64, limit as u64).map_err(store_err)).await?;
+        blocking(move || records.page(&filter, offset as u64, limit as u64).map_err(HttpError::from)).await?;
     Ok(Page { items, total: total as usize, offset, limit })
 }
 
@@ -90,9 +84,7 @@ pub async fn list(
     let deployment_state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(DeploymentState::parse(s).ok_or_else(|| {
-            api_err(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
+            HttpError::bad_request("invalid_query",
                 format!("{s:?} is not a deployment state (queued, rendering, applying, progressing, ready, failed, superseded)"),
             )
         })?),
@@ -100,7 +92,7 @@ pub async fn list(
     let before = match q.before.as_deref() {
         None => None,
         Some(b) => Some(b.parse::<u64>().map_err(|_| {
-            api_err(StatusCode::BAD_REQUEST, "invalid_query", format!("before={b:?}: a deployment id (a number)"))
+            HttpError::bad_request("invalid_query", format!("before={b:?}: a deployment id (a number)"))
         })?),
     };
     let filter = Filter {
@@ -122,17 +114,13 @@ pub async fn reconcile(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
 ) -> Result<Json<Vec<Deployment>>, HttpError> {
     if !principal.is_admin() {
-        return Err(api_err(
+        return Err(HttpError::api(
             StatusCode::FORBIDDEN,
             "forbidden",
             "only an admin token (devpop token create --admin) may reconcile",
         ));
     }
-    let queued = state
-        .deployer
-        .reconcile()
-        .await
-        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let queued = state.deployer.reconcile().await.map_err(HttpError::from)?;
     let ids: Vec<String> = queued.iter().map(|d| d.id.to_string()).collect();
     audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")));
     Ok(Json(queued))

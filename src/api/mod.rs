@@ -87,17 +87,11 @@ pub(crate) fn audit_action(
     state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
 }
 
-pub(crate) fn api_err(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
-    HttpError::api(status, code, message)
-}
-
 /// Runs blocking work (libgit2, the filesystem) off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
 ) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    tokio::task::spawn_blocking(f).await.map_err(HttpError::from)?
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +136,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, HttpError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+            Err(e) => Err(HttpError::bad_request("invalid_query", e.body_text())),
         }
     }
 }
@@ -177,12 +171,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(api_err(
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(HttpError::api(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as Content-Type: application/json",
             )),
-            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
+            Err(e) => Err(HttpError::bad_request("invalid_body", e.body_text())),
         }
     }
 }

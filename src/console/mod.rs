@@ -12,11 +12,11 @@ use axum::{Extension, Form, Router};
 use git2::Repository;
 use minijinja::context;
 
-use crate::api::applications::{application_id, branches, describe, environment_of, internal, stack_of};
+use crate::api::applications::{application_id, branches, describe, environment_of, stack_of};
 use crate::api::blocking;
 use crate::auth::Principal;
 use crate::auth::SESSION_COOKIE;
-use crate::web::error::HttpError;
+use crate::web::error::{internal, HttpError};
 use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::error::{at_path, is_aperture_path};
+use super::error::{is_aperture_path, HttpError};
 use super::state::AppState;
 use crate::auth::limits::Client;
 use crate::auth::{cookie, presented_token, query_token, Principal, Sessions, TokenStore, SESSION_COOKIE};
@@ -64,8 +64,7 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
         Ok(()) => next.run(req).await,
         Err(wait) => {
             let message = format!("too many requests from this client; retry in {wait:.1}s");
-            let path = req.uri().path();
-            let mut r = at_path(path, StatusCode::TOO_MANY_REQUESTS, message);
+            let mut r = HttpError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
             let secs = wait.ceil().max(1.0) as u64;
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits"));
             r
@@ -132,7 +131,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         } else {
             "authentication required: use a devpop API token (for git: any username, the token as password)"
         };
-        let mut r = at_path(&path, StatusCode::UNAUTHORIZED, message);
+        let mut r = HttpError::new(StatusCode::UNAUTHORIZED, message).into_response();
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
         return r;
     };
@@ -152,7 +151,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         None
     };
     if let Some(message) = refusal {
-        return at_path(&path, StatusCode::FORBIDDEN, message);
+        return HttpError::new(StatusCode::FORBIDDEN, message).into_response();
     }
     tracing::debug!(principal = %principal.name(), %path, "authorised");
     req.extensions_mut().insert(principal);

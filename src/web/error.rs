@@ -38,45 +38,128 @@ impl Shape {
     }
 }
 
-/// The answer to an error at `path`, in that path's [`Shape`].
-pub fn at_path(path: &str, status: StatusCode, message: impl Into<String>) -> Response {
-    match Shape::of(path) {
-        Shape::Aperture => aperture_response(status, message, None),
-        Shape::Api => HttpError::api(status, code_of(status), message).into_response(),
-        Shape::Text => HttpError::new(status, message).into_response(),
-    }
-}
-
-/// An error in Aperture's shape (`{"message": ...}`, Aperture's ErrorModel): the auth
-/// middleware's 401 and 403 on Aperture's paths, and Aperture's own handlers.
-pub fn aperture_response(status: StatusCode, message: impl Into<String>, diagnostics: Option<Vec<String>>) -> Response {
-    let message = scrub(&message.into());
-    let mut body = serde_json::json!({ "message": message });
-    if let Some(lines) = diagnostics {
-        body["diagnostics"] = lines.into();
-    }
-    (status, axum::Json(body)).into_response()
-}
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpError {
     pub status: StatusCode,
     /// A stable machine-readable code (API responses), e.g. `not_found`.
     pub code: &'static str,
     pub message: String,
-    /// API errors are JSON (`{"error": {"code", "message"}}`); git's are text/plain.
-    pub json: bool,
+    /// The checks' lines when a change was refused (Aperture's `diagnostics`).
+    pub diagnostics: Option<Vec<String>>,
 }
 
 impl HttpError {
+    /// An error whose code follows from its status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        HttpError { status, code: code_of(status), message: message.into(), json: false }
+        HttpError { status, code: code_of(status), message: message.into(), diagnostics: None }
     }
 
-    /// An error of the REST API.
+    /// An error with its own code (the API's `error.code`).
     pub fn api(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        HttpError { status, code, message: message.into(), json: true }
+        HttpError { status, code, message: message.into(), diagnostics: None }
     }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        HttpError::api(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        HttpError::api(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        HttpError::api(StatusCode::CONFLICT, "exists", message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        HttpError::api(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// A failure of the server's own (logged whole; the client is told what failed).
+    pub fn internal(message: impl Into<String>) -> Self {
+        HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn with_diagnostics(mut self, lines: Vec<String>) -> Self {
+        self.diagnostics = Some(lines);
+        self
+    }
+
+    /// The body and its content type in `shape`.
+    fn body(&self, shape: Shape) -> (&'static str, String) {
+        let mut json = match shape {
+            Shape::Text => {
+                let mut text = format!("devpop: {}\n", self.message);
+                for line in self.diagnostics.iter().flatten() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                return ("text/plain; charset=utf-8", text);
+            }
+            Shape::Aperture => serde_json::json!({ "message": self.message }),
+            Shape::Api => serde_json::json!({ "error": { "code": self.code, "message": self.message } }),
+        };
+        if let Some(lines) = &self.diagnostics {
+            match shape {
+                Shape::Api => json["error"]["diagnostics"] = lines.clone().into(),
+                _ => json["diagnostics"] = lines.clone().into(),
+            }
+        }
+        ("application/json", json.to_string())
+    }
+
+    /// The response in `shape`.
+    fn shaped(&self, shape: Shape, mut parts: axum::http::response::Parts) -> Response {
+        let (content_type, body) = self.body(shape);
+        parts.headers.insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(content_type));
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.extensions.insert(Shaped);
+        Response::from_parts(parts, axum::body::Body::from(body))
+    }
+}
+
+/// Marks a response whose error body is already in its path's shape.
+#[derive(Debug, Clone, Copy)]
+struct Shaped;
+
+/// The largest error body of axum's own (a rejection's text) read to reshape it.
+const MAX_REJECTION_BYTES: usize = 16 * 1024;
+
+/// The middleware that makes everything the router answers with an error status speak its
+/// path's [`Shape`]: the errors of handlers and middleware (an [`HttpError`] in the response),
+/// and axum's own answers (the Query/Path/Json rejections' text, the 405 of a route without
+/// the method), which it turns into an [`HttpError`] first. Other bodies (the console's HTML
+/// pages) pass unchanged.
+pub async fn shape_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.extensions().get::<Shaped>().is_some() {
+        return response;
+    }
+    let shape = Shape::of(&path);
+    if let Some(error) = response.extensions().get::<HttpError>().cloned() {
+        let (parts, _) = response.into_parts();
+        return error.shaped(shape, parts);
+    }
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(content_type.is_empty() || content_type.starts_with("text/plain")) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text =
+        axum::body::to_bytes(body, MAX_REJECTION_BYTES).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let message = match text {
+        Ok(text) if !text.is_empty() => text,
+        // axum adds the Allow header after the middleware, on the way out.
+        _ if status == StatusCode::METHOD_NOT_ALLOWED => {
+            format!("{method} is not allowed at {path}; the Allow header lists the methods it answers")
+        }
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    tracing::debug!(%status, %path, "{message}");
+    HttpError::new(status, message).shaped(shape, parts)
 }
 
 fn code_of(status: StatusCode) -> &'static str {
@@ -85,6 +168,8 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
@@ -130,19 +215,19 @@ pub fn scrub(message: &str) -> String {
 }
 
 impl IntoResponse for HttpError {
+    /// The error as text (git's `remote:` lines), carrying itself for [`shape_errors`], which
+    /// puts it in its path's shape.
     fn into_response(mut self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
             tracing::error!(status = %self.status, "{}", self.message);
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
         self.message = scrub(&self.message);
-        if self.json {
-            let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-            return (self.status, axum::Json(body)).into_response();
-        }
-        let body = format!("devpop: {}\n", self.message);
-        (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        let (content_type, body) = self.body(Shape::Text);
+        let mut response = (self.status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
@@ -206,6 +291,81 @@ impl From<TransportError> for HttpError {
     }
 }
 
+impl From<crate::names::NameError> for HttpError {
+    fn from(e: crate::names::NameError) -> Self {
+        HttpError::bad_request("invalid_name", e.to_string())
+    }
+}
+
+impl From<crate::repos::RepoError> for HttpError {
+    fn from(e: crate::repos::RepoError) -> Self {
+        use crate::repos::RepoError as E;
+        match &e {
+            E::Exists(_) | E::ApplicationHasRepo { .. } => HttpError::conflict(e.to_string()),
+            E::BadOrigin(_) => HttpError::bad_request("invalid_origin", e.to_string()),
+            _ => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::records::RecordError> for HttpError {
+    fn from(e: crate::records::RecordError) -> Self {
+        match &e {
+            crate::records::RecordError::NotFound(_) => HttpError::not_found(e.to_string()),
+            _ => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
+/// libgit2 failing on a repo of the server's: the server's fault, never the client's.
+impl From<git2::Error> for HttpError {
+    fn from(e: git2::Error) -> Self {
+        HttpError::internal(format!("git: {}", e.message()))
+    }
+}
+
+impl From<std::io::Error> for HttpError {
+    fn from(e: std::io::Error) -> Self {
+        HttpError::internal(e.to_string())
+    }
+}
+
+/// A blocking task that panicked or was cancelled.
+impl From<tokio::task::JoinError> for HttpError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        HttpError::internal(format!("a task of the server's failed: {e}"))
+    }
+}
+
+impl From<crate::source::SourceError> for HttpError {
+    fn from(e: crate::source::SourceError) -> Self {
+        HttpError::internal(e.to_string())
+    }
+}
+
+impl From<crate::records::DbError> for HttpError {
+    fn from(e: crate::records::DbError) -> Self {
+        HttpError::internal(format!("the records database: {e}"))
+    }
+}
+
+impl From<crate::applying::rendered_repo::ApplyError> for HttpError {
+    fn from(e: crate::applying::rendered_repo::ApplyError) -> Self {
+        HttpError::internal(e.to_string())
+    }
+}
+
+/// Any failure of the server's own, for `map_err` where no typed conversion fits.
+pub fn internal(e: impl std::fmt::Display) -> HttpError {
+    HttpError::internal(e.to_string())
+}
+
+impl From<crate::checks::CheckError> for HttpError {
+    fn from(e: crate::checks::CheckError) -> Self {
+        HttpError::internal(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,9 +396,12 @@ mod tests {
             assert_eq!(scrub(said), seen);
         }
         let r = HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", "/var/lib/devpop-test-data/x: no");
-        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(r.into_response().into_body(), 1 << 16));
+        let response = r.into_response();
+        let (_, shaped) = response.extensions().get::<HttpError>().unwrap().body(Shape::Api);
+        assert!(shaped.contains("\"x: no\"") && !shaped.contains("/var/lib"), "{shaped}");
+        let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(response.into_body(), 1 << 16));
         let body = String::from_utf8(body.unwrap().unwrap().to_vec()).unwrap();
-        assert!(body.contains("\"x: no\"") && !body.contains("/var/lib"), "{body}");
+        assert_eq!(body, "devpop: x: no\n");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::applying::deployer::Deployer;
+use crate::applying::deployer::{DeployError, Deployer};
 use crate::applying::AnyTarget;
 use crate::hook::{PushServer, Queued};
 use crate::records::{Deployment, NewDeployment};
@@ -24,8 +24,12 @@ impl PushServer for InServer {
         &self.pusher
     }
 
-    fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
-        let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
+    fn reserve(
+        &self,
+        request: NewDeployment,
+        rendered: Option<crate::rendering::Rendered>,
+    ) -> Result<Queued, DeployError> {
+        let id = self.deployer.reserve(&self.push, request, rendered)?;
         Ok(Queued { id, url: super::deployment_url(&self.base_url, id) })
     }
 
@@ -35,8 +39,8 @@ impl PushServer for InServer {
         self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait))
     }
 
-    fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
-        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
+    fn submit(&self, request: NewDeployment) -> Result<Queued, DeployError> {
+        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request))?;
         Ok(Queued { id: d.id, url: super::deployment_url(&self.base_url, d.id) })
     }
 

@@ -108,9 +108,8 @@ pub async fn graph(State(state): State<AppState>, Extension(principal): Extensio
         for (a, apps) in visible_accounts(&state, &principal)? {
             let mut applications = Vec::new();
             for (n, id) in apps {
-                let repo = git2::Repository::open_bare(state.repos.path(&id)).map_err(super::internal)?;
-                let environments = branches(&repo)
-                    .map_err(super::internal)?
+                let repo = git2::Repository::open_bare(state.repos.path(&id))?;
+                let environments = branches(&repo)?
                     .into_iter()
                     .map(|(name, _)| GraphEnvironment { id: environment_id(&id, &name), environment_name: name })
                     .collect();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     account_name, application_number, applications_with_ids, blocking, environment_id, find_application, identity,
-    ids_lock, internal, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
+    ids_lock, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
@@ -189,8 +189,8 @@ pub fn summary(
 pub async fn environments(State(state): State<AppState>, Path((a, b)): Path<(String, String)>) -> Result<Response> {
     let envs = blocking(move || {
         let (n, id) = resolve(&state, &a, &b)?;
-        let repo = Repository::open_bare(state.repos.path(&id)).map_err(internal)?;
-        let branches = own::branches(&repo).map_err(internal)?;
+        let repo = Repository::open_bare(state.repos.path(&id))?;
+        let branches = own::branches(&repo)?;
         Ok(branches.into_iter().map(|(env, head)| summary(&state, n, &id, &repo, &env, head)).collect::<Vec<_>>())
     })
     .await?;
@@ -206,7 +206,7 @@ pub(super) async fn with_environment<T: Send + 'static>(
     let st = state.clone();
     blocking(move || {
         let (n, id) = resolve(&st, &a, &b)?;
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
         let head = own::environment_head(&repo, &id.account, &id.application, &env)?;
         f(&st, n, &id, &repo, &env, head)
     })
@@ -252,8 +252,8 @@ pub async fn create_environment(
     let st = state.clone();
     let (n, id, commit, name) = blocking(move || {
         let (n, id) = resolve(&st, &a, &b)?;
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-        let sig = git2::Signature::now(&who, &email).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
+        let sig = git2::Signature::now(&who, &email)?;
         let domain = body.domain_name.clone();
         let edit = move |env: &mut serde_json::Value| {
             if let Some(o) = env.as_object_mut() {
@@ -275,7 +275,7 @@ pub async fn create_environment(
     audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id));
     let st = state.clone();
     let s = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
         Ok(summary(&st, n, &id, &repo, &name, commit))
     })
     .await?;
@@ -372,7 +372,7 @@ pub async fn proxy_templates(State(state): State<AppState>) -> Result<Response> 
 
 /// Reads the environment's config at `head` (used by `summary` and the changes).
 pub(super) fn snapshot_config(repo: &Repository, head: git2::Oid) -> Result<Option<Vec<u8>>> {
-    match (GitCommit { repo, commit: head }).snapshot().map_err(internal)?.config {
+    match (GitCommit { repo, commit: head }).snapshot()?.config {
         crate::validation::ConfigFile::Present(text) => Ok(Some(text)),
         _ => Ok(None),
     }

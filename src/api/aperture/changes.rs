@@ -46,7 +46,7 @@ type Names = (String, String, String);
 /// A refused change: 400 with the lines a push of the same commit would have printed.
 pub fn refused(lines: Vec<String>) -> ApiError {
     let message = format!("refused by the same checks as a push:\n{}", lines.join("\n"));
-    ApiError { status: StatusCode::BAD_REQUEST, message, diagnostics: Some(lines) }
+    ApiError::new(StatusCode::BAD_REQUEST, message).with_diagnostics(lines)
 }
 
 /// The environment's section.config.json at `head`, parsed (`None`: missing or not JSON).
@@ -104,11 +104,10 @@ async fn commit_change(
     let pusher = who.clone();
     let made = with_environment(state, names, move |st, _, id, repo, env, head| {
         let Some(edit) = make(repo, head, env)? else { return Ok(None) };
-        let parent = repo.find_commit(head).map_err(super::internal)?;
-        let sig = git2::Signature::now(&who, &email).map_err(super::internal)?;
+        let parent = repo.find_commit(head)?;
+        let sig = git2::Signature::now(&who, &email)?;
         let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-        let commit =
-            own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message).map_err(super::internal)?;
+        let commit = own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
         let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
         let checked = own::check_and_move(st, repo, id, env, commit, Some(head), &log)?;
         if !checked.accepted {
@@ -246,7 +245,7 @@ pub async fn update_file(
     let filepath = path.join("/");
     let shown = filepath.clone();
     let change = commit_change(&state, &principal, peer, names, "file.patch", move |repo, head, env| {
-        let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+        let tree = repo.find_commit(head).and_then(|c| c.tree())?;
         let entry = tree
             .get_path(std::path::Path::new(&shown))
             .map_err(|_| ApiError::not_found(format!("the environment's commit has no file {shown}")))?;
@@ -483,7 +482,7 @@ struct OutagePage {
 
 /// The `.html` files at the top of `outage_pages/` in the commit `head`.
 fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
-    let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+    let tree = repo.find_commit(head).and_then(|c| c.tree())?;
     let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
     let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };
     Ok(dir

@@ -43,47 +43,14 @@ pub const BASE: &str = "/api/v1";
 /// The ids at or above this are allocated to applications whose names are not numbers.
 const ALLOCATED_FROM: u64 = 1_000_000_000;
 
-/// An error of Aperture's surface: `{"message": ...}` (Aperture's ErrorModel), plus the
-/// checks' lines when a change was refused.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub diagnostics: Option<Vec<String>>,
-}
+/// An error of Aperture's surface: the one [`HttpError`], which answers `{"message": ...}`
+/// (Aperture's ErrorModel, plus the checks' lines when a change was refused) on Aperture's
+/// paths.
+pub type ApiError = HttpError;
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), diagnostics: None }
-    }
-
+impl HttpError {
     fn bad(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, message)
-    }
-}
-
-impl From<HttpError> for ApiError {
-    fn from(e: HttpError) -> Self {
-        ApiError::new(e.status, e.message)
-    }
-}
-
-impl From<crate::applying::deployer::DeployError> for ApiError {
-    fn from(e: crate::applying::deployer::DeployError) -> Self {
-        HttpError::from(e).into()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
-            tracing::error!(status = %self.status, "{}", self.message);
-        }
-        crate::web::error::aperture_response(self.status, self.message, self.diagnostics)
+        HttpError::new(StatusCode::BAD_REQUEST, message)
     }
 }
 
@@ -164,8 +131,8 @@ fn read_ids(state: &AppState) -> Result<BTreeMap<String, u64>> {
 fn write_ids(state: &AppState, ids: &BTreeMap<String, u64>) -> Result<()> {
     use std::io::Write;
     let dir = &state.settings.data_dir;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(internal)?;
-    tmp.write_all(&serde_json::to_vec_pretty(ids).expect("ids serialise")).map_err(internal)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&serde_json::to_vec_pretty(ids).expect("ids serialise"))?;
     tmp.persist(dir.join("aperture-ids.json")).map_err(|e| internal(e.error))?;
     Ok(())
 }
@@ -226,7 +193,7 @@ fn environment_id(id: &RepoId, environment: &str) -> u64 {
 
 /// Runs blocking work off the async runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(internal)?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// Who is asking, and from where (for the audit log and the commits they make).
