@@ -151,3 +151,28 @@ fn a_missing_or_foreign_token_is_refused_in_each_paths_shape() {
     assert_eq!(r.status, 403);
     text_error(&r);
 }
+
+#[test]
+fn a_token_lifetime_out_of_range_is_a_422_never_a_panic_or_an_expired_token() {
+    let devpop = Devpop::start();
+    let create = |expires_in: &str| {
+        let body = format!(r#"{{"account": "acme", "expires_in": {expires_in}}}"#);
+        http(&devpop.addr(), "POST", "/api/v1/tokens", &[("Content-Type", "application/json")], body.as_bytes())
+    };
+    // 2^63 seconds overflowed the timestamp (the handler panicked); u64::MAX wrapped to a
+    // negative lifetime (a 201 with an already-expired token); 0 expires at once.
+    for out in ["9223372036854775807", "18446744073709551615", "1000000000000", "0"] {
+        let r = create(out);
+        assert_eq!(r.status, 422, "expires_in {out}: {}", r.text());
+        let (code, message) = api_error(&r);
+        assert_eq!(code, "invalid_expiry");
+        assert!(message.contains("10 years"), "{message}");
+    }
+    let r = create("3600");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    let expires: jiff::Timestamp = v["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(expires > jiff::Timestamp::now(), "{v}");
+    let r = http(&devpop.addr(), "GET", "/api/v1/tokens", &[], b"");
+    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["total"], 1, "only the valid token was made");
+}

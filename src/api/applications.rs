@@ -161,7 +161,8 @@ pub async fn create_application(
         &app.account,
         &format!("{}/{}", app.application, app.repo),
         "",
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(app)))
 }
 
@@ -199,7 +200,8 @@ pub async fn delete_application(
         &id.account,
         &format!("{}/{}", id.application, id.repo),
         "",
-    );
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -366,7 +368,8 @@ pub async fn create_environment(
         &id.account,
         &format!("{}/{}/{name}", id.application, id.repo),
         &format!("deployment {}", d.id),
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedEnvironment { environment, deployment: d.id })))
 }
 
@@ -545,7 +548,8 @@ pub async fn delete_environment(
         &id.account,
         &format!("{}/{}/{name}", id.application, id.repo),
         &format!("deployment {}", d.id),
-    );
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "deployment": d.id }))))
 }
 

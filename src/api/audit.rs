@@ -58,7 +58,8 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<TokenView>>, HttpError> {
-    let all = state.tokens.list().map_err(HttpError::from)?;
+    let st = state.clone();
+    let all = blocking(move || Ok(st.tokens.list()?)).await?;
     Ok(Json(page(all.into_iter().map(TokenView::from).collect(), &q)))
 }
 
@@ -91,8 +92,9 @@ pub async fn create_token(
     if body.account != ALL_ACCOUNTS {
         crate::names::RepoId::new(&body.account, "x", "x").map_err(HttpError::from)?;
     }
-    let expires_at = body.expires_in.map(|s| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(s as i64));
-    let (record, token) = state.tokens.create(&body.account, body.read_only, expires_at).map_err(HttpError::from)?;
+    let expires_at = body.expires_in.map(|s| crate::auth::expiry(jiff::Timestamp::now(), s)).transpose()?;
+    let st = state.clone();
+    let (record, token) = blocking(move || Ok(st.tokens.create(&body.account, body.read_only, expires_at)?)).await?;
     audit_action(
         &state,
         &principal,
@@ -101,7 +103,8 @@ pub async fn create_token(
         &record.account,
         &record.id,
         if record.read_only { "read-only" } else { "read-write" },
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { record: record.into(), token })))
 }
 
@@ -111,7 +114,8 @@ pub async fn revoke_token(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, HttpError> {
-    let record = state.tokens.revoke(&id).map_err(HttpError::from)?;
-    audit_action(&state, &principal, peer, "token.revoke", &record.account, &record.id, "");
+    let st = state.clone();
+    let record = blocking(move || Ok(st.tokens.revoke(&id)?)).await?;
+    audit_action(&state, &principal, peer, "token.revoke", &record.account, &record.id, "").await;
     Ok(Json(record.into()))
 }

@@ -122,7 +122,8 @@ pub async fn reconcile(
     }
     let queued = state.deployer.reconcile().await.map_err(HttpError::from)?;
     let ids: Vec<String> = queued.iter().map(|d| d.id.to_string()).collect();
-    audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")));
+    audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")))
+        .await;
     Ok(Json(queued))
 }
 

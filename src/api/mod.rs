@@ -70,8 +70,9 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// Records an action in the audit log, as the principal and from the peer address.
-pub(crate) fn audit_action(
+/// Records an action in the audit log, as the principal and from the peer address (a SQLite
+/// write: off the async threads).
+pub(crate) async fn audit_action(
     state: &AppState,
     principal: &crate::auth::Principal,
     peer: std::net::SocketAddr,
@@ -84,7 +85,15 @@ pub(crate) fn audit_action(
         crate::auth::Principal::Local => "local".to_owned(),
         crate::auth::Principal::Token { id, .. } => id.clone(),
     };
-    state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
+    let audit = state.audit.clone();
+    let (action, account, target, detail) =
+        (action.to_owned(), account.to_owned(), target.to_owned(), detail.to_owned());
+    let written = tokio::task::spawn_blocking(move || {
+        audit.record(&who, Some(peer.ip().to_string()), &action, &account, &target, &detail)
+    });
+    if let Err(e) = written.await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
 }
 
 /// Runs blocking work (libgit2, the filesystem) off the async runtime.

@@ -74,7 +74,8 @@ pub async fn install(
             .ok_or_else(|| HttpError::internal("installed package unreadable"))
     })
     .await?;
-    super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image);
+    super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image)
+        .await;
     Ok((StatusCode::CREATED, Json(pkg)))
 }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::error::{is_aperture_path, HttpError};
 use super::state::AppState;
 use crate::auth::limits::Client;
-use crate::auth::{cookie, presented_token, query_token, Principal, Sessions, TokenStore, SESSION_COOKIE};
+use crate::auth::{cookie, presented_token, query_token, Principal, SESSION_COOKIE};
 
 /// Who a request is: the principal of the token it presents, or of its console session; `None`
 /// when neither is valid. The rate limiter works this out first and leaves it in the request's
@@ -23,18 +23,17 @@ use crate::auth::{cookie, presented_token, query_token, Principal, Sessions, Tok
 #[derive(Debug, Clone)]
 pub struct Identified(pub Option<Principal>);
 
-pub fn identify(
-    tokens: &TokenStore,
-    sessions: &Sessions,
-    headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
-) -> Identified {
+pub async fn identify(state: &AppState, headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Identified {
     let token = presented_token(headers)
         // Aperture clients may send it in the query (`access_token`); nothing else may, so a
         // token never needs to sit in a URL (or a log line) anywhere else.
         .or_else(|| is_aperture_path(uri.path()).then(|| query_token(uri)).flatten())
-        .or_else(|| cookie(headers, SESSION_COOKIE).and_then(|s| sessions.token(&s)));
-    Identified(token.and_then(|t| tokens.verify(&t)))
+        .or_else(|| cookie(headers, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
+    let Some(token) = token else { return Identified(None) };
+    // The token store checks its file (and re-reads it when the CLI changed it): file IO,
+    // off the async threads.
+    let st = state.clone();
+    Identified(tokio::task::spawn_blocking(move || st.tokens.verify(&token)).await.ok().flatten())
 }
 
 /// Requests the limit applies to: the API, and console log-ins.
@@ -50,7 +49,7 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
     let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let address = Client::address(address.unwrap_or(IpAddr::from([0, 0, 0, 0])));
     let client = if state.auth_enabled {
-        let identified = identify(&state.tokens, &state.sessions, req.headers(), req.uri());
+        let identified = identify(&state, req.headers(), req.uri()).await;
         let client = match &identified.0 {
             Some(Principal::Token { id, .. }) => Client::Token(id.clone()),
             _ => address,
@@ -120,7 +119,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     }
     let identified = match req.extensions_mut().remove::<Identified>() {
         Some(known) => known,
-        None => identify(&state.tokens, &state.sessions, req.headers(), req.uri()),
+        None => identify(&state, req.headers(), req.uri()).await,
     };
     let Some(principal) = identified.0 else {
         if path == "/" || path.starts_with("/console") {

@@ -249,6 +249,7 @@ impl From<crate::auth::AuthError> for HttpError {
         match &e {
             E::NotFound(_) => HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             E::LastAdmin(_) => HttpError::api(StatusCode::CONFLICT, "last_admin", e.to_string()),
+            E::Lifetime(_) => HttpError::unprocessable("invalid_expiry", e.to_string()),
             // The token store's path is the server's business.
             E::Io { source, .. } => {
                 tracing::error!(error = %e, "token store");

@@ -121,7 +121,7 @@ pub async fn create(
     })
     .await?;
     let target = format!("{}/{}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "application.create", &id.account, &target, "aperture");
+    audit_action(&state, &principal, peer, "application.create", &id.account, &target, "aperture").await;
     Ok(ok(application(&state, n, &id)))
 }
 
@@ -134,7 +134,7 @@ pub async fn delete(
     let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
     own::remove_application(&state, &id, &identity(&principal).0).await?;
     let target = format!("{}/{}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "application.delete", &id.account, &target, "aperture");
+    audit_action(&state, &principal, peer, "application.delete", &id.account, &target, "aperture").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -272,7 +272,8 @@ pub async fn create_environment(
     let pusher = identity(&principal).0;
     let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
     let target = format!("{}/{}/{name}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id));
+    audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id))
+        .await;
     let st = state.clone();
     let s = blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&id))?;

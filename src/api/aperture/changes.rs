@@ -129,7 +129,8 @@ async fn commit_change(
         &id.account,
         &target,
         &format!("commit {commit}, deployment {}", d.id),
-    );
+    )
+    .await;
     Ok(Some(Change { commit, deployment: d.id }))
 }
 
