@@ -13,6 +13,7 @@ pub mod applying;
 pub mod auth;
 pub mod checks;
 pub mod console;
+pub mod edits;
 pub mod hook;
 pub mod metrics;
 pub mod names;

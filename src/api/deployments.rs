@@ -16,20 +16,11 @@ use super::{audit_action, blocking, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::records::{Deployment, Filter, State as DeploymentState};
 use crate::web::error::HttpError;
+use crate::web::query::find;
 use crate::web::state::AppState;
 
 fn parse_id(id: &str) -> Result<u64, HttpError> {
     id.parse().map_err(|_| HttpError::bad_request("invalid_id", format!("{id:?} is not a deployment id (a number)")))
-}
-
-/// The deployment, if it exists and the principal may see it (404 otherwise: another
-/// account's deployments are not revealed).
-pub(crate) async fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
-    let records = state.deployer.records().clone();
-    blocking(move || records.find(id).map_err(HttpError::from))
-        .await?
-        .filter(|d| principal.may_read(&d.request.account))
-        .ok_or_else(|| HttpError::not_found(format!("no deployment {id}")))
 }
 
 pub async fn get(

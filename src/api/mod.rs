@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::web::error::HttpError;
+pub(crate) use crate::web::query::blocking;
 use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -94,13 +95,6 @@ pub(crate) async fn audit_action(
     if let Err(e) = written.await {
         tracing::error!(error = %e, "cannot write the audit log");
     }
-}
-
-/// Runs blocking work (libgit2, the filesystem) off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f).await.map_err(HttpError::from)?
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,40 +8,20 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
-use serde::Serialize;
 
 use super::{blocking, page, Page, PageQuery};
 use crate::packages::{PackageError, PackageStore};
 use crate::web::error::HttpError;
+use crate::web::query::{package, Package};
 use crate::web::state::AppState;
 
 /// The largest module-source archive accepted (compressed, and unpacked).
 pub const MAX_ARCHIVE: usize = 16 << 20;
 const MAX_ENTRIES: usize = 2_000;
 
-#[derive(Debug, Serialize)]
-pub struct Package {
-    /// `module:version`, what proxychain[].image names.
-    pub name: String,
-    pub module: String,
-    pub version: String,
-    /// The container image it runs.
-    pub image: String,
-}
-
-pub(crate) fn describe(store: &PackageStore, name: &str) -> Option<Package> {
-    let p = store.get(name).ok()?;
-    Some(Package {
-        name: name.to_owned(),
-        module: p.descriptor.module().to_owned(),
-        version: p.descriptor.version().to_owned(),
-        image: p.descriptor.metadata.image.clone(),
-    })
-}
-
 pub async fn list(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Result<Json<Page<Package>>, HttpError> {
     let store = PackageStore::new(&state.settings.data_dir);
-    let all = blocking(move || Ok(store.catalog().all().iter().filter_map(|n| describe(&store, n)).collect())).await?;
+    let all = blocking(move || Ok(store.catalog().all().iter().filter_map(|n| package(&store, n)).collect())).await?;
     Ok(Json(page(all, &q)))
 }
 
@@ -70,7 +50,7 @@ pub async fn install(
         unpack(&body, dir.path()).map_err(|m| HttpError::bad_request("invalid_archive", m))?;
         let root = source_root(dir.path());
         let installed = store.add(&root).map_err(|e| install_error(e, &root))?;
-        describe(&store, &installed.descriptor.metadata.name)
+        package(&store, &installed.descriptor.metadata.name)
             .ok_or_else(|| HttpError::internal("installed package unreadable"))
     })
     .await?;

@@ -361,6 +361,19 @@ pub fn internal(e: impl std::fmt::Display) -> HttpError {
     HttpError::internal(e.to_string())
 }
 
+impl From<crate::edits::EditError> for HttpError {
+    fn from(e: crate::edits::EditError) -> Self {
+        use crate::edits::EditError as E;
+        match &e {
+            E::Exists(_) => HttpError::conflict(e.to_string()),
+            E::Moved(_) => HttpError::api(StatusCode::CONFLICT, "moved", e.to_string()),
+            E::NoEnvironment { .. } => HttpError::not_found(e.to_string()),
+            E::Config { .. } => HttpError::unprocessable("invalid_config", e.to_string()),
+            E::Git(_) | E::Check(_) => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::checks::CheckError> for HttpError {
     fn from(e: crate::checks::CheckError) -> Self {
         HttpError::internal(e.to_string())

@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod error;
 pub mod git;
 pub mod push_server;
+pub mod query;
 pub mod state;
 
 /// The link a push prints for a deployment (its REST API resource).

@@ -6,9 +6,9 @@ use axum::Extension;
 use serde::Serialize;
 
 use super::{account_name, applications_with_ids, blocking, environment_id, ok, ApiError, Result, BASE};
-use crate::api::applications::branches;
 use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::names::RepoId;
+use crate::web::query::branches;
 use crate::web::state::AppState;
 
 /// Aperture's Account.

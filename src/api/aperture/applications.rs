@@ -50,7 +50,7 @@ pub fn application(state: &AppState, n: u64, id: &RepoId) -> Application {
 }
 
 /// The account and application a path names, the application looked up (blocking).
-fn resolve(state: &AppState, account: &str, application: &str) -> Result<(u64, RepoId)> {
+pub(super) fn resolve(state: &AppState, account: &str, application: &str) -> Result<(u64, RepoId)> {
     let account = account_name(account)?;
     let n = application_number(application)?;
     Ok((n, find_application(state, &account, n)?))
@@ -190,7 +190,7 @@ pub async fn environments(State(state): State<AppState>, Path((a, b)): Path<(Str
     let envs = blocking(move || {
         let (n, id) = resolve(&state, &a, &b)?;
         let repo = Repository::open_bare(state.repos.path(&id))?;
-        let branches = own::branches(&repo)?;
+        let branches = crate::web::query::branches(&repo)?;
         Ok(branches.into_iter().map(|(env, head)| summary(&state, n, &id, &repo, &env, head)).collect::<Vec<_>>())
     })
     .await?;
@@ -207,7 +207,7 @@ pub(super) async fn with_environment<T: Send + 'static>(
     blocking(move || {
         let (n, id) = resolve(&st, &a, &b)?;
         let repo = Repository::open_bare(st.repos.path(&id))?;
-        let head = own::environment_head(&repo, &id.account, &id.application, &env)?;
+        let head = crate::web::query::environment_head(&repo, &id.account, &id.application, &env)?;
         f(&st, n, &id, &repo, &env, head)
     })
     .await
@@ -250,27 +250,34 @@ pub async fn create_environment(
     }
     let (who, email) = identity(&principal);
     let st = state.clone();
-    let (n, id, commit, name) = blocking(move || {
-        let (n, id) = resolve(&st, &a, &b)?;
-        let repo = Repository::open_bare(st.repos.path(&id))?;
-        let sig = git2::Signature::now(&who, &email)?;
-        let domain = body.domain_name.clone();
-        let edit = move |env: &mut serde_json::Value| {
-            if let Some(o) = env.as_object_mut() {
-                o.insert(super::changes::DOMAINS.into(), serde_json::json!([domain]));
+    let (n, id) = blocking(move || resolve(&st, &a, &b)).await?;
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), body.name.clone());
+    let holder = state.next_push_id();
+    let (commit, name, d) = crate::edits::held(&state.deployer, &holder, key, async {
+        let st = state.clone();
+        let rid = id.clone();
+        let (commit, name) = blocking(move || {
+            let repo = Repository::open_bare(st.repos.path(&rid))?;
+            let sig = git2::Signature::now(&who, &email)?;
+            let domain = body.domain_name.clone();
+            let edit = move |env: &mut serde_json::Value| {
+                if let Some(o) = env.as_object_mut() {
+                    o.insert(super::changes::DOMAINS.into(), serde_json::json!([domain]));
+                }
+            };
+            let (commit, checked) =
+                st.edits(&repo, &rid).new_environment(&body.source_environment_name, &body.name, &edit, &sig)?;
+            if !checked.accepted {
+                return Err(super::changes::refused(checked.lines));
             }
-        };
-        let names = (id.account.as_str(), id.application.as_str());
-        let (commit, checked) =
-            own::new_environment(&st, &repo, &id, names, &body.source_environment_name, &body.name, &edit, &sig)?;
-        if !checked.accepted {
-            return Err(super::changes::refused(checked.lines));
-        }
-        Ok((n, id, commit, body.name))
+            Ok((commit, body.name))
+        })
+        .await?;
+        let pusher = identity(&principal).0;
+        let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
+        Ok::<_, ApiError>((commit, name, d))
     })
     .await?;
-    let pusher = identity(&principal).0;
-    let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
     let target = format!("{}/{}/{name}", id.application, id.repo);
     audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id))
         .await;
@@ -306,7 +313,7 @@ struct ProxyType {
 
 pub async fn stack(State(state): State<AppState>, Path(names): Path<(String, String, String)>) -> Result<Response> {
     let proxies = with_environment(&state, names, |st, n, id, repo, env, head| {
-        let entries = own::stack_of(st, repo, head)?;
+        let entries = crate::web::query::stack_of(st, repo, head)?;
         Ok(entries
             .into_iter()
             .map(|e| {

@@ -20,13 +20,14 @@ use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::applications::{summary, with_environment};
+use super::applications::{resolve, summary, with_environment};
 use super::{identity, is_domain, json_body, ok, strict_body, ApiError, Caller, Result};
 use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::auth::Principal;
 use crate::records::Action;
 use crate::validation::config;
+use crate::web::query::blocking;
 use crate::web::state::AppState;
 
 /// The environment's custom host names (section.config.json, `environments.<env>.domains`).
@@ -100,6 +101,24 @@ async fn commit_change(
     action: &str,
     make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
 ) -> Result<Option<Change>> {
+    // The change holds the environment as a push does (read, commit, check, move, deploy),
+    // so it and a push of the environment never interleave.
+    let st = state.clone();
+    let (a, b, _) = names.clone();
+    let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
+    let key = (id.account, id.application, id.repo, names.2.clone());
+    let holder = state.next_push_id();
+    crate::edits::held(&state.deployer, &holder, key, change_held(state, principal, peer, names, action, make)).await
+}
+
+async fn change_held(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    names: Names,
+    action: &str,
+    make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
+) -> Result<Option<Change>> {
     let (who, email) = identity(principal);
     let pusher = who.clone();
     let made = with_environment(state, names, move |st, _, id, repo, env, head| {
@@ -107,9 +126,9 @@ async fn commit_change(
         let parent = repo.find_commit(head)?;
         let sig = git2::Signature::now(&who, &email)?;
         let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-        let commit = own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
+        let commit = crate::edits::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
         let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
-        let checked = own::check_and_move(st, repo, id, env, commit, Some(head), &log)?;
+        let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
         if !checked.accepted {
             return Err(refused(checked.lines));
         }
