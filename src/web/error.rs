@@ -374,6 +374,18 @@ impl From<crate::edits::EditError> for HttpError {
     }
 }
 
+impl From<crate::packages::PackageError> for HttpError {
+    fn from(e: crate::packages::PackageError) -> Self {
+        use crate::packages::PackageError as E;
+        match &e {
+            E::NotInstalled(_) => HttpError::not_found(e.to_string()),
+            E::Exists(_) => HttpError::conflict(e.to_string()),
+            E::Invalid { .. } => HttpError::unprocessable("invalid_package", e.to_string()),
+            E::Io { .. } => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::checks::CheckError> for HttpError {
     fn from(e: crate::checks::CheckError) -> Self {
         HttpError::internal(e.to_string())

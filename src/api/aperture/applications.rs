@@ -2,7 +2,7 @@
 //! `.../environment/...`, `.../stack`, and the server-wide `/stack` and `/proxytemplate`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use git2::Repository;
@@ -376,6 +376,31 @@ pub async fn proxy_templates(State(state): State<AppState>) -> Result<Response> 
     })
     .await?;
     Ok(ok(templates))
+}
+
+/// `?proxyTemplateName=module:version`.
+#[derive(Debug, Deserialize)]
+pub struct InitialStateQuery {
+    #[serde(rename = "proxyTemplateName")]
+    proxy_template_name: String,
+}
+
+/// A proxy template's initial state: the package's default `proxy_config/` folder as a
+/// `.tar.gz`, the starter folder for a module of that package.
+pub async fn initial_state(State(state): State<AppState>, Query(q): Query<InitialStateQuery>) -> Result<Response> {
+    let name = q.proxy_template_name;
+    let archive = blocking(move || {
+        let package = state.packages.get(&name).map_err(|_| {
+            ApiError::not_found(format!("no proxy template {name:?}; GET /api/v1/proxytemplate lists them"))
+        })?;
+        Ok(package.proxy_config_archive()?)
+    })
+    .await?;
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/gzip"),
+        (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"proxy_config.tar.gz\""),
+    ];
+    Ok((headers, archive).into_response())
 }
 
 /// Reads the environment's config at `head` (used by `summary` and the changes).
