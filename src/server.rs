@@ -286,10 +286,9 @@ fn raise_open_files_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     let (Some(current), max) = (lim.current, lim.maximum) else { return u64::MAX };
-    if max.is_none_or(|max| current < max) {
-        if setrlimit(Resource::Nofile, Rlimit { current: max, maximum: max }).is_ok() {
-            return max.unwrap_or(u64::MAX);
-        }
+    if max.is_none_or(|max| current < max) && setrlimit(Resource::Nofile, Rlimit { current: max, maximum: max }).is_ok()
+    {
+        return max.unwrap_or(u64::MAX);
     }
     current
 }

@@ -108,49 +108,41 @@ async fn commit_change(
     let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
     let key = (id.account, id.application, id.repo, names.2.clone());
     let holder = state.next_push_id();
-    crate::edits::held(&state.deployer, &holder, key, change_held(state, principal, peer, names, action, make)).await
-}
-
-async fn change_held(
-    state: &AppState,
-    principal: &Principal,
-    peer: std::net::SocketAddr,
-    names: Names,
-    action: &str,
-    make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
-) -> Result<Option<Change>> {
-    let (who, email) = identity(principal);
-    let pusher = who.clone();
-    let made = with_environment(state, names, move |st, _, id, repo, env, head| {
-        let Some(edit) = make(repo, head, env)? else { return Ok(None) };
-        let parent = repo.find_commit(head)?;
-        let sig = git2::Signature::now(&who, &email)?;
-        let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-        let commit = crate::edits::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
-        let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
-        let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
-        if !checked.accepted {
-            return Err(refused(checked.lines));
-        }
-        Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
+    crate::edits::held(&state.deployer, &holder, key, async move {
+        let (who, email) = identity(principal);
+        let pusher = who.clone();
+        let made = with_environment(state, names, move |st, _, id, repo, env, head| {
+            let Some(edit) = make(repo, head, env)? else { return Ok(None) };
+            let parent = repo.find_commit(head)?;
+            let sig = git2::Signature::now(&who, &email)?;
+            let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
+            let commit = crate::edits::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
+            let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
+            let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
+            if !checked.accepted {
+                return Err(refused(checked.lines));
+            }
+            Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
+        })
+        .await?;
+        let Some((id, env, commit, lines)) = made else { return Ok(None) };
+        let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
+        request.validation = lines;
+        let d = state.deployer.submit(request).await?;
+        let target = format!("{}/{}/{env}", id.application, id.repo);
+        audit_action(
+            state,
+            principal,
+            peer,
+            action,
+            &id.account,
+            &target,
+            &format!("commit {commit}, deployment {}", d.id),
+        )
+        .await;
+        Ok(Some(Change { commit, deployment: d.id }))
     })
-    .await?;
-    let Some((id, env, commit, lines)) = made else { return Ok(None) };
-    let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
-    request.validation = lines;
-    let d = state.deployer.submit(request).await?;
-    let target = format!("{}/{}/{env}", id.application, id.repo);
-    audit_action(
-        state,
-        principal,
-        peer,
-        action,
-        &id.account,
-        &target,
-        &format!("commit {commit}, deployment {}", d.id),
-    )
-    .await;
-    Ok(Some(Change { commit, deployment: d.id }))
+    .await
 }
 
 fn pretty(value: &Value) -> Vec<u8> {
