@@ -5,6 +5,7 @@
 //! ASCII letters, digits and a few separators, never starting with one.
 
 use std::fmt;
+use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
@@ -66,6 +67,64 @@ impl fmt::Display for RepoId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.account, self.application, self.repo)
     }
+}
+
+// Names in an environment's config and in packages (the validation, the packages and the
+// renderer all check them here, so none of them imports another for a name rule).
+
+/// `proxychain[].name`: letters and digits only, 1-32 characters.
+pub fn is_module_name(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `module:version`.
+pub fn is_package_ref(s: &str) -> bool {
+    let Some((module, version)) = s.split_once(':') else { return false };
+    let part = |p: &str, max: usize| {
+        (1..=max).contains(&p.len())
+            && p.as_bytes()[0].is_ascii_alphanumeric()
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    part(module, 63) && part(version, 64)
+}
+
+/// An environment name is a branch name; devpop keeps to a portable subset.
+pub fn is_branch_name(s: &str) -> bool {
+    (1..=100).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !s.ends_with(".lock")
+        && !s.ends_with('.')
+        && !s.contains("..")
+}
+
+/// An alternate origin's name: letters, digits and `_`, 1-50 characters.
+pub fn is_alternate_origin_name(s: &str) -> bool {
+    (1..=50).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A DNS host name (RFC 1123 labels) or an IP address.
+pub fn is_host(s: &str) -> bool {
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// An RFC 1123 label: what Kubernetes accepts as a container or volume name.
+pub fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 #[cfg(test)]

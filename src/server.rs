@@ -1,4 +1,6 @@
-//! The HTTP server: shared state, the router (git transport, health, metrics) and start-up.
+//! The HTTP server, the composition root: the router (git routes, API, console, health,
+//! metrics, middleware), binding (data dir, start-up chores, the shared state built whole) and
+//! the accept loop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,48 +15,12 @@ use axum::Router;
 
 use crate::applying::deployer::Deployer;
 use crate::applying::{AnyTarget, Target};
-use crate::http_error::HttpError;
 use crate::metrics::Metrics;
 use crate::repos::RepoStore;
 use crate::settings::Settings;
+use crate::web::error::HttpError;
+use crate::web::state::{AppState, Shared};
 use std::time::Duration;
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    pub settings: Settings,
-    pub repos: RepoStore,
-    pub rendered: crate::applying::RenderedRepos,
-    pub metrics: Metrics,
-    pub advertiser: crate::transport::advertise::ReceivePackAdvertiser,
-    pub deployer: Arc<Deployer<AnyTarget>>,
-    pub packages: crate::packages::PackageStore,
-    pub base_url: String,
-    pushes: std::sync::atomic::AtomicU64,
-    /// Requests need a token (`--auth tokens`); off in local mode.
-    pub auth_enabled: bool,
-    pub tokens: crate::auth::TokenStore,
-    pub push_slots: crate::transport::PushSlots,
-    pub audit: Arc<crate::records::audit::AuditLog>,
-    pub rate: crate::auth::limits::RateLimiter,
-    pub sessions: crate::auth::Sessions,
-}
-
-impl Shared {
-    /// A name for one push, unique while this server runs.
-    pub fn next_push_id(&self) -> String {
-        format!("push-{}", self.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -82,16 +48,19 @@ pub enum ServeError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(crate::transport::routes())
+        .merge(crate::web::git::routes())
         .merge(crate::api::routes())
         .merge(crate::console::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::enforce::enforce))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::limits::rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::web::enforce::enforce))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::web::enforce::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        // Outermost: every error the router answers (handlers', middleware's, axum's own
+        // rejections and 405s, the fallback) in its path's shape.
+        .layer(middleware::from_fn(crate::web::error::shape_errors))
         .with_state(state)
 }
 
@@ -106,7 +75,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-async fn not_found() -> HttpError {
+async fn not_found(uri: axum::http::Uri) -> HttpError {
+    if uri.path().starts_with("/api/") {
+        return HttpError::not_found(format!(
+            "no API resource at {}; the routes are in /api/v1/openapi.json",
+            uri.path()
+        ));
+    }
     HttpError::new(
         StatusCode::NOT_FOUND,
         "no such page; git repos live at /account/<account>/application/<application>/<repo>.git",
@@ -138,7 +113,7 @@ impl Server {
             return Err(ServeError::NotLoopback(listen));
         }
         let data = settings.data_dir.clone();
-        crate::http_error::hide_server_path(&data);
+        crate::web::error::hide_server_path(&data);
         let data_err = |source| ServeError::DataDir { path: data.clone(), source };
         std::fs::create_dir_all(data.join("repos")).map_err(data_err)?;
         let lock = std::fs::File::create(data.join("devpop.lock")).map_err(data_err)?;
@@ -219,7 +194,8 @@ impl Server {
         };
         tracing::info!(target = target.name(), "deploying to");
         let audit = Arc::new(crate::records::audit::AuditLog::with_db(db));
-        let mut deployer = Deployer::new(
+        // Built whole, then shared.
+        let mut deployer = Deployer::unshared(
             records,
             Arc::new(target),
             repos.clone(),
@@ -227,9 +203,9 @@ impl Server {
             settings.hook.checks.render.clone(),
             4,
         );
-        let d = Arc::get_mut(&mut deployer).expect("not shared yet");
-        d.rollout_deadline = deadline;
-        let state = AppState(Arc::new(Shared {
+        deployer.rollout_deadline = deadline;
+        let deployer = Arc::new(deployer);
+        let state = AppState::new(Shared {
             rendered,
             settings,
             repos,
@@ -238,14 +214,13 @@ impl Server {
             deployer,
             packages,
             base_url,
-            pushes: Default::default(),
             auth_enabled,
             tokens: crate::auth::TokenStore::new(&data),
             push_slots: crate::transport::PushSlots::new(limits.pushes_per_account),
             audit: audit.clone(),
             rate: crate::auth::limits::RateLimiter::new(limits.api_rate, limits.api_burst, limits.api_rate_clients),
             sessions: crate::auth::Sessions::new(limits.session_lifetime, limits.session_idle),
-        }));
+        });
         Ok(Server { listener, state, _lock: lock })
     }
 
@@ -311,10 +286,9 @@ fn raise_open_files_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     let (Some(current), max) = (lim.current, lim.maximum) else { return u64::MAX };
-    if max.is_none_or(|max| current < max) {
-        if setrlimit(Resource::Nofile, Rlimit { current: max, maximum: max }).is_ok() {
-            return max.unwrap_or(u64::MAX);
-        }
+    if max.is_none_or(|max| current < max) && setrlimit(Resource::Nofile, Rlimit { current: max, maximum: max }).is_ok()
+    {
+        return max.unwrap_or(u64::MAX);
     }
     current
 }
@@ -367,7 +341,7 @@ async fn serve_connections(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Best effort: the answer fits any socket buffer; the socket closes when dropped.
-            let _ = tcp.try_write(&crate::http_error::over_capacity(max));
+            let _ = tcp.try_write(&crate::web::error::over_capacity(max));
             tracing::debug!(%peer, max, "connection refused: too many connections");
             continue;
         };

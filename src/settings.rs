@@ -176,14 +176,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 10m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    // Bounded so that adding it to a timestamp (token expiry, audit age) cannot overflow.
+    const MAX_SECS: u64 = 100 * 366 * 86400;
+    match n.checked_mul(per) {
+        Some(secs) if secs <= MAX_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is too long (at most 100 years, e.g. 36600d)")),
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +222,8 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
         assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("999999999999999999d").is_err(), "overflows u64 seconds");
+        assert!(parse_duration("18446744073709551615").is_err(), "u64::MAX seconds overflows a timestamp");
+        assert_eq!(parse_duration("36600d"), Ok(Duration::from_secs(36600 * 86400)));
     }
 }

@@ -324,6 +324,33 @@ fn environments_are_listed_created_from_a_source_with_a_domain_and_read() {
 }
 
 #[test]
+fn a_proxy_templates_initial_state_is_its_packages_proxy_config_folder_as_a_tar_gz() {
+    let devpop = Devpop::start();
+    let path = "/api/v1/proxytemplate/initialstate?proxyTemplateName=edge-cache:6.5.0";
+    let r = http(&devpop.addr(), "GET", path, &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.head.to_ascii_lowercase().contains("content-type: application/gzip"), "{}", r.head);
+    // Unpacked by tar itself, it is the package's proxy_config/ folder.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.tar.gz"), &r.body).unwrap();
+    let out = Command::new("tar").args(["xzf", "state.tar.gz"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let vcl = std::fs::read_to_string(dir.path().join("default.vcl")).unwrap();
+    let package =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/packages/edge-cache/proxy_config/default.vcl");
+    assert_eq!(vcl, std::fs::read_to_string(package).unwrap());
+    let unpacked: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(unpacked.len(), 2, "default.vcl and the archive: {unpacked:?}");
+
+    let r = call(&devpop, "GET", "/proxytemplate/initialstate?proxyTemplateName=edge-cache:0.0.1", None);
+    assert_eq!(r.status, 404);
+    assert!(r.message().contains("GET /api/v1/proxytemplate"), "{}", r.message());
+    let r = call(&devpop, "GET", "/proxytemplate/initialstate", None);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("proxyTemplateName"), "{}", r.message());
+}
+
+#[test]
 fn stacks_proxy_templates_and_an_environments_stack_describe_packages_and_the_chain() {
     let devpop = Devpop::start();
     let r = call(&devpop, "GET", "/stack", None);
@@ -644,7 +671,6 @@ fn out_of_scope_operations_answer_501_with_the_reason() {
         ("POST", "/user/totp", "tokens"),
         ("POST", "/user", "tokens"),
         ("POST", "/account/create", "account"),
-        ("GET", "/proxytemplate/initialstate?proxyTemplateName=edge-cache:6.5.0", "not implemented yet"),
         ("POST", "/account/9999/application/1/environment/Production/proxy/cache/state", "bans"),
     ] {
         let r = call(&devpop, method, path, None);

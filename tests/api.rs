@@ -259,7 +259,7 @@ fn the_openapi_document_matches_the_routes() {
                 &[("Content-Type", "application/json")],
                 body.map(|b| b.to_string()).unwrap_or_default().as_bytes(),
             );
-            assert!(!r.text().contains("git repos live at"), "{method} {path} is not routed");
+            assert!(!r.text().contains("no API resource at"), "{method} {path} is not routed");
             assert!(r.status != 405, "{method} {path}: method not allowed");
         }
     }

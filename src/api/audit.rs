@@ -5,11 +5,11 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{api_err, audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
+use super::{audit_action, blocking, page, ApiJson, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, TokenRecord, ALL_ACCOUNTS};
-use crate::http_error::HttpError;
 use crate::records::audit::AuditEntry;
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 /// The audit log, newest first: every account's for an admin, one's own otherwise.
 pub async fn list(
@@ -25,12 +25,8 @@ pub async fn list(
         _ => Visible::Accounts,
     };
     let (audit, offset, limit) = (state.audit.clone(), q.offset, q.limit());
-    let (items, total) = blocking(move || {
-        audit
-            .page(&visible, offset as u64, limit as u64)
-            .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
-    })
-    .await?;
+    let (items, total) =
+        blocking(move || audit.page(&visible, offset as u64, limit as u64).map_err(HttpError::from)).await?;
     Ok(Json(Page { items, total: total as usize, offset, limit }))
 }
 
@@ -62,7 +58,8 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<TokenView>>, HttpError> {
-    let all = state.tokens.list().map_err(HttpError::from)?;
+    let st = state.clone();
+    let all = blocking(move || Ok(st.tokens.list()?)).await?;
     Ok(Json(page(all.into_iter().map(TokenView::from).collect(), &q)))
 }
 
@@ -93,11 +90,11 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), HttpError> {
     if body.account != ALL_ACCOUNTS {
-        crate::names::RepoId::new(&body.account, "x", "x")
-            .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()))?;
+        crate::names::RepoId::new(&body.account, "x", "x").map_err(HttpError::from)?;
     }
-    let expires_at = body.expires_in.map(|s| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(s as i64));
-    let (record, token) = state.tokens.create(&body.account, body.read_only, expires_at).map_err(HttpError::from)?;
+    let expires_at = body.expires_in.map(|s| crate::auth::expiry(jiff::Timestamp::now(), s)).transpose()?;
+    let st = state.clone();
+    let (record, token) = blocking(move || Ok(st.tokens.create(&body.account, body.read_only, expires_at)?)).await?;
     audit_action(
         &state,
         &principal,
@@ -106,7 +103,8 @@ pub async fn create_token(
         &record.account,
         &record.id,
         if record.read_only { "read-only" } else { "read-write" },
-    );
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(CreatedToken { record: record.into(), token })))
 }
 
@@ -116,7 +114,8 @@ pub async fn revoke_token(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, HttpError> {
-    let record = state.tokens.revoke(&id).map_err(HttpError::from)?;
-    audit_action(&state, &principal, peer, "token.revoke", &record.account, &record.id, "");
+    let st = state.clone();
+    let record = blocking(move || Ok(st.tokens.revoke(&id)?)).await?;
+    audit_action(&state, &principal, peer, "token.revoke", &record.account, &record.id, "").await;
     Ok(Json(record.into()))
 }

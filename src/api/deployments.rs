@@ -12,35 +12,15 @@ use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 
-use super::{api_err, audit_action, blocking, ApiQuery, Page, PageQuery};
+use super::{audit_action, blocking, ApiQuery, Page, PageQuery};
 use crate::auth::{Principal, ALL_ACCOUNTS};
-use crate::http_error::HttpError;
 use crate::records::{Deployment, Filter, State as DeploymentState};
-use crate::server::AppState;
-
-/// The link a push prints for a deployment.
-pub fn deployment_url(base: &str, id: u64) -> String {
-    format!("{}/api/v1/deployments/{id}", base.trim_end_matches('/'))
-}
+use crate::web::error::HttpError;
+use crate::web::query::find;
+use crate::web::state::AppState;
 
 fn parse_id(id: &str) -> Result<u64, HttpError> {
-    id.parse().map_err(|_| {
-        api_err(StatusCode::BAD_REQUEST, "invalid_id", format!("{id:?} is not a deployment id (a number)"))
-    })
-}
-
-fn store_err(e: crate::records::RecordError) -> HttpError {
-    api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-}
-
-/// The deployment, if it exists and the principal may see it (404 otherwise: another
-/// account's deployments are not revealed).
-pub(crate) async fn find(state: &AppState, principal: &Principal, id: u64) -> Result<Deployment, HttpError> {
-    let records = state.deployer.records().clone();
-    blocking(move || records.find(id).map_err(store_err))
-        .await?
-        .filter(|d| principal.may_read(&d.request.account))
-        .ok_or_else(|| api_err(StatusCode::NOT_FOUND, "not_found", format!("no deployment {id}")))
+    id.parse().map_err(|_| HttpError::bad_request("invalid_id", format!("{id:?} is not a deployment id (a number)")))
 }
 
 pub async fn get(
@@ -83,7 +63,7 @@ pub(crate) async fn page_of(
     }
     let records = state.deployer.records().clone();
     let (items, total) =
-        blocking(move || records.page(&filter, offset as u64, limit as u64).map_err(store_err)).await?;
+        blocking(move || records.page(&filter, offset as u64, limit as u64).map_err(HttpError::from)).await?;
     Ok(Page { items, total: total as usize, offset, limit })
 }
 
@@ -95,9 +75,7 @@ pub async fn list(
     let deployment_state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(DeploymentState::parse(s).ok_or_else(|| {
-            api_err(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
+            HttpError::bad_request("invalid_query",
                 format!("{s:?} is not a deployment state (queued, rendering, applying, progressing, ready, failed, superseded)"),
             )
         })?),
@@ -105,7 +83,7 @@ pub async fn list(
     let before = match q.before.as_deref() {
         None => None,
         Some(b) => Some(b.parse::<u64>().map_err(|_| {
-            api_err(StatusCode::BAD_REQUEST, "invalid_query", format!("before={b:?}: a deployment id (a number)"))
+            HttpError::bad_request("invalid_query", format!("before={b:?}: a deployment id (a number)"))
         })?),
     };
     let filter = Filter {
@@ -127,19 +105,16 @@ pub async fn reconcile(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
 ) -> Result<Json<Vec<Deployment>>, HttpError> {
     if !principal.is_admin() {
-        return Err(api_err(
+        return Err(HttpError::api(
             StatusCode::FORBIDDEN,
             "forbidden",
             "only an admin token (devpop token create --admin) may reconcile",
         ));
     }
-    let queued = state
-        .deployer
-        .reconcile()
-        .await
-        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let queued = state.deployer.reconcile().await.map_err(HttpError::from)?;
     let ids: Vec<String> = queued.iter().map(|d| d.id.to_string()).collect();
-    audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")));
+    audit_action(&state, &principal, peer, "reconcile", ALL_ACCOUNTS, "*", &format!("queued: [{}]", ids.join(", ")))
+        .await;
     Ok(Json(queued))
 }
 

@@ -19,10 +19,9 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::http_error::HttpError;
-use crate::server::AppState;
-
-pub use deployments::deployment_url;
+use crate::web::error::HttpError;
+pub(crate) use crate::web::query::blocking;
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     use applications as a;
@@ -72,8 +71,9 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-/// Records an action in the audit log, as the principal and from the peer address.
-pub(crate) fn audit_action(
+/// Records an action in the audit log, as the principal and from the peer address (a SQLite
+/// write: off the async threads).
+pub(crate) async fn audit_action(
     state: &AppState,
     principal: &crate::auth::Principal,
     peer: std::net::SocketAddr,
@@ -86,20 +86,15 @@ pub(crate) fn audit_action(
         crate::auth::Principal::Local => "local".to_owned(),
         crate::auth::Principal::Token { id, .. } => id.clone(),
     };
-    state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
-}
-
-pub(crate) fn api_err(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
-    HttpError::api(status, code, message)
-}
-
-/// Runs blocking work (libgit2, the filesystem) off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    let audit = state.audit.clone();
+    let (action, account, target, detail) =
+        (action.to_owned(), account.to_owned(), target.to_owned(), detail.to_owned());
+    let written = tokio::task::spawn_blocking(move || {
+        audit.record(&who, Some(peer.ip().to_string()), &action, &account, &target, &detail)
+    });
+    if let Err(e) = written.await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,7 +139,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, HttpError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+            Err(e) => Err(HttpError::bad_request("invalid_query", e.body_text())),
         }
     }
 }
@@ -179,12 +174,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(api_err(
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(HttpError::api(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as Content-Type: application/json",
             )),
-            Err(e) => Err(api_err(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())),
+            Err(e) => Err(HttpError::bad_request("invalid_body", e.body_text())),
         }
     }
 }

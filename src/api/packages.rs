@@ -8,40 +8,20 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use axum::Json;
-use serde::Serialize;
 
-use super::{api_err, blocking, page, Page, PageQuery};
-use crate::http_error::HttpError;
+use super::{blocking, page, Page, PageQuery};
 use crate::packages::{PackageError, PackageStore};
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::query::{package, Package};
+use crate::web::state::AppState;
 
 /// The largest module-source archive accepted (compressed, and unpacked).
 pub const MAX_ARCHIVE: usize = 16 << 20;
 const MAX_ENTRIES: usize = 2_000;
 
-#[derive(Debug, Serialize)]
-pub struct Package {
-    /// `module:version`, what proxychain[].image names.
-    pub name: String,
-    pub module: String,
-    pub version: String,
-    /// The container image it runs.
-    pub image: String,
-}
-
-pub(crate) fn describe(store: &PackageStore, name: &str) -> Option<Package> {
-    let p = store.get(name).ok()?;
-    Some(Package {
-        name: name.to_owned(),
-        module: p.descriptor.module().to_owned(),
-        version: p.descriptor.version().to_owned(),
-        image: p.descriptor.metadata.image.clone(),
-    })
-}
-
 pub async fn list(State(state): State<AppState>, Query(q): Query<PageQuery>) -> Result<Json<Page<Package>>, HttpError> {
     let store = PackageStore::new(&state.settings.data_dir);
-    let all = blocking(move || Ok(store.catalog().all().iter().filter_map(|n| describe(&store, n)).collect())).await?;
+    let all = blocking(move || Ok(store.catalog().all().iter().filter_map(|n| package(&store, n)).collect())).await?;
     Ok(Json(page(all, &q)))
 }
 
@@ -57,7 +37,7 @@ pub async fn install(
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !matches!(ct, "application/gzip" | "application/x-gzip" | "application/x-tar+gzip" | "application/octet-stream")
     {
-        return Err(api_err(
+        return Err(HttpError::api(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the module source as a .tar.gz (Content-Type: application/gzip)",
@@ -66,21 +46,21 @@ pub async fn install(
     let body = read_archive(&headers, body).await?;
     let store = PackageStore::new(&state.settings.data_dir);
     let pkg = blocking(move || {
-        let dir =
-            tempfile::tempdir().map_err(|e| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-        unpack(&body, dir.path()).map_err(|m| api_err(StatusCode::BAD_REQUEST, "invalid_archive", m))?;
+        let dir = tempfile::tempdir().map_err(HttpError::from)?;
+        unpack(&body, dir.path()).map_err(|m| HttpError::bad_request("invalid_archive", m))?;
         let root = source_root(dir.path());
         let installed = store.add(&root).map_err(|e| install_error(e, &root))?;
-        describe(&store, &installed.descriptor.metadata.name)
-            .ok_or_else(|| api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installed package unreadable"))
+        package(&store, &installed.descriptor.metadata.name)
+            .ok_or_else(|| HttpError::internal("installed package unreadable"))
     })
     .await?;
-    super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image);
+    super::audit_action(&state, &principal, peer, "package.install", crate::auth::ALL_ACCOUNTS, &pkg.name, &pkg.image)
+        .await;
     Ok((StatusCode::CREATED, Json(pkg)))
 }
 
 fn too_large() -> HttpError {
-    api_err(
+    HttpError::api(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
         format!(
@@ -101,8 +81,7 @@ async fn read_archive(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, HttpEr
     let mut archive = Vec::with_capacity(declared.unwrap_or(0) as usize);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| api_err(StatusCode::BAD_REQUEST, "invalid_body", format!("the upload broke off: {e}")))?;
+        let chunk = chunk.map_err(|e| HttpError::bad_request("invalid_body", format!("the upload broke off: {e}")))?;
         if archive.len() + chunk.len() > MAX_ARCHIVE {
             return Err(too_large());
         }
@@ -115,24 +94,21 @@ async fn read_archive(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, HttpEr
 /// `/tmp/.tmpXXXX`) and the data dir are never named.
 fn install_error(e: PackageError, root: &Path) -> HttpError {
     match e {
-        PackageError::Exists(_) => api_err(StatusCode::CONFLICT, "exists", e.to_string()),
-        PackageError::Invalid { problems, .. } => api_err(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        PackageError::Exists(_) => HttpError::conflict(e.to_string()),
+        PackageError::Invalid { problems, .. } => HttpError::unprocessable(
             "invalid_package",
             format!("the archive is not a module package:\n  {}", problems.join("\n  ")),
         ),
         PackageError::Io { ref path, ref source } => match path.strip_prefix(root) {
-            Ok(rel) => {
-                api_err(StatusCode::UNPROCESSABLE_ENTITY, "invalid_package", format!("{}: {source}", rel.display()))
-            }
+            Ok(rel) => HttpError::unprocessable("invalid_package", format!("{}: {source}", rel.display())),
             Err(_) => {
                 tracing::error!(error = %e, "installing a package");
-                api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("installing the package: {source}"))
+                HttpError::internal(format!("installing the package: {source}"))
             }
         },
         e => {
             tracing::error!(error = %e, "installing a package");
-            api_err(StatusCode::INTERNAL_SERVER_ERROR, "internal", "installing the package failed; see the server log")
+            HttpError::internal("installing the package failed; see the server log")
         }
     }
 }

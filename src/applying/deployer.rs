@@ -93,7 +93,20 @@ impl<T: Target> Deployer<T> {
         render: RenderSettings,
         parallel: usize,
     ) -> Arc<Self> {
-        Arc::new(Deployer {
+        Arc::new(Self::unshared(records, target, repos, packages, render, parallel))
+    }
+
+    /// A deployer not yet shared, for a caller that sets its fields (`rollout_deadline`)
+    /// before putting it in an `Arc`.
+    pub fn unshared(
+        records: Arc<Records>,
+        target: Arc<T>,
+        repos: RepoStore,
+        packages: PackageStore,
+        render: RenderSettings,
+        parallel: usize,
+    ) -> Self {
+        Deployer {
             records,
             target,
             repos,
@@ -109,7 +122,7 @@ impl<T: Target> Deployer<T> {
             holds: Mutex::new(HashMap::new()),
             waited: Mutex::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     pub fn records(&self) -> &Arc<Records> {

@@ -7,18 +7,9 @@
 //! forgotten (forgetting a full bucket changes nothing), then the least recently seen tenth.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::{identify, Principal};
-use crate::http_error::HttpError;
-use crate::server::AppState;
 
 /// Whose bucket a request takes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,48 +92,6 @@ impl RateLimiter {
     /// Clients remembered now.
     pub fn clients(&self) -> usize {
         self.buckets.lock().expect("rate buckets").len()
-    }
-}
-
-/// Requests the limit applies to: the API, and console log-ins.
-fn limited(req: &Request) -> bool {
-    let path = req.uri().path();
-    path.starts_with("/api/") || (path == "/console/login" && req.method() == Method::POST)
-}
-
-pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if !limited(&req) {
-        return next.run(req).await;
-    }
-    let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let address = Client::address(address.unwrap_or(IpAddr::from([0, 0, 0, 0])));
-    let client = if state.auth_enabled {
-        let identified = identify(&state.tokens, &state.sessions, req.headers(), req.uri());
-        let client = match &identified.0 {
-            Some(Principal::Token { id, .. }) => Client::Token(id.clone()),
-            _ => address,
-        };
-        req.extensions_mut().insert(identified);
-        client
-    } else {
-        address
-    };
-    match state.rate.take(&client) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => {
-            let message = format!("too many requests from this client; retry in {wait:.1}s");
-            let path = req.uri().path();
-            let mut r = if crate::api::aperture::is_aperture_path(path) {
-                crate::api::aperture::error_response(StatusCode::TOO_MANY_REQUESTS, message)
-            } else if path.starts_with("/api/") {
-                HttpError::api(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response()
-            } else {
-                HttpError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response()
-            };
-            let secs = wait.ceil().max(1.0) as u64;
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits"));
-            r
-        }
     }
 }
 

@@ -7,7 +7,6 @@
 //! `section-token`); the API also takes `Authorization: Bearer` and the `section-token` header;
 //! the console logs in with a token and keeps a session cookie.
 
-pub mod enforce;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -48,6 +47,21 @@ pub enum AuthError {
     NotFound(String),
     #[error("{0} is the last admin token: create another admin token first (devpop token create --admin), then revoke this one")]
     LastAdmin(String),
+    #[error("a token's lifetime of {0} seconds is out of range: give 1 second to 10 years ({MAX_LIFETIME_SECS} seconds), or none for no expiry")]
+    Lifetime(u64),
+}
+
+/// The longest lifetime a token may be given: 10 years.
+pub const MAX_LIFETIME_SECS: u64 = 10 * 366 * 86_400;
+
+/// When a token given `lifetime_secs` from `now` expires: 1 second to 10 years, so the time
+/// can neither overflow nor be already past.
+pub fn expiry(now: Timestamp, lifetime_secs: u64) -> Result<Timestamp, AuthError> {
+    if !(1..=MAX_LIFETIME_SECS).contains(&lifetime_secs) {
+        return Err(AuthError::Lifetime(lifetime_secs));
+    }
+    now.checked_add(jiff::SignedDuration::from_secs(lifetime_secs as i64))
+        .map_err(|_| AuthError::Lifetime(lifetime_secs))
 }
 
 /// Who is asking.
@@ -267,31 +281,14 @@ impl Sessions {
     }
 }
 
+/// The console session's cookie.
+pub const SESSION_COOKIE: &str = "devpop_session";
+
 /// A cookie's value.
 pub fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|cookies| {
         cookies.split(';').find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
     })
-}
-
-/// Who a request is: the principal of the token it presents, or of its console session; `None`
-/// when neither is valid. The rate limiter works this out first and leaves it in the request's
-/// extensions for [`enforce`](enforce::enforce).
-#[derive(Debug, Clone)]
-pub struct Identified(pub Option<Principal>);
-
-pub fn identify(
-    tokens: &TokenStore,
-    sessions: &Sessions,
-    headers: &axum::http::HeaderMap,
-    uri: &axum::http::Uri,
-) -> Identified {
-    let token = presented_token(headers)
-        // Aperture clients may send it in the query (`access_token`); nothing else may, so a
-        // token never needs to sit in a URL (or a log line) anywhere else.
-        .or_else(|| crate::api::aperture::is_aperture_path(uri.path()).then(|| query_token(uri)).flatten())
-        .or_else(|| cookie(headers, enforce::SESSION_COOKIE).and_then(|s| sessions.token(&s)));
-    Identified(token.and_then(|t| tokens.verify(&t)))
 }
 
 /// The token a request presents: Basic password, Bearer, or the `section-token` header.
@@ -319,6 +316,16 @@ pub fn query_token(uri: &axum::http::Uri) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_lifetime_is_one_second_to_ten_years() {
+        let now = Timestamp::now();
+        assert_eq!(expiry(now, 60).unwrap(), now + jiff::SignedDuration::from_secs(60));
+        assert!(expiry(now, MAX_LIFETIME_SECS).unwrap() > now);
+        for out in [0, MAX_LIFETIME_SECS + 1, i64::MAX as u64, u64::MAX] {
+            assert!(matches!(expiry(now, out), Err(AuthError::Lifetime(n)) if n == out), "{out}");
+        }
+    }
 
     #[test]
     fn tokens_are_stored_hashed_and_verify_until_revoked_or_expired() {

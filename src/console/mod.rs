@@ -12,12 +12,11 @@ use axum::{Extension, Form, Router};
 use git2::Repository;
 use minijinja::context;
 
-use crate::api::applications::{application_id, branches, describe, environment_of, internal, stack_of};
-use crate::api::blocking;
-use crate::auth::enforce::SESSION_COOKIE;
 use crate::auth::Principal;
-use crate::http_error::HttpError;
-use crate::server::AppState;
+use crate::auth::SESSION_COOKIE;
+use crate::web::error::{internal, HttpError};
+use crate::web::query::{application_id, blocking, branches, describe, environment_of, stack_of};
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -132,7 +131,7 @@ async fn deployment(
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     let found = match id.parse::<u64>() {
-        Ok(n) => crate::api::deployments::find(&state, &principal, n).await.ok(),
+        Ok(n) => crate::web::query::find(&state, &principal, n).await.ok(),
         Err(_) => None,
     };
     let d = found.ok_or_else(|| not_found(format!("no deployment {id}")))?;
@@ -142,7 +141,7 @@ async fn deployment(
 async fn packages(State(state): State<AppState>) -> Result<Response, HttpError> {
     let store = crate::packages::PackageStore::new(&state.settings.data_dir);
     let packages = blocking(move || {
-        Ok(store.catalog().all().iter().filter_map(|n| crate::api::packages::describe(&store, n)).collect::<Vec<_>>())
+        Ok(store.catalog().all().iter().filter_map(|n| crate::web::query::package(&store, n)).collect::<Vec<_>>())
     })
     .await?;
     page(&state, "packages.html", context! { packages })

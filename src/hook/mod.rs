@@ -22,6 +22,7 @@ use std::io::{self, BufRead, Write};
 
 use git2::{Oid, Repository};
 
+use crate::applying::deployer::DeployError;
 use crate::checks::{self, CheckSettings};
 use crate::names::RepoId;
 use crate::packages::PackageStore;
@@ -78,11 +79,13 @@ impl RefUpdate {
         else {
             return Err(bad());
         };
-        Ok(RefUpdate {
-            old: Oid::from_str(old).map_err(|_| bad())?,
-            new: Oid::from_str(new).map_err(|_| bad())?,
-            refname: refname.to_owned(),
-        })
+        // The line's shape is checked here; libgit2 only converts a well-formed id, and its
+        // failure is devpop's (a `Git` error), not a malformed line of git's.
+        let hex = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(old) || !hex(new) || refname.is_empty() {
+            return Err(bad());
+        }
+        Ok(RefUpdate { old: Oid::from_str(old)?, new: Oid::from_str(new)?, refname: refname.to_owned() })
     }
 
     pub fn branch(&self) -> Option<&str> {
@@ -220,13 +223,13 @@ pub trait PushServer {
     fn pusher(&self) -> &str;
     /// The id the deployment will have: it is recorded and queued once git has moved the branch.
     /// `rendered` is what the checks rendered, so the deployment need not render it again.
-    fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, String>;
+    fn reserve(&self, request: NewDeployment, rendered: Option<Rendered>) -> Result<Queued, DeployError>;
     /// Holds the request's environment until git has moved or refused this push's refs,
     /// waiting while another push holds it (`on_wait` runs once before waiting); `false` when
     /// the push ended meanwhile.
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool;
     /// `-o wait`: records and queues a deployment of a commit still in quarantine, now.
-    fn submit(&self, request: NewDeployment) -> Result<Queued, String>;
+    fn submit(&self, request: NewDeployment) -> Result<Queued, DeployError>;
     /// A deployment as recorded.
     fn deployment(&self, id: u64) -> Option<Deployment>;
     /// `-o dry-run`: the target's own check of the render.
@@ -757,7 +760,9 @@ mod tests {
         let u = RefUpdate::parse(&format!("{a} {z} refs/heads/Staging")).unwrap();
         assert_eq!(u.branch(), Some("Staging"));
         assert!(u.is_delete());
-        assert!(RefUpdate::parse("x y").is_err());
+        assert!(matches!(RefUpdate::parse("x y"), Err(HookError::BadRefUpdate(_))));
+        let short = format!("{} {a} refs/heads/x", &a[..39]);
+        assert!(matches!(RefUpdate::parse(&short), Err(HookError::BadRefUpdate(_))), "a 39-digit id is malformed");
         assert!(RefUpdate::parse(&format!("{a} {a} refs/heads/x extra")).is_err());
     }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
+pub use crate::names::is_dns_label;
+
 pub const FILE: &str = ".section-proxy.yaml";
 pub const DEFAULT_MOUNT: &str = "/opt/proxy_config";
 
@@ -430,7 +432,7 @@ fn forbidden(value: &Value, path: &str, problems: &mut Vec<String>) {
 fn check(d: &Descriptor, problems: &mut Vec<String>) {
     let mut problem = |s: String| problems.push(format!("{FILE}: {s}"));
     let m = &d.metadata;
-    if !crate::validation::config::is_package_ref(&m.name) {
+    if !crate::names::is_package_ref(&m.name) {
         problem(format!("metadata.name {:?}: use module:version, e.g. example-simple:1.0.0", m.name));
     }
     if m.image.is_empty() || m.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -611,14 +613,6 @@ fn check(d: &Descriptor, problems: &mut Vec<String>) {
             ));
         }
     }
-}
-
-/// An RFC 1123 label: what Kubernetes accepts as a container or volume name.
-pub fn is_dns_label(s: &str) -> bool {
-    (1..=63).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Two mount paths Kubernetes treats as the same place.

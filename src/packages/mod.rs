@@ -47,6 +47,37 @@ impl Installed {
     pub fn validate_sh(&self) -> PathBuf {
         self.dir.join("validate.sh")
     }
+
+    /// The package's default `proxy_config/` folder as a `.tar.gz` (its files at the top, in
+    /// name order, regular files and folders only): the starter folder for a module of this
+    /// package (Aperture's proxy template "initial state"). Installed packages were checked
+    /// and bounded when added.
+    pub fn proxy_config_archive(&self) -> Result<Vec<u8>, PackageError> {
+        fn add(
+            tar: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
+            dir: &Path,
+            prefix: &Path,
+        ) -> Result<(), PackageError> {
+            let mut entries: Vec<_> = fs::read_dir(dir).map_err(io_err(dir))?.flatten().collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let (path, name) = (e.path(), prefix.join(e.file_name()));
+                let kind = fs::symlink_metadata(&path).map_err(io_err(&path))?.file_type();
+                if kind.is_dir() {
+                    tar.append_dir(&name, &path).map_err(io_err(&path))?;
+                    add(tar, &path, &name)?;
+                } else if kind.is_file() {
+                    tar.append_path_with_name(&path, &name).map_err(io_err(&path))?;
+                }
+            }
+            Ok(())
+        }
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        tar.mode(tar::HeaderMode::Deterministic);
+        add(&mut tar, &self.dir.join("proxy_config"), Path::new(""))?;
+        let gz = tar.into_inner().map_err(io_err(&self.dir))?;
+        gz.finish().map_err(io_err(&self.dir))
+    }
 }
 
 /// Which packages are installed: module -> versions. What validation needs to know.
@@ -142,7 +173,7 @@ impl PackageStore {
     /// Loads an installed package by `module:version`.
     pub fn get(&self, package: &str) -> Result<Installed, PackageError> {
         let (module, version) = package.split_once(':').ok_or_else(|| PackageError::NotInstalled(package.into()))?;
-        if !crate::validation::config::is_package_ref(package) {
+        if !crate::names::is_package_ref(package) {
             return Err(PackageError::NotInstalled(package.into()));
         }
         let dir = self.dir(module, version);
@@ -270,6 +301,25 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), PackageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packages_proxy_config_is_archived_as_its_starter_folder() {
+        let data = tempfile::tempdir().unwrap();
+        let store = PackageStore::new(data.path());
+        store.install_builtins().unwrap();
+        let name = store.catalog().all().into_iter().find(|n| n.starts_with("edge-cache:")).unwrap();
+        let gz = store.get(&name).unwrap().proxy_config_archive().unwrap();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+        let mut files = Vec::new();
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            files.push((entry.path().unwrap().display().to_string(), text));
+        }
+        let vcl = include_str!("../../templates/packages/edge-cache/proxy_config/default.vcl");
+        assert_eq!(files, [("default.vcl".to_owned(), vcl.to_owned())]);
+    }
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages").join(name)

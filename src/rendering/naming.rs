@@ -56,7 +56,7 @@ pub fn label_value(s: &str) -> String {
 }
 
 pub fn is_dns_label(s: &str) -> bool {
-    crate::packages::descriptor::is_dns_label(s)
+    crate::names::is_dns_label(s)
 }
 
 #[cfg(test)]

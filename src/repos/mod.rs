@@ -102,7 +102,7 @@ impl RepoStore {
     /// from `templates/app` with `origin` as Production's origin. Atomic: the repo is built in a
     /// scratch folder and renamed into place, so nobody ever sees half a repo.
     pub fn create(&self, id: &RepoId, origin: &str) -> Result<PathBuf, RepoError> {
-        if !crate::validation::config::is_host(origin) {
+        if !crate::names::is_host(origin) {
             return Err(RepoError::BadOrigin(origin.to_owned()));
         }
         if let Some(existing) = self.application_repo(&id.account, &id.application) {

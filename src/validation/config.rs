@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::diagnostic::Diagnostic;
 use super::json::{self, Member, Node, Pos};
+pub use crate::names::{is_alternate_origin_name, is_branch_name, is_host, is_module_name, is_package_ref};
 
 pub const FILE: &str = "section.config.json";
 /// A config larger than this is refused before it is parsed.
@@ -625,32 +626,6 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// `proxychain[].name`: letters and digits only, 1-32 characters.
-pub fn is_module_name(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// `module:version`.
-pub fn is_package_ref(s: &str) -> bool {
-    let Some((module, version)) = s.split_once(':') else { return false };
-    let part = |p: &str, max: usize| {
-        (1..=max).contains(&p.len())
-            && p.as_bytes()[0].is_ascii_alphanumeric()
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    part(module, 63) && part(version, 64)
-}
-
-/// An environment name is a branch name; devpop keeps to a portable subset.
-pub fn is_branch_name(s: &str) -> bool {
-    (1..=100).contains(&s.len())
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !s.ends_with(".lock")
-        && !s.ends_with('.')
-        && !s.contains("..")
-}
-
 /// Names nginx's `map` block reads as its own parameters (compared without case: header values
 /// are matched without case too).
 pub const RESERVED_ORIGIN_NAMES: &[&str] = &["default", "hostnames", "include", "volatile"];
@@ -726,26 +701,6 @@ pub fn special_origin(address: &str, rules: &Rules) -> Option<String> {
         return private("is a one-label name (the pod's DNS search path resolves it to a Service of the cluster)");
     }
     None
-}
-
-pub fn is_alternate_origin_name(s: &str) -> bool {
-    (1..=50).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// A DNS host name (RFC 1123 labels) or an IP address.
-pub fn is_host(s: &str) -> bool {
-    if s.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    let name = s.strip_suffix('.').unwrap_or(s);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 fn is_host_header(s: &str) -> bool {

@@ -6,10 +6,10 @@ use axum::Extension;
 use serde::Serialize;
 
 use super::{account_name, applications_with_ids, blocking, environment_id, ok, ApiError, Result, BASE};
-use crate::api::applications::branches;
 use crate::auth::{Principal, ALL_ACCOUNTS};
 use crate::names::RepoId;
-use crate::server::AppState;
+use crate::web::query::branches;
+use crate::web::state::AppState;
 
 /// Aperture's Account.
 #[derive(Debug, Serialize)]
@@ -108,9 +108,8 @@ pub async fn graph(State(state): State<AppState>, Extension(principal): Extensio
         for (a, apps) in visible_accounts(&state, &principal)? {
             let mut applications = Vec::new();
             for (n, id) in apps {
-                let repo = git2::Repository::open_bare(state.repos.path(&id)).map_err(super::internal)?;
-                let environments = branches(&repo)
-                    .map_err(super::internal)?
+                let repo = git2::Repository::open_bare(state.repos.path(&id))?;
+                let environments = branches(&repo)?
                     .into_iter()
                     .map(|(name, _)| GraphEnvironment { id: environment_id(&id, &name), environment_name: name })
                     .collect();

@@ -2,7 +2,7 @@
 //! `.../environment/...`, `.../stack`, and the server-wide `/stack` and `/proxytemplate`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use git2::Repository;
@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     account_name, application_number, applications_with_ids, blocking, environment_id, find_application, identity,
-    ids_lock, internal, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
+    ids_lock, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
+use crate::names::is_host;
 use crate::names::RepoId;
 use crate::records::Action;
-use crate::server::AppState;
 use crate::source::{GitCommit, RepoSource};
-use crate::validation::config::is_host;
+use crate::web::state::AppState;
 
 /// The one stack devpop offers: the application skeleton, an empty proxychain (modules are
 /// added by pushing their folders and proxychain entries).
@@ -50,7 +50,7 @@ pub fn application(state: &AppState, n: u64, id: &RepoId) -> Application {
 }
 
 /// The account and application a path names, the application looked up (blocking).
-fn resolve(state: &AppState, account: &str, application: &str) -> Result<(u64, RepoId)> {
+pub(super) fn resolve(state: &AppState, account: &str, application: &str) -> Result<(u64, RepoId)> {
     let account = account_name(account)?;
     let n = application_number(application)?;
     Ok((n, find_application(state, &account, n)?))
@@ -121,7 +121,7 @@ pub async fn create(
     })
     .await?;
     let target = format!("{}/{}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "application.create", &id.account, &target, "aperture");
+    audit_action(&state, &principal, peer, "application.create", &id.account, &target, "aperture").await;
     Ok(ok(application(&state, n, &id)))
 }
 
@@ -134,7 +134,7 @@ pub async fn delete(
     let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
     own::remove_application(&state, &id, &identity(&principal).0).await?;
     let target = format!("{}/{}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "application.delete", &id.account, &target, "aperture");
+    audit_action(&state, &principal, peer, "application.delete", &id.account, &target, "aperture").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -189,8 +189,8 @@ pub fn summary(
 pub async fn environments(State(state): State<AppState>, Path((a, b)): Path<(String, String)>) -> Result<Response> {
     let envs = blocking(move || {
         let (n, id) = resolve(&state, &a, &b)?;
-        let repo = Repository::open_bare(state.repos.path(&id)).map_err(internal)?;
-        let branches = own::branches(&repo).map_err(internal)?;
+        let repo = Repository::open_bare(state.repos.path(&id))?;
+        let branches = crate::web::query::branches(&repo)?;
         Ok(branches.into_iter().map(|(env, head)| summary(&state, n, &id, &repo, &env, head)).collect::<Vec<_>>())
     })
     .await?;
@@ -206,8 +206,8 @@ pub(super) async fn with_environment<T: Send + 'static>(
     let st = state.clone();
     blocking(move || {
         let (n, id) = resolve(&st, &a, &b)?;
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-        let head = own::environment_head(&repo, &id.account, &id.application, &env)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
+        let head = crate::web::query::environment_head(&repo, &id.account, &id.application, &env)?;
         f(&st, n, &id, &repo, &env, head)
     })
     .await
@@ -250,32 +250,40 @@ pub async fn create_environment(
     }
     let (who, email) = identity(&principal);
     let st = state.clone();
-    let (n, id, commit, name) = blocking(move || {
-        let (n, id) = resolve(&st, &a, &b)?;
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
-        let sig = git2::Signature::now(&who, &email).map_err(internal)?;
-        let domain = body.domain_name.clone();
-        let edit = move |env: &mut serde_json::Value| {
-            if let Some(o) = env.as_object_mut() {
-                o.insert(super::changes::DOMAINS.into(), serde_json::json!([domain]));
+    let (n, id) = blocking(move || resolve(&st, &a, &b)).await?;
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), body.name.clone());
+    let holder = state.next_push_id();
+    let (commit, name, d) = crate::edits::held(&state.deployer, &holder, key, async {
+        let st = state.clone();
+        let rid = id.clone();
+        let (commit, name) = blocking(move || {
+            let repo = Repository::open_bare(st.repos.path(&rid))?;
+            let sig = git2::Signature::now(&who, &email)?;
+            let domain = body.domain_name.clone();
+            let edit = move |env: &mut serde_json::Value| {
+                if let Some(o) = env.as_object_mut() {
+                    o.insert(super::changes::DOMAINS.into(), serde_json::json!([domain]));
+                }
+            };
+            let (commit, checked) =
+                st.edits(&repo, &rid).new_environment(&body.source_environment_name, &body.name, &edit, &sig)?;
+            if !checked.accepted {
+                return Err(super::changes::refused(checked.lines));
             }
-        };
-        let names = (id.account.as_str(), id.application.as_str());
-        let (commit, checked) =
-            own::new_environment(&st, &repo, &id, names, &body.source_environment_name, &body.name, &edit, &sig)?;
-        if !checked.accepted {
-            return Err(super::changes::refused(checked.lines));
-        }
-        Ok((n, id, commit, body.name))
+            Ok((commit, body.name))
+        })
+        .await?;
+        let pusher = identity(&principal).0;
+        let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
+        Ok::<_, ApiError>((commit, name, d))
     })
     .await?;
-    let pusher = identity(&principal).0;
-    let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
     let target = format!("{}/{}/{name}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id));
+    audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id))
+        .await;
     let st = state.clone();
     let s = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id))?;
         Ok(summary(&st, n, &id, &repo, &name, commit))
     })
     .await?;
@@ -305,7 +313,7 @@ struct ProxyType {
 
 pub async fn stack(State(state): State<AppState>, Path(names): Path<(String, String, String)>) -> Result<Response> {
     let proxies = with_environment(&state, names, |st, n, id, repo, env, head| {
-        let entries = own::stack_of(st, repo, head)?;
+        let entries = crate::web::query::stack_of(st, repo, head)?;
         Ok(entries
             .into_iter()
             .map(|e| {
@@ -370,9 +378,34 @@ pub async fn proxy_templates(State(state): State<AppState>) -> Result<Response> 
     Ok(ok(templates))
 }
 
+/// `?proxyTemplateName=module:version`.
+#[derive(Debug, Deserialize)]
+pub struct InitialStateQuery {
+    #[serde(rename = "proxyTemplateName")]
+    proxy_template_name: String,
+}
+
+/// A proxy template's initial state: the package's default `proxy_config/` folder as a
+/// `.tar.gz`, the starter folder for a module of that package.
+pub async fn initial_state(State(state): State<AppState>, Query(q): Query<InitialStateQuery>) -> Result<Response> {
+    let name = q.proxy_template_name;
+    let archive = blocking(move || {
+        let package = state.packages.get(&name).map_err(|_| {
+            ApiError::not_found(format!("no proxy template {name:?}; GET /api/v1/proxytemplate lists them"))
+        })?;
+        Ok(package.proxy_config_archive()?)
+    })
+    .await?;
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/gzip"),
+        (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"proxy_config.tar.gz\""),
+    ];
+    Ok((headers, archive).into_response())
+}
+
 /// Reads the environment's config at `head` (used by `summary` and the changes).
 pub(super) fn snapshot_config(repo: &Repository, head: git2::Oid) -> Result<Option<Vec<u8>>> {
-    match (GitCommit { repo, commit: head }).snapshot().map_err(internal)?.config {
+    match (GitCommit { repo, commit: head }).snapshot()?.config {
         crate::validation::ConfigFile::Present(text) => Ok(Some(text)),
         _ => Ok(None),
     }

@@ -20,14 +20,15 @@ use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::applications::{summary, with_environment};
+use super::applications::{resolve, summary, with_environment};
 use super::{identity, is_domain, json_body, ok, strict_body, ApiError, Caller, Result};
 use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::auth::Principal;
 use crate::records::Action;
-use crate::server::AppState;
 use crate::validation::config;
+use crate::web::query::blocking;
+use crate::web::state::AppState;
 
 /// The environment's custom host names (section.config.json, `environments.<env>.domains`).
 pub const DOMAINS: &str = "domains";
@@ -46,7 +47,7 @@ type Names = (String, String, String);
 /// A refused change: 400 with the lines a push of the same commit would have printed.
 pub fn refused(lines: Vec<String>) -> ApiError {
     let message = format!("refused by the same checks as a push:\n{}", lines.join("\n"));
-    ApiError { status: StatusCode::BAD_REQUEST, message, diagnostics: Some(lines) }
+    ApiError::new(StatusCode::BAD_REQUEST, message).with_diagnostics(lines)
 }
 
 /// The environment's section.config.json at `head`, parsed (`None`: missing or not JSON).
@@ -100,38 +101,48 @@ async fn commit_change(
     action: &str,
     make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
 ) -> Result<Option<Change>> {
-    let (who, email) = identity(principal);
-    let pusher = who.clone();
-    let made = with_environment(state, names, move |st, _, id, repo, env, head| {
-        let Some(edit) = make(repo, head, env)? else { return Ok(None) };
-        let parent = repo.find_commit(head).map_err(super::internal)?;
-        let sig = git2::Signature::now(&who, &email).map_err(super::internal)?;
-        let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-        let commit =
-            own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message).map_err(super::internal)?;
-        let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
-        let checked = own::check_and_move(st, repo, id, env, commit, Some(head), &log)?;
-        if !checked.accepted {
-            return Err(refused(checked.lines));
-        }
-        Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
+    // The change holds the environment as a push does (read, commit, check, move, deploy),
+    // so it and a push of the environment never interleave.
+    let st = state.clone();
+    let (a, b, _) = names.clone();
+    let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
+    let key = (id.account, id.application, id.repo, names.2.clone());
+    let holder = state.next_push_id();
+    crate::edits::held(&state.deployer, &holder, key, async move {
+        let (who, email) = identity(principal);
+        let pusher = who.clone();
+        let made = with_environment(state, names, move |st, _, id, repo, env, head| {
+            let Some(edit) = make(repo, head, env)? else { return Ok(None) };
+            let parent = repo.find_commit(head)?;
+            let sig = git2::Signature::now(&who, &email)?;
+            let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
+            let commit = crate::edits::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
+            let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
+            let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
+            if !checked.accepted {
+                return Err(refused(checked.lines));
+            }
+            Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
+        })
+        .await?;
+        let Some((id, env, commit, lines)) = made else { return Ok(None) };
+        let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
+        request.validation = lines;
+        let d = state.deployer.submit(request).await?;
+        let target = format!("{}/{}/{env}", id.application, id.repo);
+        audit_action(
+            state,
+            principal,
+            peer,
+            action,
+            &id.account,
+            &target,
+            &format!("commit {commit}, deployment {}", d.id),
+        )
+        .await;
+        Ok(Some(Change { commit, deployment: d.id }))
     })
-    .await?;
-    let Some((id, env, commit, lines)) = made else { return Ok(None) };
-    let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
-    request.validation = lines;
-    let d = state.deployer.submit(request).await?;
-    let target = format!("{}/{}/{env}", id.application, id.repo);
-    audit_action(
-        state,
-        principal,
-        peer,
-        action,
-        &id.account,
-        &target,
-        &format!("commit {commit}, deployment {}", d.id),
-    );
-    Ok(Some(Change { commit, deployment: d.id }))
+    .await
 }
 
 fn pretty(value: &Value) -> Vec<u8> {
@@ -246,7 +257,7 @@ pub async fn update_file(
     let filepath = path.join("/");
     let shown = filepath.clone();
     let change = commit_change(&state, &principal, peer, names, "file.patch", move |repo, head, env| {
-        let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+        let tree = repo.find_commit(head).and_then(|c| c.tree())?;
         let entry = tree
             .get_path(std::path::Path::new(&shown))
             .map_err(|_| ApiError::not_found(format!("the environment's commit has no file {shown}")))?;
@@ -483,7 +494,7 @@ struct OutagePage {
 
 /// The `.html` files at the top of `outage_pages/` in the commit `head`.
 fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
-    let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
+    let tree = repo.find_commit(head).and_then(|c| c.tree())?;
     let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
     let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };
     Ok(dir

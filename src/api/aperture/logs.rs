@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::applications::with_environment;
 use super::{ok, ApiError, Result};
 use crate::applying::logs::{LogQuery, LogsError};
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -34,9 +34,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Principal;
-use crate::http_error::HttpError;
 use crate::names::RepoId;
-use crate::server::AppState;
+use crate::web::error::HttpError;
+use crate::web::state::AppState;
 
 /// Where Aperture's paths start.
 pub const BASE: &str = "/api/v1";
@@ -44,62 +44,18 @@ pub const BASE: &str = "/api/v1";
 /// The ids at or above this are allocated to applications whose names are not numbers.
 const ALLOCATED_FROM: u64 = 1_000_000_000;
 
-/// Is `path` on Aperture's surface (errors there are `{"message"}`)?
-pub fn is_aperture_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/v1/") else { return false };
-    let first = rest.split('/').next().unwrap_or("");
-    matches!(first, "account" | "user" | "stack" | "proxytemplate" | "help" | "origin")
-}
+/// An error of Aperture's surface: the one [`HttpError`], which answers `{"message": ...}`
+/// (Aperture's ErrorModel, plus the checks' lines when a change was refused) on Aperture's
+/// paths.
+pub type ApiError = HttpError;
 
-/// An error of Aperture's surface: `{"message": ...}` (Aperture's ErrorModel), plus the
-/// checks' lines when a change was refused.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub diagnostics: Option<Vec<String>>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), diagnostics: None }
-    }
-
+impl HttpError {
     fn bad(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, message)
+        HttpError::new(StatusCode::BAD_REQUEST, message)
     }
 }
 
-impl From<HttpError> for ApiError {
-    fn from(e: HttpError) -> Self {
-        ApiError::new(e.status, e.message)
-    }
-}
-
-impl From<crate::applying::deployer::DeployError> for ApiError {
-    fn from(e: crate::applying::deployer::DeployError) -> Self {
-        HttpError::from(e).into()
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.status != StatusCode::NOT_IMPLEMENTED {
-            tracing::error!(status = %self.status, "{}", self.message);
-        }
-        let mut body = serde_json::json!({ "message": self.message });
-        if let Some(lines) = self.diagnostics {
-            body["diagnostics"] = lines.into();
-        }
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-/// The response the auth middleware gives on Aperture's paths (401, 403).
+/// An error response in Aperture's shape.
 pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError::new(status, message).into_response()
 }
@@ -132,7 +88,7 @@ fn strict_body<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
 /// A host name a client may ask an environment to serve: a DNS name whose last label starts
 /// with a letter (so never an IP address).
 fn is_domain(host: &str) -> bool {
-    crate::validation::config::is_host(host)
+    crate::names::is_host(host)
         && host
             .trim_end_matches('.')
             .rsplit('.')
@@ -176,8 +132,8 @@ fn read_ids(state: &AppState) -> Result<BTreeMap<String, u64>> {
 fn write_ids(state: &AppState, ids: &BTreeMap<String, u64>) -> Result<()> {
     use std::io::Write;
     let dir = &state.settings.data_dir;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(internal)?;
-    tmp.write_all(&serde_json::to_vec_pretty(ids).expect("ids serialise")).map_err(internal)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&serde_json::to_vec_pretty(ids).expect("ids serialise"))?;
     tmp.persist(dir.join("aperture-ids.json")).map_err(|e| internal(e.error))?;
     Ok(())
 }
@@ -238,7 +194,7 @@ fn environment_id(id: &RepoId, environment: &str) -> u64 {
 
 /// Runs blocking work off the async runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(internal)?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// Who is asking, and from where (for the audit log and the commits they make).
@@ -274,6 +230,7 @@ mod tests {
 
     #[test]
     fn aperture_paths_are_told_apart_from_devpops_own() {
+        use crate::web::error::is_aperture_path;
         assert!(is_aperture_path("/api/v1/account"));
         assert!(is_aperture_path("/api/v1/account/1/application/2/environment/Production/egress"));
         assert!(is_aperture_path("/api/v1/user"));

@@ -7,7 +7,7 @@ use axum::Router;
 
 use super::unsupported as u;
 use super::{accounts, applications, changes};
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     use accounts as ac;
@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/user", get(ac::user).merge(u::answer(MethodFilter::POST, u::USERS)))
         .route("/api/v1/stack", get(ap::stacks))
         .route("/api/v1/proxytemplate", get(ap::proxy_templates))
+        .route("/api/v1/proxytemplate/initialstate", get(ap::initial_state))
         .route("/api/v1/account/{accountId}/application/", get(ap::list))
         .route("/api/v1/account/{accountId}/application", get(ap::list))
         .route("/api/v1/account/{accountId}/application/create", post(ap::create))
@@ -125,7 +126,6 @@ const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
         &["post"],
         u::PROXY,
     ),
-    ("/api/v1/proxytemplate/initialstate", &["get"], u::INITIAL_STATE),
     ("/api/v1/help/{helpId}", &["get"], u::HELP),
     ("/api/v1/account/{accountId}/zone", &["get"], u::DNS),
     ("/api/v1/account/{accountId}/zone/{zoneName}", &["get", "post"], u::DNS),

@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::error_response;
-use crate::server::AppState;
+use crate::web::state::AppState;
 
 pub const ACCOUNT_CREATE: &str = "creating accounts is out of scope: an account exists once it has an application (POST /account/{accountId}/application/create)";
 pub const USERS: &str =
@@ -21,8 +21,6 @@ pub const CERTIFICATES: &str = "certificates are out of scope: TLS is terminated
 pub const SYNTHETICS: &str = "synthetic monitoring is out of scope";
 pub const HELP: &str = "contextual help is out of scope: see devpop's README";
 pub const PROXY: &str = "per-proxy configuration, cache bans and operations are out of scope: change a module's files with a push or PATCH .../environment/{environmentName}/update";
-pub const INITIAL_STATE: &str =
-    "proxy template initial state is not implemented yet: copy the package's proxy_config/ folder into your repo";
 
 /// A method router answering 501 with `why`.
 pub fn answer(filter: MethodFilter, why: &'static str) -> MethodRouter<AppState> {

@@ -1,19 +1,75 @@
-//! The middleware that decides, for every request, who is asking and whether they may.
+//! The middleware: who is asking (tokens, sessions), the rate limit, and whether they may,
+//! for every request before any handler.
 //!
 //! It runs before any handler, so a token of account A asking for a repo of account B gets the
 //! same 403 whether that repo exists or not. Handlers that list across accounts filter by the
 //! [`Principal`] this puts in the request's extensions.
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{identify, Identified, Principal};
-use crate::http_error::HttpError;
-use crate::server::AppState;
+use super::error::{is_aperture_path, HttpError};
+use super::state::AppState;
+use crate::auth::limits::Client;
+use crate::auth::{cookie, presented_token, query_token, Principal, SESSION_COOKIE};
 
-pub const SESSION_COOKIE: &str = "devpop_session";
+/// Who a request is: the principal of the token it presents, or of its console session; `None`
+/// when neither is valid. The rate limiter works this out first and leaves it in the request's
+/// extensions for [`enforce`].
+#[derive(Debug, Clone)]
+pub struct Identified(pub Option<Principal>);
+
+pub async fn identify(state: &AppState, headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Identified {
+    let token = presented_token(headers)
+        // Aperture clients may send it in the query (`access_token`); nothing else may, so a
+        // token never needs to sit in a URL (or a log line) anywhere else.
+        .or_else(|| is_aperture_path(uri.path()).then(|| query_token(uri)).flatten())
+        .or_else(|| cookie(headers, SESSION_COOKIE).and_then(|s| state.sessions.token(&s)));
+    let Some(token) = token else { return Identified(None) };
+    // The token store checks its file (and re-reads it when the CLI changed it): file IO,
+    // off the async threads.
+    let st = state.clone();
+    Identified(tokio::task::spawn_blocking(move || st.tokens.verify(&token)).await.ok().flatten())
+}
+
+/// Requests the limit applies to: the API, and console log-ins.
+fn limited(req: &Request) -> bool {
+    let path = req.uri().path();
+    path.starts_with("/api/") || (path == "/console/login" && req.method() == Method::POST)
+}
+
+pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !limited(&req) {
+        return next.run(req).await;
+    }
+    let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let address = Client::address(address.unwrap_or(IpAddr::from([0, 0, 0, 0])));
+    let client = if state.auth_enabled {
+        let identified = identify(&state, req.headers(), req.uri()).await;
+        let client = match &identified.0 {
+            Some(Principal::Token { id, .. }) => Client::Token(id.clone()),
+            _ => address,
+        };
+        req.extensions_mut().insert(identified);
+        client
+    } else {
+        address
+    };
+    match state.rate.take(&client) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let message = format!("too many requests from this client; retry in {wait:.1}s");
+            let mut r = HttpError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+            let secs = wait.ceil().max(1.0) as u64;
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits"));
+            r
+        }
+    }
+}
 
 /// Paths anyone may reach: health, metrics, the API description and the console's login.
 fn public(path: &str) -> bool {
@@ -63,27 +119,18 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     }
     let identified = match req.extensions_mut().remove::<Identified>() {
         Some(known) => known,
-        None => identify(&state.tokens, &state.sessions, req.headers(), req.uri()),
+        None => identify(&state, req.headers(), req.uri()).await,
     };
     let Some(principal) = identified.0 else {
         if path == "/" || path.starts_with("/console") {
             return Redirect::to("/console/login").into_response();
         }
-        if crate::api::aperture::is_aperture_path(&path) {
-            let mut r = crate::api::aperture::error_response(
-                StatusCode::UNAUTHORIZED,
-                "authentication required: send a devpop API token (section-token header, Basic password or access_token)",
-            );
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
-            return r;
-        }
-        let message = "authentication required: use a devpop API token (for git: any username, the token as password)";
-        let mut r = if path.starts_with("/api/") {
-            HttpError::api(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        let message = if is_aperture_path(&path) {
+            "authentication required: send a devpop API token (section-token header, Basic password or access_token)"
         } else {
-            HttpError::new(StatusCode::UNAUTHORIZED, message)
-        }
-        .into_response();
+            "authentication required: use a devpop API token (for git: any username, the token as password)"
+        };
+        let mut r = HttpError::new(StatusCode::UNAUTHORIZED, message).into_response();
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"devpop\""));
         return r;
     };
@@ -103,14 +150,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         None
     };
     if let Some(message) = refusal {
-        let json = path.starts_with("/api/");
-        return if crate::api::aperture::is_aperture_path(&path) {
-            crate::api::aperture::error_response(StatusCode::FORBIDDEN, message)
-        } else if json {
-            HttpError::api(StatusCode::FORBIDDEN, "forbidden", message).into_response()
-        } else {
-            HttpError::new(StatusCode::FORBIDDEN, message).into_response()
-        };
+        return HttpError::new(StatusCode::FORBIDDEN, message).into_response();
     }
     tracing::debug!(principal = %principal.name(), %path, "authorised");
     req.extensions_mut().insert(principal);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::applying::deployer::Deployer;
+use crate::applying::deployer::{DeployError, Deployer};
 use crate::applying::{AnyTarget, DryRun};
 use crate::hook::{PushServer, Queued};
 use crate::records::{Deployment, NewDeployment};
@@ -24,9 +24,13 @@ impl PushServer for InServer {
         &self.pusher
     }
 
-    fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
-        let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
-        Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
+    fn reserve(
+        &self,
+        request: NewDeployment,
+        rendered: Option<crate::rendering::Rendered>,
+    ) -> Result<Queued, DeployError> {
+        let id = self.deployer.reserve(&self.push, request, rendered)?;
+        Ok(Queued { id, url: super::deployment_url(&self.base_url, id) })
     }
 
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool {
@@ -35,9 +39,9 @@ impl PushServer for InServer {
         self.runtime.block_on(self.deployer.hold(&self.push, key, on_wait))
     }
 
-    fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
-        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
-        Ok(Queued { id: d.id, url: crate::api::deployment_url(&self.base_url, d.id) })
+    fn submit(&self, request: NewDeployment) -> Result<Queued, DeployError> {
+        let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request))?;
+        Ok(Queued { id: d.id, url: super::deployment_url(&self.base_url, d.id) })
     }
 
     fn deployment(&self, id: u64) -> Option<Deployment> {

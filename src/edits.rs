@@ -1,0 +1,288 @@
+//! Changes made through the API or the console, as commits: a new environment, a file edited
+//! (Aperture's configuration, egress, IP restrictions, outage page, domains). Each is a commit
+//! on the environment's branch, checked exactly like a push of it (`checks::run`), and moves
+//! the branch only when accepted and only from the commit it was made on; [`held`] runs a
+//! change under the environment's hold, so a change and a push never interleave.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use git2::{Oid, Repository};
+
+use crate::applying::deployer::{Deployer, EnvKey};
+use crate::applying::Target;
+use crate::checks::{CheckError, CheckSettings};
+use crate::names::RepoId;
+use crate::packages::PackageStore;
+use crate::source::GitCommit;
+use crate::validation::config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("environment {0} already exists")]
+    Exists(String),
+    #[error("environment {0} changed while this change was checked; read it again and retry")]
+    Moved(String),
+    #[error("application {application} has no environment {environment}")]
+    NoEnvironment { application: String, environment: String },
+    #[error("section.config.json of {environment}: {problem}")]
+    Config { environment: String, problem: String },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+/// What the checks of a change's commit said.
+#[derive(Debug)]
+pub struct Checked {
+    pub accepted: bool,
+    /// The lines a push of the commit would have printed (validation, validate.sh, rendering).
+    pub lines: Vec<String>,
+}
+
+/// One application's repo, where changes are made and checked.
+pub struct Edits<'a> {
+    pub repo: &'a Repository,
+    pub id: &'a RepoId,
+    pub packages: &'a PackageStore,
+    pub checks: &'a CheckSettings,
+}
+
+impl Edits<'_> {
+    /// The commit the environment's branch is at.
+    pub fn head(&self, env: &str) -> Result<Oid, EditError> {
+        self.repo.find_reference(&format!("refs/heads/{env}")).ok().and_then(|r| r.target()).ok_or_else(|| {
+            EditError::NoEnvironment {
+                application: format!("{}/{}", self.id.account, self.id.application),
+                environment: env.to_owned(),
+            }
+        })
+    }
+
+    /// Checks `commit` for `env` exactly as a push of it would be checked; when accepted,
+    /// moves the branch to it, but only from `expected` (`None`: the branch must not exist
+    /// yet), so a push in between is never lost.
+    pub fn check_and_move(
+        &self,
+        env: &str,
+        commit: Oid,
+        expected: Option<Oid>,
+        log: &str,
+    ) -> Result<Checked, EditError> {
+        let mut output = Vec::new();
+        let commit_hex = commit.to_string();
+        let subject = crate::checks::Subject { id: self.id, environment: env, commit: &commit_hex };
+        let source = GitCommit { repo: self.repo, commit };
+        let verdict = crate::checks::run(&source, subject, self.packages, self.checks, &mut output)?;
+        let lines = String::from_utf8_lossy(&output).lines().map(str::to_owned).collect();
+        if !verdict.accepted() {
+            return Ok(Checked { accepted: false, lines });
+        }
+        let name = format!("refs/heads/{env}");
+        match expected {
+            None => self.repo.reference(&name, commit, false, log).map_err(|_| EditError::Exists(env.to_owned())),
+            Some(old) => self
+                .repo
+                .reference_matching(&name, commit, true, old, log)
+                .map_err(|_| EditError::Moved(env.to_owned())),
+        }?;
+        Ok(Checked { accepted: true, lines })
+    }
+
+    /// Creates environment `name` from `source_env`: a commit whose section.config.json also
+    /// defines `name` as a copy of the source's settings (then changed by `edit`), checked like
+    /// a push to `name`; the branch exists only when the checks accept it.
+    pub fn new_environment(
+        &self,
+        source_env: &str,
+        name: &str,
+        edit: &dyn Fn(&mut serde_json::Value),
+        sig: &git2::Signature,
+    ) -> Result<(Oid, Checked), EditError> {
+        let source = self.head(source_env)?;
+        if self.repo.find_reference(&format!("refs/heads/{name}")).is_ok() {
+            return Err(EditError::Exists(name.to_owned()));
+        }
+        let commit = environment_commit(self.repo, source, source_env, name, edit, sig)?;
+        let log = format!("devpop: create environment {name} from {source_env}");
+        let checked = self.check_and_move(name, commit, None, &log)?;
+        Ok((commit, checked))
+    }
+}
+
+/// A commit on top of `source` whose section.config.json also defines `name`, as a copy of
+/// `source_env`'s settings changed by `edit` (no new commit when that changes nothing).
+fn environment_commit(
+    repo: &Repository,
+    source: Oid,
+    source_env: &str,
+    name: &str,
+    edit: &dyn Fn(&mut serde_json::Value),
+    sig: &git2::Signature,
+) -> Result<Oid, EditError> {
+    let problem = |problem: &str| EditError::Config { environment: source_env.to_owned(), problem: problem.to_owned() };
+    let parent = repo.find_commit(source)?;
+    let tree = parent.tree()?;
+    let entry = tree.get_name(config::FILE).ok_or_else(|| problem("the file is missing"))?;
+    let blob = repo.find_blob(entry.id())?;
+    let mut json: serde_json::Value =
+        serde_json::from_slice(blob.content()).map_err(|e| problem(&format!("not JSON ({e})")))?;
+    let before = json.clone();
+    let envs = json["environments"].as_object_mut().ok_or_else(|| problem("environments is not an object"))?;
+    if !envs.contains_key(name) {
+        let copy = envs.get(source_env).cloned().ok_or_else(|| problem("it does not define the source environment"))?;
+        envs.insert(name.to_owned(), copy);
+    }
+    edit(&mut envs[name]);
+    if json == before {
+        return Ok(source);
+    }
+    let mut text = serde_json::to_string_pretty(&json).expect("JSON serialises");
+    text.push('\n');
+    let message = format!("Create environment {name} from {source_env}\n");
+    Ok(commit_file(repo, &parent, &[config::FILE], text.as_bytes(), sig, &message)?)
+}
+
+/// A commit on top of `parent` with `content` at `path` (its components, each checked by the
+/// caller); every other file stays as it is.
+pub fn commit_file(
+    repo: &Repository,
+    parent: &git2::Commit,
+    path: &[&str],
+    content: &[u8],
+    sig: &git2::Signature,
+    message: &str,
+) -> Result<Oid, git2::Error> {
+    fn put(repo: &Repository, tree: Option<&git2::Tree>, path: &[&str], blob: Oid) -> Result<Oid, git2::Error> {
+        let mut builder = repo.treebuilder(tree)?;
+        match path {
+            [file] => {
+                builder.insert(file, blob, 0o100644)?;
+            }
+            [dir, rest @ ..] => {
+                let sub = match tree.and_then(|t| t.get_name(dir)) {
+                    Some(e) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                    Some(_) => return Err(git2::Error::from_str(&format!("{dir} is a file, not a folder"))),
+                    None => None,
+                };
+                let id = put(repo, sub.as_ref(), rest, blob)?;
+                builder.insert(dir, id, 0o040000)?;
+            }
+            [] => return Err(git2::Error::from_str("empty path")),
+        }
+        builder.write()
+    }
+    let tree = put(repo, Some(&parent.tree()?), path, repo.blob(content)?)?;
+    repo.commit(None, sig, sig, message, &repo.find_tree(tree)?, &[parent])
+}
+
+/// Runs `change` holding the environment `key` the way a push holds it (`Deployer::hold`,
+/// under the name `holder`, unique among pushes and changes), so the change's read of the
+/// branch, its commit, the branch's move and its deployment's submission happen while no push
+/// of that environment passes its verdict, and the other way round.
+pub async fn held<T: Target, R>(
+    deployer: &Arc<Deployer<T>>,
+    holder: &str,
+    key: EnvKey,
+    change: impl Future<Output = R>,
+) -> R {
+    deployer.push_started(holder);
+    deployer.hold(holder, key, || tracing::debug!(holder, "a change waits for a push of its environment")).await;
+    let out = change.await;
+    deployer.push_finished(holder, true).await;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repos::RepoStore;
+
+    struct World {
+        _data: tempfile::TempDir,
+        repos: RepoStore,
+        packages: PackageStore,
+        id: RepoId,
+    }
+
+    fn world() -> World {
+        let data = tempfile::tempdir().unwrap();
+        let repos = RepoStore::new(data.path(), std::path::Path::new("/bin/true"));
+        let id = RepoId::new("1", "2", "site").unwrap();
+        repos.create(&id, "origin.example.com").unwrap();
+        let packages = PackageStore::new(data.path());
+        World { _data: data, repos, packages, id }
+    }
+
+    fn sig() -> git2::Signature<'static> {
+        git2::Signature::now("test", "test@localhost").unwrap()
+    }
+
+    #[test]
+    fn a_new_environment_copies_the_source_settings_and_exists_only_when_checked() {
+        let w = world();
+        let repo = Repository::open_bare(w.repos.path(&w.id)).unwrap();
+        let checks = CheckSettings::default();
+        let edits = Edits { repo: &repo, id: &w.id, packages: &w.packages, checks: &checks };
+        let (commit, checked) = edits.new_environment("Production", "Staging", &|_| {}, &sig()).unwrap();
+        assert!(checked.accepted, "{:?}", checked.lines);
+        assert_eq!(edits.head("Staging").unwrap(), commit);
+        let config = crate::source::RepoSource::snapshot(&GitCommit { repo: &repo, commit }).unwrap().config;
+        let crate::validation::ConfigFile::Present(text) = config else { panic!("no config") };
+        let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(json["environments"]["Staging"], json["environments"]["Production"]);
+
+        assert!(matches!(edits.new_environment("Production", "Staging", &|_| {}, &sig()), Err(EditError::Exists(_))));
+        assert!(matches!(
+            edits.new_environment("Nowhere", "Qa", &|_| {}, &sig()),
+            Err(EditError::NoEnvironment { .. })
+        ));
+        // An edit the checks refuse leaves no branch.
+        let broken = |env: &mut serde_json::Value| env["origin"]["address"] = "http://not a host".into();
+        let (_, checked) = edits.new_environment("Production", "Broken", &broken, &sig()).unwrap();
+        assert!(!checked.accepted && !checked.lines.is_empty());
+        assert!(matches!(edits.head("Broken"), Err(EditError::NoEnvironment { .. })));
+    }
+
+    #[test]
+    fn a_change_moves_the_branch_only_from_the_commit_it_was_made_on() {
+        let w = world();
+        let repo = Repository::open_bare(w.repos.path(&w.id)).unwrap();
+        let checks = CheckSettings::default();
+        let edits = Edits { repo: &repo, id: &w.id, packages: &w.packages, checks: &checks };
+        let head = edits.head("Production").unwrap();
+        let parent = repo.find_commit(head).unwrap();
+        let a = commit_file(&repo, &parent, &["custom_errors", "503.html"], b"<p>a</p>", &sig(), "a").unwrap();
+        let b = commit_file(&repo, &parent, &["custom_errors", "503.html"], b"<p>b</p>", &sig(), "b").unwrap();
+        assert!(edits.check_and_move("Production", a, Some(head), "a").unwrap().accepted);
+        assert_eq!(edits.head("Production").unwrap(), a);
+        // b was made on the old head: the branch has moved since.
+        assert!(matches!(edits.check_and_move("Production", b, Some(head), "b"), Err(EditError::Moved(_))));
+        assert_eq!(edits.head("Production").unwrap(), a);
+        let tree = repo.find_commit(a).unwrap().tree().unwrap();
+        let file = tree.get_path(std::path::Path::new("custom_errors/503.html")).unwrap();
+        assert_eq!(repo.find_blob(file.id()).unwrap().content(), b"<p>a</p>");
+    }
+
+    #[tokio::test]
+    async fn a_change_waits_while_a_push_holds_its_environment() {
+        let w = world();
+        let data = tempfile::tempdir().unwrap();
+        let records = Arc::new(crate::records::Records::open(data.path()).unwrap());
+        let target = Arc::new(crate::applying::memory::MemoryCluster::new());
+        let deployer = Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1);
+        let key: EnvKey = ("1".into(), "2".into(), "site".into(), "Production".into());
+        deployer.push_started("push-1");
+        assert!(deployer.hold("push-1", key.clone(), || {}).await);
+        let mut change = std::pin::pin!(held(&deployer, "change-1", key.clone(), async { "changed" }));
+        use futures_util::FutureExt as _;
+        assert!(change.as_mut().now_or_never().is_none(), "the change waits for the push");
+        deployer.push_finished("push-1", true).await;
+        assert_eq!(change.await, "changed");
+        // And the hold is let go after the change: a push holds the environment at once.
+        deployer.push_started("push-2");
+        let mut push = std::pin::pin!(deployer.hold("push-2", key, || {}));
+        assert_eq!(push.as_mut().now_or_never(), Some(true));
+    }
+}

@@ -1,0 +1,20 @@
+//! The web layer: what the HTTP handlers share and sit on, above the domain.
+//!
+//! Layers, from the top (ARCHITECTURE.md, "Layers"; `tests/architecture.rs` enforces them):
+//! `server` (the composition root: router, binding, accept loop) -> the handlers (`api`,
+//! `console`) -> this module ([`state`], the one error mapping in [`error`], the [`enforce`]
+//! middleware, the [`git`] routes and the [`push_server`] adapter) -> the domain (transport
+//! processes, hook, checks, validation, rendering, applying, records, packages, repos, ...).
+//! Nothing here imports a handler, and no domain module imports this.
+
+pub mod enforce;
+pub mod error;
+pub mod git;
+pub mod push_server;
+pub mod query;
+pub mod state;
+
+/// The link a push prints for a deployment (its REST API resource).
+pub fn deployment_url(base: &str, id: u64) -> String {
+    format!("{}/api/v1/deployments/{id}", base.trim_end_matches('/'))
+}
