@@ -141,20 +141,26 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             (AuthMode::None, false) => "local mode: loopback only, no authentication",
         };
         // The first line on stdout is the address; tests and scripts read it.
+        let shutdown = shutdown_signal()?;
         out!("devpop serving on {url} ({mode})");
         io::stdout().flush()?;
         tracing::info!(%url, "serving");
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+/// The signals that stop the server gracefully, listened to from now on (a signal that arrives
+/// before the address line is printed still stops it gracefully, with its last log lines).
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
