@@ -394,6 +394,26 @@ fn validate_with_a_server_uses_its_namespace_rule_and_package_catalog() {
         report["problems"].to_string().contains(r#"image \"probe:2.0.0\" is not an installed package"#),
         "{report}"
     );
+
+    // A package this machine has (in --data) that the server lacks: refused, as the push is.
+    let local = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: probe:2.0.0", "name: mine:1.0.0");
+    std::fs::write(&yaml, text).unwrap();
+    for package in [src.path().to_owned(), fixture("packages/edge-cache"), fixture("packages/example-simple")] {
+        let out = Command::new(DEVPOP).args(["package", "add"]).arg(package).arg("--data").arg(local.path()).output();
+        ok(&out.unwrap());
+    }
+    let text = std::fs::read_to_string(&config).unwrap().replace("probe:2.0.0", "mine:1.0.0");
+    std::fs::write(&config, text).unwrap();
+    commit_all(&work, "mine");
+    let with_data = ["validate", work.to_str().unwrap(), "--format", "json", "--data", local.path().to_str().unwrap()];
+    let out = Command::new(DEVPOP).args(with_data).env_remove("DEVPOP_SERVER").output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accepted"], true, "this machine alone has it: {report}");
+    let out = client(&s.devpop, Some(&token), &with_data);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accepted"], false, "{report}");
+    assert!(report["problems"].to_string().contains(r#"image \"mine:1.0.0\" is not an installed package"#), "{report}");
 }
 
 #[test]
