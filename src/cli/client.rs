@@ -42,7 +42,7 @@ pub struct Client {
 
 /// Where a command works: a server, or a data dir on this machine.
 pub enum Where {
-    Server(Client),
+    Server(Box<Client>),
     Data(PathBuf),
 }
 
@@ -50,7 +50,7 @@ pub enum Where {
 /// one never creates one.
 pub fn where_to(client: &ClientArgs, data: &DataArgs) -> Result<Where> {
     match Client::new(client)? {
-        Some(c) => Ok(Where::Server(c)),
+        Some(c) => Ok(Where::Server(Box::new(c))),
         None => Ok(Where::Data(data.existing()?)),
     }
 }

@@ -10,6 +10,8 @@ use super::args::{CheckArgs, DataArgs, PushLimitArgs};
 use devpop::checks::{CheckSettings, MemoStore};
 use devpop::packages::PackageStore;
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum HookCommand {
     /// Check a push to a repo on disk (git runs this with the ref updates on stdin; a push
