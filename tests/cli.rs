@@ -312,6 +312,22 @@ fn rollback_and_redeploy_work_through_the_server_under_token_auth_and_are_audite
         text.starts_with(&format!("deployment {id} (ready)")) && text.contains(&format!("commit       {head}")),
         "{text}"
     );
+
+    // Without --server, on the server's data dir: the commit is made there and pushed through
+    // the server with --token as the push's credentials (the server requires one).
+    let out = Command::new(DEVPOP)
+        .args(["rollback", "1/1/site", "Production", "--public-url", &s.devpop.url, "--token", &token, "--data"])
+        .arg(s.devpop.data.path())
+        .env_remove("DEVPOP_SERVER")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Rolling Production of 1/1/site back to deployment "), "{text}");
+    let d = s.wait(queued_deployment(&text, "Production"));
+    assert_eq!(d["state"], "ready", "{d}");
+    assert!(d["pusher"].as_str().unwrap().starts_with(&format!("{token_id}@")), "the push was the token's: {d}");
 }
 
 #[test]
