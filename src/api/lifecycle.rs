@@ -148,9 +148,15 @@ pub async fn rollback(
     new.validation = lines;
     let d = state.deployer.submit(new).await?;
     drop(held);
-    let environment = Environment { id: &id, name: &env };
-    lifecycle::audit_rollback(&state.audit, &who(&principal), Some(peer.ip().to_string()), &environment, &plan);
-    Ok((StatusCode::ACCEPTED, Json(RolledBack { deployment: d, restores: plan.target.id })))
+    let (audit, restores) = (state.audit.clone(), plan.target.id);
+    // The audit log is a database write: off the async threads.
+    blocking(move || {
+        let environment = Environment { id: &id, name: &env };
+        lifecycle::audit_rollback(&audit, &who(&principal), Some(peer.ip().to_string()), &environment, &plan);
+        Ok(())
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(RolledBack { deployment: d, restores })))
 }
 
 pub async fn redeploy(
@@ -180,7 +186,20 @@ pub async fn redeploy(
     new.validation = lines;
     let d = state.deployer.submit(new).await?;
     drop(held);
-    let environment = Environment { id: &id, name: &env };
-    lifecycle::audit_redeploy(&state.audit, &who(&principal), Some(peer.ip().to_string()), &environment, head, d.id);
+    let (audit, deployment) = (state.audit.clone(), d.id);
+    // The audit log is a database write: off the async threads.
+    blocking(move || {
+        let environment = Environment { id: &id, name: &env };
+        lifecycle::audit_redeploy(
+            &audit,
+            &who(&principal),
+            Some(peer.ip().to_string()),
+            &environment,
+            head,
+            deployment,
+        );
+        Ok(())
+    })
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
