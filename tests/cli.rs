@@ -343,6 +343,10 @@ fn the_token_comes_from_gits_credential_helper_when_none_is_given() {
         "{}",
         stderr(&out)
     );
+    // A wrong token is said to be refused.
+    let out = client(&s.devpop, Some("dp_not_a_token"), &["app", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refused the token given (--token or DEVPOP_TOKEN)"), "{}", stderr(&out));
     // git's store helper has the token for the server's URL: the command uses it.
     let home = tempfile::tempdir().unwrap();
     let store = home.path().join("credentials");
@@ -444,4 +448,23 @@ fn a_failed_bind_says_why_once_and_leaves_no_data_dir() {
     assert!(err.contains(&format!("error: cannot listen on {addr}: ")), "{err}");
     assert_eq!(err.matches("in use").count(), 1, "the cause once: {err}");
     assert!(!data.exists(), "a server that could not listen created its data dir");
+}
+
+#[test]
+fn a_client_of_an_http_server_needs_no_ca_certificates_and_an_https_one_says_it_does() {
+    let s = Server::start(&[]);
+    let no_certs = |args: &[&str]| {
+        Command::new(DEVPOP)
+            .args(args)
+            .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .env("DEVPOP_TOKEN", &s.admin)
+            .output()
+            .unwrap()
+    };
+    ok(&no_certs(&["app", "list", "--server", &s.devpop.url]));
+    let https = s.devpop.url.replacen("http://", "https://", 1);
+    let out = no_certs(&["app", "list", "--server", &https]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("certificate: this machine's CA certificates"), "{}", stderr(&out));
 }

@@ -36,6 +36,8 @@ pub struct Client {
     token: RefCell<Option<String>>,
     /// git's credential helper was asked already (it is asked at most once).
     asked_helper: RefCell<bool>,
+    /// The token came from --token or DEVPOP_TOKEN.
+    given_token: bool,
     runtime: tokio::runtime::Runtime,
     http: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
 }
@@ -81,16 +83,33 @@ impl Client {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             bail!("--server {server:?}: give an http:// or https:// URL, e.g. https://devpop.example.com");
         }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .context("reading this machine's CA certificates (for https servers)")?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let tls = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(tls) => tls,
+            Err(e) if uri.scheme_str() == Some("https") => {
+                bail!(
+                    "cannot check {base}'s certificate: this machine's CA certificates: {e} (install ca-certificates)"
+                )
+            }
+            // An http:// server needs no CA certificates (a machine may have none).
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        let https = tls.https_or_http().enable_http1().build();
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let token = args.token.clone().filter(|t| !t.is_empty());
-        Ok(Some(Client { base, token: RefCell::new(token), asked_helper: RefCell::new(false), runtime, http }))
+        let given_token = token.is_some();
+        Ok(Some(Client {
+            base,
+            token: RefCell::new(token),
+            asked_helper: RefCell::new(false),
+            given_token,
+            runtime,
+            http,
+        }))
     }
 
     pub fn base(&self) -> &str {
@@ -143,6 +162,9 @@ impl Client {
             .or_else(|| value["message"].as_str())
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&answer[..answer.len().min(500)]).trim().to_owned());
+        if status == StatusCode::UNAUTHORIZED && self.given_token {
+            bail!("{} refused the token given (--token or DEVPOP_TOKEN): {message}", self.base);
+        }
         if status == StatusCode::UNAUTHORIZED {
             bail!(
                 "{} wants an API token: pass --token, set DEVPOP_TOKEN, or store it in git's credential helper for {} (the server said: {message})",
