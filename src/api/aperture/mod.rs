@@ -17,6 +17,7 @@
 mod accounts;
 mod applications;
 mod changes;
+mod logs;
 mod routes;
 mod unsupported;
 
