@@ -15,6 +15,7 @@ pub mod checks;
 pub mod console;
 pub mod edits;
 pub mod hook;
+pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod packages;

@@ -8,6 +8,7 @@ pub mod aperture;
 pub mod applications;
 pub mod audit;
 pub mod deployments;
+pub mod lifecycle;
 pub mod packages;
 
 use axum::extract::rejection::JsonRejection;
@@ -52,6 +53,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/deployments",
             get(a::environment_deployments),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/rollback",
+            axum::routing::post(lifecycle::rollback),
+        )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/redeploy",
+            axum::routing::post(lifecycle::redeploy),
         )
         .route("/api/v1/deployments", get(deployments::list))
         .route("/api/v1/deployments/{id}", get(deployments::get))

@@ -3,13 +3,131 @@
 //! By default it checks the committed tree at HEAD (what `git push` sends), not the files on
 //! disk: an untracked module file cannot make it say "ready" while the push would fail. It says
 //! which files it left out. `--staged` checks the index, `--worktree` the files as they are.
+//!
+//! With `--server` it uses the server's package catalog and namespace rule, read over the API:
+//! a package the server does not have is refused as the push would refuse it, and the
+//! namespace is named with the server's prefix.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use clap::Args;
+use devpop::packages::PackageStore;
 use devpop::source::{GitCommit, RepoSource, WorkDir};
 use devpop::validation::diagnostic::Diagnostic;
+
+use super::args::{CheckArgs, ClientArgs, LocalArgs};
+use super::client::{environment_path, seg, Client};
+use super::local::Local;
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub local: LocalArgs,
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Check the index (what `git commit` would commit) instead of the last commit.
+    #[arg(long, conflicts_with = "worktree")]
+    pub staged: bool,
+    /// Check the files in the working tree as they are, committed or not.
+    #[arg(long)]
+    pub worktree: bool,
+    /// How to print the result: text, or one JSON object on stdout (for CI).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+/// What `validate` takes from a server: its namespace prefix and its package catalog.
+struct ServerRules {
+    namespace_prefix: String,
+    packages: Vec<String>,
+}
+
+impl ServerRules {
+    /// Reads them over the API: the prefix from the namespace the server gives an environment
+    /// of the application (`<prefix>-<app>-<env>-<hash>`), the catalog from `/api/v1/packages`.
+    fn fetch(c: &Client, id: &devpop::names::RepoId, env: &str) -> Result<ServerRules> {
+        let environments =
+            format!("/api/v1/accounts/{}/applications/{}/environments", seg(&id.account), seg(&id.application));
+        let namespace = match c.get(&environment_path(&id.account, &id.application, env)) {
+            Ok(e) => e["namespace"].as_str().map(str::to_owned),
+            // A new environment: any of the application's shows the rule.
+            Err(_) => c.all(&environments)?.first().and_then(|e| e["namespace"].as_str().map(str::to_owned)),
+        }
+        .with_context(|| {
+            format!("{} has no application {id} with an environment to read its namespace rule from", c.base())
+        })?;
+        let namespace_prefix = namespace.split('-').next().unwrap_or("section").to_owned();
+        let packages =
+            c.all("/api/v1/packages")?.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect();
+        Ok(ServerRules { namespace_prefix, packages })
+    }
+
+    /// A package store with the server's packages that `local` has (the server's ones it lacks
+    /// are named in the second value).
+    fn store(&self, local: &PackageStore, into: &std::path::Path) -> Result<(PackageStore, Vec<String>)> {
+        let store = PackageStore::new(into);
+        let mut missing = Vec::new();
+        for name in &self.packages {
+            match local.get(name) {
+                Ok(installed) => {
+                    store.add(&installed.dir)?;
+                }
+                Err(_) => missing.push(name.clone()),
+            }
+        }
+        Ok((store, missing))
+    }
+}
+
+/// `devpop validate`.
+pub fn command(args: ValidateArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.client)?;
+    let mut local = Local::new(&args.local, client.is_some())?;
+    let mut settings = args.check.check_settings();
+    let server_store = tempfile::tempdir()?;
+    if let Some(c) = &client {
+        let rules = ServerRules::fetch(c, &local.id, &local.env)?;
+        settings.render.namespace_prefix = rules.namespace_prefix.clone();
+        let (store, missing) = rules.store(&local.packages, server_store.path())?;
+        if !missing.is_empty() {
+            eprintln!(
+                "note: {} has {} that {} not available here: {} validate.sh is not run and an environment using {} cannot be rendered offline (pass --data with a copy of the server's packages, or check on the server with `git push -o dry-run`)",
+                c.base(),
+                missing.join(", "),
+                if missing.len() == 1 { "is" } else { "are" },
+                if missing.len() == 1 { "its" } else { "their" },
+                if missing.len() == 1 { "it" } else { "them" },
+            );
+            // In the catalog, as on the server, so the name check agrees with the push.
+            for name in &missing {
+                if let Some((module, version)) = name.split_once(':') {
+                    std::fs::create_dir_all(server_store.path().join("packages").join(module).join(version))?;
+                }
+            }
+        }
+        local.packages = store;
+    }
+    let namespace = devpop::rendering::naming::namespace(&settings.render.namespace_prefix, &local.id, &local.env);
+    let what = match (args.staged, args.worktree) {
+        (_, true) => What::Worktree,
+        (true, _) => What::Staged,
+        _ => What::Head,
+    };
+    run(Request {
+        dir: &local.dir,
+        env: &local.env,
+        subject: local.subject(),
+        namespace,
+        packages: &local.packages,
+        settings,
+        what,
+        format: args.format,
+    })
+}
 
 /// What is checked.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -356,6 +356,20 @@ impl From<crate::applying::rendered_repo::ApplyError> for HttpError {
     }
 }
 
+impl From<crate::lifecycle::LifecycleError> for HttpError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as E;
+        match &e {
+            E::NoDeployment(_) | E::NoEnvironment { .. } => HttpError::not_found(e.to_string()),
+            E::OtherEnvironment { .. } | E::NotADeploy(_) | E::NotReady { .. } | E::CommitGone(_) => {
+                HttpError::unprocessable("invalid_target", e.to_string())
+            }
+            E::NothingToRestore(_) => HttpError::api(StatusCode::CONFLICT, "nothing_to_restore", e.to_string()),
+            E::Records(_) | E::Repo { .. } => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
 /// Any failure of the server's own, for `map_err` where no typed conversion fits.
 pub fn internal(e: impl std::fmt::Display) -> HttpError {
     HttpError::internal(e.to_string())

@@ -1,0 +1,258 @@
+//! The CLI as a client of a devpop server (`--server URL`, `DEVPOP_SERVER`): its REST API, with
+//! a token from `--token`, `DEVPOP_TOKEN`, or git's credential helper (`git credential fill` for
+//! the server's URL, asked once the server wants a token).
+//!
+//! Each request is bounded in time and in the size of the answer; errors say what the server
+//! answered (its JSON error's message), never a Rust dump.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::args::{ClientArgs, DataArgs};
+
+/// Longest one request may take.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest answer read.
+const MAX_ANSWER: usize = 64 << 20;
+/// The most a list is paged through (pages of 500).
+const MAX_PAGES: usize = 1000;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+pub struct Client {
+    base: String,
+    token: RefCell<Option<String>>,
+    /// git's credential helper was asked already (it is asked at most once).
+    asked_helper: RefCell<bool>,
+    /// The token came from --token or DEVPOP_TOKEN.
+    given_token: bool,
+    runtime: tokio::runtime::Runtime,
+    http: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+}
+
+/// Where a command works: a server, or a data dir on this machine.
+pub enum Where {
+    Server(Box<Client>),
+    Data(PathBuf),
+}
+
+/// The server when one is given, else the data dir, which must exist: a command that needs
+/// one never creates one.
+pub fn where_to(client: &ClientArgs, data: &DataArgs) -> Result<Where> {
+    match Client::new(client)? {
+        Some(c) => Ok(Where::Server(Box::new(c))),
+        None => Ok(Where::Data(data.existing()?)),
+    }
+}
+
+/// A path segment, percent-encoded (names are checked by the server too).
+pub fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `environments/{env}` of an application, as an API path.
+pub fn environment_path(account: &str, application: &str, env: &str) -> String {
+    format!("/api/v1/accounts/{}/applications/{}/environments/{}", seg(account), seg(application), seg(env))
+}
+
+impl Client {
+    /// The client of `--server`, or `None` when none is given.
+    pub fn new(args: &ClientArgs) -> Result<Option<Client>> {
+        let Some(server) = args.server.as_deref().map(str::trim).filter(|s| !s.is_empty()) else { return Ok(None) };
+        let base = server.trim_end_matches('/').to_owned();
+        let uri: hyper::Uri = base
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL; e.g. https://devpop.example.com"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            bail!("--server {server:?}: give an http:// or https:// URL, e.g. https://devpop.example.com");
+        }
+        let tls = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(tls) => tls,
+            Err(e) if uri.scheme_str() == Some("https") => {
+                bail!(
+                    "cannot check {base}'s certificate: this machine's CA certificates: {e} (install ca-certificates)"
+                )
+            }
+            // An http:// server needs no CA certificates (a machine may have none).
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        let https = tls.https_or_http().enable_http1().build();
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let token = args.token.clone().filter(|t| !t.is_empty());
+        let given_token = token.is_some();
+        Ok(Some(Client {
+            base,
+            token: RefCell::new(token),
+            asked_helper: RefCell::new(false),
+            given_token,
+            runtime,
+            http,
+        }))
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A JSON request; the answer's JSON (`null` for an empty answer). A non-2xx answer is an
+    /// error with the server's message.
+    pub fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.call(method, path, body)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.json(Method::GET, path, None)
+    }
+
+    /// Every item of a paged list (`{"items", "total"}`), following `?offset=`.
+    pub fn all(&self, path: &str) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        for _ in 0..MAX_PAGES {
+            let page = self.get(&format!("{path}{sep}limit=500&offset={}", items.len()))?;
+            let got = page["items"].as_array().cloned().unwrap_or_default();
+            let total = page["total"].as_u64().unwrap_or(0) as usize;
+            let n = got.len();
+            items.extend(got);
+            if n == 0 || items.len() >= total {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// A request with a body of `content_type`.
+    pub fn call(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value> {
+        let (status, answer) = self.send(&method, path, body.as_ref())?;
+        let (status, answer) = if status == StatusCode::UNAUTHORIZED && self.credential_from_helper() {
+            self.send(&method, path, body.as_ref())?
+        } else {
+            (status, answer)
+        };
+        let value: Value =
+            if answer.is_empty() { Value::Null } else { serde_json::from_slice(&answer).unwrap_or(Value::Null) };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]["message"]
+            .as_str()
+            .or_else(|| value["message"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&answer[..answer.len().min(500)]).trim().to_owned());
+        if status == StatusCode::UNAUTHORIZED && self.given_token {
+            bail!("{} refused the token given (--token or DEVPOP_TOKEN): {message}", self.base);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "{} wants an API token: pass --token, set DEVPOP_TOKEN, or store it in git's credential helper for {} (the server said: {message})",
+                self.base,
+                self.base
+            );
+        }
+        bail!("{} answered {} to {method} {path}: {message}", self.base, status.as_u16())
+    }
+
+    fn send(&self, method: &Method, path: &str, body: Option<&(&str, Vec<u8>)>) -> Result<(StatusCode, Bytes)> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder().method(method.clone()).uri(&url).header("accept", "application/json");
+        if let Some(token) = self.token.borrow().as_deref() {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let content = match body {
+            Some((ct, bytes)) => {
+                request = request.header(CONTENT_TYPE, *ct);
+                Bytes::from(bytes.clone())
+            }
+            None => Bytes::new(),
+        };
+        let request = request.body(Full::new(content)).with_context(|| format!("{url} is not a usable URL"))?;
+        self.runtime.block_on(async {
+            let exchange = async {
+                let response =
+                    self.http.request(request).await.with_context(|| format!("cannot reach {}", self.base))?;
+                let status = response.status();
+                let body = Limited::new(response.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading the answer of {}: {e}", self.base))?
+                    .to_bytes();
+                Ok::<_, anyhow::Error>((status, body))
+            };
+            tokio::time::timeout(TIMEOUT, exchange).await.with_context(|| {
+                format!("{} did not answer {method} {path} within {}s", self.base, TIMEOUT.as_secs())
+            })?
+        })
+    }
+
+    /// Asks git's credential helper for the server's password (the token), once, when no
+    /// token was given; whether one was found.
+    fn credential_from_helper(&self) -> bool {
+        if self.token.borrow().is_some() || self.asked_helper.replace(true) {
+            return false;
+        }
+        let token = git_credential(&self.base);
+        let found = token.is_some();
+        *self.token.borrow_mut() = token;
+        found
+    }
+}
+
+/// `git credential fill` for `url`: the password a helper has for it, if any. Never prompts.
+pub fn git_credential(url: &str) -> Option<String> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let host = uri.authority()?.as_str().rsplit('@').next()?.to_owned();
+    let input = format!("protocol={}\nhost={host}\n\n", uri.scheme_str()?);
+    let mut child = Command::new("git")
+        .args(["credential", "fill"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("password=").map(str::to_owned))
+        .filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(seg("Production"), "Production");
+        assert_eq!(seg("a/b c?"), "a%2Fb%20c%3F");
+        assert_eq!(environment_path("1", "app", "x/y"), "/api/v1/accounts/1/applications/app/environments/x%2Fy");
+    }
+}
