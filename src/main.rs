@@ -65,6 +65,8 @@ enum Command {
     /// List deployments, or show one (through the server).
     #[command(subcommand)]
     Deployments(cli::deployments::DeploymentsCommand),
+    /// An environment's container logs from a server (cluster target), newest last; --follow.
+    Logs(cli::logs::LogsArgs),
     /// Entry points for the git hooks devpop installs in every repo (git runs these).
     #[command(subcommand)]
     Hook(cli::hook::HookCommand),
@@ -175,6 +177,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Rollback(args) => cli::lifecycle::rollback(args),
         Command::Redeploy(args) => cli::lifecycle::redeploy(args),
         Command::Deployments(cmd) => cli::deployments::run(cmd),
+        Command::Logs(args) => cli::logs::run(args),
         Command::Hook(cmd) => cli::hook::run(cmd),
     }
 }

@@ -147,3 +147,60 @@ fn stand_in_api_a_followed_log_streams_each_new_line_as_it_is_written() {
     api.log("m1-cache-5c4b-fghij", "varnish", "2026-11-30T06:00:11Z", "HIT /d");
     assert_eq!(next_entry()["message"], "HIT /d");
 }
+
+#[test]
+fn stand_in_api_devpops_own_path_and_the_cli_show_the_same_logs() {
+    let api = stand_in();
+    let kubeconfig = api.kubeconfig();
+    let devpop = server(&["--target", "cluster", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let (status, by_id) = get(&devpop, LOGS);
+    assert_eq!(status, 200);
+    let (status, by_name) = get(&devpop, "/api/v1/accounts/1/applications/1/environments/Production/logs");
+    assert_eq!(status, 200);
+    assert_eq!(by_id, by_name);
+    let (status, body) = get(&devpop, "/api/v1/accounts/1/applications/1/environments/Nowhere/logs");
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"].is_string(), "devpop's own error shape: {body}");
+
+    // `devpop logs`: oldest first, as a terminal reads a log.
+    let out = std::process::Command::new(DEVPOP)
+        .args(["logs", "1/1/site", "Production", "--server", &devpop.url, "--module", "private-ingress"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "2026-11-30T06:00:01Z private-ingress/private-ingress-7d9f-abcde/nginx GET / 200\n\
+         2026-11-30T06:00:03Z private-ingress/private-ingress-7d9f-abcde/nginx GET /a 200\n"
+    );
+    // Without a server it says what it needs.
+    let out = std::process::Command::new(DEVPOP)
+        .args(["logs", "1/1/site", "Production"])
+        .env_remove("DEVPOP_SERVER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --server URL"), "{out:?}");
+}
+
+#[test]
+fn stand_in_api_devpop_logs_follow_prints_each_new_line_as_json() {
+    let api = stand_in();
+    let kubeconfig = api.kubeconfig();
+    let devpop = server(&["--target", "cluster", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let mut child = std::process::Command::new(DEVPOP)
+        .args(["logs", "1/1/site", "Production", "--server", &devpop.url])
+        .args(["--module", "m1-cache", "--length", "1", "--follow", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let mut tail = [next()["message"].clone(), next()["message"].clone()];
+    tail.sort_by_key(|m| m.to_string());
+    assert_eq!(tail, [Value::from("MISS /"), Value::from("shipped 2 lines")]);
+    api.log("m1-cache-5c4b-fghij", "varnish", "2026-11-30T06:00:09Z", "HIT /b");
+    assert_eq!(next()["message"], "HIT /b");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

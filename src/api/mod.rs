@@ -62,6 +62,10 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/redeploy",
             axum::routing::post(lifecycle::redeploy),
         )
+        .route(
+            "/api/v1/accounts/{account}/applications/{application}/environments/{environment}/logs",
+            get(aperture::logs_by_name),
+        )
         .route("/api/v1/deployments", get(deployments::list))
         .route("/api/v1/deployments/{id}", get(deployments::get))
         .route("/api/v1/deployments/{id}/events", get(deployments::events))

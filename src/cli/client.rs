@@ -26,6 +26,8 @@ use super::args::{ClientArgs, DataArgs};
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest answer read.
 const MAX_ANSWER: usize = 64 << 20;
+/// The longest line of a followed answer.
+const MAX_LINE: usize = 1 << 20;
 /// The most a list is paged through (pages of 500).
 const MAX_PAGES: usize = 1000;
 
@@ -157,22 +159,77 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
+        Err(self.failure(status, &method, path, &value, &answer))
+    }
+
+    /// What an error answer means, in a sentence: the server's message, and what to do about a
+    /// missing or refused token.
+    fn failure(&self, status: StatusCode, method: &Method, path: &str, value: &Value, answer: &[u8]) -> anyhow::Error {
         let message = value["error"]["message"]
             .as_str()
             .or_else(|| value["message"].as_str())
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&answer[..answer.len().min(500)]).trim().to_owned());
         if status == StatusCode::UNAUTHORIZED && self.given_token {
-            bail!("{} refused the token given (--token or DEVPOP_TOKEN): {message}", self.base);
+            return anyhow::anyhow!("{} refused the token given (--token or DEVPOP_TOKEN): {message}", self.base);
         }
         if status == StatusCode::UNAUTHORIZED {
-            bail!(
+            return anyhow::anyhow!(
                 "{} wants an API token: pass --token, set DEVPOP_TOKEN, or store it in git's credential helper for {} (the server said: {message})",
                 self.base,
                 self.base
             );
         }
-        bail!("{} answered {} to {method} {path}: {message}", self.base, status.as_u16())
+        anyhow::anyhow!("{} answered {} to {method} {path}: {message}", self.base, status.as_u16())
+    }
+
+    /// A GET whose answer is read as it comes, a line at a time (`each` gets every line without
+    /// its newline), for as long as the server sends: a followed log. Only the wait for the
+    /// answer's head is bounded in time; each line is bounded in size.
+    pub fn follow_lines(&self, path: &str, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let mut response = self.head_of(&url, path).await?;
+            // No token yet and the server wants one: git's credential helper, once.
+            if response.status() == StatusCode::UNAUTHORIZED && self.credential_from_helper() {
+                response = self.head_of(&url, path).await?;
+            }
+            let status = response.status();
+            let mut body = response.into_body();
+            if !status.is_success() {
+                let answer = Limited::new(body, MAX_ANSWER).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+                return Err(self.failure(status, &Method::GET, path, &value, &answer));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| anyhow::anyhow!("reading the answer of {}: {e}", self.base))?;
+                let Some(data) = frame.data_ref() else { continue };
+                pending.extend_from_slice(data);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    each(&line[..line.len() - 1])?;
+                }
+                anyhow::ensure!(pending.len() <= MAX_LINE, "{} sent a line over {MAX_LINE} bytes", self.base);
+            }
+            if !pending.is_empty() {
+                each(&pending)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends a GET of `url` and waits (bounded) for the answer's head.
+    async fn head_of(&self, url: &str, path: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let mut request = Request::builder().method(Method::GET).uri(url).header("accept", "application/x-ndjson");
+        if let Some(token) = self.token.borrow().as_deref() {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::new())).with_context(|| format!("{url} is not a usable URL"))?;
+        tokio::time::timeout(TIMEOUT, self.http.request(request))
+            .await
+            .with_context(|| format!("{} did not answer GET {path} within {}s", self.base, TIMEOUT.as_secs()))?
+            .with_context(|| format!("cannot reach {}", self.base))
     }
 
     fn send(&self, method: &Method, path: &str, body: Option<&(&str, Vec<u8>)>) -> Result<(StatusCode, Bytes)> {

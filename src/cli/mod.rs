@@ -11,6 +11,7 @@ pub mod deployments;
 pub mod hook;
 pub mod lifecycle;
 pub mod local;
+pub mod logs;
 pub mod package;
 pub mod render;
 pub mod serve;

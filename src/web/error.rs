@@ -370,6 +370,17 @@ impl From<crate::lifecycle::LifecycleError> for HttpError {
     }
 }
 
+impl From<crate::applying::logs::LogsError> for HttpError {
+    fn from(e: crate::applying::logs::LogsError) -> Self {
+        use crate::applying::logs::LogsError as E;
+        match &e {
+            E::NotHere(_) => HttpError::api(StatusCode::NOT_FOUND, "no_logs_here", e.to_string()),
+            E::BadQuery(_) => HttpError::bad_request("invalid_query", e.to_string()),
+            E::Unavailable(_) => HttpError::api(StatusCode::BAD_GATEWAY, "cluster_unavailable", e.to_string()),
+        }
+    }
+}
+
 /// Any failure of the server's own, for `map_err` where no typed conversion fits.
 pub fn internal(e: impl std::fmt::Display) -> HttpError {
     HttpError::internal(e.to_string())

@@ -1,4 +1,5 @@
-//! `GET .../environment/{environmentName}/logs`: the environment's container logs (every
+//! `GET .../environment/{environmentName}/logs` (and devpop's own
+//! `.../environments/{environment}/logs`): the environment's container logs (every
 //! module's and devpop's own hops'), newest first, as Section's log entries (`timestamp`,
 //! `instanceName`, `message`) plus the `module` and `container` they came from. With
 //! `follow=true`, newline-delimited JSON, one entry per line as it is written. Query:
@@ -13,7 +14,7 @@ use serde::Deserialize;
 
 use super::applications::with_environment;
 use super::{ok, ApiError, Result};
-use crate::applying::logs::{LogQuery, LogsError};
+use crate::applying::logs::LogQuery;
 use crate::web::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -26,28 +27,36 @@ pub struct LogsParams {
     follow: bool,
 }
 
-impl From<LogsError> for ApiError {
-    fn from(e: LogsError) -> Self {
-        let status = match e {
-            LogsError::NotHere(_) => StatusCode::NOT_FOUND,
-            LogsError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            LogsError::Unavailable(_) => StatusCode::BAD_GATEWAY,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
+/// At Aperture's path (`/account/{accountId}/application/{applicationId}/...`: ids).
 pub async fn logs(
     State(state): State<AppState>,
     Path(names): Path<(String, String, String)>,
     Query(params): Query<LogsParams>,
 ) -> Result<Response> {
-    let query = LogQuery::new(params.module_name.as_deref(), params.length)?;
-    let prefix = state.settings.hook.checks.render.namespace_prefix.clone();
-    let namespace = with_environment(&state, names, move |_, _, id, _, env, _| {
-        Ok(crate::rendering::naming::namespace(&prefix, id, env))
+    let (id, env) = with_environment(&state, names, |_, _, id, _, env, _| Ok((id.clone(), env.to_owned()))).await?;
+    answer(&state, &id, &env, params).await
+}
+
+/// At devpop's own path (`/accounts/{account}/applications/{application}/...`: names).
+pub async fn logs_by_name(
+    State(state): State<AppState>,
+    Path((account, application, env)): Path<(String, String, String)>,
+    Query(params): Query<LogsParams>,
+) -> Result<Response> {
+    let id = crate::web::query::application_id(&state, &account, &application)?;
+    let (st, rid, name) = (state.clone(), id.clone(), env.clone());
+    crate::web::query::blocking(move || {
+        let repo = git2::Repository::open_bare(st.repos.path(&rid)).map_err(crate::web::error::internal)?;
+        st.edits(&repo, &rid).head(&name)?;
+        Ok(())
     })
     .await?;
+    answer(&state, &id, &env, params).await
+}
+
+async fn answer(state: &AppState, id: &crate::names::RepoId, env: &str, params: LogsParams) -> Result<Response> {
+    let query = LogQuery::new(params.module_name.as_deref(), params.length)?;
+    let namespace = crate::rendering::naming::namespace(&state.settings.hook.checks.render.namespace_prefix, id, env);
     let target = state.deployer.target();
     if !params.follow {
         return Ok(ok(target.logs(&namespace, &query).await?));

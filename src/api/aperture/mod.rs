@@ -21,6 +21,7 @@ mod logs;
 mod routes;
 mod unsupported;
 
+pub use logs::logs_by_name;
 pub use routes::routes;
 
 use std::collections::BTreeMap;
