@@ -82,11 +82,16 @@ pub(crate) fn audit_action(
     target: &str,
     detail: &str,
 ) {
-    let who = match principal {
+    let who = actor(principal);
+    state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
+}
+
+/// Who a principal is in records (deployments, the audit log): its token's id, or `local`.
+pub(crate) fn actor(principal: &crate::auth::Principal) -> String {
+    match principal {
         crate::auth::Principal::Local => "local".to_owned(),
         crate::auth::Principal::Token { id, .. } => id.clone(),
-    };
-    state.audit.record(&who, Some(peer.ip().to_string()), action, account, target, detail);
+    }
 }
 
 pub(crate) fn api_err(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {

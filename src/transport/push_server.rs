@@ -19,6 +19,17 @@ pub struct InServer {
     pub runtime: tokio::runtime::Handle,
 }
 
+impl InServer {
+    /// A deployment's links: its console page (what a push prints first) and its API resource.
+    fn queued(&self, id: u64) -> Queued {
+        Queued {
+            id,
+            url: crate::console::deployment_page_url(&self.base_url, id),
+            api_url: crate::api::deployment_url(&self.base_url, id),
+        }
+    }
+}
+
 impl PushServer for InServer {
     fn pusher(&self) -> &str {
         &self.pusher
@@ -26,7 +37,7 @@ impl PushServer for InServer {
 
     fn reserve(&self, request: NewDeployment, rendered: Option<crate::rendering::Rendered>) -> Result<Queued, String> {
         let id = self.deployer.reserve(&self.push, request, rendered).map_err(|e| e.to_string())?;
-        Ok(Queued { id, url: crate::api::deployment_url(&self.base_url, id) })
+        Ok(self.queued(id))
     }
 
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool {
@@ -37,7 +48,7 @@ impl PushServer for InServer {
 
     fn submit(&self, request: NewDeployment) -> Result<Queued, String> {
         let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request)).map_err(|e| e.to_string())?;
-        Ok(Queued { id: d.id, url: crate::api::deployment_url(&self.base_url, d.id) })
+        Ok(self.queued(d.id))
     }
 
     fn deployment(&self, id: u64) -> Option<Deployment> {

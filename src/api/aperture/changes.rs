@@ -78,21 +78,91 @@ fn environment_mut<'a>(config: &'a mut Value, env: &str) -> Result<&'a mut Map<S
 }
 
 /// A change made: the commit and its deployment.
-struct Change {
-    commit: Oid,
-    deployment: u64,
+pub struct Change {
+    pub commit: Oid,
+    pub deployment: u64,
 }
 
-/// The new content of one file.
-struct Edit {
-    path: Vec<String>,
-    content: Vec<u8>,
-    message: String,
+/// The files a change writes (content) or removes (`None`: the file or folder goes), and its
+/// commit message. Paths are components, each checked by the maker (see [`file_path`]).
+pub struct Edit {
+    pub files: Vec<(Vec<String>, Option<Vec<u8>>)>,
+    pub message: String,
+}
+
+impl Edit {
+    fn one(path: Vec<String>, content: Vec<u8>, message: String) -> Self {
+        Edit { files: vec![(path, Some(content))], message }
+    }
+}
+
+/// A commit on top of `parent` with each of `files` written or removed (a folder left empty
+/// goes too); every other file stays as it is.
+fn commit_files(
+    repo: &Repository,
+    parent: &git2::Commit,
+    files: &[(Vec<String>, Option<Vec<u8>>)],
+    sig: &git2::Signature,
+    message: &str,
+) -> std::result::Result<Oid, git2::Error> {
+    /// The tree `tree` with `path` set to `blob` (or removed); `None` when it ends up empty.
+    fn put(
+        repo: &Repository,
+        tree: Option<&git2::Tree>,
+        path: &[String],
+        blob: Option<Oid>,
+    ) -> std::result::Result<Option<Oid>, git2::Error> {
+        let mut builder = repo.treebuilder(tree)?;
+        match (path, blob) {
+            ([file], Some(blob)) => {
+                builder.insert(file, blob, 0o100644)?;
+            }
+            ([file], None) => {
+                if builder.get(file)?.is_some() {
+                    builder.remove(file)?;
+                }
+            }
+            ([dir, rest @ ..], _) => {
+                let sub = match tree.and_then(|t| t.get_name(dir)) {
+                    Some(e) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                    Some(_) => return Err(git2::Error::from_str(&format!("{dir} is a file, not a folder"))),
+                    None if blob.is_none() => return Ok(tree.map(git2::Tree::id)),
+                    None => None,
+                };
+                match put(repo, sub.as_ref(), rest, blob)? {
+                    Some(id) => {
+                        builder.insert(dir, id, 0o040000)?;
+                    }
+                    None => {
+                        if builder.get(dir)?.is_some() {
+                            builder.remove(dir)?;
+                        }
+                    }
+                }
+            }
+            ([], _) => return Err(git2::Error::from_str("empty path")),
+        }
+        if builder.is_empty() {
+            return Ok(None);
+        }
+        builder.write().map(Some)
+    }
+    let mut tree = parent.tree()?;
+    for (path, content) in files {
+        let blob = content.as_deref().map(|c| repo.blob(c)).transpose()?;
+        let id = match put(repo, Some(&tree), path, blob)? {
+            Some(id) => id,
+            None => repo.treebuilder(None)?.write()?,
+        };
+        tree = repo.find_tree(id)?;
+    }
+    repo.commit(None, sig, sig, message, &tree, &[parent])
 }
 
 /// Commits what `make` returns on top of the environment's branch, checks it like a push and,
 /// when accepted, moves the branch and deploys it. `make` returning `None` changes nothing.
-async fn commit_change(
+/// The one path of every change to an environment's files (the API's and the console's).
+pub async fn commit_change(
     state: &AppState,
     principal: &Principal,
     peer: std::net::SocketAddr,
@@ -106,9 +176,7 @@ async fn commit_change(
         let Some(edit) = make(repo, head, env)? else { return Ok(None) };
         let parent = repo.find_commit(head).map_err(super::internal)?;
         let sig = git2::Signature::now(&who, &email).map_err(super::internal)?;
-        let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-        let commit =
-            own::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message).map_err(super::internal)?;
+        let commit = commit_files(repo, &parent, &edit.files, &sig, &edit.message).map_err(super::internal)?;
         let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
         let checked = own::check_and_move(st, repo, id, env, commit, Some(head), &log)?;
         if !checked.accepted {
@@ -134,7 +202,8 @@ async fn commit_change(
     Ok(Some(Change { commit, deployment: d.id }))
 }
 
-fn pretty(value: &Value) -> Vec<u8> {
+/// section.config.json as the API writes it.
+pub fn pretty(value: &Value) -> Vec<u8> {
     let mut text = serde_json::to_string_pretty(value).expect("JSON serialises");
     text.push('\n');
     text.into_bytes()
@@ -161,7 +230,7 @@ async fn change_config(
             return Ok(None);
         }
         let message = format!("{action} on {env} through the API\n");
-        Ok(Some(Edit { path: vec![config::FILE.to_owned()], content: pretty(&config), message }))
+        Ok(Some(Edit::one(vec![config::FILE.to_owned()], pretty(&config), message)))
     })
     .await?;
     let config = after.lock().expect("config").clone();
@@ -219,6 +288,12 @@ fn file_path(headers: &HeaderMap) -> Result<Vec<String>> {
         .ok_or_else(|| ApiError::bad("send the file to change in the filepath header"))?
         .to_str()
         .map_err(|_| ApiError::bad("the filepath header is not text"))?;
+    repo_path(raw)
+}
+
+/// The components of a path inside the repo (relative, no `.`, `..` or `.git` component,
+/// bounded), or 400 saying how to write one.
+pub fn repo_path(raw: &str) -> Result<Vec<String>> {
     let parts: Vec<&str> = raw.split('/').collect();
     let bad = raw.len() > MAX_PATH_BYTES
         || parts.len() > MAX_PATH_COMPONENTS
@@ -259,7 +334,7 @@ pub async fn update_file(
             return Ok(None);
         }
         let message = format!("Patch {shown} on {env} through the API\n");
-        Ok(Some(Edit { path, content: pretty(&doc), message }))
+        Ok(Some(Edit::one(path, pretty(&doc), message)))
     })
     .await?;
     let d = change.as_ref().map(|c| c.deployment);
@@ -482,7 +557,7 @@ struct OutagePage {
 }
 
 /// The `.html` files at the top of `outage_pages/` in the commit `head`.
-fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
+pub fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
     let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(super::internal)?;
     let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
     let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };
