@@ -72,10 +72,10 @@ pub fn cause(pusher: &str, action: Action, commit: Option<&Commit>) -> Cause {
         "reconcile"
     } else if why.is_some_and(|w| w.starts_with("restoring")) {
         "restore"
-    } else if why.is_some_and(|w| w.starts_with("rollback")) || subject.starts_with("Roll back ") {
-        "rollback"
     } else if why == Some("redeploy") {
         "redeploy"
+    } else if why.is_some_and(|w| w.starts_with("rollback")) || subject.starts_with("Roll back ") {
+        "rollback"
     } else if pushed {
         "push"
     } else if subject.starts_with("Create environment ") {
@@ -160,6 +160,8 @@ mod tests {
         assert_eq!(c("tok_x (rollback to deployment 3)", Action::Deploy, None), ("rollback", "tok_x".into()));
         assert_eq!(c("dev@10.0.0.1", Action::Deploy, Some("Roll back Production to deployment 2")).0, "rollback");
         assert_eq!(c("local (redeploy)", Action::Deploy, None), ("redeploy", "local".into()));
+        // A redeploy of a rollback's commit is a redeploy.
+        assert_eq!(c("local (redeploy)", Action::Deploy, Some("Roll back Production to deployment 2")).0, "redeploy");
         assert_eq!(c("tok_x", Action::Deploy, Some("egress.set on Production through the API")).0, "edit");
         let console = Commit { subject: "Tune the cache".into(), from_console: true };
         assert_eq!(cause("tok_x", Action::Deploy, Some(&console)).action, "console edit");
