@@ -120,6 +120,20 @@ impl Browser {
         last
     }
 
+    /// At a phone's width (390 px), the page needs no sideways scrolling.
+    fn assert_fits_a_phone(&self) {
+        self.cmd("POST", "/window/rect", json!({"width": 390, "height": 844}));
+        let widths = self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": "return [document.documentElement.scrollWidth, window.innerWidth]", "args": []}),
+        );
+        self.cmd("POST", "/window/rect", json!({"width": 1280, "height": 1000}));
+        let (page, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(window <= 400, "the window became phone-sized: {window}");
+        assert!(page <= window, "{}: {page} px wide in a {window} px window", self.url());
+    }
+
     /// With `DEVPOP_SCREENSHOTS` set, saves the page as `<name>.png` at 1280 px and
     /// `<name>-phone.png` at 390 px wide (whole page height), then restores the window.
     fn screenshots(&self, name: &str) {
@@ -127,7 +141,11 @@ impl Browser {
         use base64::Engine;
         for (width, suffix) in [(1280, ""), (390, "-phone")] {
             self.cmd("POST", "/window/rect", json!({"width": width, "height": 900}));
-            let height = self.cmd("POST", "/execute/sync", json!({"script": "return document.documentElement.scrollHeight", "args": []}));
+            let height = self.cmd(
+                "POST",
+                "/execute/sync",
+                json!({"script": "return document.documentElement.scrollHeight", "args": []}),
+            );
             let height = height.as_u64().unwrap_or(900).clamp(600, 2400);
             self.cmd("POST", "/window/rect", json!({"width": width, "height": height}));
             let png = self.cmd("GET", "/screenshot", Value::Null);
@@ -285,6 +303,7 @@ fn pages_show_local_relative_times_commit_subjects_environment_states_and_urls_a
     let exact = b.property("#main .card time", "title");
     let year = b.property("#main .card time", "dateTime")[..4].to_owned();
     assert!(exact.contains(&year) && exact.contains(':'), "the exact time on hover: {exact:?}");
+    b.assert_fits_a_phone();
     b.screenshots("deployment");
 
     // The list: each environment's state and last deployment; a never-deployed one looks different.
@@ -293,6 +312,7 @@ fn pages_show_local_relative_times_commit_subjects_environment_states_and_urls_a
     assert!(shop.contains("ready") && shop.contains(&format!("deployment {id}")), "{shop}");
     assert_eq!(b.text("tr[data-app=idle] li[data-env=Production] .badge"), "never deployed");
     assert!(b.exists("tr[data-app=idle] .badge.never") && !b.exists("tr[data-app=shop] .badge.never"));
+    b.assert_fits_a_phone();
     b.screenshots("applications");
 
     // The application: the environment's URL (its Ingress host), commit subjects by hashes.
@@ -301,6 +321,7 @@ fn pages_show_local_relative_times_commit_subjects_environment_states_and_urls_a
     assert!(env_url.starts_with("http://section-shop-") && env_url.ends_with(".devpop.localhost/"), "{env_url}");
     let history = b.text("table");
     assert!(history.contains("Serve the sample site") && history.contains("push anonymous"), "{history}");
+    b.assert_fits_a_phone();
     b.screenshots("application");
     b.goto(&format!("{}/console/packages", devpop.url));
     b.screenshots("packages");
@@ -313,7 +334,7 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
     let b = Browser::start();
     b.goto(&environment_page(&devpop, "shop", "Production"));
     assert_eq!(b.property("#origin-form input[name=address]", "value"), "origin.example.com");
-    b.screenshots("environment");
+    b.assert_fits_a_phone();
 
     // Keyboard only: clear the field, type, Enter.
     b.clear("#origin-form input[name=address]");
@@ -325,7 +346,10 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
     assert!(b.text("#subject").starts_with("egress.set on Production"), "{}", b.text("#subject"));
     let d = wait_deployment(&devpop, id);
     assert_eq!(d["state"], "ready", "{d}");
-    assert!(rendered_has(&devpop, "shop", "Production", "new-origin.example.com"), "the rendered egress has the new origin");
+    assert!(
+        rendered_has(&devpop, "shop", "Production", "new-origin.example.com"),
+        "the rendered egress has the new origin"
+    );
     assert!(!rendered_has(&devpop, "shop", "Production", "origin.example.com;"), "and not the old one");
 
     // A refused edit: nothing changes, the checks' diagnostic is next to the field, what was
@@ -338,6 +362,7 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
     assert!(error.contains("environments.Production.origin.address"), "{error}");
     assert_eq!(b.property("#origin-form input[name=address]", "value"), "http://bad.example.com/");
     assert_eq!(server_branch(&devpop.repo_path("9999", "shop", "shop"), "Production"), before, "nothing committed");
+    b.assert_fits_a_phone();
     b.screenshots("environment-refused");
 
     // IP restrictions and domains through their forms too.
@@ -371,6 +396,7 @@ fn an_advanced_config_edit_shows_its_diff_then_commits_and_a_refused_one_shows_t
     let diff = b.wait_text("#diff", |t| !t.is_empty());
     assert!(diff.contains("-        \"host_header\": \"origin.example.com\""), "{diff}");
     assert!(diff.contains("+        \"host_header\": \"edited.example.com\""), "{diff}");
+    b.assert_fits_a_phone();
     b.screenshots("files");
     b.type_into("input[name=message]", "Send the edited Host header");
     b.click("button[value=commit]");
@@ -423,6 +449,7 @@ fn adding_example_simple_from_the_console_commits_its_default_config_and_the_dep
     b.goto(&environment_page(&devpop, "shop", "Production"));
     let stack = b.text("#stack");
     assert!(stack.find("cache").unwrap() < stack.find("example").unwrap(), "{stack}");
+    b.screenshots("environment");
     b.click("button[aria-label='Remove example']");
     on_deployment_page(&b);
     b.goto(&environment_page(&devpop, "shop", "Production"));
@@ -451,8 +478,11 @@ fn rollback_redeploy_and_deletes_run_from_the_console_after_a_confirmation_attri
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     devpop.create_app("9999", "shop", "shop");
-    let url = format!("{}/account/9999/application/shop/shop.git", devpop.url)
-        .replacen("http://", &format!("http://section-token:{token}@"), 1);
+    let url = format!("{}/account/9999/application/shop/shop.git", devpop.url).replacen(
+        "http://",
+        &format!("http://section-token:{token}@"),
+        1,
+    );
     let (_dir, work) = clone(&url);
     std::fs::write(work.join("notes.txt"), "one\n").unwrap();
     commit_all(&work, "First notes");
@@ -472,6 +502,7 @@ fn rollback_redeploy_and_deletes_run_from_the_console_after_a_confirmation_attri
     b.goto(&environment_page(&devpop, "shop", "Production"));
     b.click(&format!("a[aria-label='Roll back to deployment {first}']"));
     assert!(b.text("#confirm").contains(&format!("deployment {first}")));
+    b.assert_fits_a_phone();
     b.screenshots("confirm");
     b.click("#confirm button[type=submit]");
     let rollback = on_deployment_page(&b);
@@ -540,6 +571,9 @@ fn the_logs_page_of_the_render_only_target_says_logs_live_where_the_manifests_ar
     b.goto(&environment_page(&devpop, "shop", "Production"));
     b.click("a[href$='/logs']");
     let logs = b.wait_text("#logs", |t| !t.is_empty());
-    assert!(logs.contains("render-only target") && logs.contains("Logs live where the manifests are applied"), "{logs}");
+    assert!(
+        logs.contains("render-only target") && logs.contains("Logs live where the manifests are applied"),
+        "{logs}"
+    );
     assert!(logs.contains("kubectl logs -n section-shop-"), "{logs}");
 }

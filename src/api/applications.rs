@@ -369,7 +369,10 @@ pub async fn create_environment(
         Ok(commit)
     })
     .await?;
-    let d = state.deployer.submit(request(&id, &name, commit.to_string(), Action::Deploy, &super::actor(&principal))).await?;
+    let d = state
+        .deployer
+        .submit(request(&id, &name, commit.to_string(), Action::Deploy, &super::actor(&principal)))
+        .await?;
     let (st, rid) = (state.clone(), id.clone());
     let environment = blocking(move || Ok(environment_of(&st, &rid, &name, commit))).await?;
     let name = &environment.name;
@@ -552,7 +555,8 @@ pub async fn delete_environment(
         Ok(head)
     })
     .await?;
-    let d = state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, &super::actor(&principal))).await?;
+    let d =
+        state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, &super::actor(&principal))).await?;
     audit_action(
         &state,
         &principal,

@@ -135,13 +135,18 @@ pub async fn confirmed(
             .map(|d| Redirect::to(&format!("/console/deployments/{d}")).into_response()),
         _ => {
             let names = Path((account.clone(), application.clone(), env.clone()));
-            crate::api::applications::delete_environment(State(state.clone()), Extension(principal), ConnectInfo(peer), names)
-                .await
-                .map(|(_, Json(v))| match v["deployment"].as_u64() {
-                    Some(d) => Redirect::to(&format!("/console/deployments/{d}")).into_response(),
-                    None => Redirect::to("/console").into_response(),
-                })
-                .map_err(LifecycleError::from)
+            crate::api::applications::delete_environment(
+                State(state.clone()),
+                Extension(principal),
+                ConnectInfo(peer),
+                names,
+            )
+            .await
+            .map(|(_, Json(v))| match v["deployment"].as_u64() {
+                Some(d) => Redirect::to(&format!("/console/deployments/{d}")).into_response(),
+                None => Redirect::to("/console").into_response(),
+            })
+            .map_err(LifecycleError::from)
         }
     };
     match done {

@@ -98,7 +98,8 @@ async fn render(state: &AppState, id: RepoId, env: String, refusal: Refusal) -> 
             .flatten()
             .map(|(name, o)| format!("{name} {}", o["address"].as_str().unwrap_or("")))
             .collect();
-        let ips: Vec<&str> = settings["ip_blacklist"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let ips: Vec<&str> =
+            settings["ip_blacklist"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.clone());
         let (deployments, _) = st
             .deployer
@@ -106,7 +107,8 @@ async fn render(state: &AppState, id: RepoId, env: String, refusal: Refusal) -> 
             .page(&crate::records::Filter::environment(&key), 0, DEPLOYMENTS_SHOWN)
             .map_err(internal)?;
         let head_hex = head.to_string();
-        let commits = view::commits(&repo, deployments.iter().map(|d| d.request.commit.as_str()).chain([head_hex.as_str()]));
+        let commits =
+            view::commits(&repo, deployments.iter().map(|d| d.request.commit.as_str()).chain([head_hex.as_str()]));
         let subject = commits.get(&head_hex).map(|c| c.subject.clone()).unwrap_or_default();
         let deployments: Vec<Row> = deployments.into_iter().map(|d| Row::new(d, &commits)).collect();
         let packages = st.packages.catalog().all();
@@ -220,7 +222,13 @@ pub async fn save_setting(
 }
 
 /// The origin or the alternate origins: Aperture's egress, read, changed, written back.
-async fn egress(state: &AppState, caller: Caller, names: Names, form: &str, fields: &Fields) -> Result<Response, ApiError> {
+async fn egress(
+    state: &AppState,
+    caller: Caller,
+    names: Names,
+    form: &str,
+    fields: &Fields,
+) -> Result<Response, ApiError> {
     let current = changes::read_setting::<EgressSetting>(State(state.clone()), Path(names.clone())).await?;
     let mut egress = json_of(current).await?;
     let origins = egress["origins"].as_object_mut().ok_or_else(|| bad("the environment has no origins"))?;
@@ -245,12 +253,10 @@ async fn egress(state: &AppState, caller: Caller, names: Names, form: &str, fiel
                     o["address"] = address.into();
                     origins.insert(name.to_owned(), o);
                 }
-                _ => {
-                    return Err(bad(format!(
-                        "line {}: write one alternate origin per line as `name address` (like `images images.example.com`)",
-                        n + 1
-                    )))
-                }
+                _ => return Err(bad(format!(
+                    "line {}: write one alternate origin per line as `name address` (like `images images.example.com`)",
+                    n + 1
+                ))),
             }
         }
     }
@@ -278,9 +284,8 @@ pub async fn change_module(
     let package = field(&fields, "package").to_owned();
     let packages = state.packages.clone();
     let made = changes::commit_change(&state, &principal, peer, names, "module.change", move |repo, head, env| {
-        let mut config = changes::read_config(repo, head).ok_or_else(|| {
-            bad("section.config.json is missing or not JSON: fix it in Advanced config first")
-        })?;
+        let mut config = changes::read_config(repo, head)
+            .ok_or_else(|| bad("section.config.json is missing or not JSON: fix it in Advanced config first"))?;
         let chain = config["proxychain"]
             .as_array_mut()
             .ok_or_else(|| bad("section.config.json has no proxychain list: fix it in Advanced config first"))?;
@@ -525,7 +530,10 @@ pub async fn save_file(
         if head.to_string() != base {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("the environment changed since you opened {path} (now at {}); review the file again", crate::records::short(&head.to_string())),
+                format!(
+                    "the environment changed since you opened {path} (now at {}); review the file again",
+                    crate::records::short(&head.to_string())
+                ),
             ));
         }
         let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
@@ -533,7 +541,10 @@ pub async fn save_file(
         if before.is_some_and(|b| b.content() == content.as_bytes()) {
             return Ok(None);
         }
-        Ok(Some(Edit { files: vec![(components, Some(content.into_bytes()))], message: format!("{subject}\n\n{CONSOLE_TRAILER}\n") }))
+        Ok(Some(Edit {
+            files: vec![(components, Some(content.into_bytes()))],
+            message: format!("{subject}\n\n{CONSOLE_TRAILER}\n"),
+        }))
     })
     .await;
     match made {

@@ -79,7 +79,8 @@ pub async fn rollback(
     new.validation = checked.lines;
     let d = state.deployer.submit(new).await.map_err(HttpError::from)?;
     let target_name = format!("{}/{}/{env}", id.application, id.repo);
-    let detail = format!("to deployment {to} (commit {}), deployment {}", crate::records::short(&target.request.commit), d.id);
+    let detail =
+        format!("to deployment {to} (commit {}), deployment {}", crate::records::short(&target.request.commit), d.id);
     audit_action(state, principal, peer, "rollback", &id.account, &target_name, &detail);
     Ok(d.id)
 }
@@ -99,8 +100,20 @@ pub async fn redeploy(
     })
     .await?;
     let who = format!("{} (redeploy)", actor(principal));
-    let d = state.deployer.submit(request(id, env, head.to_string(), Action::Deploy, &who)).await.map_err(HttpError::from)?;
+    let d = state
+        .deployer
+        .submit(request(id, env, head.to_string(), Action::Deploy, &who))
+        .await
+        .map_err(HttpError::from)?;
     let target = format!("{}/{}/{env}", id.application, id.repo);
-    audit_action(state, principal, peer, "redeploy", &id.account, &target, &format!("commit {}, deployment {}", crate::records::short(&head.to_string()), d.id));
+    audit_action(
+        state,
+        principal,
+        peer,
+        "redeploy",
+        &id.account,
+        &target,
+        &format!("commit {}, deployment {}", crate::records::short(&head.to_string()), d.id),
+    );
     Ok(d.id)
 }

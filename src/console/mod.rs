@@ -37,7 +37,10 @@ pub fn routes() -> Router<AppState> {
             "/console/accounts/{account}/applications/{application}/delete",
             get(confirm::delete_application_page).post(confirm::delete_application),
         )
-        .route("/console/accounts/{account}/applications/{application}/environments/{env}", get(environment::environment_page))
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}",
+            get(environment::environment_page),
+        )
         .route(
             "/console/accounts/{account}/applications/{application}/environments/{env}/settings/{form}",
             post(environment::save_setting),
@@ -316,7 +319,9 @@ mod tests {
     #[test]
     fn every_console_template_parses() {
         let t = super::templates();
-        for name in ["applications.html", "application.html", "environment.html", "files.html", "confirm.html", "logs.html"] {
+        for name in
+            ["applications.html", "application.html", "environment.html", "files.html", "confirm.html", "logs.html"]
+        {
             assert!(t.get_template(name).is_ok(), "{name}");
         }
     }
