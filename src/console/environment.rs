@@ -426,13 +426,9 @@ async fn render_files(
     }
     v.entries = listing;
     match file {
-        Some(Ok(text)) => {
-            if v.content.is_none() {
-                v.content = Some(text);
-            }
-        }
+        Some(Ok(text)) if v.content.is_none() => v.content = Some(text),
         Some(Err(why)) => v.not_editable = Some(why),
-        None => {}
+        _ => {}
     }
     let parts: Vec<(String, String)> = {
         let mut acc = String::new();
