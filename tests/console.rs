@@ -380,7 +380,8 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
 }
 
 #[test]
-fn an_advanced_config_edit_shows_its_diff_then_commits_and_a_refused_one_shows_the_diagnostics_inline() {
+fn an_advanced_config_edit_shows_its_diff_then_commits_a_new_outage_page_is_engaged_and_a_refused_edit_shows_diagnostics_inline(
+) {
     let devpop = Devpop::start();
     devpop.create_app("9999", "shop", "shop");
     let b = Browser::start();
@@ -406,6 +407,28 @@ fn an_advanced_config_edit_shows_its_diff_then_commits_and_a_refused_one_shows_t
     assert_eq!(b.text("#cause"), "console edit by local");
     assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
     assert!(rendered_has(&devpop, "shop", "Production", "edited.example.com"));
+
+    // A new file in a new folder (an outage page), then engaged from the settings: the rendered
+    // egress answers every request with it.
+    b.goto(&format!("{}/files", environment_page(&devpop, "shop", "Production")));
+    b.type_into("input[name=path]", "outage_pages/maintenance.html\u{E007}");
+    b.type_into("textarea[name=content]", "<h1>Back soon</h1>\n");
+    b.click("button[value=review]");
+    assert!(b.wait_text("#diff", |t| !t.is_empty()).contains("+<h1>Back soon</h1>"));
+    b.click("button[value=commit]");
+    let id = on_deployment_page(&b);
+    assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    b.click("#outage button[type=submit]");
+    let id = on_deployment_page(&b);
+    assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
+    assert!(rendered_has(&devpop, "shop", "Production", "return 503;"), "the engaged page is served");
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    assert_eq!(b.text("#outage-engaged"), "maintenance.html");
+    b.click("#outage button[type=submit]");
+    let id = on_deployment_page(&b);
+    assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
+    assert!(!rendered_has(&devpop, "shop", "Production", "return 503;"), "disengaged");
 
     // Broken JSON: refused by the push's checks, shown in the editor, nothing committed.
     let before = server_branch(&devpop.repo_path("9999", "shop", "shop"), "Production");

@@ -253,10 +253,12 @@ async fn egress(
                     o["address"] = address.into();
                     origins.insert(name.to_owned(), o);
                 }
-                _ => return Err(bad(format!(
+                _ => {
+                    return Err(bad(format!(
                     "line {}: write one alternate origin per line as `name address` (like `images images.example.com`)",
                     n + 1
-                ))),
+                )))
+                }
             }
         }
     }
@@ -392,7 +394,11 @@ async fn render_files(
         let entry = if path.is_empty() {
             None
         } else {
-            Some(tree.get_path(std::path::Path::new(&path)).map_err(|_| not_found(format!("{name} has no {path}")))?)
+            match tree.get_path(std::path::Path::new(&path)) {
+                Ok(e) => Some(e),
+                // A new file: an empty editor (the commit makes its folders).
+                Err(_) => return Ok((head.to_string(), None, Some(Ok(String::new())))),
+            }
         };
         let folder = match &entry {
             None => Some(tree.clone()),
@@ -533,7 +539,11 @@ pub async fn save_file(
             ));
         }
         let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
-        let before = tree.get_path(std::path::Path::new(&path)).ok().and_then(|e| repo.find_blob(e.id()).ok());
+        let entry = tree.get_path(std::path::Path::new(&path)).ok();
+        if entry.as_ref().is_some_and(|e| e.kind() != Some(ObjectType::Blob)) {
+            return Err(bad(format!("{path} is a folder: name a file inside it (like {path}/new-file.conf)")));
+        }
+        let before = entry.and_then(|e| repo.find_blob(e.id()).ok());
         if before.is_some_and(|b| b.content() == content.as_bytes()) {
             return Ok(None);
         }
