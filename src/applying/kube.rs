@@ -109,6 +109,11 @@ impl KubeCluster {
         }
     }
 
+    /// The client, for reading the cluster's logs (`applying::logs`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// How often rollouts are checked (tests use a short one).
     pub fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;

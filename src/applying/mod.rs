@@ -7,6 +7,7 @@
 
 pub mod deployer;
 pub mod kube;
+pub mod logs;
 pub mod memory;
 pub mod rendered_repo;
 

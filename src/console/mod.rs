@@ -58,6 +58,10 @@ pub fn routes() -> Router<AppState> {
             get(environment::logs_page),
         )
         .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/logs/stream",
+            get(environment::logs_stream),
+        )
+        .route(
             "/console/accounts/{account}/applications/{application}/environments/{env}/do/{action}",
             get(confirm::confirm_page).post(confirm::confirmed),
         )
