@@ -599,6 +599,13 @@ fn the_logs_page_of_the_render_only_target_says_logs_live_where_the_manifests_ar
         "{logs}"
     );
     assert!(logs.contains("kubectl logs -n section-shop-"), "{logs}");
+    // An environment that does not exist is a console error page, not the API's JSON.
+    for page in ["", "/files", "/logs"] {
+        let path = format!("/console/accounts/9999/applications/shop/environments/Nope{page}");
+        let r = http(&devpop.addr(), "GET", &path, &[], b"");
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.text().contains("has no environment Nope") && !r.text().starts_with('{'), "{path}: {}", r.text());
+    }
 }
 
 /// A mocked Kubernetes API server over HTTP (no API server can run here): it lists two devpop

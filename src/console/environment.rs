@@ -51,6 +51,11 @@ pub fn environment_host(state: &AppState, id: &RepoId, env: &str) -> String {
     format!("{}.{}", crate::rendering::naming::namespace(&render.namespace_prefix, id, env), render.ingress_domain)
 }
 
+/// An API error (JSON) as a console error page (text).
+fn as_page(e: HttpError) -> HttpError {
+    HttpError::new(e.status, e.message)
+}
+
 /// A form's refusal: which form, the lines to show next to it, what was typed.
 #[derive(Default)]
 struct Refusal {
@@ -147,7 +152,7 @@ pub async fn environment_page(
     Path((account, application, env)): Path<Names>,
 ) -> Result<Response, HttpError> {
     let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
-    render(&state, id, env, Refusal::default()).await
+    render(&state, id, env, Refusal::default()).await.map_err(as_page)
 }
 
 /// Where a change leads: its deployment's page, or back to the environment when it changed
@@ -472,7 +477,7 @@ pub async fn files_page(
     if !path.is_empty() {
         changes::repo_path(&path).map_err(|e| HttpError::new(e.status, e.message))?;
     }
-    render_files(&state, &id, &env, FilesView { path, ..FilesView::default() }, StatusCode::OK).await
+    render_files(&state, &id, &env, FilesView { path, ..FilesView::default() }, StatusCode::OK).await.map_err(as_page)
 }
 
 /// Reviews (the diff) or commits an edited file.
@@ -577,7 +582,8 @@ pub async fn logs_page(
         environment_head(&repo, &rid.account, &rid.application, &name)?;
         describe(&st, &rid)
     })
-    .await?;
+    .await
+    .map_err(as_page)?;
     let render = &state.settings.hook.checks.render;
     let namespace = crate::rendering::naming::namespace(&render.namespace_prefix, &id, &env);
     let render_only = state.settings.target == TargetSettings::RenderOnly;
