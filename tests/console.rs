@@ -365,6 +365,13 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
     b.assert_fits_a_phone();
     b.screenshots("environment-refused");
 
+    // A form posted from another site is refused, and changes nothing.
+    let form = [("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://evil.example")];
+    let path = "/console/accounts/9999/applications/shop/environments/Production/settings/origin";
+    let r = http(&devpop.addr(), "POST", path, &form, b"address=evil.example.com");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(server_branch(&devpop.repo_path("9999", "shop", "shop"), "Production"), before);
+
     // IP restrictions and domains through their forms too.
     b.goto(&environment_page(&devpop, "shop", "Production"));
     b.type_into("#ip-form textarea", "203.0.113.9");
@@ -429,6 +436,19 @@ fn an_advanced_config_edit_shows_its_diff_then_commits_a_new_outage_page_is_enga
     let id = on_deployment_page(&b);
     assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
     assert!(!rendered_has(&devpop, "shop", "Production", "return 503;"), "disengaged");
+
+    // The branch moved (a push) while a file was open: its commit is refused, nothing is lost.
+    b.goto(&format!("{}/files?path=README.md", environment_page(&devpop, "shop", "Production")));
+    let (_dir, work) = clone(&format!("{}/account/9999/application/shop/shop.git", devpop.url));
+    std::fs::write(work.join("notes.txt"), "pushed meanwhile\n").unwrap();
+    commit_all(&work, "Pushed meanwhile");
+    assert!(git(&work, &["push", "origin", "Production"]).status.success());
+    b.type_into("textarea[name=content]", "edited in the browser\n");
+    b.click("button[value=review]");
+    b.wait_text("#diff", |t| !t.is_empty());
+    b.click("button[value=commit]");
+    let error = b.wait_text("#file-error", |t| !t.is_empty());
+    assert!(error.contains("changed since you opened README.md"), "{error}");
 
     // Broken JSON: refused by the push's checks, shown in the editor, nothing committed.
     let before = server_branch(&devpop.repo_path("9999", "shop", "shop"), "Production");
@@ -584,6 +604,19 @@ fn wait_deployment_as(devpop: &Devpop, id: u64, token: &str) {
 
 fn server_branch_exists(repo: &std::path::Path, branch: &str) -> bool {
     git2::Repository::open_bare(repo).unwrap().find_reference(&format!("refs/heads/{branch}")).is_ok()
+}
+
+#[test]
+fn settings_of_an_account_that_is_not_a_number_are_refused_saying_why() {
+    let devpop = Devpop::start();
+    devpop.create_app("acme", "shop", "shop");
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let path = "/console/accounts/acme/applications/shop/environments/Production/settings/origin";
+    let r = http(&devpop.addr(), "POST", path, &form, b"address=new.example.com");
+    assert_eq!(r.status, 400);
+    let page = r.text();
+    let error = &page[page.find("id=\"origin-error\"").expect("the error is next to the origin field")..];
+    assert!(error.contains("acme") && error.contains("is not an account number"), "{page}");
 }
 
 #[test]
