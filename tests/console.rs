@@ -641,134 +641,35 @@ fn the_logs_page_of_the_render_only_target_says_logs_live_where_the_manifests_ar
     }
 }
 
-/// A mocked Kubernetes API server over HTTP (no API server can run here): it lists two devpop
-/// pods in any namespace and serves each container's log followed (chunked, kept open), with
-/// the lines the test writes to it.
-struct MockKube {
-    url: String,
-    /// Each followed log's connection, by pod.
-    followers: std::sync::Arc<std::sync::Mutex<Vec<(String, std::net::TcpStream)>>>,
-}
-
-const MOCK_PODS: [(&str, &str, &str); 2] =
-    [("m1-example-7d9f", "m1-example", "example"), ("egress-5c6b", "egress", "egress")];
-
-impl MockKube {
-    fn start() -> MockKube {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let followers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let registry = followers.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let registry = registry.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut out = conn;
-                    loop {
-                        let mut head = String::new();
-                        if reader.read_line(&mut head).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                                break;
-                            }
-                        }
-                        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                        if let Some(pod) = path
-                            .split("/pods/")
-                            .nth(1)
-                            .and_then(|p| p.strip_suffix("/log").or_else(|| p.split_once("/log?").map(|(p, _)| p)))
-                        {
-                            let pod = pod.to_owned();
-                            let _ = out.write_all(
-                                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
-                            );
-                            let first = format!("{pod} starting\n");
-                            let _ = out.write_all(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes());
-                            registry.lock().unwrap().push((pod, out));
-                            return;
-                        }
-                        let body = if path.contains("/pods") {
-                            let items: Vec<Value> = MOCK_PODS
-                                .iter()
-                                .map(|(name, hop, container)| {
-                                    json!({
-                                        "metadata": {"name": name, "labels": {"devpop.section.io/hop": hop}},
-                                        "spec": {"containers": [{"name": container}]}
-                                    })
-                                })
-                                .collect();
-                            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
-                        } else {
-                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
-                        };
-                        let status = if path.contains("/pods") { "200 OK" } else { "404 Not Found" };
-                        let body = body.to_string();
-                        let _ = out.write_all(
-                            format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-                                .as_bytes(),
-                        );
-                    }
-                });
-            }
-        });
-        MockKube { url, followers }
-    }
-
-    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let path = dir.join("kubeconfig");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {}\nusers:\n- name: mock\n  user: {{}}\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\ncurrent-context: mock\n",
-            self.url
-        );
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Writes `line` to every followed log of `pod`.
-    fn log(&self, pod: &str, line: &str) {
-        use std::io::Write;
-        let line = format!("{line}\n");
-        for (p, conn) in self.followers.lock().unwrap().iter_mut() {
-            if p == pod {
-                conn.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes()).unwrap();
-            }
-        }
-    }
-}
-
 #[test]
-fn mocked_cluster_api_logs_are_followed_live_newest_first_and_filtered_by_module() {
-    let kube = MockKube::start();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = kube.kubeconfig(dir.path());
+fn stand_in_api_logs_are_followed_live_in_the_console_newest_first_and_filtered_by_module() {
+    let kube = common::kubeapi::KubeApi::start();
+    kube.add_pod("example-7d9f", "example", &["example"]);
+    kube.add_pod("egress-5c6b", "egress", &["egress"]);
+    kube.log("example-7d9f", "example", "2026-11-30T06:00:00Z", "example starting");
+    kube.log("egress-5c6b", "egress", "2026-11-30T06:00:01Z", "egress starting");
+    let kubeconfig = kube.kubeconfig();
     let devpop = Devpop::start_with(&["--target", "cluster", "--kubeconfig", kubeconfig.to_str().unwrap()]);
     devpop.create_app("9999", "shop", "shop");
     let b = Browser::start();
     b.goto(&format!("{}/logs", environment_page(&devpop, "shop", "Production")));
     b.wait_text("#log-status", |s| s == "following");
-    let lines =
-        b.wait_text("#log-lines", |t| t.contains("m1-example-7d9f starting") && t.contains("egress-5c6b starting"));
-    assert!(lines.contains("m1-example/example") && lines.contains("egress/egress"), "{lines}");
+    let lines = b.wait_text("#log-lines", |t| t.contains("example starting") && t.contains("egress starting"));
+    assert!(lines.contains("example/example") && lines.contains("egress/egress"), "{lines}");
 
     // A line written now shows up, at the top, without a reload.
-    kube.log("egress-5c6b", "GET / 200 live");
+    kube.log("egress-5c6b", "egress", "2026-11-30T06:00:02Z", "GET / 200 live");
     b.wait_text("#log-lines li:first-child", |t| t.contains("GET / 200 live"));
-    kube.log("m1-example-7d9f", "example: cache hit");
+    kube.log("example-7d9f", "example", "2026-11-30T06:00:03Z", "example: cache hit");
     b.wait_text("#log-lines li:first-child", |t| t.contains("example: cache hit"));
     b.screenshots("logs");
 
-    // Filtered by module: only that hop's lines stay visible.
-    b.click("#log-filter option[value='m1-example']");
+    // Filtered by module: only that module's lines stay visible.
+    b.click("#log-filter option[value='example']");
     let shown = b.wait_text("#log-lines", |t| !t.contains("egress"));
-    assert!(shown.contains("example: cache hit") && shown.contains("m1-example-7d9f starting"), "{shown}");
-    kube.log("egress-5c6b", "GET /hidden 200");
-    kube.log("m1-example-7d9f", "example: after the filter");
+    assert!(shown.contains("example: cache hit") && shown.contains("example starting"), "{shown}");
+    kube.log("egress-5c6b", "egress", "2026-11-30T06:00:04Z", "GET /hidden 200");
+    kube.log("example-7d9f", "example", "2026-11-30T06:00:05Z", "example: after the filter");
     let shown = b.wait_text("#log-lines", |t| t.contains("example: after the filter"));
     assert!(!shown.contains("GET /hidden 200"), "{shown}");
 }

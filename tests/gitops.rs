@@ -43,15 +43,7 @@ fn validate_strict(file: &Path) -> Result<String, String> {
 /// The sample application pushed to Production and Staging; its rendered repo cloned.
 fn pushed() -> (Devpop, tempfile::TempDir, PathBuf, String) {
     let devpop = Devpop::start();
-    let url = devpop.create_app("9999", "9999", "site");
-    let (_dir, work) = clone(&url);
-    replace_tree(&work, &fixture("repos/sample-application"));
-    commit_all(&work, "the sample application");
-    for env in ["Production", "Staging"] {
-        let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(wait_deployment(&devpop, queued_deployment(&stderr(&out), env))["state"], "ready");
-    }
+    let (_dir, _work) = push_sample_everywhere(&devpop);
     let rendered_path = "/rendered/account/9999/application/9999/site.git".to_owned();
     let (rdir, rendered) = clone(&format!("{}{rendered_path}", devpop.url));
     (devpop, rdir, rendered, rendered_path)

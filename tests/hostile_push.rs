@@ -29,17 +29,22 @@ fn healthy(devpop: &Devpop) -> bool {
 
 const APP_PATH: &str = "/account/1/application/app/app.git";
 
+/// A push of `commit` (its `objects` packed) onto Production at `parent`.
+fn to_production(repo: &git2::Repository, parent: git2::Oid, commit: git2::Oid, objects: &[git2::Oid]) -> RawPush {
+    RawPush {
+        updates: vec![(parent.to_string(), commit.to_string(), "refs/heads/Production".into())],
+        pack: rawgit::pack_of(repo, objects),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn a_tree_20000_folders_deep_is_refused_and_the_server_keeps_serving() {
     let (devpop, _dir, work) = app();
     let repo = git2::Repository::open(&work).unwrap();
     let parent = head(&work);
     let (commit, objects) = rawgit::commit_with(&repo, Some(parent), &[], 20_000);
-    let push = RawPush {
-        updates: vec![(parent.to_string(), commit.to_string(), "refs/heads/Production".into())],
-        pack: rawgit::pack_of(&repo, &objects),
-        ..Default::default()
-    };
+    let push = to_production(&repo, parent, commit, &objects);
     let result = rawgit::push(&devpop.addr(), APP_PATH, &push, None);
     assert!(!result.ok("refs/heads/Production"), "{result:?}");
     assert!(healthy(&devpop), "the server died: {result:?}");
@@ -109,11 +114,7 @@ fn a_large_object_in_the_pack_but_in_no_commit_is_refused() {
     let parent = head(&work);
     let (commit, mut objects) = rawgit::commit_with(&repo, Some(parent), &[("README.md", b"hello\n")], 0);
     objects.push(repo.blob(&random_bytes(100 << 10)).unwrap());
-    let push = RawPush {
-        updates: vec![(parent.to_string(), commit.to_string(), "refs/heads/Production".into())],
-        pack: rawgit::pack_of(&repo, &objects),
-        ..Default::default()
-    };
+    let push = to_production(&repo, parent, commit, &objects);
     let result = rawgit::push(&devpop.addr(), APP_PATH, &push, None);
     assert!(!result.ok("refs/heads/Production"), "{result:?}");
     assert!(

@@ -105,8 +105,11 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     let log = seen.clone();
     let next_ip = Arc::new(Mutex::new(0u32));
     let reads = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    // What was applied (not dry-run), by object path: a later GET of the object reads it back.
+    let stored = Arc::new(Mutex::new(std::collections::HashMap::<String, Value>::new()));
     let service = tower::service_fn(move |req: Request<kube::client::Body>| {
-        let (log, next_ip, script, reads) = (log.clone(), next_ip.clone(), script.clone(), reads.clone());
+        let (log, next_ip, script, reads, stored) =
+            (log.clone(), next_ip.clone(), script.clone(), reads.clone(), stored.clone());
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -124,11 +127,19 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                 Method::PATCH => {
                     let mut obj = body;
                     if path.contains("/services/") {
-                        let mut n = next_ip.lock().unwrap();
-                        *n += 1;
-                        obj["spec"]["clusterIP"] = json!(format!("10.96.7.{n}"));
+                        // A Service keeps the address it was given.
+                        let kept = stored.lock().unwrap().get(&path).map(|s| s["spec"]["clusterIP"].clone());
+                        obj["spec"]["clusterIP"] = kept.unwrap_or_else(|| {
+                            let mut n = next_ip.lock().unwrap();
+                            *n += 1;
+                            json!(format!("10.96.7.{n}"))
+                        });
                     }
                     obj["metadata"]["generation"] = json!(1);
+                    obj["metadata"]["resourceVersion"] = json!("1");
+                    if !uri.contains("dryRun=All") {
+                        stored.lock().unwrap().insert(path.clone(), obj.clone());
+                    }
                     obj
                 }
                 Method::DELETE => json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
@@ -157,7 +168,10 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                         *n
                     };
                     if script.terminating == 0 {
-                        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+                        let applied = stored.lock().unwrap().get(&path).cloned();
+                        applied.unwrap_or_else(
+                            || json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+                        )
                     } else if n <= script.terminating {
                         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
                             "status": {"phase": "Terminating"}})
@@ -186,6 +200,31 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
                         "spec": {"replicas": 1, "selector": {}, "template": {}},
                         "status": script.deployment_status[n.min(script.deployment_status.len() - 1)]
                     })
+                }
+                // A container's log: what a crashing module prints.
+                Method::GET if path.ends_with("/log") => {
+                    return Ok(Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "text/plain")
+                        .body(Full::new(Bytes::from_static(
+                            b"starting\nnginx: [emerg] host not found in upstream \"next-hop:80\"\n\n",
+                        )))
+                        .unwrap());
+                }
+                // One namespaced object (`.../namespaces/NS/RESOURCE/NAME`): as applied, or 404.
+                Method::GET if path.split('/').rev().nth(3) == Some("namespaces") => {
+                    match stored.lock().unwrap().get(&path) {
+                        Some(obj) => obj.clone(),
+                        None => {
+                            let gone = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                "message": "not found", "reason": "NotFound", "code": 404});
+                            return Ok(Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(serde_json::to_vec(&gone).unwrap())))
+                                .unwrap());
+                        }
+                    }
                 }
                 Method::GET => {
                     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": []})
@@ -423,7 +462,7 @@ async fn dry_run_asks_the_api_server_to_check_every_object_without_storing() {
     let (client, seen) = mock(ready());
     let r = rendered();
     let message = KubeCluster::new(client).dry_run(&subject(), &r).await.unwrap().unwrap();
-    assert_eq!(message, format!("the cluster accepts all {} objects (server-side dry run)", r.objects.len()));
+    assert_eq!(message.summary, format!("the cluster accepts all {} objects (server-side dry run)", r.objects.len()));
     let seen = seen.lock().unwrap().clone();
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
     assert_eq!(patches.len(), r.objects.len());
@@ -523,7 +562,13 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     let script = Script {
         deployment_status: vec![not_ready_status(), ready_status()],
         replica_sets,
-        pods: vec![],
+        // A pod whose containers' logs are read.
+        pods: vec![{
+            let mut pod = waiting_pod("egress", "new", "a", "nginx", "ContainerCreating", "");
+            pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("devpop");
+            pod["spec"] = json!({"containers": [{"name": "nginx"}]});
+            pod
+        }],
         config_maps: vec![],
         terminating: 0,
     };
@@ -532,6 +577,8 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
     cluster.dry_run(&subject(), &r).await.unwrap();
     cluster.apply(&subject(), &r).await.unwrap();
     cluster.rollout(&subject(), &r, Duration::from_secs(5)).await.unwrap();
+    let everything = devpop::applying::logs::LogQuery::new(None, None).unwrap();
+    cluster.logs(&r.namespace, &everything).await.unwrap();
     cluster.remove(&subject(), &r.namespace).await.unwrap();
     let mut used = std::collections::BTreeSet::new();
     for s in seen.lock().unwrap().iter() {
@@ -540,7 +587,11 @@ async fn mocked_api_the_install_cluster_role_grants_exactly_the_verbs_the_applie
             // Server-side apply creates what does not exist yet: create and patch.
             used.insert(("create".to_owned(), group.clone(), resource.clone()));
         }
-        if verb == "list" && s.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop") {
+        // (Pods are listed by the same label for their logs, and never pruned.)
+        if verb == "list"
+            && s.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Ddevpop")
+            && resource != "pods"
+        {
             // Prune: lists what devpop manages, deletes what the render no longer has.
             used.insert(("delete".to_owned(), group.clone(), resource.clone()));
         }
@@ -712,4 +763,85 @@ async fn mocked_api_a_push_while_the_namespace_is_still_terminating_waits_until_
             r.namespace, r.namespace
         )
     );
+}
+
+#[tokio::test]
+async fn mocked_api_a_dry_run_shows_each_change_as_a_diff_of_the_live_object_against_the_dry_run_answer() {
+    use devpop::rendering::{Object, LABEL_CONFIG_OF};
+    let before = rendered();
+    // The next push: the egress Deployment changed, and one content-addressed ConfigMap replaced
+    // by a new hash of itself with a changed line.
+    let mut after = before.clone();
+    let mut replaced = None;
+    for o in after.objects.iter_mut() {
+        match o {
+            Object::Deployment(d) if d.metadata.name.as_deref().is_some_and(|n| n.starts_with("egress")) => {
+                d.spec.as_mut().unwrap().min_ready_seconds = Some(7);
+            }
+            Object::ConfigMap(c) if replaced.is_none() => {
+                let Some(base) = c.metadata.labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF)).cloned() else {
+                    continue;
+                };
+                let data = c.data.as_mut().unwrap();
+                let file = data.keys().next().unwrap().clone();
+                data.get_mut(&file).unwrap().push_str("\n# a changed line");
+                replaced = Some((c.metadata.name.replace(format!("{base}-0000000000")).unwrap(), base));
+            }
+            _ => {}
+        }
+    }
+    let (old, base) = replaced.expect("the sample renders a content-addressed ConfigMap");
+    // The API server lists the live ConfigMap of that base name (by label).
+    let script = Script {
+        config_maps: vec![json!({"metadata": {"name": old, "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app.kubernetes.io/managed-by": "devpop", LABEL_CONFIG_OF: base}}})],
+        ..ready()
+    };
+    let (client, seen) = mock(script);
+    let cluster = KubeCluster::new(client);
+    cluster.apply(&subject(), &before).await.unwrap();
+
+    let answer = cluster.dry_run(&subject(), &after).await.unwrap().unwrap();
+    let changes = answer.changes.expect("a cluster dry run says what would change");
+    let egress = changes.changed.iter().find(|k| k.starts_with("Deployment/egress")).expect("egress changed");
+    let lines = &changes.details[egress];
+    assert!(lines.iter().any(|l| l.starts_with('+') && l.contains("minReadySeconds: 7")), "{lines:?}");
+    let cm = format!("ConfigMap/{base}");
+    assert!(changes.changed.contains(&cm), "the new hash is a change of {cm}: {changes:?}");
+    assert!(changes.details[&cm].iter().any(|l| l.starts_with('+') && l.contains("# a changed line")), "{changes:?}");
+    assert!(changes.added.is_empty() && changes.removed.is_empty(), "{changes:?}");
+    assert_eq!(changes.unchanged, before.objects.len() - 2, "{changes:?}");
+    // Nothing the dry run sent was stored: every PATCH after the apply asked for dryRun=All.
+    let seen = seen.lock().unwrap().clone();
+    let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
+    assert_eq!(patches.len(), 2 * before.objects.len());
+    assert!(patches[before.objects.len()..].iter().all(|p| p.uri.contains("dryRun=All")));
+}
+
+#[tokio::test]
+async fn mocked_api_a_crash_looping_module_fails_the_rollout_quoting_its_last_lines() {
+    let r = rendered();
+    let script = Script {
+        deployment_status: vec![not_ready_status()],
+        replica_sets: vec![replica_set("m1-cache", "abc", 2, None)],
+        pods: vec![waiting_pod("m1-cache", "abc", "x1", "cache", "CrashLoopBackOff", "back-off 20s restarting")],
+        ..ready()
+    };
+    let (client, seen) = mock(script);
+    let err = KubeCluster::new(client)
+        .with_poll(Duration::from_millis(10))
+        .rollout(&subject(), &r, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let TargetError::Unhealthy { object, reason } = err else { panic!("{err:?}") };
+    assert_eq!(object, "Deployment/m1-cache");
+    assert_eq!(
+        reason,
+        "pod m1-cache-abc-x1: container cache: CrashLoopBackOff back-off 20s restarting; its last lines: \
+         «starting» «nginx: [emerg] host not found in upstream \"next-hop:80\"»"
+    );
+    // The crashed run is the previous one (the container is waiting to restart).
+    let seen = seen.lock().unwrap().clone();
+    let log = seen.iter().find(|s| s.uri.contains("/pods/m1-cache-abc-x1/log")).expect("the log was read");
+    assert!(log.uri.contains("previous=true") && log.uri.contains("container=cache"), "{}", log.uri);
 }

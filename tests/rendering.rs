@@ -249,16 +249,7 @@ fn every_object_carries_who_manages_it_the_environment_and_the_commit_but_pod_te
 #[test]
 fn a_push_publishes_the_rendered_repo_which_clones_with_plain_git() {
     let devpop = Devpop::start();
-    let url = devpop.create_app("9999", "9999", "site");
-    let (_dir, work) = clone(&url);
-    replace_tree(&work, &fixture("repos/sample-application"));
-    commit_all(&work, "the sample application");
-    for env in ["Production", "Staging"] {
-        let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let d = wait_deployment(&devpop, queued_deployment(&stderr(&out), env));
-        assert_eq!(d["state"], "ready", "{d}");
-    }
+    let (_dir, work) = push_sample_everywhere(&devpop);
     let pushed = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
 
     let rendered_url = format!("{}/rendered/account/9999/application/9999/site.git", devpop.url);

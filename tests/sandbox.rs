@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use devpop::sandbox::{run_validate, Limits, Outcome};
+use devpop::sandbox::{run_validate, Limits, Outcome, Pool};
 
 /// A validate.sh with `body`, and a config folder with one file.
 fn script(body: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -26,46 +26,6 @@ fn script(body: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 fn run(body: &str, limits: &Limits) -> Outcome {
     let (_d, s, c) = script(body);
     run_validate(Path::new("bwrap"), &s, &c, limits)
-}
-
-/// Pushes `repo` (a working tree) as one commit to `branch` of a new app.
-fn push(devpop: &Devpop, app: &str, repo: &Path, branch: &str) -> (bool, String) {
-    let url = devpop.create_app("1", app, app);
-    let (dir, work) = clone(&url);
-    replace_tree(&work, repo);
-    commit_all(&work, "environment repo");
-    let out = git(&work, &["push", "origin", &format!("HEAD:{branch}")]);
-    drop(dir);
-    (out.status.success(), stderr(&out))
-}
-
-/// Installs package `probe:1.0.0` whose validate.sh is `body`; returns an environment repo whose
-/// one module `probe` uses it.
-fn probe_case(devpop: &Devpop, body: &str) -> tempfile::TempDir {
-    let src = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("packages/example-simple"), src.path());
-    let yaml = src.path().join(".section-proxy.yaml");
-    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: example-simple:1.0.0", "name: probe:1.0.0");
-    std::fs::write(&yaml, text).unwrap();
-    std::fs::write(src.path().join("validate.sh"), format!("#!/bin/sh\n{body}\n")).unwrap();
-    let out = Command::new(DEVPOP)
-        .args(["package", "add"])
-        .arg(src.path())
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let repo = tempfile::tempdir().unwrap();
-    std::fs::create_dir(repo.path().join("probe")).unwrap();
-    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
-    std::fs::write(
-        repo.path().join("section.config.json"),
-        r#"{"proxychain": [{"name": "probe", "image": "probe:1.0.0"}],
-"environments": {"Production": {"origin": {"address": "origin.example.com"}}}}"#,
-    )
-    .unwrap();
-    repo
 }
 
 /// No server path (scratch folders, the data dir) in what a pusher sees.
@@ -103,7 +63,7 @@ fn writing_beyond_the_tmp_size_or_anywhere_but_tmp_fails() {
 fn a_fork_bomb_is_stopped_by_the_process_limit_and_the_push_is_rejected_saying_so() {
     let devpop = Devpop::start_with(&["--validate-processes", "20", "--validate-timeout", "60s"]);
     let repo = probe_case(&devpop, "echo starting >&2; while :; do sleep 1000 & done");
-    let (ok, output) = push(&devpop, "bomb", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "bomb", repo.path(), "Production");
     assert!(!ok, "{output}");
     assert!(
         output.contains(
@@ -194,7 +154,7 @@ fn a_pusher_never_sees_the_servers_scratch_paths() {
     let devpop = Devpop::start();
     // The mount table names the scratch folder the module folder is bound from.
     let repo = probe_case(&devpop, "cat /proc/self/mountinfo >&2; exit 1");
-    let (ok, output) = push(&devpop, "paths", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "paths", repo.path(), "Production");
     assert!(!ok);
     assert!(output.contains("/opt/proxy_config"), "{output}");
     assert_no_server_paths(&output, devpop.data.path());
@@ -225,7 +185,7 @@ fn under_a_masked_proc_bubblewrap_alone_fails_as_the_issue_says() {
 #[test]
 fn under_a_masked_proc_a_push_with_modules_passes_and_a_failing_validate_sh_still_fails() {
     let devpop = Devpop::start_under(&MASKED_PROC, tempfile::tempdir().unwrap(), &[]);
-    let (ok, output) = push(&devpop, "sample", &fixture("repos/sample-application"), "Production");
+    let (ok, output) = push_tree(&devpop, "sample", &fixture("repos/sample-application"), "Production");
     assert!(ok, "{output}");
     assert!(output.contains("remote: Validating configuration for proxy example..."), "{output}");
     assert!(!output.contains("error"), "{output}");
@@ -237,7 +197,7 @@ fn under_a_masked_proc_a_push_with_modules_passes_and_a_failing_validate_sh_stil
          id -u; touch /opt/proxy_config/x 2>/dev/null && echo WROTE-CONFIG; touch /x 2>/dev/null && echo WROTE-ROOT; \
          ls /proc 2>/dev/null | head -n 3; echo invalid >&2; exit 1",
     );
-    let (ok, output) = push(&devpop, "failing", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "failing", repo.path(), "Production");
     assert!(!ok, "{output}");
     assert!(output.contains("remote: error: proxy probe: validate.sh exited 1:"), "{output}");
     let lines: Vec<&str> = output.lines().map(str::trim_end).collect();
@@ -277,4 +237,127 @@ fn what_a_sandbox_writes_to_tmp_counts_against_its_memory_limit() {
         status,
         "hit the sandbox's memory limit (32 MiB for all its processes and /tmp together) and a process was killed"
     );
+}
+
+// The sandbox itself (one validate.sh run, and the pool of sandboxes started ahead).
+
+#[test]
+fn the_usual_devices_work() {
+    let out = run(
+        "echo to-null > /dev/null; head -c 4 /dev/zero | wc -c; head -c 4 /dev/urandom | wc -c; echo via-stderr > /dev/stderr; echo via-fd >&2",
+        &Limits::default(),
+    );
+    assert_eq!(out, Outcome::Passed { output: "4\n4\nvia-stderr\nvia-fd\n".into() });
+}
+
+#[test]
+fn passing_and_failing_scripts() {
+    assert_eq!(run("exit 0", &Limits::default()), Outcome::Passed { output: String::new() });
+    let out = run("grep -n listen \"$PROXY_CONFIG_DIR/server.conf\" >&2; exit 3", &Limits::default());
+    assert_eq!(out, Outcome::Failed { status: "exited 3".into(), output: "1:listen 80;\n".into() });
+}
+
+#[test]
+fn config_is_read_only_and_host_files_are_invisible() {
+    let out = run(
+        "touch /opt/proxy_config/x 2>/dev/null && echo wrote; test -e /etc/passwd && echo passwd; \
+         test -e /root && echo root; pwd; id -u",
+        &Limits::default(),
+    );
+    let Outcome::Passed { output } = out else { panic!("{out:?}") };
+    assert!(!output.contains("wrote") && !output.contains("passwd") && !output.contains("root\n"), "{output}");
+    assert_eq!(output, "/opt/proxy_config\n65534\n", "runs in the config dir as nobody");
+}
+
+#[test]
+fn a_script_that_sleeps_forever_is_stopped() {
+    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let start = std::time::Instant::now();
+    let out = run("echo started; sleep 1000 & sleep 1000", &limits);
+    assert_eq!(out, Outcome::TimedOut { output: "started\n".into() });
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_flood_of_output_is_cut_at_the_limit() {
+    let out = run("yes 0123456789012345678901234567890123456789 >&2", &Limits::default());
+    let Outcome::OutputTooLarge { output } = out else { panic!("{out:?}") };
+    assert_eq!(output.len(), 64 * 1024);
+}
+
+#[test]
+fn there_is_no_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = run(
+        &format!(
+            "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' 2>&1 && echo CONNECTED; \
+             python3 -c 'import socket; socket.getaddrinfo(\"pypi.org\", 443)' 2>&1 || echo NO-DNS"
+        ),
+        &Limits::default(),
+    );
+    let Outcome::Passed { output } = out else { panic!("{out:?}") };
+    assert!(!output.contains("CONNECTED") && output.contains("NO-DNS"), "{output}");
+}
+
+fn wait_ready(pool: &Pool, script: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.ready(script) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no sandbox became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_sandbox_started_ahead_sees_the_config_written_after_and_reports_like_a_fresh_one() {
+    let (_d, s, _c) = script("cat server.conf >&2; test \"$PROXY_CONFIG_DIR\" = /opt/proxy_config || exit 9; exit 3");
+    let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+    pool.warm(&s);
+    wait_ready(&pool, &s);
+    let prepared = pool.prepare(&s).unwrap();
+    assert!(prepared.was_ready());
+    assert_eq!(pool.ready(&s), 0, "each sandbox runs once");
+    std::fs::write(prepared.config_dir().join("server.conf"), "listen 81;\n").unwrap();
+    let out = prepared.run(&Limits::default());
+    assert_eq!(out, Outcome::Failed { status: "exited 3".into(), output: "listen 81;\n".into() });
+    // A script that ends without `exit` passes with its last command's status.
+    let (_d2, s2, _c2) = script("true");
+    pool.warm(&s2);
+    wait_ready(&pool, &s2);
+    assert_eq!(pool.prepare(&s2).unwrap().run(&Limits::default()), Outcome::Passed { output: String::new() });
+}
+
+#[test]
+fn a_sandbox_started_for_an_older_script_is_never_used() {
+    let (_d, s, _c) = script("echo old >&2; exit 1");
+    let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+    pool.warm(&s);
+    wait_ready(&pool, &s);
+    // Replaced the way `package add` does: a new file under the same name.
+    let new = s.with_extension("new");
+    std::fs::write(&new, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::rename(&new, &s).unwrap();
+    let prepared = pool.prepare(&s).unwrap();
+    assert!(!prepared.was_ready());
+    assert_eq!(prepared.run(&Limits::default()), Outcome::Passed { output: String::new() });
+}
+
+#[test]
+fn a_waiting_sandbox_is_held_to_the_time_limit_from_when_it_runs() {
+    let (_d, s, _c) = script("sleep 1000");
+    let pool = Pool::new(Path::new("bwrap"), Limits::default(), 1);
+    pool.warm(&s);
+    wait_ready(&pool, &s);
+    std::thread::sleep(Duration::from_millis(400)); // waiting does not count
+    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let start = std::time::Instant::now();
+    assert_eq!(pool.prepare(&s).unwrap().run(&limits), Outcome::TimedOut { output: String::new() });
+    assert!(start.elapsed() >= Duration::from_millis(300) && start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn memory_is_bounded() {
+    let limits = Limits { memory_bytes: 64 << 20, ..Limits::default() };
+    let out = run("python3 -c 'x = bytearray(200 * 1024 * 1024)' 2>&1", &limits);
+    assert!(matches!(out, Outcome::Failed { .. }), "{out:?}");
 }

@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Pushes the contents of `case` (a folder under tests/fixtures) as one commit to `branch` of a
-/// new app; returns the git output and whether the push succeeded.
-fn push_case(devpop: &Devpop, app: &str, case: &Path, branch: &str) -> (bool, String) {
-    let url = devpop.create_app("1", app, app);
-    let (dir, work) = clone(&url);
-    replace_tree(&work, case);
-    commit_all(&work, "environment repo");
-    let out = git(&work, &["push", "origin", &format!("HEAD:{branch}")]);
-    drop(dir);
-    (out.status.success(), stderr(&out))
-}
-
 /// The `remote:` lines of a push, as the hook printed them.
 fn remote_lines(push_output: &str) -> Vec<String> {
     push_output.lines().filter_map(|l| l.strip_prefix("remote: ")).map(|l| l.trim_end().to_owned()).collect()
@@ -70,7 +58,7 @@ fn every_bad_fixture_is_rejected_with_what_to_fix_and_devpop_validate_agrees() {
     for (i, (case, branch, expected)) in bad_cases().iter().enumerate() {
         let dir = fixture(&format!("bad/{case}"));
         let app = format!("bad{i}");
-        let (ok, output) = push_case(&devpop, &app, &dir, branch);
+        let (ok, output) = push_tree(&devpop, &app, &dir, branch);
         let expected = expected.as_str();
         assert!(!ok, "{case}: push must be rejected:\n{output}");
         let remote = remote_lines(&output).join("\n");
@@ -102,7 +90,7 @@ fn every_bad_fixture_is_rejected_with_what_to_fix_and_devpop_validate_agrees() {
 #[test]
 fn sample_application_is_accepted_with_each_module_validated() {
     let devpop = Devpop::start();
-    let (ok, output) = push_case(&devpop, "sample", &fixture("repos/sample-application"), "Production");
+    let (ok, output) = push_tree(&devpop, "sample", &fixture("repos/sample-application"), "Production");
     assert!(ok, "{output}");
     let remote = remote_lines(&output);
     assert_eq!(remote.len(), 4, "{output}");
@@ -121,7 +109,7 @@ fn sample_application_is_accepted_with_each_module_validated() {
             devpop.url
         )
     );
-    let (ok, output) = push_case(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
+    let (ok, output) = push_tree(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
     assert!(ok, "{output}");
     let (valid, _) = devpop_validate(&fixture("repos/sample-application"), "Production", devpop.data.path());
     assert!(valid);
@@ -130,7 +118,7 @@ fn sample_application_is_accepted_with_each_module_validated() {
 #[test]
 fn a_push_to_production_only_warns_about_a_broken_staging() {
     let devpop = Devpop::start();
-    let (ok, output) = push_case(&devpop, "noorigin", &fixture("bad/no-origin"), "Production");
+    let (ok, output) = push_tree(&devpop, "noorigin", &fixture("bad/no-origin"), "Production");
     assert!(ok, "{output}");
     assert!(
         output.contains("remote: warning: section.config.json:31:16: environments.Staging: has no origin; add \"origin\": { \"address\": \"<your origin host>\" } (a push to Staging will be rejected until this is fixed)"),
@@ -165,42 +153,12 @@ fn package_add(devpop: &Devpop, dir: &std::path::Path) -> std::process::Output {
     Command::new(DEVPOP).args(["package", "add"]).arg(dir).arg("--data").arg(devpop.data.path()).output().unwrap()
 }
 
-/// Installs a package named `probe:1.0.0` whose validate.sh is `script`, and returns an
-/// environment repo (in a temp dir) whose one module `probe` uses it.
-fn probe_case(devpop: &Devpop, script: &str) -> tempfile::TempDir {
-    let version = "1.0.0";
-    let src = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("packages/example-simple"), src.path());
-    let yaml = src.path().join(".section-proxy.yaml");
-    let text = std::fs::read_to_string(&yaml)
-        .unwrap()
-        .replace("name: example-simple:1.0.0", &format!("name: probe:{version}"));
-    std::fs::write(&yaml, text).unwrap();
-    let validate = src.path().join("validate.sh");
-    std::fs::write(&validate, format!("#!/bin/sh\n{script}\n")).unwrap();
-    let out = package_add(devpop, src.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let repo = tempfile::tempdir().unwrap();
-    std::fs::create_dir(repo.path().join("probe")).unwrap();
-    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
-    std::fs::write(
-        repo.path().join("section.config.json"),
-        format!(
-            r#"{{"proxychain": [{{"name": "probe", "image": "probe:{version}"}}],
-"environments": {{"Production": {{"origin": {{"address": "origin.example.com"}}}}}}}}"#
-        ),
-    )
-    .unwrap();
-    repo
-}
-
 #[test]
 fn a_symlink_to_etc_passwd_never_reaches_validate_sh_or_the_pusher() {
     let devpop = Devpop::start();
     let repo = probe_case(&devpop, "cat /opt/proxy_config/passwd >&2; ls -la /opt/proxy_config >&2; exit 1");
     std::os::unix::fs::symlink("/etc/passwd", repo.path().join("probe/passwd")).unwrap();
-    let (ok, output) = push_case(&devpop, "symlink", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "symlink", repo.path(), "Production");
     assert!(!ok);
     assert!(!output.contains("root:"), "the host's /etc/passwd leaked:\n{output}");
     assert!(
@@ -215,7 +173,7 @@ fn a_validate_sh_that_sleeps_forever_is_stopped_at_the_time_limit() {
     let devpop = Devpop::start_with(&["--validate-timeout", "1s"]);
     let repo = probe_case(&devpop, "echo checking >&2; sleep 100000");
     let start = Instant::now();
-    let (ok, output) = push_case(&devpop, "sleepy", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "sleepy", repo.path(), "Production");
     assert!(!ok);
     assert!(
         output.contains("remote: error: proxy probe: validate.sh did not finish within 1s and was stopped:"),
@@ -229,7 +187,7 @@ fn a_validate_sh_that_sleeps_forever_is_stopped_at_the_time_limit() {
 fn a_validate_sh_that_writes_100mb_to_stderr_is_cut_off() {
     let devpop = Devpop::start();
     let repo = probe_case(&devpop, "head -c 100000000 /dev/zero | tr '\\0' 'x' | fold -w 100 >&2; exit 1");
-    let (ok, output) = push_case(&devpop, "noisy", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "noisy", repo.path(), "Production");
     assert!(!ok);
     assert!(
         output.contains(
@@ -250,7 +208,7 @@ fn a_validate_sh_has_no_network() {
         "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=3)' 2>/dev/null && {{ echo reached the network >&2; exit 1; }}; echo offline >&2; exit 1"
     );
     let repo = probe_case(&devpop, &script);
-    let (ok, output) = push_case(&devpop, "net", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "net", repo.path(), "Production");
     assert!(!ok);
     assert!(output.contains("remote:   offline"), "{output}");
     assert!(!output.contains("reached the network"), "{output}");
@@ -266,7 +224,7 @@ fn hostile_configs_are_refused_quickly() {
         format!(r#"{{"proxychain":[{entries}],"environments":{{"Production":{{"origin":{{"address":"x.com"}}}}}}}}"#),
     )
     .unwrap();
-    let (ok, output) = push_case(&devpop, "huge", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "huge", repo.path(), "Production");
     assert!(!ok);
     assert!(
         output
@@ -275,7 +233,7 @@ fn hostile_configs_are_refused_quickly() {
     );
 
     std::fs::write(repo.path().join("section.config.json"), "[".repeat(100_000) + &"]".repeat(100_000)).unwrap();
-    let (ok, output) = push_case(&devpop, "deep", repo.path(), "Production");
+    let (ok, output) = push_tree(&devpop, "deep", repo.path(), "Production");
     assert!(!ok);
     assert!(
         output.contains("remote: error: section.config.json:1:65: invalid JSON: nested deeper than 64 levels"),

@@ -554,7 +554,7 @@ impl<T: Target> Deployer<T> {
 
     /// Renders a commit (from the quarantine, for a push still in progress) and asks the target
     /// whether it would accept it; records nothing.
-    pub async fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
+    pub async fn dry_run(&self, request: NewDeployment) -> Result<Option<super::DryRun>, String> {
         // A dry-run push changes nothing, but it is a push: the audit log has it.
         let audit = push_audit(&request, "push.dry-run", "-o dry-run");
         let db = self.records.db().clone();

@@ -25,13 +25,16 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{ApplyReport, Subject, Target, TargetError};
+use super::{ApplyReport, DryRun, Subject, Target, TargetError};
 use crate::rendering::{Object, Rendered, LABEL_CONFIG_OF, LABEL_MANAGED_BY};
+
+/// An object as the API server has it (live) and as it would store the applied one (dry run).
+type Preview = (Option<serde_json::Value>, serde_json::Value);
 
 pub const FIELD_MANAGER: &str = "devpop";
 
@@ -67,6 +70,32 @@ pub fn sentence(e: &kube::Error) -> String {
         status.code,
         if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) }
     )
+}
+
+/// An object without what the API server keeps for itself (managed fields, versions, uid,
+/// timestamps, status), so that a live object and a dry-run answer compare by content.
+fn comparable<K: Serialize>(object: K) -> serde_json::Value {
+    let mut v = serde_json::to_value(object).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+            m.remove(k);
+        }
+        let annotations = m.get_mut("annotations").and_then(|a| a.as_object_mut());
+        if let Some(a) = annotations {
+            a.remove("deployment.kubernetes.io/revision");
+            if a.is_empty() {
+                m.remove("annotations");
+            }
+        }
+    }
+    v
+}
+
+fn yaml(v: &serde_json::Value) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_default()
 }
 
 fn api_unavailable(e: kube::Error) -> TargetError {
@@ -109,8 +138,8 @@ impl KubeCluster {
         }
     }
 
-    /// The client, for reading the cluster's logs (`applying::logs`).
-    pub fn client(&self) -> Client {
+    /// The client, for the other questions asked of the cluster (logs).
+    pub(super) fn client(&self) -> Client {
         self.client.clone()
     }
 
@@ -155,42 +184,35 @@ impl KubeCluster {
             .map_err(|e| TargetError::Refused { object: format!("{}/{name}", K::kind(&())), message: sentence(&e) })
     }
 
-    /// Applies one object.
-    async fn apply_object(&self, ns: &str, o: &Object) -> Result<(), TargetError> {
-        let name = o.name();
-        match o {
-            Object::Namespace(x) => {
-                self.ssa(Api::<Namespace>::all(self.client.clone()), name, x).await?;
-            }
-            Object::ResourceQuota(x) => {
-                self.ssa(self.api::<ResourceQuota>(ns), name, x).await?;
-            }
-            Object::LimitRange(x) => {
-                self.ssa(self.api::<LimitRange>(ns), name, x).await?;
-            }
-            Object::NetworkPolicy(x) => {
-                self.ssa(self.api::<NetworkPolicy>(ns), name, x).await?;
-            }
-            Object::ConfigMap(x) => {
-                self.ssa(self.api::<ConfigMap>(ns), name, x).await?;
-            }
-            Object::Service(x) => {
-                self.ssa(self.api::<Service>(ns), name, x).await?;
-            }
-            Object::Deployment(x) => {
-                self.ssa(self.api::<Deployment>(ns), name, x).await?;
-            }
-            Object::PodDisruptionBudget(x) => {
-                self.ssa(self.api::<PodDisruptionBudget>(ns), name, x).await?;
-            }
-            Object::HorizontalPodAutoscaler(x) => {
-                self.ssa(self.api::<HorizontalPodAutoscaler>(ns), name, x).await?;
-            }
-            Object::Ingress(x) => {
-                self.ssa(self.api::<Ingress>(ns), name, x).await?;
-            }
+    /// Applies one object; in a dry run, also reads the live object and answers both.
+    async fn put<K>(&self, api: Api<K>, name: &str, object: &K) -> Result<Option<Preview>, TargetError>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    {
+        if !self.dry_run {
+            self.ssa(api, name, object).await?;
+            return Ok(None);
         }
-        Ok(())
+        let live = api.get_opt(name).await.map_err(api_unavailable)?;
+        let stored = self.ssa(api, name, object).await?;
+        Ok(Some((live.map(comparable), comparable(stored))))
+    }
+
+    /// Applies one object (see [`Self::put`]).
+    async fn apply_object(&self, ns: &str, o: &Object) -> Result<Option<Preview>, TargetError> {
+        let name = o.name();
+        Ok(match o {
+            Object::Namespace(x) => self.put(Api::<Namespace>::all(self.client.clone()), name, x).await?,
+            Object::ResourceQuota(x) => self.put(self.api::<ResourceQuota>(ns), name, x).await?,
+            Object::LimitRange(x) => self.put(self.api::<LimitRange>(ns), name, x).await?,
+            Object::NetworkPolicy(x) => self.put(self.api::<NetworkPolicy>(ns), name, x).await?,
+            Object::ConfigMap(x) => self.put(self.api::<ConfigMap>(ns), name, x).await?,
+            Object::Service(x) => self.put(self.api::<Service>(ns), name, x).await?,
+            Object::Deployment(x) => self.put(self.api::<Deployment>(ns), name, x).await?,
+            Object::PodDisruptionBudget(x) => self.put(self.api::<PodDisruptionBudget>(ns), name, x).await?,
+            Object::HorizontalPodAutoscaler(x) => self.put(self.api::<HorizontalPodAutoscaler>(ns), name, x).await?,
+            Object::Ingress(x) => self.put(self.api::<Ingress>(ns), name, x).await?,
+        })
     }
 
     /// Deletes the objects of kind `K` managed by devpop in `ns` that `keep` does not name.
@@ -229,6 +251,31 @@ impl KubeCluster {
             }
         }
         Ok(())
+    }
+
+    /// The newest live ConfigMap with the same base name as the content-addressed ConfigMap `o`
+    /// (what `o` replaces), by file stem, as [`comparable`].
+    async fn config_predecessor(
+        &self,
+        ns: &str,
+        o: &Object,
+    ) -> Result<Option<(String, serde_json::Value)>, TargetError> {
+        let Some(base) = o.metadata().labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF)) else { return Ok(None) };
+        let api = self.api::<ConfigMap>(ns);
+        let list = api
+            .list_metadata(
+                &ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=devpop,{LABEL_CONFIG_OF}={base}")),
+            )
+            .await
+            .map_err(api_unavailable)?;
+        let newest = list
+            .items
+            .into_iter()
+            .filter_map(|i| Some((i.metadata.creation_timestamp.map(|t| t.0), i.metadata.name?)))
+            .max();
+        let Some((_, name)) = newest else { return Ok(None) };
+        let live = api.get_opt(&name).await.map_err(api_unavailable)?;
+        Ok(live.map(|cm| (format!("configmap-{name}"), comparable(cm))))
     }
 
     /// After a successful rollout: deletes the content-addressed ConfigMaps no render uses any
@@ -288,7 +335,36 @@ impl KubeCluster {
             .list(&ListParams::default().labels(&format!("{hop},{POD_TEMPLATE_HASH}={hash}")))
             .await
             .map_err(api_unavailable)?;
-        Ok(pods.items.iter().find_map(pod_trouble))
+        let Some((pod, trouble)) = pods.items.iter().find_map(|p| pod_trouble(p).map(|t| (p, t))) else {
+            return Ok(None);
+        };
+        // A container that ran and failed: what it printed last says why.
+        let tail = match crashed_container(pod) {
+            Some((container, previous)) => self.last_lines(ns, pod, &container, previous).await,
+            None => None,
+        };
+        Ok(Some(match tail {
+            Some(lines) => format!("{trouble}; its last lines: {lines}"),
+            None => trouble,
+        }))
+    }
+
+    /// The last [`CRASH_LINES`] lines a container printed, on one line (`«...» «...»`), each
+    /// cut at 200 characters; `None` when there are none or the cluster will not say.
+    async fn last_lines(&self, ns: &str, pod: &Pod, container: &str, previous: bool) -> Option<String> {
+        let params = LogParams {
+            container: Some(container.to_owned()),
+            previous,
+            tail_lines: Some(CRASH_LINES),
+            ..LogParams::default()
+        };
+        let text = self.api::<Pod>(ns).logs(pod.metadata.name.as_deref()?, &params).await.ok()?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("«{}»", l.trim_end().chars().take(200).collect::<String>()))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(" "))
     }
 }
 
@@ -321,6 +397,26 @@ pub fn replica_failure(rs: &ReplicaSet) -> Option<String> {
         .trim_end()
         .to_owned(),
     )
+}
+
+/// How many of a crashed container's last lines a failed rollout quotes.
+const CRASH_LINES: i64 = 5;
+
+/// The container of `pod` that ran and failed (crash-looping, or an init container that exited
+/// non-zero), and whether its failed run is the previous one (it is waiting to restart).
+pub fn crashed_container(pod: &Pod) -> Option<(String, bool)> {
+    let status = pod.status.as_ref()?;
+    let all = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    for cs in all {
+        let state = cs.state.as_ref();
+        if state.and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
+            return Some((cs.name.clone(), true));
+        }
+        if state.and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code != 0) {
+            return Some((cs.name.clone(), false));
+        }
+    }
+    None
 }
 
 /// Why one pod will not come up by itself; terminating pods never count.
@@ -458,29 +554,42 @@ impl Target for KubeCluster {
         })
     }
 
-    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<DryRun>, TargetError> {
         let checker = KubeCluster { dry_run: true, ..self.clone() };
         let namespace_exists = Api::<Namespace>::all(self.client.clone())
             .get_opt(&rendered.namespace)
             .await
             .map_err(api_unavailable)?
             .is_some();
-        let mut checked = 0;
-        for o in &rendered.objects {
-            // Objects of a namespace that does not exist yet cannot be dry-run before it is.
-            if !namespace_exists && o.kind() != "Namespace" {
-                continue;
+        if !namespace_exists {
+            let namespace = rendered.objects.iter().find(|o| o.kind() == "Namespace");
+            if let Some(o) = namespace {
+                checker.apply_object(&rendered.namespace, o).await?;
             }
-            checker.apply_object(&rendered.namespace, o).await?;
-            checked += 1;
-        }
-        Ok(Some(if namespace_exists {
-            format!("the cluster accepts all {checked} objects (server-side dry run)")
-        } else {
-            format!(
+            // Objects of a namespace that does not exist yet cannot be dry-run before it is.
+            return Ok(Some(DryRun::summary(format!(
                 "the cluster accepts namespace {} (server-side dry run; its objects are checked once it exists)",
                 rendered.namespace
-            )
+            ))));
+        }
+        let (mut before, mut after) = (BTreeMap::new(), Vec::new());
+        for o in &rendered.objects {
+            let Some((live, stored)) = checker.apply_object(&rendered.namespace, o).await? else { continue };
+            let stem = crate::rendering::object_stem(o);
+            let live = match live {
+                Some(live) => Some((stem.clone(), live)),
+                // A new content-addressed ConfigMap replaces the newest one of its base name.
+                None => self.config_predecessor(&rendered.namespace, o).await?,
+            };
+            if let Some((live_stem, live)) = live {
+                before.insert(live_stem, yaml(&live));
+            }
+            after.push((stem, yaml(&stored)));
+        }
+        let changes = crate::rendering::diff_yaml(&before, &after);
+        Ok(Some(DryRun {
+            summary: format!("the cluster accepts all {} objects (server-side dry run)", after.len()),
+            changes: Some(changes),
         }))
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{ApplyReport, Subject, Target, TargetError};
+use super::{ApplyReport, DryRun, Subject, Target, TargetError};
 use crate::rendering::{Object, Rendered};
 
 /// How a Deployment's rollout ends in the fake cluster.
@@ -127,8 +127,8 @@ impl Target for MemoryCluster {
         Ok(format!("{} Deployments ready", outcomes.len()))
     }
 
-    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
-        Ok(Some(format!("{} objects would be applied", rendered.objects.len())))
+    async fn dry_run(&self, _: &Subject, rendered: &Rendered) -> Result<Option<DryRun>, TargetError> {
+        Ok(Some(DryRun::summary(format!("{} objects would be applied", rendered.objects.len()))))
     }
 
     async fn remove(&self, _: &Subject, namespace: &str) -> Result<String, TargetError> {

@@ -88,7 +88,23 @@ pub trait Target: Send + Sync + 'static {
         &self,
         subject: &Subject,
         rendered: &Rendered,
-    ) -> impl Future<Output = Result<Option<String>, TargetError>> + Send;
+    ) -> impl Future<Output = Result<Option<DryRun>, TargetError>> + Send;
+}
+
+/// A target's answer to a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// One sentence: what the target checked and found.
+    pub summary: String,
+    /// What would change on the target, object by object, when the target can say (a cluster:
+    /// each live object against the object as the API server would store it).
+    pub changes: Option<crate::rendering::Diff>,
+}
+
+impl DryRun {
+    pub fn summary(summary: impl Into<String>) -> Self {
+        DryRun { summary: summary.into(), changes: None }
+    }
 }
 
 /// The render-only target: the rendered repo is the output.
@@ -134,7 +150,7 @@ impl Target for RenderOnly {
         self.publish(subject, None).await
     }
 
-    async fn dry_run(&self, _: &Subject, _: &Rendered) -> Result<Option<String>, TargetError> {
+    async fn dry_run(&self, _: &Subject, _: &Rendered) -> Result<Option<DryRun>, TargetError> {
         Ok(None)
     }
 }
@@ -145,6 +161,36 @@ impl Target for RenderOnly {
 pub enum AnyTarget {
     RenderOnly(RenderOnly),
     Cluster(kube::KubeCluster, RenderOnly),
+}
+
+impl AnyTarget {
+    /// The environment's container logs, newest first ([`logs`]).
+    pub async fn logs(&self, namespace: &str, query: &logs::LogQuery) -> Result<Vec<logs::LogEntry>, logs::LogsError> {
+        match self {
+            AnyTarget::Cluster(cluster, _) => cluster.logs(namespace, query).await,
+            AnyTarget::RenderOnly(_) => Err(no_logs_here()),
+        }
+    }
+
+    /// The environment's container logs as they are written ([`logs`]).
+    pub async fn follow_logs(
+        &self,
+        namespace: &str,
+        query: &logs::LogQuery,
+    ) -> Result<logs::LogStream, logs::LogsError> {
+        match self {
+            AnyTarget::Cluster(cluster, _) => cluster.follow(namespace, query).await,
+            AnyTarget::RenderOnly(_) => Err(no_logs_here()),
+        }
+    }
+}
+
+fn no_logs_here() -> logs::LogsError {
+    logs::LogsError::NotHere(
+        "the render-only target keeps no logs: they live where the rendered manifests are applied \
+         (`kubectl logs -n NAMESPACE -l app.kubernetes.io/managed-by=devpop`), or run devpop with --target cluster"
+            .into(),
+    )
 }
 
 impl Target for AnyTarget {
@@ -185,7 +231,7 @@ impl Target for AnyTarget {
         }
     }
 
-    async fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> Result<Option<String>, TargetError> {
+    async fn dry_run(&self, subject: &Subject, rendered: &Rendered) -> Result<Option<DryRun>, TargetError> {
         match self {
             AnyTarget::RenderOnly(t) => t.dry_run(subject, rendered).await,
             AnyTarget::Cluster(t, _) => t.dry_run(subject, rendered).await,

@@ -592,21 +592,19 @@ pub async fn logs_page(
 
 // ---- logs followed live (cluster target) ----
 
-/// Log followers at once, server-wide (each holds up to `MAX_PODS` x `MAX_CONTAINERS` streams
-/// to the API server).
+/// Log followers at once, server-wide (each holds a stream per container to the API server).
 const MAX_FOLLOWERS: usize = 16;
-/// How long one follower streams before the page reconnects.
-const FOLLOW_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(serde::Deserialize)]
 pub struct LogsQuery {
-    /// Only this hop's pods (`devpop.section.io/hop`).
+    /// Only this module's pods (its hop name).
     #[serde(default)]
     module: Option<String>,
 }
 
-/// The environment's container logs as Server-Sent Events (`event: log`, JSON: hop, pod,
-/// container, line), the last lines of each container first, then followed.
+/// The environment's container logs as Server-Sent Events (`event: log`, a `LogEntry` as
+/// JSON), from the target's own log follower (`applying::logs`): the last lines of each
+/// container first, then as they are written.
 pub async fn logs_stream(
     State(state): State<AppState>,
     Path((account, application, env)): Path<Names>,
@@ -620,16 +618,18 @@ pub async fn logs_stream(
         let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
         environment_head(&repo, &rid.account, &rid.application, &name)
     })
-    .await?;
-    let crate::applying::AnyTarget::Cluster(cluster, _) = &**state.deployer.target() else {
-        return Err(not_found(
-            "the render-only target runs nothing: logs live where the manifests are applied".to_owned(),
-        ));
+    .await
+    .map_err(as_page)?;
+    let logs_error = |e: crate::applying::logs::LogsError| {
+        use crate::applying::logs::LogsError;
+        let status = match e {
+            LogsError::NotHere(_) => StatusCode::NOT_FOUND,
+            LogsError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            LogsError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+        };
+        HttpError::new(status, e.to_string())
     };
-    let hop = q.module.filter(|m| !m.is_empty());
-    if hop.as_ref().is_some_and(|h| h.len() > 63 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
-        return Err(HttpError::new(StatusCode::BAD_REQUEST, "module: a hop name (letters, digits, -)"));
-    }
+    let query = crate::applying::logs::LogQuery::new(q.module.as_deref(), None).map_err(logs_error)?;
     let permit = FOLLOWERS
         .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS)))
         .clone()
@@ -637,13 +637,13 @@ pub async fn logs_stream(
         .map_err(|_| HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "too many log followers right now; retry soon"))?;
     let render = &state.settings.hook.checks.render;
     let namespace = crate::rendering::naming::namespace(&render.namespace_prefix, &id, &env);
-    let lines = crate::applying::logs::follow(cluster.client(), &namespace, hop.as_deref())
-        .await
-        .map_err(|e| HttpError::new(StatusCode::BAD_GATEWAY, format!("the cluster's logs: {e}")))?;
-    let events = lines.take_until(tokio::time::sleep(FOLLOW_LIMIT)).map(move |l| {
+    let entries = state.deployer.target().follow_logs(&namespace, &query).await.map_err(logs_error)?;
+    let events = entries.map(move |entry| {
         let _held = &permit;
         let event = axum::response::sse::Event::default().event("log");
-        Ok::<_, std::convert::Infallible>(event.json_data(&l).unwrap_or_else(|_| axum::response::sse::Event::default()))
+        Ok::<_, std::convert::Infallible>(
+            event.json_data(&entry).unwrap_or_else(|_| axum::response::sse::Event::default()),
+        )
     });
     Ok(axum::response::sse::Sse::new(events).keep_alive(axum::response::sse::KeepAlive::default()).into_response())
 }

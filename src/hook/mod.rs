@@ -233,7 +233,7 @@ pub trait PushServer {
     /// A deployment as recorded.
     fn deployment(&self, id: u64) -> Option<Deployment>;
     /// `-o dry-run`: the target's own check of the render.
-    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String>;
+    fn dry_run(&self, request: NewDeployment) -> Result<Option<crate::applying::DryRun>, String>;
 }
 
 /// Runs the pre-receive checks of the push `request` to the repo `id` (opened so that the
@@ -249,7 +249,8 @@ pub fn pre_receive(
     server: Option<&dyn PushServer>,
 ) -> Result<bool, HookError> {
     let mut summary = Summary { dry_run: request.options.dry_run, ..Summary::default() };
-    let accepted = check_push(id, repo, request, out, packages, settings, server, &mut summary)?;
+    let push = Push { id, repo, request, packages, settings, server };
+    let accepted = check_push(&push, out, &mut summary)?;
     if request.options.json {
         summary.accepted = accepted;
         say(out, &format!("devpop-result: {}", summary.to_json()))?;
@@ -293,17 +294,19 @@ impl Summary {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_push(
-    id: &RepoId,
-    repo: &Repository,
-    request: &PushRequest,
-    out: &mut dyn Write,
-    packages: &PackageStore,
-    settings: &HookSettings,
-    server: Option<&dyn PushServer>,
-    summary: &mut Summary,
-) -> Result<bool, HookError> {
+/// One push being checked: where it goes, what it asks, and what checks it.
+#[derive(Clone, Copy)]
+struct Push<'a> {
+    id: &'a RepoId,
+    repo: &'a Repository,
+    request: &'a PushRequest,
+    packages: &'a PackageStore,
+    settings: &'a HookSettings,
+    server: Option<&'a dyn PushServer>,
+}
+
+fn check_push(push: &Push<'_>, out: &mut dyn Write, summary: &mut Summary) -> Result<bool, HookError> {
+    let Push { id, repo, request, packages, settings, server } = *push;
     let updates = &request.updates;
     let max_refs = settings.max_refs;
     if updates.len() > max_refs {
@@ -525,7 +528,13 @@ fn check_update(
         if let Some(server) = server {
             let deployment = deployment_request(id, update, server.pusher(), request.quarantine.clone());
             match server.dry_run(deployment) {
-                Ok(Some(message)) => say(out, &format!("Dry run on the target: {message}"))?,
+                Ok(Some(answer)) => {
+                    say(out, &format!("Dry run on the target: {}", answer.summary))?;
+                    if let Some(changes) = &answer.changes {
+                        say(out, "Dry run: changes on the target (live objects against the server-side dry run):")?;
+                        say_changes(out, changes)?;
+                    }
+                }
                 Ok(None) => {}
                 Err(error) => say(out, &format!("error: dry run on the target: {error}"))?,
             }
@@ -690,6 +699,12 @@ fn dry_run_report(
     };
     let d = crate::rendering::diff(&before, rendered);
     say(out, &format!("Dry run: changes to {branch} (namespace {}) against its last deployment:", rendered.namespace))?;
+    say_changes(out, &d)
+}
+
+/// Each changed object (`+` added, `~` changed with the unified diff of its YAML, `-` removed)
+/// and the counts.
+fn say_changes(out: &mut dyn Write, d: &crate::rendering::Diff) -> Result<(), HookError> {
     for (mark, keys) in [("+", &d.added), ("~", &d.changed), ("-", &d.removed)] {
         for k in keys {
             say(out, &format!("  {mark} {k}"))?;

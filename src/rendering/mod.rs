@@ -429,28 +429,42 @@ pub struct Diff {
 }
 
 pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
+    let after: Vec<(String, String)> = after.objects.iter().map(|o| (object_stem(o), object_yaml(o))).collect();
+    diff_yaml(before, &after)
+}
+
+/// [`diff`] of two sets of objects as YAML documents: `before` by file stem, `after` in order as
+/// (stem, YAML). The cluster's dry run compares live objects with what the API server would
+/// store this way.
+pub fn diff_yaml(before: &BTreeMap<String, String>, after: &[(String, String)]) -> Diff {
     let normalise = |yaml: &str| -> String {
         yaml.lines().filter(|l| !l.trim_start().starts_with(&format!("{LABEL_COMMIT}:"))).collect::<Vec<_>>().join("\n")
     };
+    let parse = |yaml: &str| -> serde_yaml_ng::Value { serde_yaml_ng::from_str(yaml).unwrap_or_default() };
     // A content-addressed ConfigMap is known by the name it has without its hash: a new hash of
     // `m1-cache-config` is that ConfigMap changed, not one added and one removed.
     let config_of = |v: &serde_yaml_ng::Value| v["metadata"]["labels"][LABEL_CONFIG_OF].as_str().map(str::to_owned);
+    let key_of = |v: &serde_yaml_ng::Value, stem: &str| match (v["kind"].as_str(), v["metadata"]["name"].as_str()) {
+        (Some(kind), Some(name)) => format!("{kind}/{name}"),
+        _ => stem.to_owned(),
+    };
     let parsed: BTreeMap<&String, serde_yaml_ng::Value> =
-        before.iter().map(|(stem, yaml)| (stem, serde_yaml_ng::from_str(yaml).unwrap_or_default())).collect();
+        before.iter().map(|(stem, yaml)| (stem, parse(yaml))).collect();
     let before_config: BTreeMap<String, &String> =
         parsed.iter().filter_map(|(stem, v)| config_of(v).map(|base| (base, *stem))).collect();
     let mut d = Diff::default();
     let mut seen = std::collections::BTreeSet::new();
-    for o in &after.objects {
-        let base = o.metadata().labels.as_ref().and_then(|l| l.get(LABEL_CONFIG_OF));
-        let (stem, key) = match base.and_then(|b| before_config.get(b).map(|stem| (b, stem))) {
+    for (after_stem, yaml) in after {
+        let v = parse(yaml);
+        let base = config_of(&v);
+        let (stem, key) = match base.and_then(|b| before_config.get(&b).map(|stem| (b, stem))) {
             Some((base, stem)) => ((*stem).clone(), format!("ConfigMap/{base}")),
-            None => (object_stem(o), o.key()),
+            None => (after_stem.clone(), key_of(&v, after_stem)),
         };
         match before.get(&stem) {
             None => d.added.push(key),
-            Some(old) if normalise(old) != normalise(&object_yaml(o)) => {
-                let lines = changes::unified(&(normalise(old) + "\n"), &(normalise(&object_yaml(o)) + "\n"));
+            Some(old) if normalise(old) != normalise(yaml) => {
+                let lines = changes::unified(&(normalise(old) + "\n"), &(normalise(yaml) + "\n"));
                 d.details.insert(key.clone(), lines);
                 d.changed.push(key);
             }
@@ -461,10 +475,9 @@ pub fn diff(before: &BTreeMap<String, String>, after: &Rendered) -> Diff {
     d.removed = parsed
         .iter()
         .filter(|(k, _)| !seen.contains(**k))
-        .map(|(stem, v)| match (v["kind"].as_str(), config_of(v), v["metadata"]["name"].as_str()) {
-            (Some(kind), Some(base), _) => format!("{kind}/{base}"),
-            (Some(kind), None, Some(name)) => format!("{kind}/{name}"),
-            _ => (*stem).clone(),
+        .map(|(stem, v)| match (v["kind"].as_str(), config_of(v)) {
+            (Some(kind), Some(base)) => format!("{kind}/{base}"),
+            _ => key_of(v, stem),
         })
         .collect();
     d

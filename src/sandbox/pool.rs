@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::bounds;
 use super::run::Started;
 use super::scratch::scratch_dir;
 use super::{run_validate, Limits, Outcome};
@@ -261,7 +262,14 @@ impl PoolInner {
             }
             let Some(id) = FileId::of(script) else { return };
             let Ok(scratch) = scratch_dir() else { return };
-            let started = match Started::spawn(&self.bwrap, script, scratch.path(), &self.limits, true) {
+            let started = match Started::spawn(
+                bounds::host(&self.bwrap),
+                &self.bwrap,
+                script,
+                scratch.path(),
+                &self.limits,
+                true,
+            ) {
                 Ok(s) => s,
                 Err(outcome) => {
                     tracing::warn!(script = %script.display(), ?outcome, "cannot start a sandbox ahead of time");

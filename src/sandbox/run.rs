@@ -135,19 +135,9 @@ pub(super) struct Started {
 }
 
 impl Started {
-    /// Starts bwrap; with `wait`, the sandbox is set up but validate.sh runs only at [`Self::go`].
+    /// Starts bwrap on a host with the abilities `host` says (`bounds::host(bwrap)`: this one);
+    /// with `wait`, the sandbox is set up but validate.sh runs only at [`Self::go`].
     pub(super) fn spawn(
-        bwrap: &Path,
-        script: &Path,
-        config_dir: &Path,
-        limits: &Limits,
-        wait: bool,
-    ) -> Result<Self, Outcome> {
-        Self::spawn_on(bounds::host(bwrap), bwrap, script, config_dir, limits, wait)
-    }
-
-    /// [`Self::spawn`] on a host with the abilities `host` says.
-    fn spawn_on(
         host: &Host,
         bwrap: &Path,
         script: &Path,
@@ -311,9 +301,8 @@ mod tests {
                 fresh_proc: true,
                 seccomp: if seccomp { Some(bounds::write_seccomp().unwrap()) } else { None },
             };
-            let out = Started::spawn_on(&host, Path::new("bwrap"), &script, dir.path(), &limits, false)
-                .unwrap()
-                .finish(&limits);
+            let out =
+                Started::spawn(&host, Path::new("bwrap"), &script, dir.path(), &limits, false).unwrap().finish(&limits);
             let output = if seccomp { "" } else { "unshared\n" };
             assert_eq!(
                 out,
@@ -343,7 +332,7 @@ mod tests {
         let run = |body: &str| {
             std::fs::write(&script, body).unwrap();
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-            Started::spawn_on(&host, &bwrap, &script, dir.path(), &limits, false).unwrap().finish(&limits)
+            Started::spawn(&host, &bwrap, &script, dir.path(), &limits, false).unwrap().finish(&limits)
         };
         let out = run("n=0; while [ $n -lt 100 ]; do sleep 1000 & n=$((n+1)); done; echo all-started");
         let Outcome::Failed { status, output } = &out else { panic!("{out:?}") };

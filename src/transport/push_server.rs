@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::applying::deployer::Deployer;
-use crate::applying::AnyTarget;
+use crate::applying::{AnyTarget, DryRun};
 use crate::hook::{PushServer, Queued};
 use crate::records::{Deployment, NewDeployment};
 
@@ -55,7 +55,7 @@ impl PushServer for InServer {
         self.deployer.records().get(id)
     }
 
-    fn dry_run(&self, request: NewDeployment) -> Result<Option<String>, String> {
+    fn dry_run(&self, request: NewDeployment) -> Result<Option<DryRun>, String> {
         self.runtime.block_on(self.deployer.dry_run(request))
     }
 }

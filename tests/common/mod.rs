@@ -2,6 +2,7 @@
 //! real `git` client and raw HTTP.
 #![allow(dead_code)]
 
+pub mod kubeapi;
 pub mod rawgit;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -270,6 +271,63 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// Installs package `probe:1.0.0` whose validate.sh is `body`; returns an environment repo whose
+/// one module `probe` uses it.
+pub fn probe_case(devpop: &Devpop, body: &str) -> tempfile::TempDir {
+    let src = tempfile::tempdir().unwrap();
+    copy_tree(&fixture("packages/example-simple"), src.path());
+    let yaml = src.path().join(".section-proxy.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace("name: example-simple:1.0.0", "name: probe:1.0.0");
+    std::fs::write(&yaml, text).unwrap();
+    std::fs::write(src.path().join("validate.sh"), format!("#!/bin/sh\n{body}\n")).unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["package", "add"])
+        .arg(src.path())
+        .arg("--data")
+        .arg(devpop.data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("probe")).unwrap();
+    std::fs::write(repo.path().join("probe/server.conf"), "# ok\n").unwrap();
+    std::fs::write(
+        repo.path().join("section.config.json"),
+        r#"{"proxychain": [{"name": "probe", "image": "probe:1.0.0"}],
+"environments": {"Production": {"origin": {"address": "origin.example.com"}}}}"#,
+    )
+    .unwrap();
+    repo
+}
+
+/// The sample application pushed to Production and Staging of a new app `9999/9999/site`, both
+/// deployed and ready; the clone it was pushed from.
+pub fn push_sample_everywhere(devpop: &Devpop) -> (tempfile::TempDir, PathBuf) {
+    let url = devpop.create_app("9999", "9999", "site");
+    let (dir, work) = clone(&url);
+    replace_tree(&work, &fixture("repos/sample-application"));
+    commit_all(&work, "the sample application");
+    for env in ["Production", "Staging"] {
+        let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = wait_deployment(devpop, queued_deployment(&stderr(&out), env));
+        assert_eq!(d["state"], "ready", "{d}");
+    }
+    (dir, work)
+}
+
+/// Pushes the contents of `tree` as one commit to `branch` of a new app `app` (account 1);
+/// whether the push succeeded, and git's output.
+pub fn push_tree(devpop: &Devpop, app: &str, tree: &Path, branch: &str) -> (bool, String) {
+    let url = devpop.create_app("1", app, app);
+    let (dir, work) = clone(&url);
+    replace_tree(&work, tree);
+    commit_all(&work, "environment repo");
+    let out = git(&work, &["push", "origin", &format!("HEAD:{branch}")]);
+    drop(dir);
+    (out.status.success(), stderr(&out))
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`). The body is read

@@ -17,6 +17,7 @@
 mod accounts;
 mod applications;
 pub mod changes;
+mod logs;
 mod routes;
 mod unsupported;
 

@@ -61,6 +61,10 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/domain/{hostName}",
             post(ch::add_domain).delete(ch::remove_domain),
         )
+        .route(
+            "/api/v1/account/{accountId}/application/{applicationId}/environment/{environmentName}/logs",
+            get(super::logs::logs),
+        )
         .merge(unsupported())
 }
 
