@@ -328,7 +328,8 @@ fn pages_show_local_relative_times_commit_subjects_environment_states_and_urls_a
 }
 
 #[test]
-fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_its_diagnostic_next_to_the_field() {
+fn settings_forms_deploy_a_new_origin_alternates_ip_restrictions_and_domains_and_a_refused_edit_shows_its_diagnostic_next_to_the_field(
+) {
     let devpop = Devpop::start();
     devpop.create_app("9999", "shop", "shop");
     let b = Browser::start();
@@ -384,6 +385,27 @@ fn editing_the_origin_in_a_form_deploys_the_new_origin_and_a_refused_edit_shows_
     on_deployment_page(&b);
     b.goto(&environment_page(&devpop, "shop", "Production"));
     assert!(b.text("#domains").contains("www.shop.example"), "{}", b.text("#domains"));
+    b.click("button[aria-label='Remove www.shop.example']");
+    on_deployment_page(&b);
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    assert!(!b.text("#domains").contains("www.shop.example"), "{}", b.text("#domains"));
+
+    // Alternate origins, one per line.
+    b.type_into("#alternates-form textarea", "images images.shop.example");
+    b.click("#alternates-form button[type=submit]");
+    let id = on_deployment_page(&b);
+    assert_eq!(wait_deployment(&devpop, id)["state"], "ready");
+    assert!(
+        rendered_has(&devpop, "shop", "Production", "images.shop.example"),
+        "the rendered egress has the alternate"
+    );
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    assert_eq!(b.property("#alternates-form textarea", "value"), "images images.shop.example");
+    b.clear("#alternates-form textarea");
+    b.type_into("#alternates-form textarea", "just-one-word");
+    b.click("#alternates-form button[type=submit]");
+    let error = b.wait_text("#alternates-error", |t| !t.is_empty());
+    assert!(error.contains("line 1: write one alternate origin per line as `name address`"), "{error}");
 }
 
 #[test]
