@@ -154,27 +154,71 @@ pub fn commit_file(
     sig: &git2::Signature,
     message: &str,
 ) -> Result<Oid, git2::Error> {
-    fn put(repo: &Repository, tree: Option<&git2::Tree>, path: &[&str], blob: Oid) -> Result<Oid, git2::Error> {
+    let files = [(path.iter().map(|p| p.to_string()).collect(), Some(content.to_vec()))];
+    commit_files(repo, parent, &files, sig, message)
+}
+
+/// A commit on top of `parent` with each of `files` written or removed (a folder left empty
+/// goes too); every other file stays as it is.
+pub fn commit_files(
+    repo: &Repository,
+    parent: &git2::Commit,
+    files: &[(Vec<String>, Option<Vec<u8>>)],
+    sig: &git2::Signature,
+    message: &str,
+) -> Result<Oid, git2::Error> {
+    /// The tree `tree` with `path` set to `blob` (or removed); `None` when it ends up empty.
+    fn put(
+        repo: &Repository,
+        tree: Option<&git2::Tree>,
+        path: &[String],
+        blob: Option<Oid>,
+    ) -> Result<Option<Oid>, git2::Error> {
         let mut builder = repo.treebuilder(tree)?;
-        match path {
-            [file] => {
+        match (path, blob) {
+            ([file], Some(blob)) => {
                 builder.insert(file, blob, 0o100644)?;
             }
-            [dir, rest @ ..] => {
+            ([file], None) => {
+                if builder.get(file)?.is_some() {
+                    builder.remove(file)?;
+                }
+            }
+            ([dir, rest @ ..], _) => {
                 let sub = match tree.and_then(|t| t.get_name(dir)) {
                     Some(e) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
                     Some(_) => return Err(git2::Error::from_str(&format!("{dir} is a file, not a folder"))),
+                    None if blob.is_none() => return Ok(tree.map(git2::Tree::id)),
                     None => None,
                 };
-                let id = put(repo, sub.as_ref(), rest, blob)?;
-                builder.insert(dir, id, 0o040000)?;
+                match put(repo, sub.as_ref(), rest, blob)? {
+                    Some(id) => {
+                        builder.insert(dir, id, 0o040000)?;
+                    }
+                    None => {
+                        if builder.get(dir)?.is_some() {
+                            builder.remove(dir)?;
+                        }
+                    }
+                }
             }
-            [] => return Err(git2::Error::from_str("empty path")),
+            ([], _) => return Err(git2::Error::from_str("empty path")),
         }
-        builder.write()
+        if builder.is_empty() {
+            return Ok(None);
+        }
+        builder.write().map(Some)
     }
-    let tree = put(repo, Some(&parent.tree()?), path, repo.blob(content)?)?;
-    repo.commit(None, sig, sig, message, &repo.find_tree(tree)?, &[parent])
+    let mut tree = parent.tree()?;
+    for (path, content) in files {
+        let blob = content.as_deref().map(|c| repo.blob(c)).transpose()?;
+        let id = match put(repo, Some(&tree), path, blob)? {
+            Some(id) => id,
+            None => repo.treebuilder(None)?.write()?,
+        };
+        tree = repo.find_tree(id)?;
+    }
+    repo.commit(None, sig, sig, message, &tree, &[parent])
 }
 
 /// Runs `change` holding the environment `key` the way a push holds it (`Deployer::hold`,

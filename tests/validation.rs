@@ -102,7 +102,13 @@ fn sample_application_is_accepted_with_each_module_validated() {
         remote[2].starts_with("Rendering environment Production (namespace section-sample-production-"),
         "{output}"
     );
-    assert_eq!(remote[3], format!("Deployment 1 queued for Production: {}/api/v1/deployments/1", devpop.url));
+    assert_eq!(
+        remote[3],
+        format!(
+            "Deployment 1 queued for Production: {0}/console/deployments/1 (API: {0}/api/v1/deployments/1)",
+            devpop.url
+        )
+    );
     let (ok, output) = push_tree(&devpop, "sample2", &fixture("repos/sample-application"), "Staging");
     assert!(ok, "{output}");
     let (valid, _) = devpop_validate(&fixture("repos/sample-application"), "Production", devpop.data.path());

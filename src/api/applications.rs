@@ -122,7 +122,7 @@ pub async fn delete_application(
     Path((account, application)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
     let id = application_id(&state, &account, &application)?;
-    remove_application(&state, &id, "api").await?;
+    remove_application(&state, &id, &super::actor(&principal)).await?;
     audit_action(
         &state,
         &principal,
@@ -237,7 +237,10 @@ pub async fn create_environment(
             Ok(commit)
         })
         .await?;
-        let d = state.deployer.submit(request(&id, &name, commit.to_string(), Action::Deploy, "api")).await?;
+        let d = state
+            .deployer
+            .submit(request(&id, &name, commit.to_string(), Action::Deploy, &super::actor(&principal)))
+            .await?;
         Ok::<_, HttpError>((commit, d))
     })
     .await?;
@@ -284,7 +287,8 @@ pub async fn delete_environment(
         Ok(head)
     })
     .await?;
-    let d = state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, "api")).await?;
+    let d =
+        state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, &super::actor(&principal))).await?;
     audit_action(
         &state,
         &principal,

@@ -37,13 +37,6 @@ pub struct RollbackBody {
     pub to: Option<u64>,
 }
 
-fn who(principal: &Principal) -> String {
-    match principal {
-        Principal::Local => "local".to_owned(),
-        Principal::Token { id, .. } => id.clone(),
-    }
-}
-
 /// The application and environment named in the path (400 for a bad name, 404 for none).
 fn environment_of(state: &AppState, (account, application, env): &Names) -> Result<RepoId, HttpError> {
     let id = application_id(state, account, application)?;
@@ -82,41 +75,8 @@ pub async fn rollback(
         })?
     };
     let id = environment_of(&state, &names)?;
-    let env = names.2;
-    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.clone());
-    let (st, rid, name) = (state.clone(), id.clone(), env.clone());
-    let holder = state.next_push_id();
-    let pusher = who(&principal);
-    let (plan, d) = crate::edits::held(&state.deployer, &holder, key, async move {
-        let (st2, rid2, name2) = (st.clone(), rid.clone(), name.clone());
-        let (plan, lines) = blocking(move || {
-            let environment = Environment { id: &rid2, name: &name2 };
-            let path = st2.repos.path(&rid2);
-            let plan = lifecycle::plan_rollback(st2.deployer.records(), &path, &environment, body.to)?;
-            let repo = Repository::open_bare(&path).map_err(internal)?;
-            let log = format!("devpop: roll back {name2} to deployment {}", plan.target.id);
-            let checked = st2.edits(&repo, &rid2).check_and_move(&name2, plan.commit, Some(plan.head), &log)?;
-            if !checked.accepted {
-                return Err(refused(checked.lines));
-            }
-            Ok((plan, checked.lines))
-        })
-        .await?;
-        let mut new = request(&rid, &name, plan.commit.to_string(), Action::Deploy, &pusher);
-        new.validation = lines;
-        let d = st.deployer.submit(new).await?;
-        Ok::<_, HttpError>((plan, d))
-    })
-    .await?;
-    let (audit, restores) = (state.audit.clone(), plan.target.id);
-    // The audit log is a database write: off the async threads.
-    blocking(move || {
-        let environment = Environment { id: &id, name: &env };
-        lifecycle::audit_rollback(&audit, &who(&principal), Some(peer.ip().to_string()), &environment, &plan);
-        Ok(())
-    })
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(RolledBack { deployment: d, restores })))
+    let (deployment, restores) = rollback_environment(&state, &principal, peer, &id, &names.2, body.to).await?;
+    Ok((StatusCode::ACCEPTED, Json(RolledBack { deployment, restores })))
 }
 
 pub async fn redeploy(
@@ -126,18 +86,81 @@ pub async fn redeploy(
     Path(names): Path<Names>,
 ) -> Result<(StatusCode, Json<Deployment>), HttpError> {
     let id = environment_of(&state, &names)?;
-    let env = names.2;
-    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.clone());
-    let (st, rid, name) = (state.clone(), id.clone(), env.clone());
+    let d = redeploy_environment(&state, &principal, peer, &id, &names.2).await?;
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}
+
+/// Rolls `env` back (to deployment `to`, or the newest earlier ready one with another tree):
+/// the restoring commit checked and the branch moved under the environment's hold, the
+/// deployment submitted, the action audited. The API's and the console's rollback. Returns the
+/// deployment and the id of the one it restores. Its pusher reads `who (rollback to
+/// deployment N)`, which the console shows as the deployment's cause.
+pub async fn rollback_environment(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    id: &RepoId,
+    env: &str,
+    to: Option<u64>,
+) -> Result<(Deployment, u64), HttpError> {
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.to_owned());
+    let (st, rid, name) = (state.clone(), id.clone(), env.to_owned());
     let holder = state.next_push_id();
-    let pusher = who(&principal);
+    let who = super::actor(principal);
+    let (plan, d) = crate::edits::held(&state.deployer, &holder, key, async move {
+        let (st2, rid2, name2) = (st.clone(), rid.clone(), name.clone());
+        let (plan, lines) = blocking(move || {
+            let environment = Environment { id: &rid2, name: &name2 };
+            let path = st2.repos.path(&rid2);
+            let plan = lifecycle::plan_rollback(st2.deployer.records(), &path, &environment, to)?;
+            let repo = Repository::open_bare(&path).map_err(internal)?;
+            let log = format!("devpop: roll back {name2} to deployment {}", plan.target.id);
+            let checked = st2.edits(&repo, &rid2).check_and_move(&name2, plan.commit, Some(plan.head), &log)?;
+            if !checked.accepted {
+                return Err(refused(checked.lines));
+            }
+            Ok((plan, checked.lines))
+        })
+        .await?;
+        let pusher = format!("{who} (rollback to deployment {})", plan.target.id);
+        let mut new = request(&rid, &name, plan.commit.to_string(), Action::Deploy, &pusher);
+        new.validation = lines;
+        let d = st.deployer.submit(new).await?;
+        Ok::<_, HttpError>((plan, d))
+    })
+    .await?;
+    let (audit, restores, rid, name, principal) =
+        (state.audit.clone(), plan.target.id, id.clone(), env.to_owned(), principal.clone());
+    // The audit log is a database write: off the async threads.
+    blocking(move || {
+        let environment = Environment { id: &rid, name: &name };
+        lifecycle::audit_rollback(&audit, &super::actor(&principal), Some(peer.ip().to_string()), &environment, &plan);
+        Ok(())
+    })
+    .await?;
+    Ok((d, restores))
+}
+
+/// Deploys `env`'s branch head again, checked again (a package may have changed), the branch
+/// unchanged; under the environment's hold, audited. The API's and the console's redeploy. Its
+/// pusher reads `who (redeploy)`.
+pub async fn redeploy_environment(
+    state: &AppState,
+    principal: &Principal,
+    peer: std::net::SocketAddr,
+    id: &RepoId,
+    env: &str,
+) -> Result<Deployment, HttpError> {
+    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.to_owned());
+    let (st, rid, name) = (state.clone(), id.clone(), env.to_owned());
+    let holder = state.next_push_id();
+    let pusher = format!("{} (redeploy)", super::actor(principal));
     let (head, d) = crate::edits::held(&state.deployer, &holder, key, async move {
         let (st2, rid2, name2) = (st.clone(), rid.clone(), name.clone());
         let (head, lines) = blocking(move || {
             let environment = Environment { id: &rid2, name: &name2 };
             let repo = Repository::open_bare(st2.repos.path(&rid2)).map_err(internal)?;
             let head = environment.head(&repo)?;
-            // The branch stays where it is; the checks run again (a package may have changed).
             let log = format!("devpop: redeploy {name2}");
             let checked = st2.edits(&repo, &rid2).check_and_move(&name2, head, Some(head), &log)?;
             if !checked.accepted {
@@ -152,13 +175,13 @@ pub async fn redeploy(
         Ok::<_, HttpError>((head, d))
     })
     .await?;
-    let (audit, deployment) = (state.audit.clone(), d.id);
-    // The audit log is a database write: off the async threads.
+    let (audit, deployment, rid, name, principal) =
+        (state.audit.clone(), d.id, id.clone(), env.to_owned(), principal.clone());
     blocking(move || {
-        let environment = Environment { id: &id, name: &env };
+        let environment = Environment { id: &rid, name: &name };
         lifecycle::audit_redeploy(
             &audit,
-            &who(&principal),
+            &super::actor(&principal),
             Some(peer.ip().to_string()),
             &environment,
             head,
@@ -167,5 +190,5 @@ pub async fn redeploy(
         Ok(())
     })
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(d)))
+    Ok(d)
 }

@@ -95,10 +95,7 @@ pub(crate) async fn audit_action(
     target: &str,
     detail: &str,
 ) {
-    let who = match principal {
-        crate::auth::Principal::Local => "local".to_owned(),
-        crate::auth::Principal::Token { id, .. } => id.clone(),
-    };
+    let who = actor(principal);
     let audit = state.audit.clone();
     let (action, account, target, detail) =
         (action.to_owned(), account.to_owned(), target.to_owned(), detail.to_owned());
@@ -107,6 +104,14 @@ pub(crate) async fn audit_action(
     });
     if let Err(e) = written.await {
         tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
+/// Who a principal is in records (deployments, the audit log): its token's id, or `local`.
+pub(crate) fn actor(principal: &crate::auth::Principal) -> String {
+    match principal {
+        crate::auth::Principal::Local => "local".to_owned(),
+        crate::auth::Principal::Token { id, .. } => id.clone(),
     }
 }
 

@@ -1,19 +1,28 @@
 //! The console: server-rendered pages (templates in `templates/console/`, HTML auto-escaped)
 //! with a little JavaScript that calls the same REST API scripts use, and follows deployments
 //! live over its Server-Sent Events. No separate build.
+//!
+//! An environment's pages (settings, files, modules, lifecycle, logs) are in [`environment`]
+//! and [`confirm`]; their forms post to the console, whose handlers call the API's functions.
+
+mod confirm;
+mod environment;
+pub mod lifecycle;
+pub mod view;
 
 use std::collections::BTreeMap;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use git2::Repository;
 use minijinja::context;
 
 use crate::auth::Principal;
 use crate::auth::SESSION_COOKIE;
+use crate::names::RepoId;
 use crate::web::error::{internal, HttpError};
 use crate::web::query::{application_id, blocking, branches, describe, environment_of, stack_of};
 use crate::web::state::AppState;
@@ -23,6 +32,38 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(|| async { Redirect::to("/console") }))
         .route("/console", get(applications))
         .route("/console/accounts/{account}/applications/{application}", get(application))
+        .route(
+            "/console/accounts/{account}/applications/{application}/delete",
+            get(confirm::delete_application_page).post(confirm::delete_application),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}",
+            get(environment::environment_page),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/settings/{form}",
+            post(environment::save_setting),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/modules",
+            post(environment::change_module),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/files",
+            get(environment::files_page).post(environment::save_file),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/logs",
+            get(environment::logs_page),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/logs/stream",
+            get(environment::logs_stream),
+        )
+        .route(
+            "/console/accounts/{account}/applications/{application}/environments/{env}/do/{action}",
+            get(confirm::confirm_page).post(confirm::confirmed),
+        )
         .route("/console/deployments/{id}", get(deployment))
         .route("/console/packages", get(packages))
         .route("/console/login", get(login_page).post(login))
@@ -63,9 +104,15 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("deployment.html", include_str!("../../templates/console/deployment.html")),
             ("packages.html", include_str!("../../templates/console/packages.html")),
             ("login.html", include_str!("../../templates/console/login.html")),
+            ("environment.html", include_str!("../../templates/console/environment.html")),
+            ("files.html", include_str!("../../templates/console/files.html")),
+            ("confirm.html", include_str!("../../templates/console/confirm.html")),
+            ("logs.html", include_str!("../../templates/console/logs.html")),
         ] {
             env.add_template(name, source).expect("templates/console are valid templates");
         }
+        env.add_filter("time", |v: String| view::time_element(&v));
+        env.add_filter("q", |v: String| view::query_value(&v));
         env
     })
 }
@@ -90,7 +137,18 @@ async fn applications(
     let st = state.clone();
     let apps = blocking(move || {
         let visible = st.repos.list().into_iter().filter(|id| principal.may_read(&id.account));
-        visible.map(|id| describe(&st, &id)).collect::<Result<Vec<_>, _>>()
+        visible
+            .map(|id| {
+                let app = describe(&st, &id)?;
+                let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+                let environments: Vec<_> = branches(&repo)
+                    .map_err(internal)?
+                    .into_iter()
+                    .map(|(name, head)| environment_of(&st, &id, &name, head))
+                    .collect();
+                Ok(context! { app, environments })
+            })
+            .collect::<Result<Vec<_>, HttpError>>()
     })
     .await?;
     page(&state, "applications.html", context! { apps })
@@ -109,7 +167,10 @@ async fn application(
         let mut stacks = BTreeMap::new();
         for (name, head) in branches(&repo).map_err(internal)? {
             stacks.insert(name.clone(), stack_of(&st, &repo, head)?);
-            environments.push(environment_of(&st, &id, &name, head));
+            let host = environment::environment_host(&st, &id, &name);
+            let e = environment_of(&st, &id, &name, head);
+            let commit = view::commits(&repo, [e.commit.as_str()]).remove(&e.commit).unwrap_or_default();
+            environments.push(context! { host, subject => commit.subject, ..minijinja::Value::from_serialize(&e) });
         }
         Ok((app, environments, stacks))
     })
@@ -120,8 +181,15 @@ async fn application(
         repo: Some(app.repo.clone()),
         ..Default::default()
     };
-    let records = state.deployer.records().clone();
-    let (deployments, _) = blocking(move || records.page(&filter, 0, 50).map_err(internal)).await?;
+    let st = state.clone();
+    let id = application_id(&state, &app.account, &app.application).map_err(|e| not_found(e.message))?;
+    let deployments = blocking(move || {
+        let (deployments, _) = st.deployer.records().page(&filter, 0, 50).map_err(internal)?;
+        let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
+        let commits = view::commits(&repo, deployments.iter().map(|d| d.request.commit.as_str()));
+        Ok(deployments.into_iter().map(|d| view::Row::new(d, &commits)).collect::<Vec<_>>())
+    })
+    .await?;
     page(&state, "application.html", context! { app, environments, stacks, deployments })
 }
 
@@ -135,7 +203,18 @@ async fn deployment(
         Err(_) => None,
     };
     let d = found.ok_or_else(|| not_found(format!("no deployment {id}")))?;
-    page(&state, "deployment.html", context! { d })
+    let st = state.clone();
+    let d = blocking(move || {
+        let r = &d.request;
+        let repo = RepoId::new(&r.account, &r.application, &r.repo)
+            .ok()
+            .and_then(|rid| Repository::open_bare(st.repos.path(&rid)).ok());
+        let commits = repo.map(|repo| view::commits(&repo, [r.commit.as_str()])).unwrap_or_default();
+        Ok(view::Row::new(d, &commits))
+    })
+    .await?;
+    let api_url = crate::web::deployment_url("", d.d.id);
+    page(&state, "deployment.html", context! { d, api_url })
 }
 
 async fn packages(State(state): State<AppState>) -> Result<Response, HttpError> {
@@ -231,4 +310,17 @@ async fn logout(
     }
     let cookie = session_cookie("", 0, over_https(&state, peer, &headers));
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/console/login")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_console_template_parses() {
+        let t = super::templates();
+        for name in
+            ["applications.html", "application.html", "environment.html", "files.html", "confirm.html", "logs.html"]
+        {
+            assert!(t.get_template(name).is_ok(), "{name}");
+        }
+    }
 }

@@ -214,7 +214,10 @@ impl Default for HookSettings {
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub id: u64,
+    /// The deployment's console page.
     pub url: String,
+    /// The deployment in the API (JSON).
+    pub api_url: String,
 }
 
 /// What the checks of a push need from the devpop server that received it.
@@ -275,6 +278,7 @@ impl Summary {
             "namespace": namespace,
             "deployment": queued.map(|q| q.id),
             "url": queued.map(|q| q.url.as_str()),
+            "api_url": queued.map(|q| q.api_url.as_str()),
         }));
     }
 
@@ -569,7 +573,7 @@ fn deploy_and_wait(
             return Ok(false);
         }
     };
-    say(out, &format!("Deployment {} queued for {environment}: {}", queued.id, queued.url))?;
+    say(out, &format!("Deployment {} queued for {environment}: {} (API: {})", queued.id, queued.url, queued.api_url))?;
     let mut shown = 1; // the "queued" step
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     loop {
@@ -632,7 +636,7 @@ fn announce_deployments(
         match server.reserve(request, rendered) {
             Ok(q) => {
                 summary.environment(branch, "queued", namespace.as_deref(), Some(&q));
-                say(out, &format!("Deployment {} queued for {branch}: {}", q.id, q.url))?
+                say(out, &format!("Deployment {} queued for {branch}: {} (API: {})", q.id, q.url, q.api_url))?
             }
             Err(e) => say(out, &format!("warning: {branch} not deployed: the devpop server did not take it ({e})"))?,
         }

@@ -98,6 +98,11 @@ impl Catalog {
     }
 }
 
+/// The most files, bytes and folder depth of a package's starter config folder.
+pub const STARTER_MAX_FILES: usize = 200;
+pub const STARTER_MAX_BYTES: u64 = 4 << 20;
+pub const STARTER_MAX_DEPTH: usize = 8;
+
 /// Built-in packages: (package dir name, [(relative path, content, executable)]).
 type Builtin = (&'static str, &'static [(&'static str, &'static str, bool)]);
 
@@ -185,6 +190,49 @@ impl PackageStore {
         let descriptor =
             descriptor::parse(&text).map_err(|problems| PackageError::Invalid { dir: dir.clone(), problems })?;
         Ok(Installed { dir, descriptor })
+    }
+
+    /// A package's default config folder (`proxy_config/`), what a new module of it starts
+    /// with: (path inside the folder, content), regular files only, in path order. Bounded
+    /// ([`STARTER_MAX_FILES`] files, [`STARTER_MAX_BYTES`] bytes, [`STARTER_MAX_DEPTH`] folders
+    /// deep), walked without recursion.
+    pub fn starter_files(&self, package: &str) -> Result<Vec<(String, Vec<u8>)>, PackageError> {
+        let root = self.get(package)?.dir.join("proxy_config");
+        let too_big = |what: &str| PackageError::Invalid {
+            dir: PathBuf::from(format!("{package} proxy_config/")),
+            problems: vec![format!("{what}: start the module's folder with git instead")],
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        let mut stack = vec![(root.clone(), String::new(), 0usize)];
+        while let Some((dir, prefix, depth)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(PackageError::Io { path: dir, source: e }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                let path = entry.path();
+                let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+                let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+                if meta.is_dir() {
+                    if depth + 1 >= STARTER_MAX_DEPTH {
+                        return Err(too_big("more than 8 folders deep"));
+                    }
+                    stack.push((path, rel, depth + 1));
+                } else if meta.is_file() {
+                    bytes += meta.len();
+                    if out.len() >= STARTER_MAX_FILES || bytes > STARTER_MAX_BYTES {
+                        return Err(too_big("more than 200 files or 4 MiB"));
+                    }
+                    out.push((rel, fs::read(&path).map_err(io_err(&path))?));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Installs a module source folder (Section's `create-module-assets.sh` step).

@@ -14,7 +14,12 @@ pub mod push_server;
 pub mod query;
 pub mod state;
 
-/// The link a push prints for a deployment (its REST API resource).
+/// A deployment's REST API resource (a push prints it after the console page).
 pub fn deployment_url(base: &str, id: u64) -> String {
     format!("{}/api/v1/deployments/{id}", base.trim_end_matches('/'))
+}
+
+/// A deployment's page in the console (the link a push prints first).
+pub fn deployment_page_url(base: &str, id: u64) -> String {
+    format!("{}/console/deployments/{id}", base.trim_end_matches('/'))
 }

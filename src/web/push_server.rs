@@ -19,6 +19,17 @@ pub struct InServer {
     pub runtime: tokio::runtime::Handle,
 }
 
+impl InServer {
+    /// A deployment's links: its console page (what a push prints first) and its API resource.
+    fn queued(&self, id: u64) -> Queued {
+        Queued {
+            id,
+            url: super::deployment_page_url(&self.base_url, id),
+            api_url: super::deployment_url(&self.base_url, id),
+        }
+    }
+}
+
 impl PushServer for InServer {
     fn pusher(&self) -> &str {
         &self.pusher
@@ -30,7 +41,7 @@ impl PushServer for InServer {
         rendered: Option<crate::rendering::Rendered>,
     ) -> Result<Queued, DeployError> {
         let id = self.deployer.reserve(&self.push, request, rendered)?;
-        Ok(Queued { id, url: super::deployment_url(&self.base_url, id) })
+        Ok(self.queued(id))
     }
 
     fn hold(&self, request: &NewDeployment, on_wait: &mut dyn FnMut()) -> bool {
@@ -41,7 +52,7 @@ impl PushServer for InServer {
 
     fn submit(&self, request: NewDeployment) -> Result<Queued, DeployError> {
         let d = self.runtime.block_on(self.deployer.submit_waited(&self.push, request))?;
-        Ok(Queued { id: d.id, url: super::deployment_url(&self.base_url, d.id) })
+        Ok(self.queued(d.id))
     }
 
     fn deployment(&self, id: u64) -> Option<Deployment> {

@@ -79,21 +79,28 @@ fn environment_mut<'a>(config: &'a mut Value, env: &str) -> Result<&'a mut Map<S
 }
 
 /// A change made: the commit and its deployment.
-struct Change {
-    commit: Oid,
-    deployment: u64,
+pub struct Change {
+    pub commit: Oid,
+    pub deployment: u64,
 }
 
-/// The new content of one file.
-struct Edit {
-    path: Vec<String>,
-    content: Vec<u8>,
-    message: String,
+/// The files a change writes (content) or removes (`None`: the file or folder goes), and its
+/// commit message. Paths are components, each checked by the maker (see [`file_path`]).
+pub struct Edit {
+    pub files: Vec<(Vec<String>, Option<Vec<u8>>)>,
+    pub message: String,
+}
+
+impl Edit {
+    fn one(path: Vec<String>, content: Vec<u8>, message: String) -> Self {
+        Edit { files: vec![(path, Some(content))], message }
+    }
 }
 
 /// Commits what `make` returns on top of the environment's branch, checks it like a push and,
 /// when accepted, moves the branch and deploys it. `make` returning `None` changes nothing.
-async fn commit_change(
+/// The one path of every change to an environment's files (the API's and the console's).
+pub async fn commit_change(
     state: &AppState,
     principal: &Principal,
     peer: std::net::SocketAddr,
@@ -115,8 +122,7 @@ async fn commit_change(
             let Some(edit) = make(repo, head, env)? else { return Ok(None) };
             let parent = repo.find_commit(head)?;
             let sig = git2::Signature::now(&who, &email)?;
-            let path: Vec<&str> = edit.path.iter().map(String::as_str).collect();
-            let commit = crate::edits::commit_file(repo, &parent, &path, &edit.content, &sig, &edit.message)?;
+            let commit = crate::edits::commit_files(repo, &parent, &edit.files, &sig, &edit.message)?;
             let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
             let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
             if !checked.accepted {
@@ -145,7 +151,8 @@ async fn commit_change(
     .await
 }
 
-fn pretty(value: &Value) -> Vec<u8> {
+/// section.config.json as the API writes it.
+pub fn pretty(value: &Value) -> Vec<u8> {
     let mut text = serde_json::to_string_pretty(value).expect("JSON serialises");
     text.push('\n');
     text.into_bytes()
@@ -172,7 +179,7 @@ async fn change_config(
             return Ok(None);
         }
         let message = format!("{action} on {env} through the API\n");
-        Ok(Some(Edit { path: vec![config::FILE.to_owned()], content: pretty(&config), message }))
+        Ok(Some(Edit::one(vec![config::FILE.to_owned()], pretty(&config), message)))
     })
     .await?;
     let config = after.lock().expect("config").clone();
@@ -230,6 +237,12 @@ fn file_path(headers: &HeaderMap) -> Result<Vec<String>> {
         .ok_or_else(|| ApiError::bad("send the file to change in the filepath header"))?
         .to_str()
         .map_err(|_| ApiError::bad("the filepath header is not text"))?;
+    repo_path(raw)
+}
+
+/// The components of a path inside the repo (relative, no `.`, `..` or `.git` component,
+/// bounded), or 400 saying how to write one.
+pub fn repo_path(raw: &str) -> Result<Vec<String>> {
     let parts: Vec<&str> = raw.split('/').collect();
     let bad = raw.len() > MAX_PATH_BYTES
         || parts.len() > MAX_PATH_COMPONENTS
@@ -270,7 +283,7 @@ pub async fn update_file(
             return Ok(None);
         }
         let message = format!("Patch {shown} on {env} through the API\n");
-        Ok(Some(Edit { path, content: pretty(&doc), message }))
+        Ok(Some(Edit::one(path, pretty(&doc), message)))
     })
     .await?;
     let d = change.as_ref().map(|c| c.deployment);
@@ -493,7 +506,7 @@ struct OutagePage {
 }
 
 /// The `.html` files at the top of `outage_pages/` in the commit `head`.
-fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
+pub fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
     let tree = repo.find_commit(head).and_then(|c| c.tree())?;
     let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
     let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };

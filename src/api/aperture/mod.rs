@@ -16,7 +16,7 @@
 
 mod accounts;
 mod applications;
-mod changes;
+pub mod changes;
 mod logs;
 mod routes;
 mod unsupported;
@@ -176,6 +176,15 @@ fn applications_with_ids(state: &AppState, account: Option<&str>) -> Result<Vec<
     }
     out.sort_by(|a, b| (&a.1.account, a.0).cmp(&(&b.1.account, b.0)));
     Ok(out)
+}
+
+/// An application's Aperture id (`{applicationId}`). Blocking (may allocate one).
+pub fn aperture_id(state: &AppState, id: &RepoId) -> std::result::Result<u64, ApiError> {
+    applications_with_ids(state, Some(&id.account))?
+        .into_iter()
+        .find(|(_, i)| i == id)
+        .map(|(n, _)| n)
+        .ok_or_else(|| ApiError::not_found(format!("account {} has no application {}", id.account, id.application)))
 }
 
 /// The application `{applicationId}` of `account`, or 404.
