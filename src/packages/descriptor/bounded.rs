@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Bounds on a descriptor's YAML, checked while it is read: a real descriptor is a few KiB, a
+/// few hundred values, a dozen levels deep. Aliases count as what they expand to, so a short
+/// file that expands to millions of values (or nests hundreds deep) is refused after reading
+/// `MAX_VALUES` of them, in microseconds.
 pub const MAX_BYTES: usize = 64 << 10;
 pub const MAX_DEPTH: usize = 32;
 pub const MAX_VALUES: usize = 10_000;

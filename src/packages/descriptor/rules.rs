@@ -21,10 +21,6 @@ pub(super) const FORBIDDEN: &[(&str, &str)] = &[
     ("image", "every container runs metadata.image"),
 ];
 
-/// Bounds on a descriptor's YAML, checked while it is read: a real descriptor is a few KiB, a
-/// few hundred values, a dozen levels deep. Aliases count as what they expand to, so a short
-/// file that expands to millions of values (or nests hundreds deep) is refused after reading
-
 pub(super) fn forbidden(value: &Value, path: &str, problems: &mut Vec<String>) {
     match value {
         Value::Mapping(map) => {
