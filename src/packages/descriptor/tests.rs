@@ -2,8 +2,8 @@
 
 use super::*;
 
-const EXAMPLE: &str = include_str!("../../../tests/fixtures/packages/example-simple/.section-proxy.yaml");
-const CACHE: &str = include_str!("../../../tests/fixtures/packages/edge-cache/.section-proxy.yaml");
+const EXAMPLE: &str = include_str!("../../../templates/packages/example-simple/.section-proxy.yaml");
+const CACHE: &str = include_str!("../../../templates/packages/edge-cache/.section-proxy.yaml");
 
 #[test]
 fn fixture_packages_parse() {
