@@ -13,7 +13,7 @@ use devpop::rendering::{self, Files, ModuleInput, RenderInput, RenderSettings};
 
 fn main() {
     let descriptor =
-        descriptor::parse(include_str!("../tests/fixtures/packages/example-simple/.section-proxy.yaml")).unwrap();
+        descriptor::parse(include_str!("../templates/packages/example-simple/.section-proxy.yaml")).unwrap();
     let names = ["cache", "waf", "images", "rewrite", "example"];
     let chain: Vec<String> =
         names.iter().map(|n| format!(r#"{{"name": "{n}", "image": "example-simple:1.0.0"}}"#)).collect();
@@ -34,12 +34,12 @@ fn main() {
             descriptor: descriptor.clone(),
             config_files: [(
                 "server.conf".to_owned(),
-                file(include_str!("../tests/fixtures/packages/example-simple/proxy_config/server.conf")),
+                file(include_str!("../templates/packages/example-simple/proxy_config/server.conf")),
             )]
             .into(),
             proxy_files: [(
                 "nginx.conf".to_owned(),
-                file(include_str!("../tests/fixtures/packages/example-simple/proxy/nginx.conf")),
+                file(include_str!("../templates/packages/example-simple/proxy/nginx.conf")),
             )]
             .into(),
             prepare_sh: file("#!/bin/sh\nexit 0\n"),

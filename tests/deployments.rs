@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use devpop::applying::deployer::Deployer;
@@ -47,7 +47,10 @@ impl World {
     /// Commits `tree` (a fixture folder) and pushes it to `env` (the repo's hooks check it).
     fn push(&self, tree: &Path, env: &str) -> String {
         replace_tree(&self.work(), tree);
-        std::fs::write(self.work().join("stamp"), format!("{:?}", Instant::now())).unwrap();
+        // A new commit each time, even of the same tree.
+        static PUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::fs::write(self.work().join("stamp"), format!("push {n}\n")).unwrap();
         commit_all(&self.work(), "change");
         let out = git(&self.work(), &["push", "origin", &format!("HEAD:{env}")]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -113,16 +116,23 @@ async fn deployments_of_one_environment_run_one_at_a_time_and_newer_supersede_qu
     let c3 = w.push(&sample(), "Production");
     let staging = w.push(&sample(), "Staging");
     let cluster = Arc::new(MemoryCluster::new());
-    cluster.set_apply_delay(Duration::from_millis(400));
+    cluster.close_gate();
     let deployer = w.deployer(cluster.clone());
-    let start = Instant::now();
+    let within = |what: &'static str| move |_| panic!("{what}: not within 30 s");
     let d1 = deployer.submit(request("Production", &c1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(30), cluster.applies_waiting(1))
+        .await
+        .unwrap_or_else(within("d1 applying"));
+    // d1 is held mid-apply: d2 and d3 queue behind it, Staging has its own queue.
     let d2 = deployer.submit(request("Production", &c2)).await.unwrap();
     let d3 = deployer.submit(request("Production", &c3)).await.unwrap();
     let ds = deployer.submit(request("Staging", &staging)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), cluster.applies_waiting(2))
+        .await
+        .unwrap_or_else(within("Staging applying beside Production's d1"));
+    assert_eq!(deployer.records().get(d3.id).unwrap().state, State::Queued, "Production runs one at a time");
+    cluster.open_gate();
     assert_eq!(deployer.wait(ds.id).await.unwrap().state, State::Ready);
-    assert!(start.elapsed() < Duration::from_millis(800), "Staging ran beside Production, not after it");
     assert_eq!(deployer.wait(d1.id).await.unwrap().state, State::Ready);
     let d2 = deployer.wait(d2.id).await.unwrap();
     assert_eq!(d2.state, State::Superseded);
@@ -384,15 +394,21 @@ async fn a_failed_wait_deployment_puts_the_environment_back_to_its_last_ready_st
     let objects = w.repos.path(&RepoId::new("1", "1", "site").unwrap()).join("objects");
     let waiting =
         NewDeployment { quarantine: Some(objects.to_string_lossy().into_owned()), ..request("Production", &bad) };
+    let mut events = deployer.subscribe();
     let failed = deployer.wait(deployer.submit(waiting).await.unwrap().id).await.unwrap();
     assert_eq!(failed.state, State::Failed);
+    // The restore is recorded after the failure: wait for its first event.
     let restore_id = failed.id + 1;
-    for _ in 0..100 {
-        if deployer.records().get(restore_id).is_some() {
-            break;
+    let recorded = async {
+        while deployer.records().get(restore_id).is_none() {
+            match events.recv().await {
+                Ok(d) if d.id == restore_id => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(30), recorded).await.expect("a restoring deployment was recorded");
     let restored = deployer.wait(restore_id).await.expect("a restoring deployment was queued");
     assert_eq!(restored.state, State::Ready, "{:#?}", restored.steps);
     assert_eq!(restored.request.commit, good, "the last ready state is applied again");

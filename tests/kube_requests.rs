@@ -2,8 +2,11 @@
 //! service answering like an API server would): server-side apply content type, field
 //! manager and force; prune by label selector; rollout status and its failures.
 //!
-//! Against a real cluster: set DEVPOP_TEST_KUBECONFIG (see the README); without it that test
-//! says it was skipped.
+//! A real `devpop serve --target cluster` against a mocked API server on loopback: the restore
+//! after a failed `-o wait` push.
+//!
+//! Against a real cluster: set DEVPOP_TEST_KUBECONFIG and pass `--ignored` (see the README);
+//! without them those tests are reported as ignored.
 
 mod common;
 
@@ -244,6 +247,11 @@ fn mock(script: Script) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
 }
 
 fn rendered() -> Rendered {
+    rendered_as("sample-application", &RenderSettings::default())
+}
+
+/// The sample application rendered for Production as repo `repo`, with `settings`.
+fn rendered_as(repo: &str, settings: &RenderSettings) -> Rendered {
     let dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(dir.path());
     for p in ["example-simple", "edge-cache"] {
@@ -252,10 +260,10 @@ fn rendered() -> Rendered {
     let root = fixture("repos/sample-application");
     let source = WorkDir { root: &root };
     let report = devpop::validation::check(&source.snapshot().unwrap(), "Production", &store.catalog());
-    let id = RepoId::new("9999", "9999", "sample-application").unwrap();
+    let id = RepoId::new("9999", "9999", repo).unwrap();
     let subject =
         checks::Subject { id: &id, environment: "Production", commit: "0123456789abcdef0123456789abcdef01234567" };
-    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &RenderSettings::default()).unwrap()
+    checks::render(&source, subject, report.config.as_ref().unwrap(), &store, settings).unwrap()
 }
 
 fn subject() -> Subject {
@@ -440,8 +448,7 @@ async fn mocked_api_a_replica_set_refused_by_the_quota_fails_fast_with_the_quota
         config_maps: vec![],
         terminating: 0,
     };
-    let (client, _) = mock(script);
-    let start = std::time::Instant::now();
+    let (client, seen) = mock(script);
     let err = KubeCluster::new(client)
         .with_poll(Duration::from_millis(5))
         .rollout(&subject(), &r, Duration::from_secs(30))
@@ -454,7 +461,8 @@ async fn mocked_api_a_replica_set_refused_by_the_quota_fails_fast_with_the_quota
             reason: format!("ReplicaSet egress-new cannot create pods: FailedCreate {quota}"),
         }
     );
-    assert!(start.elapsed() < Duration::from_secs(5), "failed fast, not at the deadline");
+    let egress_reads = seen.lock().unwrap().iter().filter(|s| s.uri.ends_with("/deployments/egress/status")).count();
+    assert_eq!(egress_reads, 1, "failed at the first look, not at the deadline");
 }
 
 #[tokio::test]
@@ -523,6 +531,48 @@ async fn real_cluster_deploys_the_sample_application() {
     let err = cluster.rollout(&subject(), &r, Duration::from_secs(180)).await.unwrap_err();
     assert!(err.to_string().contains("Deployment/m"), "{err}");
     cluster.remove(&subject(), &r.namespace).await.unwrap();
+}
+
+/// A fix-forward on a real cluster: a push whose image cannot be pulled fails its rollout fast,
+/// naming the pull error; the fixing push then rolls out although the failed ReplicaSet's pods
+/// are still in ImagePullBackOff (only the new ReplicaSet's pods count). The sample modules'
+/// images are placeholders (registry.example.com), so this rolls out the hops devpop ships
+/// (private-ingress, egress, static-server: their image is a render setting); the modules'
+/// Services and ConfigMaps are applied as rendered.
+#[tokio::test]
+#[ignore = "needs a real cluster: DEVPOP_TEST_KUBECONFIG=... tests/run --test kube_requests -- --ignored"]
+async fn real_cluster_a_fixing_push_rolls_out_after_a_rollout_failed_on_an_unpullable_image() {
+    let kubeconfig = std::env::var_os("DEVPOP_TEST_KUBECONFIG")
+        .expect("set DEVPOP_TEST_KUBECONFIG to a kind/minikube/k3d kubeconfig (README: Real-cluster tests)");
+    let cluster = KubeCluster::discover(Some(std::path::Path::new(&kubeconfig))).await.unwrap();
+    let hops_only = |mut r: Rendered| {
+        // Module Deployments are named m<position>-<name> (rendering::module_object_name).
+        let module = |name: &str| {
+            name.strip_prefix('m').and_then(|n| n.split_once('-')).is_some_and(|(p, _)| p.parse::<usize>().is_ok())
+        };
+        r.objects.retain(|o| !(o.kind() == "Deployment" && module(o.name())));
+        r
+    };
+    let repo = "fix-forward";
+    let unpullable =
+        RenderSettings { proxy_image: "registry.invalid/devpop/no-such-image:0".into(), ..Default::default() };
+    let broken = hops_only(rendered_as(repo, &unpullable));
+    let subject = Subject { repo: repo.into(), ..subject() };
+    cluster.apply(&subject, &broken).await.unwrap();
+    let err = cluster.rollout(&subject, &broken, Duration::from_secs(300)).await.unwrap_err();
+    let TargetError::Unhealthy { object, reason } = &err else { panic!("{err}") };
+    assert!(object.starts_with("Deployment/"), "{err}");
+    assert!(reason.contains("ErrImagePull") || reason.contains("ImagePullBackOff"), "{err}");
+
+    let fixed = hops_only(rendered_as(repo, &RenderSettings::default()));
+    let applied = cluster.apply(&subject, &fixed).await;
+    let rolled = match applied {
+        Ok(_) => cluster.rollout(&subject, &fixed, Duration::from_secs(300)).await,
+        Err(e) => Err(e),
+    };
+    cluster.remove(&subject, &fixed.namespace).await.unwrap();
+    let message = rolled.expect("the fixing push rolls out");
+    assert!(message.starts_with("3 Deployments rolled out"), "{message}");
 }
 
 /// (verb, apiGroup, resource) of one request to the API server.
@@ -844,4 +894,292 @@ async fn mocked_api_a_crash_looping_module_fails_the_rollout_quoting_its_last_li
     let seen = seen.lock().unwrap().clone();
     let log = seen.iter().find(|s| s.uri.contains("/pods/m1-cache-abc-x1/log")).expect("the log was read");
     assert!(log.uri.contains("previous=true") && log.uri.contains("container=cache"), "{}", log.uri);
+}
+
+/// A mocked Kubernetes API server on loopback (plain HTTP), for a real `devpop serve --target
+/// cluster`: it stores what is applied, lists it back by label selector, deletes on request, and
+/// answers rollouts from what is applied: a Deployment whose pod template mounts a ConfigMap
+/// holding `BROKEN` crash-loops in its new ReplicaSet; every other Deployment is ready.
+struct MockApiServer {
+    url: String,
+    state: Arc<Mutex<MockApiState>>,
+}
+
+#[derive(Default)]
+struct MockApiState {
+    seen: Vec<Seen>,
+    /// Stored objects by their path (`/apis/apps/v1/namespaces/ns/deployments/name`).
+    objects: std::collections::BTreeMap<String, Value>,
+    /// ConfigMaps whose data holds `BROKEN`.
+    broken: std::collections::BTreeSet<String>,
+    created: u32,
+}
+
+impl MockApiState {
+    fn broken_deployment(&self, path: &str) -> bool {
+        let text = self.objects.get(path).map(Value::to_string).unwrap_or_default();
+        self.broken.iter().any(|cm| text.contains(&format!("\"{cm}\"")))
+    }
+
+    fn answer(&mut self, method: &Method, uri: &axum::http::Uri, accept: &str, body: Value) -> (StatusCode, Value) {
+        let path = uri.path().to_owned();
+        let query = uri.query().unwrap_or("");
+        let not_found = || {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("{path} not found"), "reason": "NotFound", "code": 404}),
+            )
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // /api/v1/namespaces[/ns/kind[/name[/sub]]] or /apis/group/v1/namespaces[/ns/kind[/name[/sub]]]
+        let rest = if segments[0] == "api" { &segments[2..] } else { &segments[3..] };
+        match *method {
+            Method::PATCH => {
+                let mut obj = body;
+                if query.contains("dryRun=All") {
+                    return (StatusCode::OK, obj);
+                }
+                if let Some(previous) = self.objects.get(&path) {
+                    obj["metadata"]["creationTimestamp"] = previous["metadata"]["creationTimestamp"].clone();
+                } else {
+                    self.created += 1;
+                    let n = self.created;
+                    obj["metadata"]["creationTimestamp"] =
+                        json!(format!("2026-11-30T0{}:{:02}:{:02}Z", n / 3600, n / 60 % 60, n % 60));
+                }
+                obj["metadata"]["generation"] = json!(1);
+                if path.contains("/services/") {
+                    obj["spec"]["clusterIP"] = json!("10.96.7.1");
+                }
+                if path.contains("/configmaps/") && obj["data"].to_string().contains("BROKEN") {
+                    self.broken.insert(obj["metadata"]["name"].as_str().unwrap().to_owned());
+                }
+                self.objects.insert(path, obj.clone());
+                (StatusCode::OK, obj)
+            }
+            Method::DELETE => match self.objects.remove(&path) {
+                Some(_) => {
+                    (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}))
+                }
+                None => not_found(),
+            },
+            Method::GET if path.ends_with("/status") => {
+                let object = path.trim_end_matches("/status").to_owned();
+                let Some(mut d) = self.objects.get(&object).cloned() else { return not_found() };
+                let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+                d["metadata"]["uid"] = json!(format!("uid-{name}"));
+                d["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "2"});
+                let n = d["spec"]["replicas"].as_i64().unwrap_or(1);
+                d["status"] = if self.broken_deployment(&object) {
+                    json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "availableReplicas": 0})
+                } else {
+                    json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "availableReplicas": n, "readyReplicas": n})
+                };
+                (StatusCode::OK, d)
+            }
+            Method::GET if rest.len() == 3 && rest[2] == "replicasets" => {
+                let hop = selected_value(query, "devpop.section.io/hop");
+                let deployment = format!("/apis/apps/v1/namespaces/{}/deployments/{hop}", rest[1]);
+                let hash = if self.broken_deployment(&deployment) { "broken" } else { "fine" };
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
+                        "items": [replica_set(&hop, hash, 2, None)]}),
+                )
+            }
+            Method::GET if rest.len() == 3 && rest[2] == "pods" => {
+                let hop = selected_value(query, "devpop.section.io/hop");
+                let items: Vec<Value> = match selected_value(query, "pod-template-hash").as_str() {
+                    "broken" => vec![waiting_pod(
+                        &hop,
+                        "broken",
+                        "x1",
+                        "proxy",
+                        "CrashLoopBackOff",
+                        "back-off 40s restarting failed container",
+                    )],
+                    _ => vec![],
+                };
+                (StatusCode::OK, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
+            }
+            Method::GET if rest.len() % 2 == 0 => match self.objects.get(&path) {
+                Some(o) => (StatusCode::OK, o.clone()),
+                None => not_found(),
+            },
+            Method::GET => {
+                let prefix = format!("{path}/");
+                let stored: Vec<Value> = self
+                    .objects
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                let mut items = selected(&stored, query);
+                if accept.contains("PartialObjectMetadata") {
+                    for item in &mut items {
+                        *item = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                            "metadata": item["metadata"].clone()});
+                    }
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+                    )
+                } else {
+                    (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
+                }
+            }
+            _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
+        }
+    }
+}
+
+/// The value a list call's `labelSelector` requires for `key`.
+fn selected_value(query: &str, key: &str) -> String {
+    let selector = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("labelSelector="))
+        .map(|v| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+        .unwrap_or_default();
+    selector.split(',').find_map(|t| t.strip_prefix(&format!("{key}="))).unwrap_or_default().to_owned()
+}
+
+impl MockApiServer {
+    fn start() -> MockApiServer {
+        let state = Arc::new(Mutex::new(MockApiState::default()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let app = axum::Router::new().fallback(move |req: Request<axum::body::Body>| {
+                    let state = shared.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                        let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        let mut state = state.lock().unwrap();
+                        state.seen.push(Seen {
+                            method: parts.method.clone(),
+                            uri: parts.uri.to_string(),
+                            content_type: parts
+                                .headers
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned(),
+                            body: body.clone(),
+                        });
+                        let (code, answer) = state.answer(&parts.method, &parts.uri, &accept, body);
+                        axum::response::Response::builder()
+                            .status(code)
+                            .header("content-type", "application/json")
+                            .body(axum::body::Body::from(serde_json::to_vec(&answer).unwrap()))
+                            .unwrap()
+                    }
+                });
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        MockApiServer { url, state }
+    }
+
+    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {}\n\
+                 contexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\n\
+                 current-context: mock\nusers:\n- name: mock\n  user: {{}}\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+}
+
+/// The pod template of the Deployment in a server-side apply's body.
+fn applied_template(s: &Seen) -> Value {
+    s.body["spec"]["template"].clone()
+}
+
+#[test]
+fn mocked_api_a_failed_wait_push_leaves_the_branch_and_the_applier_puts_the_last_ready_state_back() {
+    let api = MockApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    let devpop = Devpop::start_with(&[
+        "--target",
+        "cluster",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--rollout-deadline",
+        "30s",
+    ]);
+    let url = devpop.create_app("1", "1", "site");
+    let (_work_dir, work) = clone(&url);
+    replace_tree(&work, &fixture("repos/sample-application"));
+    commit_all(&work, "good");
+    let out = git(&work, &["push", "-o", "wait", "origin", "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let good = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
+    let repo = devpop.repo_path("1", "1", "site");
+    assert_eq!(server_branch(&repo, "Production"), good);
+    let is_cache_apply = |s: &Seen| s.method == Method::PATCH && s.uri.contains("/deployments/m1-cache?");
+    let first = api.seen().into_iter().rfind(|s| is_cache_apply(s)).expect("m1-cache was applied");
+
+    // A config the proxy crash-loops on: the rollout fails, so the push fails.
+    let vcl = std::fs::read_to_string(work.join("cache/default.vcl")).unwrap();
+    std::fs::write(work.join("cache/default.vcl"), format!("{vcl}\n# BROKEN\n")).unwrap();
+    commit_all(&work, "bad");
+    let out = git(&work, &["push", "-o", "wait", "origin", "HEAD:Production"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("remote: error: deployment 2 of Production failed; the branch is unchanged"), "{err}");
+    assert!(err.contains("Deployment/m1-cache") && err.contains("CrashLoopBackOff"), "{err}");
+    assert_eq!(server_branch(&repo, "Production"), good, "the branch did not move");
+
+    // The applier put the last ready state back: deployment 3 of the good commit, ready.
+    let restore = wait_deployment(&devpop, 3);
+    assert_eq!(restore["state"], "ready", "{restore}");
+    assert_eq!(restore["commit"], good.as_str());
+    assert_eq!(restore["pusher"], "devpop (restoring after deployment 2 failed)");
+    let failed = wait_deployment(&devpop, 2);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let notes: Vec<&str> = failed["steps"].as_array().unwrap().iter().map(|s| s["message"].as_str().unwrap()).collect();
+    assert!(notes.contains(&"restoring deployment 1 as deployment 3"), "{notes:?}");
+
+    // The requests: the broken template was applied, its new ReplicaSet's pods were read (and
+    // only those), then the first template was applied again and rolled out.
+    let seen = api.seen();
+    let applies: Vec<&Seen> = seen.iter().filter(|s| is_cache_apply(s)).collect();
+    assert_eq!(applies.len(), 3, "good, broken, restored");
+    assert_ne!(applied_template(applies[1]), applied_template(&first), "the broken push changed the pod template");
+    assert_eq!(applied_template(applies[2]), applied_template(&first), "the restore applies the ready template again");
+    let broken_pods =
+        seen.iter().position(|s| s.uri.contains("/pods?") && s.uri.contains("pod-template-hash%3Dbroken"));
+    let broken_pods = broken_pods.expect("the failing rollout read the new ReplicaSet's pods");
+    let restore_apply = seen.iter().position(|s| std::ptr::eq(s, applies[2])).unwrap();
+    assert!(broken_pods < restore_apply, "restored after the rollout failed");
+    let status_reads = seen[restore_apply..].iter().filter(|s| s.uri.ends_with("/deployments/m1-cache/status")).count();
+    assert!(status_reads >= 1, "the restore's rollout was followed");
+    // The ready state's ConfigMaps were never deleted (a rollback needs them).
+    let state = api.state.lock().unwrap();
+    let cache = state.objects.keys().find(|p| p.ends_with("/deployments/m1-cache")).unwrap();
+    assert!(!state.broken_deployment(cache), "the cluster runs the ready template");
+    for cm in first.body["spec"]["template"]["spec"]["volumes"].as_array().unwrap() {
+        if let Some(name) = cm["configMap"]["name"].as_str() {
+            assert!(state.objects.keys().any(|p| p.ends_with(&format!("/configmaps/{name}"))), "{name} was deleted");
+        }
+    }
 }

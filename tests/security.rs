@@ -116,8 +116,13 @@ fn revoked_and_expired_tokens_stop_working() {
     let dir = tempfile::tempdir().unwrap();
     let short = token(&w.devpop, &["--account", "acme", "--expires", "1s"]);
     git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &short), "before"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(!git(dir.path(), &["clone", &with_token(&w.url_a, &short), "after"]).status.success(), "expired");
+    // Waits for the expiry (an event: the token stops working), bounded.
+    let mut n = 0;
+    let expired = eventually(Duration::from_secs(30), || {
+        n += 1;
+        !git(dir.path(), &["clone", "-q", &with_token(&w.url_a, &short), &format!("after{n}")]).status.success()
+    });
+    assert!(expired, "a token created with --expires 1s still worked 30 s later");
 
     let list = Command::new(DEVPOP).args(["token", "list", "--data"]).arg(w.devpop.data.path()).output().unwrap();
     let listing = String::from_utf8_lossy(&list.stdout).into_owned();
@@ -263,8 +268,14 @@ fn no_token_is_stored_or_logged_in_plain_text() {
     );
     assert_eq!(login.status, 303, "{}", login.head);
     assert!(login.head.contains("HttpOnly") && login.head.contains("SameSite=Strict"), "{}", login.head);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = server.kill();
+    // Everything the push leads to is written: its deployment finished, then a graceful stop.
+    let finished = eventually(Duration::from_secs(30), || {
+        let r = http(&addr, "GET", "/api/v1/deployments/1", &[("Authorization", &bearer(&t))], b"");
+        let d: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        matches!(d["state"].as_str(), Some("ready" | "failed"))
+    });
+    assert!(finished, "the push's deployment finished");
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let _ = server.wait();
 
     let mut checked = 0;
@@ -342,7 +353,10 @@ fn pushes_in_progress_are_bounded_per_account() {
     let mut slow = std::net::TcpStream::connect(devpop.addr()).unwrap();
     slow.write_all(b"POST /account/acme/application/one/one.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-receive-pack-request\r\nContent-Length: 1000000\r\n\r\n").unwrap();
     slow.write_all(format!("{:04x}{command}0000PACK\0\0\0\x02\0\0\0\x05", command.len() + 4).as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // It holds the account's one push slot once git has started receiving its pack (git made
+    // the push's quarantine).
+    let repo = devpop.repo_path("acme", "one", "one");
+    assert!(eventually(Duration::from_secs(30), || !quarantines(&repo).is_empty()), "the slow push started");
     let (_dir, work) = clone(&url);
     std::fs::write(work.join("x.txt"), "x\n").unwrap();
     commit_all(&work, "x");

@@ -29,13 +29,25 @@ struct State {
     health: BTreeMap<String, Health>,
     /// A call log: ("apply" | "prune" | "remove", namespace, what).
     calls: Vec<(String, String, String)>,
-    /// How long each apply takes (to test queueing and restarts).
-    apply_delay: Duration,
 }
 
-#[derive(Default)]
 pub struct MemoryCluster {
     state: Mutex<State>,
+    /// Open (true): applies go through. Closed: each apply waits here until it opens, so a test
+    /// can hold deployments mid-apply and see what runs beside what.
+    gate: tokio::sync::watch::Sender<bool>,
+    /// How many applies are waiting at the closed gate.
+    at_gate: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for MemoryCluster {
+    fn default() -> Self {
+        MemoryCluster {
+            state: Mutex::default(),
+            gate: tokio::sync::watch::Sender::new(true),
+            at_gate: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl MemoryCluster {
@@ -43,12 +55,23 @@ impl MemoryCluster {
         Self::default()
     }
 
-    pub fn set_health(&self, deployment: &str, health: Health) {
-        self.state.lock().unwrap().health.insert(deployment.to_owned(), health);
+    /// Applies from now on wait until [`MemoryCluster::open_gate`].
+    pub fn close_gate(&self) {
+        self.gate.send_replace(false);
     }
 
-    pub fn set_apply_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().apply_delay = delay;
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Waits until `n` applies are waiting at the closed gate (an event, not a sleep).
+    pub async fn applies_waiting(&self, n: usize) {
+        let mut waiting = self.at_gate.subscribe();
+        waiting.wait_for(|w| *w >= n).await.expect("the cluster outlives its watchers");
+    }
+
+    pub fn set_health(&self, deployment: &str, health: Health) {
+        self.state.lock().unwrap().health.insert(deployment.to_owned(), health);
     }
 
     /// The objects in a namespace, by `Kind/name`.
@@ -71,9 +94,11 @@ impl Target for MemoryCluster {
     }
 
     async fn apply(&self, _: &Subject, rendered: &Rendered) -> Result<ApplyReport, TargetError> {
-        let delay = self.state.lock().unwrap().apply_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let mut gate = self.gate.subscribe();
+        if !*gate.borrow_and_update() {
+            self.at_gate.send_modify(|w| *w += 1);
+            let _ = gate.wait_for(|open| *open).await;
+            self.at_gate.send_modify(|w| *w -= 1);
         }
         let mut s = self.state.lock().unwrap();
         let ns = rendered.namespace.clone();

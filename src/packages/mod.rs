@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/packages").join(name)
     }
 
     #[test]
