@@ -311,7 +311,7 @@ fn a_20_mb_upload_streams_through_every_hop() {
 #[test]
 fn a_large_download_to_a_slow_client_keeps_every_hops_tmp_within_its_emptydir() {
     const SIZE: u64 = 160 << 20;
-    let pop = every_option(Options { large: SIZE });
+    let pop = every_option(Options { large: SIZE, ..Default::default() });
     let mut s = pop.connect(Ipv4Addr::LOCALHOST, false);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_request(&mut s, "GET", "/large", &[("Connection", "close")], None);
@@ -422,7 +422,7 @@ fn dataplane_price_of_the_pop() {
         println!("{label}: {total} requests in {elapsed:.2?}: {rps:.0} requests/s, p50 {p50:.2?}, p99 {p99:.2?}");
         (rps, p50)
     };
-    let origin = std::net::SocketAddrV4::new("127.0.2.1".parse().unwrap(), 80);
+    let origin = std::net::SocketAddrV4::new(pop.origin_addr("origin.test"), 80);
     let chain = std::net::SocketAddrV4::new(pop.services["private-ingress"], 80);
     // Warm both paths (connections, workers), then measure.
     run("warm-up origin", origin);
