@@ -1,15 +1,14 @@
-//! The data plane: environments as devpop renders them, run on loopback by the harness
-//! (tests/dataplane/harness.rs: real nginx per hop under its pod's constraints, Service
-//! stand-ins, origins over HTTP and HTTPS with a two-intermediate chain), and real requests
-//! through private-ingress.
+//! The data plane: environments as devpop renders them, run by the harness
+//! (tests/dataplane/harness.rs: every pod in its own network namespace with its own address,
+//! real nginx per hop and per module under its pod's constraints, Varnish for edge-cache,
+//! Services as ClusterIPs, origins over HTTP and HTTPS with a two-intermediate chain), and
+//! real requests through private-ingress.
 //!
-//! The chain is empty here (private-ingress -> egress -> origin, static-server beside egress).
-//! The harness can start a module hop (the fixture package's nginx, root-started, writable
-//! root, init container, next-hop wired to the next Service), but today the module pod's
-//! security context stops it (`chown("/var/lib/nginx/body", 65534) failed`: issue 13 item 3)
-//! and see `a_module_hop_in_the_chain_serves_requests` for what else is pending. Behaviours
-//! that depend on a module (picking an alternate origin with `section-origin`) send the
-//! request to egress's Service the way the last module would.
+//! Every config here has the sample application's two modules in its chain, so every request
+//! goes private-ingress -> m1-cache (edge-cache: varnishd) -> m2-example (example-simple:
+//! nginx) -> egress -> origin, with static-server beside egress. The "every egress option"
+//! config's cache VCL picks alternate origins the way a module does: it sets `section-origin`
+//! (from the test's `X-Pick-Origin` request header) and passes every request.
 
 #[path = "dataplane/harness.rs"]
 mod harness;
@@ -17,6 +16,7 @@ mod harness;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,30 @@ use harness::*;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// The sample application's two modules, as every config here chains them.
+const CHAIN: &str = r#"[{ "name": "cache", "image": "edge-cache:6.5.0" }, { "name": "example", "image": "example-simple:1.0.0" }]"#;
+
+/// The cache module's VCL for the test configs: a module picks the alternate origin (the one
+/// the test names in X-Pick-Origin), and nothing is cached (each request reaches the origin).
+const PICKING_VCL: &str = r#"vcl 4.0;
+
+backend default {
+    .host = "next-hop";
+    .port = "80";
+}
+
+sub vcl_recv {
+    if (req.http.X-Pick-Origin) {
+        set req.http.section-origin = req.http.X-Pick-Origin;
+        unset req.http.X-Pick-Origin;
+    }
+    return (pass);
+}
+"#;
+
 /// A config that uses every egress option, with origins the harness runs.
 const EVERY_OPTION: &str = r#"{
-  "proxychain": [],
+  "proxychain": CHAIN,
   "environments": {
     "Production": {
       "origin": {
@@ -60,20 +81,34 @@ const OUTAGE: &str = "<h1>we are down for maintenance</h1>";
 /// The file name of issue 12 (3): it went verbatim into egress's config.
 const CRAFTED: &str = "a.html break; } location ~ pwned { return 200 \"INJECTED\"; } location ~ x { rewrite ^ b.html";
 
-/// Renders `config`'s `env` with `files` beside it, as the push path does (validated first).
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Renders `config`'s `env` with `files` beside it (and the modules' config folders: the
+/// picking VCL and the sample application's example/server.conf unless `files` has them), as
+/// the push path does (validated first). `CHAIN` in `config` stands for the two modules.
 fn render(config: &str, env: &str, files: &[(&str, &str)]) -> String {
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("section.config.json"), config).unwrap();
-    for (path, content) in files {
+    std::fs::write(work.path().join("section.config.json"), config.replace("CHAIN", CHAIN)).unwrap();
+    let server_conf = std::fs::read_to_string(fixtures().join("repos/sample-application/example/server.conf")).unwrap();
+    let defaults = [("cache/default.vcl", PICKING_VCL), ("example/server.conf", server_conf.as_str())];
+    for (path, content) in defaults.iter().filter(|(p, _)| !files.iter().any(|(f, _)| f == p)).chain(files) {
         let p = work.path().join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
+    render_dir(work.path(), env, &fixtures().join("packages/example-simple"))
+}
+
+/// Renders the environment repo at `work` for `env`, with edge-cache and `example` (the
+/// example-simple package, or a variant of it) installed.
+fn render_dir(work: &Path, env: &str, example: &Path) -> String {
     let store_dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(store_dir.path());
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages");
-    store.add(&fixtures.join("example-simple")).unwrap();
-    let source = WorkDir { root: work.path() };
+    store.add(example).unwrap();
+    store.add(&fixtures().join("packages/edge-cache")).unwrap();
+    let source = WorkDir { root: work };
     let report = devpop::validation::check(&source.snapshot().unwrap(), env, &store.catalog());
     assert!(report.is_ok(), "{:?}", report.diagnostics);
     let id = RepoId::new("9999", "9999", "dataplane").unwrap();
@@ -99,19 +134,19 @@ fn every_option(opts: Options) -> Pop {
 /// A config whose origin is `address` (plus the given origin fields).
 fn with_origin(address: &str, extra: &str) -> String {
     format!(
-        r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#
+        r#"{{"proxychain": {CHAIN}, "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#
     )
 }
 
-/// As the last module sends it: to egress's Service, with X-Forwarded-Proto and section-origin.
-fn via_egress(pop: &Pop, origin: &str, https: bool, path: &str, extra: &[(&str, &str)]) -> Response {
-    let proto = if https { "https" } else { "http" };
-    let mut h = vec![("X-Forwarded-Proto", proto), ("X-Forwarded-For", "192.0.2.10")];
+/// A request through the whole chain in which the cache module picks `origin` (an alternate
+/// origin's name; "" for the environment's origin), as a module does: it sets section-origin.
+fn picking(pop: &Pop, origin: &str, https: bool, path: &str, extra: &[(&str, &str)]) -> Response {
+    let mut h = vec![("X-Forwarded-For", "192.0.2.10")];
     if !origin.is_empty() {
-        h.push(("section-origin", origin));
+        h.push(("X-Pick-Origin", origin));
     }
     h.extend_from_slice(extra);
-    pop.request_service("egress", path, &h)
+    pop.request(Ipv4Addr::LOCALHOST, https, "GET", path, &h, b"")
 }
 
 fn connections_seen(pop: &Pop, origin: &str) -> std::collections::BTreeSet<String> {
@@ -156,20 +191,20 @@ fn the_origin_sees_its_host_header_and_the_scheme_the_client_used() {
 fn sni_and_verification_follow_each_origins_settings_through_two_intermediates() {
     let pop = every_option(Options::default());
     // The origin: SNI on, verification on, a chain root -> int1 -> int2 -> leaf.
-    let r = via_egress(&pop, "", true, "/", &[]);
+    let r = picking(&pop, "", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni")), (200, "www.origin.test".into()), "{r:?}");
     // alt: SNI off, verification off.
-    let r = via_egress(&pop, "alt", true, "/", &[]);
+    let r = picking(&pop, "alt", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni"), r.echo("host")), (200, String::new(), "alt.test".into()), "{r:?}");
     // A certificate for another name: refused with verification on, accepted with it off.
-    let r = via_egress(&pop, "wrong", true, "/", &[]);
+    let r = picking(&pop, "wrong", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
     assert!(
         pop.pod("egress").stderr().contains("upstream SSL certificate does not match"),
         "{}",
         pop.pod("egress").stderr()
     );
-    let r = via_egress(&pop, "wrongok", true, "/", &[]);
+    let r = picking(&pop, "wrongok", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni")), (200, "wrongname.test".into()), "{r:?}");
 }
 
@@ -177,12 +212,12 @@ fn sni_and_verification_follow_each_origins_settings_through_two_intermediates()
 fn removed_request_headers_are_each_origins_own() {
     let pop = every_option(Options::default());
     let h = [("X-Secret", "s3cret"), ("X-Other", "other")];
-    let r = via_egress(&pop, "", false, "/", &h);
+    let r = picking(&pop, "", false, "/", &h);
     assert_eq!((r.echo("x-secret"), r.echo("x-other")), (String::new(), "other".into()), "{r:?}");
-    let r = via_egress(&pop, "alt", false, "/", &h);
+    let r = picking(&pop, "alt", false, "/", &h);
     assert_eq!((r.echo("x-secret"), r.echo("x-other")), ("s3cret".into(), String::new()), "{r:?}");
     // Content encoding is not kept upstream (maintain_upstream_content_encoding: false).
-    let r = via_egress(&pop, "", false, "/", &[("Accept-Encoding", "gzip")]);
+    let r = picking(&pop, "", false, "/", &[("Accept-Encoding", "gzip")]);
     assert_eq!(r.echo("accept-encoding"), "");
 }
 
@@ -253,7 +288,7 @@ fn the_outage_page_answers_when_the_origin_is_down_or_says_502_503_504() {
         let r = pop.get(&format!("/status/{code}"), &[]);
         assert_eq!((r.status, r.text()), (code, OUTAGE.to_owned()), "{r:?}");
     }
-    let r = via_egress(&pop, "down", false, "/", &[]);
+    let r = picking(&pop, "down", false, "/", &[]);
     assert_eq!((r.status, r.text()), (502, OUTAGE.to_owned()), "{r:?}");
     let down =
         Pop::start(&render(&with_origin("down.test", ""), "Production", &every_option_files()), Options::default());
@@ -279,7 +314,7 @@ fn an_ipv6_alternate_origin_is_addressed_in_brackets() {
     assert!(yaml.contains("server \"[2001:db8::1]:8443\";"), "{yaml}");
     let pop = Pop::start(&yaml, Options::default());
     // No route to 2001:db8::/32 here: a gateway error, not a broken upstream address (500).
-    let r = via_egress(&pop, "v6", true, "/", &[]);
+    let r = picking(&pop, "v6", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
     // nginx logs a request after answering it: wait for the line.
     let logged = wait_for(Duration::from_secs(10), || {
@@ -366,7 +401,7 @@ fn requests_reuse_connections_to_the_origin() {
     assert!(seen.len() <= 2, "40 requests (http and https) took {} origin connections", seen.len());
     // An origin with disable_keepalive gets a connection per request.
     for _ in 0..5 {
-        assert_eq!(via_egress(&pop, "alt", false, "/", &[]).status, 200);
+        assert_eq!(picking(&pop, "alt", false, "/", &[]).status, 200);
     }
     assert!(wait_for(Duration::from_secs(10), || pop.origin_log("alt.test").len() == 5));
     assert_eq!(connections_seen(&pop, "alt.test").len(), 5);
@@ -435,7 +470,6 @@ fn dataplane_price_of_the_pop() {
 /// A module hop (the example-simple fixture package's nginx) between private-ingress and
 /// egress, next-hop wired by the harness to egress's Service stand-in.
 #[test]
-#[ignore = "pending: module pods that can run a root-started image (issue 13 item 3), and Service stand-ins that do not listen in the pod's own namespace (a module's `listen 80` takes port 80 there)"]
 fn a_module_hop_in_the_chain_serves_requests() {
     let config = r#"{"proxychain": [{"name": "example", "image": "example-simple:1.0.0"}],
 "environments": {"Production": {"origin": {"address": "origin.test", "host_header": "www.origin.test"}}}}"#;

@@ -208,9 +208,14 @@ impl Cluster {
         remove_stale_namespaces();
         let name = format!("devpop-{}-{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::SeqCst));
         let ns = Netns::add(name);
+        // The bridge's MAC address is set, so that it stays put: a bridge otherwise takes the
+        // lowest of its ports' addresses, and each pod added later would change it under the
+        // pods that already know it (their connections then time out until ARP gives up).
         ip_batch(
             &ns.name,
-            &format!("link set lo up\nlink add br0 type bridge\naddr add {GATEWAY}/24 dev br0\nlink set br0 up\n"),
+            &format!(
+                "link set lo up\nlink add br0 type bridge\nlink set br0 address 02:00:0a:f4:00:01\naddr add {GATEWAY}/24 dev br0\nlink set br0 up\n"
+            ),
         );
         Cluster { ns, next: Mutex::new(2) }
     }
@@ -473,9 +478,12 @@ impl Pod {
         }
         // The root: the system's paths (nginx's compiled-in ones included), read-only.
         cmd.args(["--tmpfs", "/"]);
+        // Mount points the image lacks (e.g. a module's volume at /var/lib/cache) are made as a
+        // container runtime makes them: the trees above them are bound entry by entry.
+        let targets: Vec<PathBuf> = c.mounts.iter().map(|m| PathBuf::from(&m.to)).collect();
         for p in ["/usr", "/etc", "/var"] {
             if Path::new(p).exists() {
-                cmd.args(["--ro-bind", p, p]);
+                bind_tree(&mut cmd, Path::new(p), &targets);
             }
         }
         for (link, to) in [("/bin", "usr/bin"), ("/sbin", "usr/sbin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64")] {
@@ -490,6 +498,15 @@ impl Pod {
                 if Path::new(p).is_dir() {
                     cmd.args(["--perms", "0755", "--tmpfs", p]);
                 }
+            }
+        }
+        // A mount's parent folders, as a runtime makes them: 0755, owned by root.
+        let mut parents: Vec<&Path> = c.mounts.iter().flat_map(|m| Path::new(&m.to).ancestors().skip(1)).collect();
+        parents.sort();
+        parents.dedup();
+        for p in parents {
+            if p != Path::new("/") && !["/usr", "/etc", "/var"].iter().any(|t| p.starts_with(t)) {
+                cmd.args(["--perms", "0755", "--dir"]).arg(p);
             }
         }
         for m in &c.mounts {
@@ -523,6 +540,11 @@ impl Pod {
             });
         }
         cmd
+    }
+
+    /// The name of the pod's network namespace (`ip netns`).
+    pub fn net_name(&self) -> String {
+        self.net.name.clone()
     }
 
     pub fn stderr(&self) -> String {
@@ -565,6 +587,25 @@ impl Pod {
             return 0;
         }
         (s.f_blocks - s.f_bfree) as u64 * s.f_frsize as u64
+    }
+}
+
+/// Binds `path` read-only, or, when a mount target that does not exist lies under it, a
+/// directory of its own with each entry bound (symlinks as symlinks), recursively.
+fn bind_tree(cmd: &mut Command, path: &Path, targets: &[PathBuf]) {
+    let missing = targets.iter().any(|t| t.starts_with(path) && t != path && !t.exists());
+    if !missing {
+        cmd.arg("--ro-bind").arg(path).arg(path);
+        return;
+    }
+    cmd.arg("--dir").arg(path);
+    for e in std::fs::read_dir(path).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_symlink() {
+            cmd.arg("--symlink").arg(std::fs::read_link(&p).unwrap()).arg(&p);
+        } else {
+            bind_tree(cmd, &p, targets);
+        }
     }
 }
 
