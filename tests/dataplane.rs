@@ -30,7 +30,8 @@ use harness::*;
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// The sample application's two modules, as every config here chains them.
-const CHAIN: &str = r#"[{ "name": "cache", "image": "edge-cache:6.5.0" }, { "name": "example", "image": "example-simple:1.0.0" }]"#;
+const CHAIN: &str =
+    r#"[{ "name": "cache", "image": "edge-cache:6.5.0" }, { "name": "example", "image": "example-simple:1.0.0" }]"#;
 
 /// The cache module's VCL for the test configs: a module picks the alternate origin (the one
 /// the test names in X-Pick-Origin), and nothing is cached (each request reaches the origin).
@@ -89,6 +90,11 @@ fn fixtures() -> std::path::PathBuf {
 /// picking VCL and the sample application's example/server.conf unless `files` has them), as
 /// the push path does (validated first). `CHAIN` in `config` stands for the two modules.
 fn render(config: &str, env: &str, files: &[(&str, &str)]) -> String {
+    render_with(config, env, files, &fixtures().join("packages/example-simple"))
+}
+
+/// As [`render`], with `example` as the example-simple package.
+fn render_with(config: &str, env: &str, files: &[(&str, &str)], example: &Path) -> String {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("section.config.json"), config.replace("CHAIN", CHAIN)).unwrap();
     let server_conf = std::fs::read_to_string(fixtures().join("repos/sample-application/example/server.conf")).unwrap();
@@ -98,7 +104,7 @@ fn render(config: &str, env: &str, files: &[(&str, &str)]) -> String {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
-    render_dir(work.path(), env, &fixtures().join("packages/example-simple"))
+    render_dir(work.path(), env, example)
 }
 
 /// Renders the environment repo at `work` for `env`, with edge-cache and `example` (the
@@ -323,19 +329,25 @@ fn an_ipv6_alternate_origin_is_addressed_in_brackets() {
     assert!(logged, "{}", pop.pod("egress").stdout());
 }
 
-#[test]
-fn a_20_mb_upload_streams_through_every_hop() {
-    let pop = Pop::start(&render(&with_origin("upload.test", ""), "Production", &[]), Options::default());
+/// The example module's per-environment config for uploads: the module's own nginx takes
+/// bodies of any size and streams them on (a module's limits are its config's to set).
+const STREAMING_SERVER_CONF: &str =
+    "add_header X-Edge-Module example-simple always;\nclient_max_body_size 0;\nproxy_request_buffering off;\n";
+
+/// A 20 MB POST to `path` streams through every hop: the origin's sink has bytes of it while
+/// the client is still sending, and gets all of it.
+fn assert_a_20_mb_upload_streams(pop: &Pop, path: &str) {
+    let before = pop.sink.received.load(Ordering::SeqCst);
     let body = pattern(0, 20 << 20);
     let mut s = pop.connect(Ipv4Addr::LOCALHOST, false);
-    write_request(&mut s, "POST", "/upload", &[("Connection", "close")], Some(body.len() as u64));
+    write_request(&mut s, "POST", path, &[("Connection", "close")], Some(body.len() as u64));
     // Half the body, then wait until the origin has bytes of it: no hop holds the body back.
     s.write_all(&body[..10 << 20]).unwrap();
     assert!(
-        wait_for(Duration::from_secs(20), || pop.sink.received.load(Ordering::SeqCst) > 0),
+        wait_for(Duration::from_secs(20), || pop.sink.received.load(Ordering::SeqCst) > before),
         "the origin got nothing of the body while the client was sending it"
     );
-    assert!(pop.sink.received.load(Ordering::SeqCst) < body.len() as u64);
+    assert!(pop.sink.received.load(Ordering::SeqCst) - before < body.len() as u64);
     s.write_all(&body[10 << 20..]).unwrap();
     let r = read_response(s, "POST");
     use sha2::Digest;
@@ -344,9 +356,22 @@ fn a_20_mb_upload_streams_through_every_hop() {
 }
 
 #[test]
+fn a_20_mb_upload_streams_through_every_hop() {
+    let files = [("example/server.conf", STREAMING_SERVER_CONF)];
+    let pop = Pop::start(&render(&with_origin("upload.test", ""), "Production", &files), Options::default());
+    assert_a_20_mb_upload_streams(&pop, "/upload");
+}
+
+#[test]
 fn a_large_download_to_a_slow_client_keeps_every_hops_tmp_within_its_emptydir() {
     const SIZE: u64 = 160 << 20;
     let pop = every_option(Options { large: SIZE, ..Default::default() });
+    assert_a_large_download_keeps_tmp_within_the_emptydirs(&pop, SIZE);
+}
+
+/// A download of `size` bytes (the origin's /large) to a slow client: devpop's hops use
+/// under 1 MiB of their /tmp emptyDir for it, and nothing runs out of space.
+fn assert_a_large_download_keeps_tmp_within_the_emptydirs(pop: &Pop, size: u64) {
     let mut s = pop.connect(Ipv4Addr::LOCALHOST, false);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_request(&mut s, "GET", "/large", &[("Connection", "close")], None);
@@ -363,10 +388,10 @@ fn a_large_download_to_a_slow_client_keeps_every_hops_tmp_within_its_emptydir() 
     let mut peak = std::collections::BTreeMap::<&str, u64>::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut tick = Instant::now();
-    while got < SIZE {
-        let want = ((SIZE - got) as usize).min(buf.len());
+    while got < size {
+        let want = ((size - got) as usize).min(buf.len());
         let n = s.read(&mut buf[..want]).unwrap();
-        assert!(n > 0, "the download stopped at {got} of {SIZE} bytes");
+        assert!(n > 0, "the download stopped at {got} of {size} bytes");
         let skew = (got % 8) as usize;
         assert!(buf[..n] == pattern(got - skew as u64, n + skew)[skew..], "wrong bytes at {got}..{}", got + n as u64);
         got += n as u64;
@@ -467,17 +492,151 @@ fn dataplane_price_of_the_pop() {
     println!("the PoP: {:.2}x the origin's requests/s, p50 +{:.2?}", c_rps / o_rps, c_p50.saturating_sub(o_p50));
 }
 
-/// A module hop (the example-simple fixture package's nginx) between private-ingress and
-/// egress, next-hop wired by the harness to egress's Service stand-in.
+/// example-simple as the only module, started as its image starts (root, with the baseline
+/// capabilities) and as a package that declares it runs as non-root (uid 101, restricted: no
+/// capabilities; port 80 through the pod's sysctl). Its `next-hop` comes from its pod's own
+/// init container, the rendered script run as the pod spec says.
 #[test]
 fn a_module_hop_in_the_chain_serves_requests() {
     let config = r#"{"proxychain": [{"name": "example", "image": "example-simple:1.0.0"}],
 "environments": {"Production": {"origin": {"address": "origin.test", "host_header": "www.origin.test"}}}}"#;
-    let server_conf = "add_header X-Edge-Module example-simple always;\n";
-    let pop = Pop::start(&render(config, "Production", &[("example/server.conf", server_conf)]), Options::default());
-    let r = pop.get("/through-a-module", &[]);
-    assert_eq!((r.status, r.echo("host")), (200, "www.origin.test".to_owned()), "{r:?}");
-    assert!(r.head.to_ascii_lowercase().contains("x-edge-module: example-simple"), "{}", r.head);
+    let package = tempfile::tempdir().unwrap();
+    let non_root = package.path().join("example-simple");
+    copy_tree(&fixtures().join("packages/example-simple"), &non_root);
+    let descriptor = std::fs::read_to_string(non_root.join(".section-proxy.yaml")).unwrap();
+    let declared = descriptor
+        .replace("hpa:", "  securityContext:\n    runAsUser: 101\n    runAsGroup: 101\n    runAsNonRoot: true\nhpa:");
+    assert_ne!(declared, descriptor);
+    std::fs::write(non_root.join(".section-proxy.yaml"), declared).unwrap();
+    for (example, root) in [(fixtures().join("packages/example-simple"), true), (non_root, false)] {
+        let pop = Pop::start(&render_with(config, "Production", &[], &example), Options::default());
+        let module = pop.pod("m1-example");
+        let init = &module.init_logs[0];
+        let want = format!("next-hop: egress.{}.svc.cluster.local is {}\n", pop.namespace, pop.services["egress"]);
+        assert_eq!(init, &want, "the next-hop init container");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", module.pid)).unwrap();
+        let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_owned();
+        assert_eq!(caps == "CapEff:\t0000000000000000", !root, "root-started: {root}: {caps}");
+        let r = pop.get("/through-a-module", &[]);
+        assert_eq!((r.status, r.echo("host")), (200, "www.origin.test".to_owned()), "{r:?}");
+        assert!(r.head.to_ascii_lowercase().contains("x-edge-module: example-simple"), "{}", r.head);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The sample application (tests/fixtures/repos/sample-application) rendered for `env`, its
+/// example/server.conf letting large bodies stream (example-simple's nginx stops bodies over
+/// 1 MB by default: a module's own limit, set by its config).
+fn sample_application(env: &str, opts: Options) -> Pop {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    std::fs::write(work.path().join("example/server.conf"), STREAMING_SERVER_CONF).unwrap();
+    Pop::start(&render_dir(work.path(), env, &fixtures().join("packages/example-simple")), opts)
+}
+
+/// Both modules answered: example-simple's header and Varnish's.
+fn assert_through_both_modules(r: &Response) {
+    let head = r.head.to_ascii_lowercase();
+    assert!(head.contains("x-edge-module: example-simple") && head.contains("x-varnish:"), "{}", r.head);
+}
+
+/// What both of the sample application's environments show through the whole chain.
+fn assert_the_sample_applications_chain(pop: &Pop, host: &str, sni: &str) {
+    for https in [false, true] {
+        let r = pop.request(Ipv4Addr::LOCALHOST, https, "GET", "/page", &[("section-origin", "images")], b"");
+        let scheme = if https { "https" } else { "http" };
+        assert_eq!((r.status, r.echo("scheme"), r.echo("host")), (200, scheme.to_owned(), host.to_owned()), "{r:?}");
+        assert_eq!(r.echo("section-origin"), "");
+        if https {
+            assert_eq!(r.echo("sni"), sni);
+        }
+        assert_through_both_modules(&r);
+    }
+    assert!(pop.origin_log("alt.test").is_empty(), "a client's section-origin reached the alternate origin");
+    // The custom 503 page of the sample application.
+    let r = pop.get("/status/503", &[]);
+    let page = std::fs::read_to_string(fixtures().join("repos/sample-application/custom_errors/503.html")).unwrap();
+    assert_eq!((r.status, r.text()), (503, page), "{r:?}");
+    // Connection reuse: 20 more requests, at most two new origin connections.
+    let before = connections_seen(pop, "origin.test");
+    let logged = pop.origin_log("origin.test").len();
+    for _ in 0..20 {
+        assert_eq!(pop.get("/", &[]).status, 200);
+    }
+    assert!(wait_for(Duration::from_secs(10), || pop.origin_log("origin.test").len() == logged + 20));
+    let new = connections_seen(pop, "origin.test").difference(&before).count();
+    assert!(new <= 2, "20 requests took {new} new origin connections");
+    assert_a_20_mb_upload_streams(pop, "/upload");
+    assert_a_large_download_keeps_tmp_within_the_emptydirs(pop, 64 << 20);
+}
+
+#[test]
+fn the_sample_applications_production_serves_through_both_modules_with_its_blacklist() {
+    let pop = sample_application("Production", Options { large: 64 << 20, ..Default::default() });
+    let host = "my-s3-bucket.s3-website.us-east-2.amazonaws.com";
+    // Production: no SNI, no verification.
+    assert_the_sample_applications_chain(&pop, host, "");
+    for blocked in [Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(198, 51, 100, 9)] {
+        let r = pop.request(blocked, false, "GET", "/", &[], b"");
+        assert_eq!(r.status, 403, "{blocked}: {r:?}");
+        let r = pop.request(blocked, false, "GET", "/.devpop/healthz", &[], b"");
+        assert_eq!(r.status, 200, "health checks are exempt: {r:?}");
+    }
+    let r = pop.request(Ipv4Addr::new(203, 0, 113, 8), false, "GET", "/", &[("X-Forwarded-For", "203.0.113.7")], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn the_sample_applications_staging_serves_through_both_modules_with_sni_and_verification() {
+    let pop = sample_application("Staging", Options { large: 64 << 20, ..Default::default() });
+    let host = "my-s3-bucket-staging.s3-website.us-east-2.amazonaws.com";
+    assert_the_sample_applications_chain(&pop, host, host);
+    // No blacklist in Staging.
+    assert_eq!(pop.request(Ipv4Addr::new(203, 0, 113, 7), false, "GET", "/", &[], b"").status, 200);
+}
+
+/// Issue 13: the rendered repo runs as it stands. `devpop render --out` writes the folder and
+/// exits; the harness runs the folder's files (through its kustomization.yaml) with no devpop
+/// process running, and requests pass both modules.
+#[test]
+fn a_rendered_folder_with_two_modules_serves_requests_with_no_devpop_running() {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("Production");
+    let devpop = env!("CARGO_BIN_EXE_devpop");
+    let run = Command::new(devpop)
+        .args(["render", "--env", "Production", "--app", "9999/9999/site", "--out"])
+        .arg(&folder)
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe == Path::new(devpop)))
+        .count();
+    assert_eq!(running, 0, "a devpop process is running");
+    let pop = Pop::start_folder(&folder, Options::default());
+    let r = pop.get("/from-the-folder", &[]);
+    assert_eq!(
+        (r.status, r.echo("host")),
+        (200, "my-s3-bucket.s3-website.us-east-2.amazonaws.com".to_owned()),
+        "{r:?}"
+    );
+    assert_through_both_modules(&r);
+    assert_eq!(pop.request(Ipv4Addr::new(203, 0, 113, 7), false, "GET", "/", &[], b"").status, 403);
 }
 
 /// Aperture's `outagepage` engages a page (`environments.<env>.outage_page`): every request

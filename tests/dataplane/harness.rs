@@ -786,6 +786,9 @@ http {
         ssl_certificate /certs/cert.pem;
         ssl_certificate_key /certs/key.pem;
         default_type text/plain;
+        # Nothing here is for a cache to keep: every request through the chain reaches the
+        # origin (edge-cache's Varnish then passes it on, as it does for such answers).
+        add_header Cache-Control "private, no-store" always;
         location / {
             return 200 "scheme=$scheme\nhost=$http_host\nsni=$ssl_server_name\nxff=$http_x_forwarded_for\nsection-origin=$http_section_origin\nx-secret=$http_x_secret\nx-other=$http_x_other\naccept-encoding=$http_accept_encoding\nconn=$connection\n";
         }
