@@ -165,7 +165,8 @@ fn every_hop_starts_with_a_read_only_root_its_emptydir_tmp_uid_101_and_no_capabi
     for hop in ["private-ingress", "egress", "static-server"] {
         let pod = pop.pod(hop);
         assert!(pod.stderr().lines().all(|l| !l.contains("[emerg]")), "{hop}: {}", pod.stderr());
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pod.pid)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pod.main_pid())).unwrap();
+        assert!(status.contains("Name:\tnginx"), "{hop}: {status}");
         assert!(status.contains("CapEff:\t0000000000000000"), "{hop}: {status}");
         // The root (and nginx's compiled-in temp dirs under it) cannot be written, /tmp can.
         assert_eq!(pod.empty_dirs, [("/tmp".to_owned(), 64 << 20)], "{hop}");
@@ -514,7 +515,7 @@ fn a_module_hop_in_the_chain_serves_requests() {
         let init = &module.init_logs[0];
         let want = format!("next-hop: egress.{}.svc.cluster.local is {}\n", pop.namespace, pop.services["egress"]);
         assert_eq!(init, &want, "the next-hop init container");
-        let status = std::fs::read_to_string(format!("/proc/{}/status", module.pid)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", module.main_pid())).unwrap();
         let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_owned();
         assert_eq!(caps == "CapEff:\t0000000000000000", !root, "root-started: {root}: {caps}");
         let r = pop.get("/through-a-module", &[]);

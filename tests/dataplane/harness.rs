@@ -542,6 +542,12 @@ impl Pod {
         cmd
     }
 
+    /// The container's main process: bwrap's pid-1 reaper's child (nginx's master, varnishd).
+    pub fn main_pid(&self) -> u32 {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
+        children.split_whitespace().next().map_or(self.pid, |c| c.parse().unwrap())
+    }
+
     /// The name of the pod's network namespace (`ip netns`).
     pub fn net_name(&self) -> String {
         self.net.name.clone()
