@@ -131,6 +131,9 @@ pub fn relay(ns: &File, listen: SocketAddr, to: Endpoint) {
 }
 
 fn pipe(a: TcpStream, b: TcpStream) {
+    // Bytes go on as they come, as through kube-proxy's NAT (no Nagle delay added here).
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
     let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
     let t = std::thread::spawn(move || {
         let _ = std::io::copy(&mut a2, &mut b2);
