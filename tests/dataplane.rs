@@ -110,6 +110,11 @@ fn render_with(config: &str, env: &str, files: &[(&str, &str)], example: &Path) 
 /// Renders the environment repo at `work` for `env`, with edge-cache and `example` (the
 /// example-simple package, or a variant of it) installed.
 fn render_dir(work: &Path, env: &str, example: &Path) -> String {
+    render_dir_with(work, env, example, &RenderSettings::default())
+}
+
+/// As [`render_dir`], with the operator's rendering `settings`.
+fn render_dir_with(work: &Path, env: &str, example: &Path, settings: &RenderSettings) -> String {
     let store_dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(store_dir.path());
     store.add(example).unwrap();
@@ -119,8 +124,7 @@ fn render_dir(work: &Path, env: &str, example: &Path) -> String {
     assert!(report.is_ok(), "{:?}", report.diagnostics);
     let id = RepoId::new("9999", "9999", "dataplane").unwrap();
     let subject = Subject { id: &id, environment: env, commit: COMMIT };
-    let settings = RenderSettings::default();
-    let rendered = checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &settings).unwrap();
+    let rendered = checks::render(&source, subject, report.config.as_ref().unwrap(), &store, settings).unwrap();
     rendering::to_yaml(&rendered)
 }
 
@@ -604,6 +608,25 @@ fn the_sample_applications_staging_serves_through_both_modules_with_sni_and_veri
     assert_the_sample_applications_chain(&pop, host, host);
     // No blacklist in Staging.
     assert_eq!(pop.request(Ipv4Addr::new(203, 0, 113, 7), false, "GET", "/", &[], b"").status, 200);
+}
+
+/// Issue 13 item 11: a cluster whose domain is not `cluster.local`. The cluster DNS stand-in
+/// knows the Services only by that domain's names, so a name rendered with `cluster.local`
+/// would not resolve and its hop would not start.
+#[test]
+fn a_cluster_with_another_domain_serves_through_both_modules() {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    let settings = RenderSettings { cluster_domain: "cluster.example".into(), ..RenderSettings::default() };
+    let yaml = render_dir_with(work.path(), "Staging", &fixtures().join("packages/example-simple"), &settings);
+    assert!(!yaml.contains("cluster.local"), "{yaml}");
+    let pop = Pop::start(&yaml, Options { cluster_domain: "cluster.example".into(), ..Default::default() });
+    let want =
+        format!("next-hop: m2-example.{}.svc.cluster.example is {}\n", pop.namespace, pop.services["m2-example"]);
+    assert_eq!(pop.pod("m1-cache").init_logs[0], want);
+    let r = pop.get("/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_through_both_modules(&r);
 }
 
 /// Issue 13: the rendered repo runs as it stands. `devpop render --out` writes the folder and
