@@ -438,8 +438,9 @@ fn requests_reuse_connections_to_the_origin() {
 }
 
 /// The price of the PoP: requests/s and median latency through the whole chain
-/// (private-ingress -> egress -> origin, each hop a real nginx in its own network namespace,
-/// Services relayed like kube-proxy would) against the origin alone, both measured from the
+/// (private-ingress -> m1-cache (varnishd) -> m2-example (nginx) -> egress -> origin, each pod
+/// in its own network namespace, Services relayed like kube-proxy would) against the origin
+/// alone, both measured from the
 /// same client namespace with 8 keep-alive connections. A benchmark, not a test: run it with
 /// `cargo test --release --test dataplane -- --ignored --nocapture dataplane_price_of_the_pop`.
 #[test]

@@ -1152,6 +1152,7 @@ impl Pop {
             service_ips.insert(name, ip);
         }
         let mut origin_ips: Vec<&str> = ORIGIN_HOSTS.iter().map(|(_, ip)| *ip).collect();
+        origin_ips.sort();
         origin_ips.dedup();
         for ip in &origin_ips {
             cluster.add_address(ip.parse().unwrap());
