@@ -1228,7 +1228,8 @@ http {{
             &cluster,
         );
 
-        // Service stand-ins and origin addresses, in the cluster namespace.
+        // Service stand-ins and origin addresses, in the cluster namespace; each relayed
+        // connection reaches its pod from the cluster's gateway address, as a node's SNAT.
         let cl = &cluster.ns.file;
         for s in &services {
             let spec = s.spec.as_ref().unwrap();
@@ -1241,14 +1242,14 @@ http {{
                     Some(IntOrString::String(_)) => panic!("named target ports are not used by devpop"),
                 };
                 let ip = service_ips[s.metadata.name.as_ref().unwrap()];
-                let to = Endpoint { ns: Some(pod.netns.clone()), addr: SocketAddr::from((pod.ip, target)) };
+                let to = Endpoint { ns: Some(cl.clone()), addr: SocketAddr::from((pod.ip, target)) };
                 relay(cl, SocketAddr::V4(SocketAddrV4::new(ip, p.port as u16)), to);
             }
         }
         for (ip, name, _) in ORIGIN_PODS {
             let o = &origins[origin_name(name)];
             for (port, target) in [(80, 8080), (443, 8443)] {
-                let to = Endpoint { ns: Some(o.netns.clone()), addr: SocketAddr::from((o.ip, target)) };
+                let to = Endpoint { ns: Some(cl.clone()), addr: SocketAddr::from((o.ip, target)) };
                 relay(cl, SocketAddr::V4(SocketAddrV4::new(ip.parse().unwrap(), port)), to);
             }
         }
