@@ -1,15 +1,14 @@
-//! The data plane: environments as devpop renders them, run on loopback by the harness
-//! (tests/dataplane/harness.rs: real nginx per hop under its pod's constraints, Service
-//! stand-ins, origins over HTTP and HTTPS with a two-intermediate chain), and real requests
-//! through private-ingress.
+//! The data plane: environments as devpop renders them, run by the harness
+//! (tests/dataplane/harness.rs: every pod in its own network namespace with its own address,
+//! real nginx per hop and per module under its pod's constraints, Varnish for edge-cache,
+//! Services as ClusterIPs, origins over HTTP and HTTPS with a two-intermediate chain), and
+//! real requests through private-ingress.
 //!
-//! The chain is empty here (private-ingress -> egress -> origin, static-server beside egress).
-//! The harness can start a module hop (the fixture package's nginx, root-started, writable
-//! root, init container, next-hop wired to the next Service), but today the module pod's
-//! security context stops it (`chown("/var/lib/nginx/body", 65534) failed`: issue 13 item 3)
-//! and see `a_module_hop_in_the_chain_serves_requests` for what else is pending. Behaviours
-//! that depend on a module (picking an alternate origin with `section-origin`) send the
-//! request to egress's Service the way the last module would.
+//! Every config here has the sample application's two modules in its chain, so every request
+//! goes private-ingress -> m1-cache (edge-cache: varnishd) -> m2-example (example-simple:
+//! nginx) -> egress -> origin, with static-server beside egress. The "every egress option"
+//! config's cache VCL picks alternate origins the way a module does: it sets `section-origin`
+//! (from the test's `X-Pick-Origin` request header) and passes every request.
 
 #[path = "dataplane/harness.rs"]
 mod harness;
@@ -17,6 +16,7 @@ mod harness;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,31 @@ use harness::*;
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
+/// The sample application's two modules, as every config here chains them.
+const CHAIN: &str =
+    r#"[{ "name": "cache", "image": "edge-cache:6.5.0" }, { "name": "example", "image": "example-simple:1.0.0" }]"#;
+
+/// The cache module's VCL for the test configs: a module picks the alternate origin (the one
+/// the test names in X-Pick-Origin), and nothing is cached (each request reaches the origin).
+const PICKING_VCL: &str = r#"vcl 4.0;
+
+backend default {
+    .host = "next-hop";
+    .port = "80";
+}
+
+sub vcl_recv {
+    if (req.http.X-Pick-Origin) {
+        set req.http.section-origin = req.http.X-Pick-Origin;
+        unset req.http.X-Pick-Origin;
+    }
+    return (pass);
+}
+"#;
+
 /// A config that uses every egress option, with origins the harness runs.
 const EVERY_OPTION: &str = r#"{
-  "proxychain": [],
+  "proxychain": CHAIN,
   "environments": {
     "Production": {
       "origin": {
@@ -60,26 +82,49 @@ const OUTAGE: &str = "<h1>we are down for maintenance</h1>";
 /// The file name of issue 12 (3): it went verbatim into egress's config.
 const CRAFTED: &str = "a.html break; } location ~ pwned { return 200 \"INJECTED\"; } location ~ x { rewrite ^ b.html";
 
-/// Renders `config`'s `env` with `files` beside it, as the push path does (validated first).
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Renders `config`'s `env` with `files` beside it (and the modules' config folders: the
+/// picking VCL and the sample application's example/server.conf unless `files` has them), as
+/// the push path does (validated first). `CHAIN` in `config` stands for the two modules.
 fn render(config: &str, env: &str, files: &[(&str, &str)]) -> String {
+    render_with(config, env, files, &fixtures().join("packages/example-simple"))
+}
+
+/// As [`render`], with `example` as the example-simple package.
+fn render_with(config: &str, env: &str, files: &[(&str, &str)], example: &Path) -> String {
     let work = tempfile::tempdir().unwrap();
-    std::fs::write(work.path().join("section.config.json"), config).unwrap();
-    for (path, content) in files {
+    std::fs::write(work.path().join("section.config.json"), config.replace("CHAIN", CHAIN)).unwrap();
+    let server_conf = std::fs::read_to_string(fixtures().join("repos/sample-application/example/server.conf")).unwrap();
+    let defaults = [("cache/default.vcl", PICKING_VCL), ("example/server.conf", server_conf.as_str())];
+    for (path, content) in defaults.iter().filter(|(p, _)| !files.iter().any(|(f, _)| f == p)).chain(files) {
         let p = work.path().join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
+    render_dir(work.path(), env, example)
+}
+
+/// Renders the environment repo at `work` for `env`, with edge-cache and `example` (the
+/// example-simple package, or a variant of it) installed.
+fn render_dir(work: &Path, env: &str, example: &Path) -> String {
+    render_dir_with(work, env, example, &RenderSettings::default())
+}
+
+/// As [`render_dir`], with the operator's rendering `settings`.
+fn render_dir_with(work: &Path, env: &str, example: &Path, settings: &RenderSettings) -> String {
     let store_dir = tempfile::tempdir().unwrap();
     let store = PackageStore::new(store_dir.path());
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packages");
-    store.add(&fixtures.join("example-simple")).unwrap();
-    let source = WorkDir { root: work.path() };
+    store.add(example).unwrap();
+    store.add(&fixtures().join("packages/edge-cache")).unwrap();
+    let source = WorkDir { root: work };
     let report = devpop::validation::check(&source.snapshot().unwrap(), env, &store.catalog());
     assert!(report.is_ok(), "{:?}", report.diagnostics);
     let id = RepoId::new("9999", "9999", "dataplane").unwrap();
     let subject = Subject { id: &id, environment: env, commit: COMMIT };
-    let settings = RenderSettings::default();
-    let rendered = checks::render(&source, subject, report.config.as_ref().unwrap(), &store, &settings).unwrap();
+    let rendered = checks::render(&source, subject, report.config.as_ref().unwrap(), &store, settings).unwrap();
     rendering::to_yaml(&rendered)
 }
 
@@ -99,19 +144,19 @@ fn every_option(opts: Options) -> Pop {
 /// A config whose origin is `address` (plus the given origin fields).
 fn with_origin(address: &str, extra: &str) -> String {
     format!(
-        r#"{{"proxychain": [], "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#
+        r#"{{"proxychain": {CHAIN}, "environments": {{"Production": {{"origin": {{"address": "{address}"{extra}}}}}}}}}"#
     )
 }
 
-/// As the last module sends it: to egress's Service, with X-Forwarded-Proto and section-origin.
-fn via_egress(pop: &Pop, origin: &str, https: bool, path: &str, extra: &[(&str, &str)]) -> Response {
-    let proto = if https { "https" } else { "http" };
-    let mut h = vec![("X-Forwarded-Proto", proto), ("X-Forwarded-For", "192.0.2.10")];
+/// A request through the whole chain in which the cache module picks `origin` (an alternate
+/// origin's name; "" for the environment's origin), as a module does: it sets section-origin.
+fn picking(pop: &Pop, origin: &str, https: bool, path: &str, extra: &[(&str, &str)]) -> Response {
+    let mut h = vec![("X-Forwarded-For", "192.0.2.10")];
     if !origin.is_empty() {
-        h.push(("section-origin", origin));
+        h.push(("X-Pick-Origin", origin));
     }
     h.extend_from_slice(extra);
-    pop.request_service("egress", path, &h)
+    pop.request(Ipv4Addr::LOCALHOST, https, "GET", path, &h, b"")
 }
 
 fn connections_seen(pop: &Pop, origin: &str) -> std::collections::BTreeSet<String> {
@@ -124,7 +169,8 @@ fn every_hop_starts_with_a_read_only_root_its_emptydir_tmp_uid_101_and_no_capabi
     for hop in ["private-ingress", "egress", "static-server"] {
         let pod = pop.pod(hop);
         assert!(pod.stderr().lines().all(|l| !l.contains("[emerg]")), "{hop}: {}", pod.stderr());
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pod.pid)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pod.main_pid())).unwrap();
+        assert!(status.contains("Name:\tnginx"), "{hop}: {status}");
         assert!(status.contains("CapEff:\t0000000000000000"), "{hop}: {status}");
         // The root (and nginx's compiled-in temp dirs under it) cannot be written, /tmp can.
         assert_eq!(pod.empty_dirs, [("/tmp".to_owned(), 64 << 20)], "{hop}");
@@ -156,20 +202,20 @@ fn the_origin_sees_its_host_header_and_the_scheme_the_client_used() {
 fn sni_and_verification_follow_each_origins_settings_through_two_intermediates() {
     let pop = every_option(Options::default());
     // The origin: SNI on, verification on, a chain root -> int1 -> int2 -> leaf.
-    let r = via_egress(&pop, "", true, "/", &[]);
+    let r = picking(&pop, "", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni")), (200, "www.origin.test".into()), "{r:?}");
     // alt: SNI off, verification off.
-    let r = via_egress(&pop, "alt", true, "/", &[]);
+    let r = picking(&pop, "alt", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni"), r.echo("host")), (200, String::new(), "alt.test".into()), "{r:?}");
     // A certificate for another name: refused with verification on, accepted with it off.
-    let r = via_egress(&pop, "wrong", true, "/", &[]);
+    let r = picking(&pop, "wrong", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
     assert!(
         pop.pod("egress").stderr().contains("upstream SSL certificate does not match"),
         "{}",
         pop.pod("egress").stderr()
     );
-    let r = via_egress(&pop, "wrongok", true, "/", &[]);
+    let r = picking(&pop, "wrongok", true, "/", &[]);
     assert_eq!((r.status, r.echo("sni")), (200, "wrongname.test".into()), "{r:?}");
 }
 
@@ -177,12 +223,12 @@ fn sni_and_verification_follow_each_origins_settings_through_two_intermediates()
 fn removed_request_headers_are_each_origins_own() {
     let pop = every_option(Options::default());
     let h = [("X-Secret", "s3cret"), ("X-Other", "other")];
-    let r = via_egress(&pop, "", false, "/", &h);
+    let r = picking(&pop, "", false, "/", &h);
     assert_eq!((r.echo("x-secret"), r.echo("x-other")), (String::new(), "other".into()), "{r:?}");
-    let r = via_egress(&pop, "alt", false, "/", &h);
+    let r = picking(&pop, "alt", false, "/", &h);
     assert_eq!((r.echo("x-secret"), r.echo("x-other")), ("s3cret".into(), String::new()), "{r:?}");
     // Content encoding is not kept upstream (maintain_upstream_content_encoding: false).
-    let r = via_egress(&pop, "", false, "/", &[("Accept-Encoding", "gzip")]);
+    let r = picking(&pop, "", false, "/", &[("Accept-Encoding", "gzip")]);
     assert_eq!(r.echo("accept-encoding"), "");
 }
 
@@ -253,7 +299,7 @@ fn the_outage_page_answers_when_the_origin_is_down_or_says_502_503_504() {
         let r = pop.get(&format!("/status/{code}"), &[]);
         assert_eq!((r.status, r.text()), (code, OUTAGE.to_owned()), "{r:?}");
     }
-    let r = via_egress(&pop, "down", false, "/", &[]);
+    let r = picking(&pop, "down", false, "/", &[]);
     assert_eq!((r.status, r.text()), (502, OUTAGE.to_owned()), "{r:?}");
     let down =
         Pop::start(&render(&with_origin("down.test", ""), "Production", &every_option_files()), Options::default());
@@ -279,7 +325,7 @@ fn an_ipv6_alternate_origin_is_addressed_in_brackets() {
     assert!(yaml.contains("server \"[2001:db8::1]:8443\";"), "{yaml}");
     let pop = Pop::start(&yaml, Options::default());
     // No route to 2001:db8::/32 here: a gateway error, not a broken upstream address (500).
-    let r = via_egress(&pop, "v6", true, "/", &[]);
+    let r = picking(&pop, "v6", true, "/", &[]);
     assert_eq!(r.status, 502, "{r:?}");
     // nginx logs a request after answering it: wait for the line.
     let logged = wait_for(Duration::from_secs(10), || {
@@ -288,19 +334,25 @@ fn an_ipv6_alternate_origin_is_addressed_in_brackets() {
     assert!(logged, "{}", pop.pod("egress").stdout());
 }
 
-#[test]
-fn a_20_mb_upload_streams_through_every_hop() {
-    let pop = Pop::start(&render(&with_origin("upload.test", ""), "Production", &[]), Options::default());
+/// The example module's per-environment config for uploads: the module's own nginx takes
+/// bodies of any size and streams them on (a module's limits are its config's to set).
+const STREAMING_SERVER_CONF: &str =
+    "add_header X-Edge-Module example-simple always;\nclient_max_body_size 0;\nproxy_request_buffering off;\n";
+
+/// A 20 MB POST to `path` streams through every hop: the origin's sink has bytes of it while
+/// the client is still sending, and gets all of it.
+fn assert_a_20_mb_upload_streams(pop: &Pop, path: &str) {
+    let before = pop.sink.received.load(Ordering::SeqCst);
     let body = pattern(0, 20 << 20);
     let mut s = pop.connect(Ipv4Addr::LOCALHOST, false);
-    write_request(&mut s, "POST", "/upload", &[("Connection", "close")], Some(body.len() as u64));
+    write_request(&mut s, "POST", path, &[("Connection", "close")], Some(body.len() as u64));
     // Half the body, then wait until the origin has bytes of it: no hop holds the body back.
     s.write_all(&body[..10 << 20]).unwrap();
     assert!(
-        wait_for(Duration::from_secs(20), || pop.sink.received.load(Ordering::SeqCst) > 0),
+        wait_for(Duration::from_secs(20), || pop.sink.received.load(Ordering::SeqCst) > before),
         "the origin got nothing of the body while the client was sending it"
     );
-    assert!(pop.sink.received.load(Ordering::SeqCst) < body.len() as u64);
+    assert!(pop.sink.received.load(Ordering::SeqCst) - before < body.len() as u64);
     s.write_all(&body[10 << 20..]).unwrap();
     let r = read_response(s, "POST");
     use sha2::Digest;
@@ -309,9 +361,22 @@ fn a_20_mb_upload_streams_through_every_hop() {
 }
 
 #[test]
+fn a_20_mb_upload_streams_through_every_hop() {
+    let files = [("example/server.conf", STREAMING_SERVER_CONF)];
+    let pop = Pop::start(&render(&with_origin("upload.test", ""), "Production", &files), Options::default());
+    assert_a_20_mb_upload_streams(&pop, "/upload");
+}
+
+#[test]
 fn a_large_download_to_a_slow_client_keeps_every_hops_tmp_within_its_emptydir() {
     const SIZE: u64 = 160 << 20;
-    let pop = every_option(Options { large: SIZE });
+    let pop = every_option(Options { large: SIZE, ..Default::default() });
+    assert_a_large_download_keeps_tmp_within_the_emptydirs(&pop, SIZE);
+}
+
+/// A download of `size` bytes (the origin's /large) to a slow client: devpop's hops use
+/// under 1 MiB of their /tmp emptyDir for it, and nothing runs out of space.
+fn assert_a_large_download_keeps_tmp_within_the_emptydirs(pop: &Pop, size: u64) {
     let mut s = pop.connect(Ipv4Addr::LOCALHOST, false);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_request(&mut s, "GET", "/large", &[("Connection", "close")], None);
@@ -328,10 +393,10 @@ fn a_large_download_to_a_slow_client_keeps_every_hops_tmp_within_its_emptydir() 
     let mut peak = std::collections::BTreeMap::<&str, u64>::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut tick = Instant::now();
-    while got < SIZE {
-        let want = ((SIZE - got) as usize).min(buf.len());
+    while got < size {
+        let want = ((size - got) as usize).min(buf.len());
         let n = s.read(&mut buf[..want]).unwrap();
-        assert!(n > 0, "the download stopped at {got} of {SIZE} bytes");
+        assert!(n > 0, "the download stopped at {got} of {size} bytes");
         let skew = (got % 8) as usize;
         assert!(buf[..n] == pattern(got - skew as u64, n + skew)[skew..], "wrong bytes at {got}..{}", got + n as u64);
         got += n as u64;
@@ -366,15 +431,16 @@ fn requests_reuse_connections_to_the_origin() {
     assert!(seen.len() <= 2, "40 requests (http and https) took {} origin connections", seen.len());
     // An origin with disable_keepalive gets a connection per request.
     for _ in 0..5 {
-        assert_eq!(via_egress(&pop, "alt", false, "/", &[]).status, 200);
+        assert_eq!(picking(&pop, "alt", false, "/", &[]).status, 200);
     }
     assert!(wait_for(Duration::from_secs(10), || pop.origin_log("alt.test").len() == 5));
     assert_eq!(connections_seen(&pop, "alt.test").len(), 5);
 }
 
 /// The price of the PoP: requests/s and median latency through the whole chain
-/// (private-ingress -> egress -> origin, each hop a real nginx in its own network namespace,
-/// Services relayed like kube-proxy would) against the origin alone, both measured from the
+/// (private-ingress -> m1-cache (varnishd) -> m2-example (nginx) -> egress -> origin, each pod
+/// in its own network namespace, Services relayed like kube-proxy would) against the origin
+/// alone, both measured from the
 /// same client namespace with 8 keep-alive connections. A benchmark, not a test: run it with
 /// `cargo test --release --test dataplane -- --ignored --nocapture dataplane_price_of_the_pop`.
 #[test]
@@ -422,7 +488,7 @@ fn dataplane_price_of_the_pop() {
         println!("{label}: {total} requests in {elapsed:.2?}: {rps:.0} requests/s, p50 {p50:.2?}, p99 {p99:.2?}");
         (rps, p50)
     };
-    let origin = std::net::SocketAddrV4::new("127.0.2.1".parse().unwrap(), 80);
+    let origin = std::net::SocketAddrV4::new(pop.origin_addr("origin.test"), 80);
     let chain = std::net::SocketAddrV4::new(pop.services["private-ingress"], 80);
     // Warm both paths (connections, workers), then measure.
     run("warm-up origin", origin);
@@ -432,18 +498,170 @@ fn dataplane_price_of_the_pop() {
     println!("the PoP: {:.2}x the origin's requests/s, p50 +{:.2?}", c_rps / o_rps, c_p50.saturating_sub(o_p50));
 }
 
-/// A module hop (the example-simple fixture package's nginx) between private-ingress and
-/// egress, next-hop wired by the harness to egress's Service stand-in.
+/// example-simple as the only module, started as its image starts (root, with the baseline
+/// capabilities) and as a package that declares it runs as non-root (uid 101, restricted: no
+/// capabilities; port 80 through the pod's sysctl). Its `next-hop` comes from its pod's own
+/// init container, the rendered script run as the pod spec says.
 #[test]
-#[ignore = "pending: module pods that can run a root-started image (issue 13 item 3), and Service stand-ins that do not listen in the pod's own namespace (a module's `listen 80` takes port 80 there)"]
 fn a_module_hop_in_the_chain_serves_requests() {
     let config = r#"{"proxychain": [{"name": "example", "image": "example-simple:1.0.0"}],
 "environments": {"Production": {"origin": {"address": "origin.test", "host_header": "www.origin.test"}}}}"#;
-    let server_conf = "add_header X-Edge-Module example-simple always;\n";
-    let pop = Pop::start(&render(config, "Production", &[("example/server.conf", server_conf)]), Options::default());
-    let r = pop.get("/through-a-module", &[]);
-    assert_eq!((r.status, r.echo("host")), (200, "www.origin.test".to_owned()), "{r:?}");
-    assert!(r.head.to_ascii_lowercase().contains("x-edge-module: example-simple"), "{}", r.head);
+    let package = tempfile::tempdir().unwrap();
+    let non_root = package.path().join("example-simple");
+    copy_tree(&fixtures().join("packages/example-simple"), &non_root);
+    let descriptor = std::fs::read_to_string(non_root.join(".section-proxy.yaml")).unwrap();
+    let declared = descriptor
+        .replace("hpa:", "  securityContext:\n    runAsUser: 101\n    runAsGroup: 101\n    runAsNonRoot: true\nhpa:");
+    assert_ne!(declared, descriptor);
+    std::fs::write(non_root.join(".section-proxy.yaml"), declared).unwrap();
+    for (example, root) in [(fixtures().join("packages/example-simple"), true), (non_root, false)] {
+        let pop = Pop::start(&render_with(config, "Production", &[], &example), Options::default());
+        let module = pop.pod("m1-example");
+        let init = &module.init_logs[0];
+        let want = format!("next-hop: egress.{}.svc.cluster.local is {}\n", pop.namespace, pop.services["egress"]);
+        assert_eq!(init, &want, "the next-hop init container");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", module.main_pid())).unwrap();
+        let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_owned();
+        assert_eq!(caps == "CapEff:\t0000000000000000", !root, "root-started: {root}: {caps}");
+        let r = pop.get("/through-a-module", &[]);
+        assert_eq!((r.status, r.echo("host")), (200, "www.origin.test".to_owned()), "{r:?}");
+        assert!(r.head.to_ascii_lowercase().contains("x-edge-module: example-simple"), "{}", r.head);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The sample application (tests/fixtures/repos/sample-application) rendered for `env`, its
+/// example/server.conf letting large bodies stream (example-simple's nginx stops bodies over
+/// 1 MB by default: a module's own limit, set by its config).
+fn sample_application(env: &str, opts: Options) -> Pop {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    std::fs::write(work.path().join("example/server.conf"), STREAMING_SERVER_CONF).unwrap();
+    Pop::start(&render_dir(work.path(), env, &fixtures().join("packages/example-simple")), opts)
+}
+
+/// Both modules answered: example-simple's header and Varnish's.
+fn assert_through_both_modules(r: &Response) {
+    let head = r.head.to_ascii_lowercase();
+    assert!(head.contains("x-edge-module: example-simple") && head.contains("x-varnish:"), "{}", r.head);
+}
+
+/// What both of the sample application's environments show through the whole chain.
+fn assert_the_sample_applications_chain(pop: &Pop, host: &str, sni: &str) {
+    for https in [false, true] {
+        let r = pop.request(Ipv4Addr::LOCALHOST, https, "GET", "/page", &[("section-origin", "images")], b"");
+        let scheme = if https { "https" } else { "http" };
+        assert_eq!((r.status, r.echo("scheme"), r.echo("host")), (200, scheme.to_owned(), host.to_owned()), "{r:?}");
+        assert_eq!(r.echo("section-origin"), "");
+        if https {
+            assert_eq!(r.echo("sni"), sni);
+        }
+        assert_through_both_modules(&r);
+    }
+    assert!(pop.origin_log("alt.test").is_empty(), "a client's section-origin reached the alternate origin");
+    // The custom 503 page of the sample application.
+    let r = pop.get("/status/503", &[]);
+    let page = std::fs::read_to_string(fixtures().join("repos/sample-application/custom_errors/503.html")).unwrap();
+    assert_eq!((r.status, r.text()), (503, page), "{r:?}");
+    // Connection reuse: 20 more requests, at most two new origin connections.
+    let before = connections_seen(pop, "origin.test");
+    let logged = pop.origin_log("origin.test").len();
+    for _ in 0..20 {
+        assert_eq!(pop.get("/", &[]).status, 200);
+    }
+    assert!(wait_for(Duration::from_secs(10), || pop.origin_log("origin.test").len() == logged + 20));
+    let new = connections_seen(pop, "origin.test").difference(&before).count();
+    assert!(new <= 2, "20 requests took {new} new origin connections");
+    assert_a_20_mb_upload_streams(pop, "/upload");
+    assert_a_large_download_keeps_tmp_within_the_emptydirs(pop, 64 << 20);
+}
+
+#[test]
+fn the_sample_applications_production_serves_through_both_modules_with_its_blacklist() {
+    let pop = sample_application("Production", Options { large: 64 << 20, ..Default::default() });
+    let host = "my-s3-bucket.s3-website.us-east-2.amazonaws.com";
+    // Production: no SNI, no verification.
+    assert_the_sample_applications_chain(&pop, host, "");
+    for blocked in [Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(198, 51, 100, 9)] {
+        let r = pop.request(blocked, false, "GET", "/", &[], b"");
+        assert_eq!(r.status, 403, "{blocked}: {r:?}");
+        let r = pop.request(blocked, false, "GET", "/.devpop/healthz", &[], b"");
+        assert_eq!(r.status, 200, "health checks are exempt: {r:?}");
+    }
+    let r = pop.request(Ipv4Addr::new(203, 0, 113, 8), false, "GET", "/", &[("X-Forwarded-For", "203.0.113.7")], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn the_sample_applications_staging_serves_through_both_modules_with_sni_and_verification() {
+    let pop = sample_application("Staging", Options { large: 64 << 20, ..Default::default() });
+    let host = "my-s3-bucket-staging.s3-website.us-east-2.amazonaws.com";
+    assert_the_sample_applications_chain(&pop, host, host);
+    // No blacklist in Staging.
+    assert_eq!(pop.request(Ipv4Addr::new(203, 0, 113, 7), false, "GET", "/", &[], b"").status, 200);
+}
+
+/// Issue 13 item 11: a cluster whose domain is not `cluster.local`. The cluster DNS stand-in
+/// knows the Services only by that domain's names, so a name rendered with `cluster.local`
+/// would not resolve and its hop would not start.
+#[test]
+fn a_cluster_with_another_domain_serves_through_both_modules() {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    let settings = RenderSettings { cluster_domain: "cluster.example".into(), ..RenderSettings::default() };
+    let yaml = render_dir_with(work.path(), "Staging", &fixtures().join("packages/example-simple"), &settings);
+    assert!(!yaml.contains("cluster.local"), "{yaml}");
+    let pop = Pop::start(&yaml, Options { cluster_domain: "cluster.example".into(), ..Default::default() });
+    let want =
+        format!("next-hop: m2-example.{}.svc.cluster.example is {}\n", pop.namespace, pop.services["m2-example"]);
+    assert_eq!(pop.pod("m1-cache").init_logs[0], want);
+    let r = pop.get("/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_through_both_modules(&r);
+}
+
+/// Issue 13: the rendered repo runs as it stands. `devpop render --out` writes the folder and
+/// exits; the harness runs the folder's files (through its kustomization.yaml) with no devpop
+/// process running, and requests pass both modules.
+#[test]
+fn a_rendered_folder_with_two_modules_serves_requests_with_no_devpop_running() {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures().join("repos/sample-application"), work.path());
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("Production");
+    let devpop = env!("CARGO_BIN_EXE_devpop");
+    let run = Command::new(devpop)
+        .args(["render", "--env", "Production", "--app", "9999/9999/site", "--out"])
+        .arg(&folder)
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe == Path::new(devpop)))
+        .count();
+    assert_eq!(running, 0, "a devpop process is running");
+    let pop = Pop::start_folder(&folder, Options::default());
+    let r = pop.get("/from-the-folder", &[]);
+    assert_eq!(
+        (r.status, r.echo("host")),
+        (200, "my-s3-bucket.s3-website.us-east-2.amazonaws.com".to_owned()),
+        "{r:?}"
+    );
+    assert_through_both_modules(&r);
+    assert_eq!(pop.request(Ipv4Addr::new(203, 0, 113, 7), false, "GET", "/", &[], b"").status, 403);
 }
 
 /// Aperture's `outagepage` engages a page (`environments.<env>.outage_page`): every request
