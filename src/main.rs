@@ -67,6 +67,9 @@ enum Command {
     Deployments(cli::deployments::DeploymentsCommand),
     /// An environment's container logs from a server (cluster target), newest last; --follow.
     Logs(cli::logs::LogsArgs),
+    /// Start a module in an environment repo: the package's starter folder and its proxychain entry.
+    #[command(subcommand)]
+    Module(cli::module::ModuleCommand),
     /// Entry points for the git hooks devpop installs in every repo (git runs these).
     #[command(subcommand)]
     Hook(cli::hook::HookCommand),
@@ -178,6 +181,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Redeploy(args) => cli::lifecycle::redeploy(args),
         Command::Deployments(cmd) => cli::deployments::run(cmd),
         Command::Logs(args) => cli::logs::run(args),
+        Command::Module(cmd) => cli::module::run(cmd),
         Command::Hook(cmd) => cli::hook::run(cmd),
     }
 }

@@ -264,7 +264,8 @@ fn rollback_and_redeploy_work_through_the_server_under_token_auth_and_are_audite
         .unwrap_or_else(|| panic!("{out}"));
     let d = s.wait(id);
     assert_eq!(d["state"], "ready", "{d}");
-    assert_eq!(d["pusher"], token_id.as_str());
+    // The token's, with the cause the console shows.
+    assert_eq!(d["pusher"], format!("{token_id} (rollback to deployment {})", v1["id"]).as_str());
     let head = server_branch(&repo, "Production");
     assert_eq!(d["commit"], head.as_str());
     assert_eq!(git_ok(&repo, &["rev-parse", &format!("{head}^")]).trim(), v2_head, "history stays linear");
@@ -467,4 +468,48 @@ fn a_client_of_an_http_server_needs_no_ca_certificates_and_an_https_one_says_it_
     let out = no_certs(&["app", "list", "--server", &https]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("certificate: this machine's CA certificates"), "{}", stderr(&out));
+}
+
+#[test]
+fn module_init_writes_the_packages_starter_folder_and_its_proxychain_entry_and_the_push_validates_it() {
+    let s = Server::start(&[]);
+    let (_url, _dir, work) = pushed_app(&s, &s.admin);
+    // From the server (Aperture's proxytemplate/initialstate).
+    let out = ok(&client(
+        &s.devpop,
+        Some(&s.admin),
+        &["module", "init", "example-simple:1.0.0", "example2", "--dir", work.to_str().unwrap()],
+    ));
+    assert!(out.contains("Module example2 (example-simple:1.0.0) started: 1 file(s) in example2/"), "{out}");
+    let starter = std::fs::read(fixture("packages/example-simple/proxy_config/server.conf")).unwrap();
+    assert_eq!(std::fs::read(work.join("example2/server.conf")).unwrap(), starter);
+    let config: Value = serde_json::from_slice(&std::fs::read(work.join("section.config.json")).unwrap()).unwrap();
+    let last = config["proxychain"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last, serde_json::json!({"name": "example2", "image": "example-simple:1.0.0"}));
+    // The same name twice is refused, and nothing is written.
+    let again = client(
+        &s.devpop,
+        Some(&s.admin),
+        &["module", "init", "example-simple:1.0.0", "example2", "--dir", work.to_str().unwrap()],
+    );
+    assert!(!again.status.success() && stderr(&again).contains("already has a module named example2"), "{again:?}");
+    // Committed and pushed, the server validates the new module's folder.
+    commit_all(&work, "Add example2");
+    let pushed = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(stderr(&pushed).contains("Validating configuration for proxy example2"), "{}", stderr(&pushed));
+
+    // From a data dir's installed packages: the same folder.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("section.config.json"), "{\"proxychain\": [], \"environments\": {}}\n").unwrap();
+    let out = Command::new(DEVPOP)
+        .args(["module", "init", "example-simple:1.0.0", "example", "--dir"])
+        .arg(tree.path())
+        .arg("--data")
+        .arg(s.devpop.data.path())
+        .env_remove("DEVPOP_SERVER")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(std::fs::read(tree.path().join("example/server.conf")).unwrap(), starter);
 }

@@ -146,6 +146,21 @@ impl Client {
         Ok(items)
     }
 
+    /// A GET whose answer is bytes (an archive): the bytes, or the server's error.
+    pub fn bytes(&self, path: &str) -> Result<Bytes> {
+        let (status, answer) = self.send(&Method::GET, path, None)?;
+        let (status, answer) = if status == StatusCode::UNAUTHORIZED && self.credential_from_helper() {
+            self.send(&Method::GET, path, None)?
+        } else {
+            (status, answer)
+        };
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        Err(self.failure(status, &Method::GET, path, &value, &answer))
+    }
+
     /// A request with a body of `content_type`.
     pub fn call(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Value> {
         let (status, answer) = self.send(&method, path, body.as_ref())?;

@@ -12,6 +12,7 @@ pub mod hook;
 pub mod lifecycle;
 pub mod local;
 pub mod logs;
+pub mod module;
 pub mod package;
 pub mod render;
 pub mod serve;

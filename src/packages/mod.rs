@@ -47,37 +47,6 @@ impl Installed {
     pub fn validate_sh(&self) -> PathBuf {
         self.dir.join("validate.sh")
     }
-
-    /// The package's default `proxy_config/` folder as a `.tar.gz` (its files at the top, in
-    /// name order, regular files and folders only): the starter folder for a module of this
-    /// package (Aperture's proxy template "initial state"). Installed packages were checked
-    /// and bounded when added.
-    pub fn proxy_config_archive(&self) -> Result<Vec<u8>, PackageError> {
-        fn add(
-            tar: &mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>,
-            dir: &Path,
-            prefix: &Path,
-        ) -> Result<(), PackageError> {
-            let mut entries: Vec<_> = fs::read_dir(dir).map_err(io_err(dir))?.flatten().collect();
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                let (path, name) = (e.path(), prefix.join(e.file_name()));
-                let kind = fs::symlink_metadata(&path).map_err(io_err(&path))?.file_type();
-                if kind.is_dir() {
-                    tar.append_dir(&name, &path).map_err(io_err(&path))?;
-                    add(tar, &path, &name)?;
-                } else if kind.is_file() {
-                    tar.append_path_with_name(&path, &name).map_err(io_err(&path))?;
-                }
-            }
-            Ok(())
-        }
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-        tar.mode(tar::HeaderMode::Deterministic);
-        add(&mut tar, &self.dir.join("proxy_config"), Path::new(""))?;
-        let gz = tar.into_inner().map_err(io_err(&self.dir))?;
-        gz.finish().map_err(io_err(&self.dir))
-    }
 }
 
 /// Which packages are installed: module -> versions. What validation needs to know.
@@ -102,6 +71,21 @@ impl Catalog {
 pub const STARTER_MAX_FILES: usize = 200;
 pub const STARTER_MAX_BYTES: u64 = 4 << 20;
 pub const STARTER_MAX_DEPTH: usize = 8;
+
+/// A starter folder ([`PackageStore::starter_files`]) as a `.tar.gz`: its files at the top, in
+/// path order, each a regular file (mode 0644, no owner, no time), folders implied (Aperture's
+/// proxy template "initial state").
+pub fn starter_archive(files: &[(String, Vec<u8>)]) -> io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, path, &content[..])?;
+    }
+    tar.into_inner()?.finish()
+}
 
 /// Built-in packages: (package dir name, [(relative path, content, executable)]).
 type Builtin = (&'static str, &'static [(&'static str, &'static str, bool)]);
@@ -356,7 +340,7 @@ mod tests {
         let store = PackageStore::new(data.path());
         store.install_builtins().unwrap();
         let name = store.catalog().all().into_iter().find(|n| n.starts_with("edge-cache:")).unwrap();
-        let gz = store.get(&name).unwrap().proxy_config_archive().unwrap();
+        let gz = starter_archive(&store.starter_files(&name).unwrap()).unwrap();
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
         let mut files = Vec::new();
         for entry in tar.entries().unwrap() {

@@ -390,10 +390,11 @@ pub struct InitialStateQuery {
 pub async fn initial_state(State(state): State<AppState>, Query(q): Query<InitialStateQuery>) -> Result<Response> {
     let name = q.proxy_template_name;
     let archive = blocking(move || {
-        let package = state.packages.get(&name).map_err(|_| {
+        state.packages.get(&name).map_err(|_| {
             ApiError::not_found(format!("no proxy template {name:?}; GET /api/v1/proxytemplate lists them"))
         })?;
-        Ok(package.proxy_config_archive()?)
+        let files = state.packages.starter_files(&name)?;
+        crate::packages::starter_archive(&files).map_err(crate::web::error::internal)
     })
     .await?;
     let headers = [
