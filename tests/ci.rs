@@ -275,3 +275,32 @@ fn the_ci_recipes_in_docs_run_as_written() {
     let summary = std::fs::read_to_string(&summary).unwrap();
     assert!(summary.contains("Dry run"), "the dry run reached the job summary: {summary}");
 }
+
+#[test]
+fn an_invalid_dry_run_exits_non_zero_with_the_diagnostics_a_push_gets_and_changes_nothing() {
+    let devpop = Devpop::start();
+    let (_dir, work) = sample_clone(&devpop);
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    let head = server_branch(&devpop.repo_path("1", "site", "site"), "Production");
+    let config = std::fs::read_to_string(work.join("section.config.json")).unwrap();
+    std::fs::write(work.join("section.config.json"), config.replacen("\"proxychain\"", "\"proxychian\"", 1)).unwrap();
+    commit_all(&work, "a typo");
+    let before = http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"").text();
+    // The problems a push prints, without the lines that name the push itself.
+    let problems = |out: &Output| -> Vec<String> {
+        stderr(out)
+            .lines()
+            .filter(|l| l.starts_with("remote: error:") || l.starts_with("remote: warning:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let dry = git(&work, &["push", "-o", "dry-run", "origin", "HEAD:Production"]);
+    assert!(!dry.status.success(), "an invalid dry run fails: {}", stderr(&dry));
+    let real = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(!real.status.success(), "{}", stderr(&real));
+    assert!(!problems(&dry).is_empty(), "{}", stderr(&dry));
+    assert_eq!(problems(&dry), problems(&real), "the dry run says what the push says");
+    assert_eq!(server_branch(&devpop.repo_path("1", "site", "site"), "Production"), head);
+    assert_eq!(http(&devpop.addr(), "GET", "/api/v1/deployments", &[], b"").text(), before);
+}
