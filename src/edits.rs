@@ -315,7 +315,8 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let records = Arc::new(crate::records::Records::open(data.path()).unwrap());
         let target = Arc::new(crate::applying::memory::MemoryCluster::new());
-        let deployer = Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1);
+        let deployer =
+            Arc::new(Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1));
         let key: EnvKey = ("1".into(), "2".into(), "site".into(), "Production".into());
         deployer.push_started("push-1");
         assert!(deployer.hold("push-1", key.clone(), || {}).await);

@@ -195,7 +195,7 @@ impl Server {
         tracing::info!(target = target.name(), "deploying to");
         let audit = Arc::new(crate::records::audit::AuditLog::with_db(db));
         // Built whole, then shared.
-        let mut deployer = Deployer::unshared(
+        let mut deployer = Deployer::new(
             records,
             Arc::new(target),
             repos.clone(),

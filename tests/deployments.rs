@@ -59,8 +59,14 @@ impl World {
 
     fn deployer(&self, cluster: Arc<MemoryCluster>) -> Arc<Deployer<MemoryCluster>> {
         let records = Arc::new(Records::open(self.data.path()).unwrap());
-        let mut d =
-            Deployer::new(records, cluster, self.repos.clone(), self.packages.clone(), RenderSettings::default(), 4);
+        let mut d = Arc::new(Deployer::new(
+            records,
+            cluster,
+            self.repos.clone(),
+            self.packages.clone(),
+            RenderSettings::default(),
+            4,
+        ));
         Arc::get_mut(&mut d).unwrap().rollout_deadline = Duration::from_millis(300);
         d
     }

@@ -91,20 +91,9 @@ type Reserved = (u64, NewDeployment, Option<Rendered>);
 const MAX_PRERENDERED: usize = 256;
 
 impl<T: Target> Deployer<T> {
+    /// A deployer, not yet shared: a caller sets what it wants (`rollout_deadline`), then puts
+    /// it in an `Arc` (the queue workers and the server share it).
     pub fn new(
-        records: Arc<Records>,
-        target: Arc<T>,
-        repos: RepoStore,
-        packages: PackageStore,
-        render: RenderSettings,
-        parallel: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self::unshared(records, target, repos, packages, render, parallel))
-    }
-
-    /// A deployer not yet shared, for a caller that sets its fields (`rollout_deadline`)
-    /// before putting it in an `Arc`.
-    pub fn unshared(
         records: Arc<Records>,
         target: Arc<T>,
         repos: RepoStore,

@@ -511,14 +511,7 @@ fn check_update(
         for problem in &problems {
             say(out, problem)?;
         }
-        let n = problems.len();
-        say(
-            out,
-            &format!(
-                "error: push to {branch} rejected: {n} problem{} to fix (listed above); the branch is unchanged",
-                if n == 1 { "" } else { "s" }
-            ),
-        )?;
+        say_rejected(out, branch, problems.len())?;
         let problems = problems.iter().map(|p| Diagnostic::error("", None, p.trim_start_matches("error: "))).collect();
         return Ok(Checked::rejected(problems));
     }
@@ -546,15 +539,18 @@ fn check_update(
     if verdict.accepted() {
         return Ok(Checked { accepted: true, rendered: verdict.rendered, problems: verdict.problems });
     }
-    let n = verdict.errors;
+    say_rejected(out, branch, verdict.errors)?;
+    Ok(Checked::rejected(verdict.problems))
+}
+
+/// The last line of a refused environment: how many problems, and that nothing moved.
+fn say_rejected(out: &mut dyn Write, branch: &str, n: usize) -> Result<(), HookError> {
+    let s = if n == 1 { "" } else { "s" };
     say(
         out,
-        &format!(
-            "error: push to {branch} rejected: {n} problem{} to fix (listed above); the branch is unchanged",
-            if n == 1 { "" } else { "s" }
-        ),
+        &format!("error: push to {branch} rejected: {n} problem{s} to fix (listed above); the branch is unchanged"),
     )?;
-    Ok(Checked::rejected(verdict.problems))
+    Ok(())
 }
 
 /// `-o wait`: deploys the quarantined commit before the branch moves, streaming the
