@@ -156,11 +156,27 @@ impl Browser {
     }
 
     /// Waits until `css`'s text satisfies `f`; returns it.
+    /// The text of the first element `css` selects, if the page has one now: `None` while the
+    /// page is still loading it, or when a navigation took it away between two commands.
+    fn try_text(&self, css: &str) -> Option<String> {
+        let ask = |method: &str, path: &str, body: &[u8]| -> Option<Value> {
+            let path = format!("/session/{}{path}", self.session);
+            let r = http(&self.addr, method, &path, &[("Content-Type", "application/json")], body);
+            (r.status < 400).then(|| serde_json::from_slice::<Value>(&r.body).ok()).flatten()
+        };
+        let query = json!({"using": "css selector", "value": css}).to_string();
+        let e = ask("POST", "/element", query.as_bytes())?["value"][ELEMENT].as_str()?.to_owned();
+        Some(ask("GET", &format!("/element/{e}/text"), b"")?["value"].as_str().unwrap_or("").to_owned())
+    }
+
     fn wait_text(&self, css: &str, f: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
-        let ok = eventually(Duration::from_secs(20), || {
-            last = self.text(css);
-            f(&last)
+        let ok = eventually(Duration::from_secs(20), || match self.try_text(css) {
+            Some(text) => {
+                last = text;
+                f(&last)
+            }
+            None => false,
         });
         assert!(ok, "{css} never matched; last text {last:?}");
         last
