@@ -155,7 +155,6 @@ impl Browser {
         self.cmd("POST", "/window/rect", json!({"width": 1280, "height": 1000}));
     }
 
-    /// Waits until `css`'s text satisfies `f`; returns it.
     /// The text of the first element `css` selects, if the page has one now: `None` while the
     /// page is still loading it, or when a navigation took it away between two commands.
     fn try_text(&self, css: &str) -> Option<String> {
@@ -169,6 +168,7 @@ impl Browser {
         Some(ask("GET", &format!("/element/{e}/text"), b"")?["value"].as_str().unwrap_or("").to_owned())
     }
 
+    /// Waits until `css`'s text satisfies `f`; returns it.
     fn wait_text(&self, css: &str, f: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         let ok = eventually(Duration::from_secs(20), || match self.try_text(css) {

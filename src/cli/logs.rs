@@ -1,5 +1,6 @@
 //! `devpop logs`: an environment's container logs from a server (the cluster target keeps
-//! them), newest first, or followed as they are written; like `kubectl logs` and sectionctl's
+//! them), printed oldest first (the server answers newest first), or followed as they are
+//! written; like `kubectl logs` and sectionctl's
 //! `logs`. Always a client of a server: logs live in the cluster, not in a data dir.
 
 use std::io::Write;

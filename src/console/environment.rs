@@ -561,7 +561,10 @@ pub async fn save_file(
     .await;
     match made {
         Ok(Some(c)) => Ok(Redirect::to(&format!("/console/deployments/{}", c.deployment)).into_response()),
-        Ok(None) => Ok(Redirect::to(&format!("{}/files?path={}", environment_path(&id, &env), v.path)).into_response()),
+        Ok(None) => {
+            let path = view::query_value(&v.path);
+            Ok(Redirect::to(&format!("{}/files?path={path}", environment_path(&id, &env))).into_response())
+        }
         Err(e) => {
             let (status, lines) = lines_of(e);
             v.lines = lines;
