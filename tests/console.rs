@@ -711,3 +711,49 @@ fn stand_in_api_logs_are_followed_live_in_the_console_newest_first_and_filtered_
     let shown = b.wait_text("#log-lines", |t| t.contains("example: after the filter"));
     assert!(!shown.contains("GET /hidden 200"), "{shown}");
 }
+
+#[test]
+fn an_environment_whose_branch_moved_without_the_server_shows_both_commits_until_reconciled() {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("9999", "shop", "shop");
+    let (_dir, work) = clone(&url);
+    replace_tree(&work, &fixture("repos/sample-application"));
+    commit_all(&work, "Serve the sample site");
+    let out = git(&work, &["push", "origin", "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    let deployed = git_ok(&work, &["rev-parse", "HEAD"]);
+
+    let b = Browser::start();
+    let app_page = format!("{}/console/accounts/9999/applications/shop", devpop.url);
+    b.goto(&app_page);
+    b.wait_text("section.card h3", |t| t.contains("ready"));
+    assert!(!b.exists("[data-drift]"), "no drift while the branch is what was deployed");
+
+    // A push straight to the repo on disk: checked by the hook, deployed by nobody.
+    std::fs::write(work.join("moved.txt"), "moved\n").unwrap();
+    commit_all(&work, "Pushed around the server");
+    let moved = git_ok(&work, &["rev-parse", "HEAD"]);
+    let repo = devpop.repo_path("9999", "shop", "shop");
+    let out = git(&work, &["push", repo.to_str().unwrap(), "HEAD:Production"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    b.goto(&app_page);
+    let drift = b.wait_text("[data-drift]", |t| t.contains("branch at"));
+    assert_eq!(drift, format!("branch at {}, deployed: {}", &moved[..12], &deployed[..12]));
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    let header = b.text("#main .card");
+    assert!(header.contains(&format!("branch at {}", &moved[..12])), "{header}");
+    assert!(header.contains(&format!("deployed: {}", &deployed[..12])), "{header}");
+
+    // Reconciliation deploys the branch; the marks go.
+    let r = http(&devpop.addr(), "POST", "/api/v1/reconcile", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let queued: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(wait_deployment(&devpop, queued[0]["id"].as_u64().unwrap())["state"], "ready");
+    b.goto(&app_page);
+    b.wait_text("section.card h3", |t| t.contains("ready"));
+    assert!(!b.exists("[data-drift]"), "no drift once the branch's commit is deployed");
+    b.goto(&environment_page(&devpop, "shop", "Production"));
+    assert!(!b.text("#main .card").contains("deployed: "), "the environment page drops the mark too");
+}
