@@ -34,7 +34,8 @@ impl ApplyError {
             ApplyError::Git { path, source } => (path, source.message().to_owned()),
             ApplyError::Io { path, source } => (path, source.to_string()),
         };
-        reason.replace(&path.display().to_string(), "the rendered repo").replace(&format!("{}/", path.display()), "")
+        let path = path.display().to_string();
+        reason.replace(&format!("{path}/"), "").replace(&path, "the rendered repo")
     }
 }
 
