@@ -2,8 +2,8 @@
 //! service answering like an API server would): server-side apply content type, field
 //! manager and force; prune by label selector; rollout status and its failures.
 //!
-//! A real `devpop serve --target cluster` against a mocked API server on loopback: the restore
-//! after a failed `-o wait` push.
+//! A real `devpop serve --target cluster` against the stand-in API server of tests/common
+//! (mocked, on loopback): the restore after a failed `-o wait` push.
 //!
 //! Against a real cluster: set DEVPOP_TEST_KUBECONFIG and pass `--ignored` (see the README);
 //! without them those tests are reported as ignored.
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::http::{Method, Request, Response, StatusCode};
 use bytes::Bytes;
+use common::kubeapi::{self, replica_set, selected, waiting_pod, KubeApi};
 use common::*;
 use devpop::applying::kube::{rollout_state, KubeCluster};
 use devpop::applying::{Subject, Target, TargetError};
@@ -46,57 +47,6 @@ struct Script {
     config_maps: Vec<Value>,
     /// How many reads of the environment's Namespace find it Terminating before it is gone.
     terminating: usize,
-}
-
-/// A ReplicaSet of Deployment `deployment` (uid `uid-<deployment>`), with its revision and,
-/// when given, a `ReplicaFailure` condition.
-fn replica_set(deployment: &str, hash: &str, revision: u32, failure: Option<&str>) -> Value {
-    let conditions: Vec<Value> = failure
-        .map(|m| json!({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": m}))
-        .into_iter()
-        .collect();
-    json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {
-            "name": format!("{deployment}-{hash}"),
-            "labels": {"devpop.section.io/hop": deployment, "pod-template-hash": hash},
-            "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment,
-                "uid": format!("uid-{deployment}"), "controller": true}]
-        },
-        "spec": {"selector": {}},
-        "status": {"replicas": 0, "conditions": conditions}
-    })
-}
-
-/// A pod of `deployment`'s ReplicaSet `hash` whose container `container` waits for `reason`.
-fn waiting_pod(deployment: &str, hash: &str, suffix: &str, container: &str, reason: &str, message: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("{deployment}-{hash}-{suffix}"),
-            "labels": {"devpop.section.io/hop": deployment, "pod-template-hash": hash}},
-        "status": {"containerStatuses": [{"name": container, "ready": false, "restartCount": 3, "image": "x", "imageID": "",
-            "state": {"waiting": {"reason": reason, "message": message}}}]}
-    })
-}
-
-/// The items whose labels match a list call's `labelSelector` (equality terms only).
-fn selected(items: &[Value], query: &str) -> Vec<Value> {
-    let selector = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("labelSelector="))
-        .map(|v| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
-        .unwrap_or_default();
-    items
-        .iter()
-        .filter(|item| {
-            selector.split(',').filter(|t| !t.is_empty()).all(|term| match term.split_once('=') {
-                Some((k, v)) => item["metadata"]["labels"][k].as_str() == Some(v),
-                None => item["metadata"]["labels"].get(term).is_some(),
-            })
-        })
-        .cloned()
-        .collect()
 }
 
 fn ready_status() -> Value {
@@ -896,228 +846,16 @@ async fn mocked_api_a_crash_looping_module_fails_the_rollout_quoting_its_last_li
     assert!(log.uri.contains("previous=true") && log.uri.contains("container=cache"), "{}", log.uri);
 }
 
-/// A mocked Kubernetes API server on loopback (plain HTTP), for a real `devpop serve --target
-/// cluster`: it stores what is applied, lists it back by label selector, deletes on request, and
-/// answers rollouts from what is applied: a Deployment whose pod template mounts a ConfigMap
-/// holding `BROKEN` crash-loops in its new ReplicaSet; every other Deployment is ready.
-struct MockApiServer {
-    url: String,
-    state: Arc<Mutex<MockApiState>>,
-}
-
-#[derive(Default)]
-struct MockApiState {
-    seen: Vec<Seen>,
-    /// Stored objects by their path (`/apis/apps/v1/namespaces/ns/deployments/name`).
-    objects: std::collections::BTreeMap<String, Value>,
-    /// ConfigMaps whose data holds `BROKEN`.
-    broken: std::collections::BTreeSet<String>,
-    created: u32,
-}
-
-impl MockApiState {
-    fn broken_deployment(&self, path: &str) -> bool {
-        let text = self.objects.get(path).map(Value::to_string).unwrap_or_default();
-        self.broken.iter().any(|cm| text.contains(&format!("\"{cm}\"")))
-    }
-
-    fn answer(&mut self, method: &Method, uri: &axum::http::Uri, accept: &str, body: Value) -> (StatusCode, Value) {
-        let path = uri.path().to_owned();
-        let query = uri.query().unwrap_or("");
-        let not_found = || {
-            (
-                StatusCode::NOT_FOUND,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": format!("{path} not found"), "reason": "NotFound", "code": 404}),
-            )
-        };
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        // /api/v1/namespaces[/ns/kind[/name[/sub]]] or /apis/group/v1/namespaces[/ns/kind[/name[/sub]]]
-        let rest = if segments[0] == "api" { &segments[2..] } else { &segments[3..] };
-        match *method {
-            Method::PATCH => {
-                let mut obj = body;
-                if query.contains("dryRun=All") {
-                    return (StatusCode::OK, obj);
-                }
-                if let Some(previous) = self.objects.get(&path) {
-                    obj["metadata"]["creationTimestamp"] = previous["metadata"]["creationTimestamp"].clone();
-                } else {
-                    self.created += 1;
-                    let n = self.created;
-                    obj["metadata"]["creationTimestamp"] =
-                        json!(format!("2026-11-30T0{}:{:02}:{:02}Z", n / 3600, n / 60 % 60, n % 60));
-                }
-                obj["metadata"]["generation"] = json!(1);
-                if path.contains("/services/") {
-                    obj["spec"]["clusterIP"] = json!("10.96.7.1");
-                }
-                if path.contains("/configmaps/") && obj["data"].to_string().contains("BROKEN") {
-                    self.broken.insert(obj["metadata"]["name"].as_str().unwrap().to_owned());
-                }
-                self.objects.insert(path, obj.clone());
-                (StatusCode::OK, obj)
-            }
-            Method::DELETE => match self.objects.remove(&path) {
-                Some(_) => {
-                    (StatusCode::OK, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}))
-                }
-                None => not_found(),
-            },
-            Method::GET if path.ends_with("/status") => {
-                let object = path.trim_end_matches("/status").to_owned();
-                let Some(mut d) = self.objects.get(&object).cloned() else { return not_found() };
-                let name = d["metadata"]["name"].as_str().unwrap().to_owned();
-                d["metadata"]["uid"] = json!(format!("uid-{name}"));
-                d["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "2"});
-                let n = d["spec"]["replicas"].as_i64().unwrap_or(1);
-                d["status"] = if self.broken_deployment(&object) {
-                    json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "availableReplicas": 0})
-                } else {
-                    json!({"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "availableReplicas": n, "readyReplicas": n})
-                };
-                (StatusCode::OK, d)
-            }
-            Method::GET if rest.len() == 3 && rest[2] == "replicasets" => {
-                let hop = selected_value(query, "devpop.section.io/hop");
-                let deployment = format!("/apis/apps/v1/namespaces/{}/deployments/{hop}", rest[1]);
-                let hash = if self.broken_deployment(&deployment) { "broken" } else { "fine" };
-                (
-                    StatusCode::OK,
-                    json!({"apiVersion": "apps/v1", "kind": "ReplicaSetList", "metadata": {},
-                        "items": [replica_set(&hop, hash, 2, None)]}),
-                )
-            }
-            Method::GET if rest.len() == 3 && rest[2] == "pods" => {
-                let hop = selected_value(query, "devpop.section.io/hop");
-                let items: Vec<Value> = match selected_value(query, "pod-template-hash").as_str() {
-                    "broken" => vec![waiting_pod(
-                        &hop,
-                        "broken",
-                        "x1",
-                        "proxy",
-                        "CrashLoopBackOff",
-                        "back-off 40s restarting failed container",
-                    )],
-                    _ => vec![],
-                };
-                (StatusCode::OK, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}))
-            }
-            Method::GET if rest.len() % 2 == 0 => match self.objects.get(&path) {
-                Some(o) => (StatusCode::OK, o.clone()),
-                None => not_found(),
-            },
-            Method::GET => {
-                let prefix = format!("{path}/");
-                let stored: Vec<Value> = self
-                    .objects
-                    .iter()
-                    .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
-                    .map(|(_, o)| o.clone())
-                    .collect();
-                let mut items = selected(&stored, query);
-                if accept.contains("PartialObjectMetadata") {
-                    for item in &mut items {
-                        *item = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                            "metadata": item["metadata"].clone()});
-                    }
-                    (
-                        StatusCode::OK,
-                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
-                    )
-                } else {
-                    (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
-                }
-            }
-            _ => (StatusCode::METHOD_NOT_ALLOWED, json!({})),
-        }
-    }
-}
-
-/// The value a list call's `labelSelector` requires for `key`.
-fn selected_value(query: &str, key: &str) -> String {
-    let selector = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("labelSelector="))
-        .map(|v| v.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
-        .unwrap_or_default();
-    selector.split(',').find_map(|t| t.strip_prefix(&format!("{key}="))).unwrap_or_default().to_owned()
-}
-
-impl MockApiServer {
-    fn start() -> MockApiServer {
-        let state = Arc::new(Mutex::new(MockApiState::default()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let app = axum::Router::new().fallback(move |req: Request<axum::body::Body>| {
-                    let state = shared.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-                        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                        let accept = parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                        let mut state = state.lock().unwrap();
-                        state.seen.push(Seen {
-                            method: parts.method.clone(),
-                            uri: parts.uri.to_string(),
-                            content_type: parts
-                                .headers
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned(),
-                            body: body.clone(),
-                        });
-                        let (code, answer) = state.answer(&parts.method, &parts.uri, &accept, body);
-                        axum::response::Response::builder()
-                            .status(code)
-                            .header("content-type", "application/json")
-                            .body(axum::body::Body::from(serde_json::to_vec(&answer).unwrap()))
-                            .unwrap()
-                    }
-                });
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        MockApiServer { url, state }
-    }
-
-    fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let path = dir.join("kubeconfig");
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: {}\n\
-                 contexts:\n- name: mock\n  context:\n    cluster: mock\n    user: mock\n\
-                 current-context: mock\nusers:\n- name: mock\n  user: {{}}\n",
-                self.url
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.clone()
-    }
-}
-
 /// The pod template of the Deployment in a server-side apply's body.
-fn applied_template(s: &Seen) -> Value {
+fn applied_template(s: &kubeapi::Request) -> Value {
     s.body["spec"]["template"].clone()
 }
 
 #[test]
 fn mocked_api_a_failed_wait_push_leaves_the_branch_and_the_applier_puts_the_last_ready_state_back() {
-    let api = MockApiServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig(dir.path());
+    // The stand-in API server (tests/common/kubeapi.rs), mocked: no cluster runs here.
+    let api = KubeApi::start();
+    let kubeconfig = api.kubeconfig();
     let devpop = Devpop::start_with(&[
         "--target",
         "cluster",
@@ -1135,7 +873,7 @@ fn mocked_api_a_failed_wait_push_leaves_the_branch_and_the_applier_puts_the_last
     let good = git_ok(&work, &["rev-parse", "HEAD"]).trim().to_owned();
     let repo = devpop.repo_path("1", "1", "site");
     assert_eq!(server_branch(&repo, "Production"), good);
-    let is_cache_apply = |s: &Seen| s.method == Method::PATCH && s.uri.contains("/deployments/m1-cache?");
+    let is_cache_apply = |s: &kubeapi::Request| s.method == "PATCH" && s.uri.contains("/deployments/m1-cache?");
     let first = api.seen().into_iter().rfind(|s| is_cache_apply(s)).expect("m1-cache was applied");
 
     // A config the proxy crash-loops on: the rollout fails, so the push fails.
@@ -1162,7 +900,7 @@ fn mocked_api_a_failed_wait_push_leaves_the_branch_and_the_applier_puts_the_last
     // The requests: the broken template was applied, its new ReplicaSet's pods were read (and
     // only those), then the first template was applied again and rolled out.
     let seen = api.seen();
-    let applies: Vec<&Seen> = seen.iter().filter(|s| is_cache_apply(s)).collect();
+    let applies: Vec<&kubeapi::Request> = seen.iter().filter(|s| is_cache_apply(s)).collect();
     assert_eq!(applies.len(), 3, "good, broken, restored");
     assert_ne!(applied_template(applies[1]), applied_template(&first), "the broken push changed the pod template");
     assert_eq!(applied_template(applies[2]), applied_template(&first), "the restore applies the ready template again");
@@ -1174,12 +912,12 @@ fn mocked_api_a_failed_wait_push_leaves_the_branch_and_the_applier_puts_the_last
     let status_reads = seen[restore_apply..].iter().filter(|s| s.uri.ends_with("/deployments/m1-cache/status")).count();
     assert!(status_reads >= 1, "the restore's rollout was followed");
     // The ready state's ConfigMaps were never deleted (a rollback needs them).
-    let state = api.state.lock().unwrap();
-    let cache = state.objects.keys().find(|p| p.ends_with("/deployments/m1-cache")).unwrap();
-    assert!(!state.broken_deployment(cache), "the cluster runs the ready template");
+    let objects = api.objects();
+    let cache = objects.keys().find(|p| p.ends_with("/deployments/m1-cache")).unwrap();
+    assert!(!api.crash_loops(cache), "the cluster runs the ready template");
     for cm in first.body["spec"]["template"]["spec"]["volumes"].as_array().unwrap() {
         if let Some(name) = cm["configMap"]["name"].as_str() {
-            assert!(state.objects.keys().any(|p| p.ends_with(&format!("/configmaps/{name}"))), "{name} was deleted");
+            assert!(objects.keys().any(|p| p.ends_with(&format!("/configmaps/{name}"))), "{name} was deleted");
         }
     }
 }

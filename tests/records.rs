@@ -35,9 +35,7 @@ const ENV: &str = "/api/v1/accounts/1/applications/1/environments/Production";
 
 #[test]
 fn every_list_takes_offset_and_limit_as_numbers() {
-    let devpop = Devpop::start();
-    let url = devpop.create_app("1", "1", "site");
-    let (_dir, work) = clone(&url);
+    let (devpop, _dir, work) = cloned_site();
     let mut ids = Vec::new();
     for n in 0..3 {
         change(&work, &format!("c{n}"));
@@ -90,9 +88,7 @@ fn every_list_takes_offset_and_limit_as_numbers() {
 
 #[test]
 fn reconciliation_deploys_a_branch_that_moved_without_the_server_at_start_and_on_demand() {
-    let devpop = Devpop::start();
-    let url = devpop.create_app("1", "1", "site");
-    let (_dir, work) = clone(&url);
+    let (devpop, _dir, work) = cloned_site();
     let a = change(&work, "a");
     push_ready(&devpop, &work, &[]);
     let (_, env) = get_json(&devpop, ENV);
@@ -145,9 +141,7 @@ fn reconciliation_deploys_a_branch_that_moved_without_the_server_at_start_and_on
 
 #[test]
 fn every_push_reaches_the_audit_log_wait_and_dry_run_included() {
-    let devpop = Devpop::start();
-    let url = devpop.create_app("1", "1", "site");
-    let (_dir, work) = clone(&url);
+    let (devpop, _dir, work) = cloned_site();
     let a = change(&work, "a");
     let plain = push_ready(&devpop, &work, &[]);
     let b = change(&work, "b");
@@ -177,17 +171,7 @@ fn every_push_reaches_the_audit_log_wait_and_dry_run_included() {
 fn only_an_admin_token_may_reconcile_and_lists_keep_to_the_tokens_account() {
     let devpop = Devpop::start_with(&["--auth", "tokens"]);
     devpop.create_app("acme", "shop", "shop");
-    let token = |args: &[&str]| -> String {
-        let out = std::process::Command::new(DEVPOP)
-            .args(["token", "create"])
-            .args(args)
-            .arg("--data")
-            .arg(devpop.data.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim())
-    };
+    let token = |args: &[&str]| format!("Bearer {}", devpop.token(args));
     let (acme, admin) = (token(&["--account", "acme"]), token(&["--admin"]));
     let post = |auth: &str| http(&devpop.addr(), "POST", "/api/v1/reconcile", &[("Authorization", auth)], b"");
     assert_eq!(post(&acme).status, 403);

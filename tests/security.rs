@@ -9,18 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn token(devpop: &Devpop, args: &[&str]) -> String {
-    let out = Command::new(DEVPOP)
-        .args(["token", "create"])
-        .args(args)
-        .arg("--data")
-        .arg(devpop.data.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// The clone URL with `section-token:<token>` as credentials.
 fn with_token(url: &str, token: &str) -> String {
     url.replacen("http://", &format!("http://section-token:{token}@"), 1)
@@ -44,10 +32,10 @@ fn world() -> World {
     let devpop = Devpop::start_with(&["--auth", "tokens"]);
     let url_a = devpop.create_app("acme", "shop", "shop");
     let url_b = devpop.create_app("globex", "site", "site");
-    let a = token(&devpop, &["--account", "acme"]);
-    let a_read = token(&devpop, &["--account", "acme", "--read-only"]);
-    let b = token(&devpop, &["--account", "globex"]);
-    let admin = token(&devpop, &["--admin"]);
+    let a = devpop.token(&["--account", "acme"]);
+    let a_read = devpop.token(&["--account", "acme", "--read-only"]);
+    let b = devpop.token(&["--account", "globex"]);
+    let admin = devpop.token(&["--admin"]);
     World { devpop, url_a, url_b, a, a_read, b, admin }
 }
 
@@ -114,7 +102,7 @@ fn git_needs_a_valid_token_of_the_repos_account() {
 fn revoked_and_expired_tokens_stop_working() {
     let w = world();
     let dir = tempfile::tempdir().unwrap();
-    let short = token(&w.devpop, &["--account", "acme", "--expires", "1s"]);
+    let short = w.devpop.token(&["--account", "acme", "--expires", "1s"]);
     git_ok(dir.path(), &["clone", "-q", &with_token(&w.url_a, &short), "before"]);
     // Waits for the expiry (an event: the token stops working), bounded.
     let mut n = 0;
@@ -300,9 +288,7 @@ fn no_token_is_stored_or_logged_in_plain_text() {
 
 #[test]
 fn a_push_of_1000_refs_is_refused_whole() {
-    let devpop = Devpop::start();
-    let url = devpop.create_app("1", "1", "site");
-    let (_dir, work) = clone(&url);
+    let (devpop, _dir, work) = cloned_site();
     let mut refspecs = Vec::new();
     for i in 0..1000 {
         git_ok(&work, &["branch", &format!("env{i}")]);

@@ -56,6 +56,9 @@ pub enum DeployError {
     Internal(String),
 }
 
+/// An environment's lock, held by a push in progress.
+type EnvHold = (EnvKey, tokio::sync::OwnedMutexGuard<()>);
+
 pub struct Deployer<T: Target> {
     records: Arc<Records>,
     target: Arc<T>,
@@ -74,10 +77,9 @@ pub struct Deployer<T: Target> {
     prerendered: Mutex<HashMap<u64, Rendered>>,
     /// One lock per environment, held by a push from its verdict until git is done.
     env_locks: Mutex<HashMap<EnvKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// The environment locks a push in progress holds, by push.
     /// The pushes in progress (from [`Deployer::push_started`] to [`Deployer::push_finished`])
-    /// and the environment locks each holds.
-    holds: Mutex<HashMap<String, Vec<(EnvKey, tokio::sync::OwnedMutexGuard<()>)>>>,
+    /// and the environment locks each holds, by push.
+    holds: Mutex<HashMap<String, Vec<EnvHold>>>,
     /// Deployments a `-o wait` push in progress made before git moved its branch, by push.
     waited: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
     /// One reconciliation at a time.
@@ -280,7 +282,7 @@ impl<T: Target> Deployer<T> {
         let ns = subject
             .repo_id()
             .map(|rid| rendering::naming::namespace(&self.render.namespace_prefix, &rid, &subject.environment))
-            .ok_or_else(|| Failure("invalid application name".into()))?;
+            .ok_or(Failure::InvalidName)?;
         let ns2 = ns.clone();
         self.record(move |r| r.transition(id, State::Rendering, format!("branch deleted: removing namespace {ns2}")))
             .await?;
@@ -297,7 +299,10 @@ impl<T: Target> Deployer<T> {
         let quarantine = self.get(subject.deployment).await?.and_then(|d| d.request.quarantine);
         tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &subject, quarantine))
             .await
-            .map_err(|e| Failure(e.to_string()))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "the render task stopped");
+                Failure::RenderLost
+            })?
     }
 
     /// Renders a commit (from the quarantine, for a push still in progress) and asks the target
@@ -325,7 +330,7 @@ impl<T: Target> Deployer<T> {
             tokio::task::spawn_blocking(move || render_commit(&repos, &packages, &settings, &s, request.quarantine))
                 .await
                 .map_err(|e| e.to_string())?
-                .map_err(|e| e.0)?;
+                .map_err(|e| e.to_string())?;
         self.target.dry_run(&subject, &rendered).await.map_err(|e| e.to_string())
     }
 
@@ -345,26 +350,34 @@ impl<T: Target> Deployer<T> {
     }
 }
 
-/// Why a deployment failed (its message).
-#[derive(Debug)]
-pub struct Failure(pub String);
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<TargetError> for Failure {
-    fn from(e: TargetError) -> Self {
-        Failure(e.to_string())
-    }
-}
-
-impl From<DeployError> for Failure {
-    fn from(e: DeployError) -> Self {
-        Failure(e.to_string())
-    }
+/// Why a deployment failed: its message is the failed step's text (no server path, no debug
+/// dump; the full error of a server-side fault is in the log).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The deployment's account, application and repo do not make an application id.
+    #[error("invalid application name")]
+    InvalidName,
+    /// The recorded commit is not a git object id.
+    #[error("commit {0:?}: not a commit id")]
+    BadCommit(String),
+    /// The application's repo, or the commit in it, could not be read.
+    #[error("cannot read commit {0} from the application's repo; the server's log has the details")]
+    Source(String),
+    /// The commit does not pass validation any more (its packages changed since the push): the first error.
+    #[error("the commit does not validate any more: {0}")]
+    NoLongerValid(String),
+    /// Rendering the commit failed.
+    #[error("cannot render: {0}")]
+    Render(#[source] checks::RenderFailure),
+    /// The blocking task that renders stopped (a panic).
+    #[error("rendering stopped unexpectedly; the server's log has the details")]
+    RenderLost,
+    /// The target could not apply, roll out or remove the environment.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The deployment's record could not be read or written.
+    #[error(transparent)]
+    Record(#[from] DeployError),
 }
 
 /// Reads the commit from the application's repo and renders the environment.
@@ -375,20 +388,21 @@ pub fn render_commit(
     subject: &Subject,
     quarantine: Option<String>,
 ) -> Result<Rendered, Failure> {
-    let id = subject.repo_id().ok_or_else(|| Failure("invalid application name".into()))?;
-    let repo =
-        crate::source::open_pushed(&repos.path(&id), quarantine.as_deref()).map_err(|e| Failure(e.to_string()))?;
-    let commit =
-        git2::Oid::from_str(&subject.commit).map_err(|e| Failure(format!("commit {}: {e}", subject.commit)))?;
+    let id = subject.repo_id().ok_or(Failure::InvalidName)?;
+    let unreadable = |e: crate::source::SourceError| {
+        tracing::warn!(commit = %subject.commit, error = %e, "cannot read the pushed commit");
+        Failure::Source(crate::records::short(&subject.commit).to_owned())
+    };
+    let repo = crate::source::open_pushed(&repos.path(&id), quarantine.as_deref()).map_err(unreadable)?;
+    let commit = git2::Oid::from_str(&subject.commit).map_err(|_| Failure::BadCommit(subject.commit.clone()))?;
     let source = GitCommit { repo: &repo, commit };
-    let snapshot = source.snapshot().map_err(|e| Failure(e.to_string()))?;
+    let snapshot = source.snapshot().map_err(unreadable)?;
     let report =
         crate::validation::check_with(&snapshot, &subject.environment, &packages.catalog(), &settings.origin_rules);
     let Some(config) = report.config.clone().filter(|_| report.is_ok()) else {
         let first = report.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
-        return Err(Failure(format!("the commit does not validate any more: {first}")));
+        return Err(Failure::NoLongerValid(first));
     };
     let check_subject = checks::Subject { id: &id, environment: &subject.environment, commit: &subject.commit };
-    checks::render(&source, check_subject, &config, packages, settings)
-        .map_err(|e| Failure(format!("cannot render: {e}")))
+    checks::render(&source, check_subject, &config, packages, settings).map_err(Failure::Render)
 }

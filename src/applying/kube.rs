@@ -49,8 +49,18 @@ pub struct KubeCluster {
     namespace_wait: Duration,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> TargetError {
-    TargetError::Unavailable(format!("cluster: {e}"))
+/// No cluster configuration: `why` says which and what to do.
+fn no_cluster(why: impl std::fmt::Display) -> TargetError {
+    TargetError::NoCluster(why.to_string())
+}
+
+/// A cluster API error while `doing` (when the step does not say it already).
+fn api_error(doing: Option<String>, e: &kube::Error) -> TargetError {
+    let status = match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    };
+    TargetError::Api { doing, answer: sentence(e), status }
 }
 
 /// A cluster error as a sentence: the API's own message and what to do (never a debug dump).
@@ -99,7 +109,7 @@ fn yaml(v: &serde_json::Value) -> String {
 }
 
 fn api_unavailable(e: kube::Error) -> TargetError {
-    TargetError::Unavailable(format!("cluster: {}", sentence(&e)))
+    api_error(None, &e)
 }
 
 impl KubeCluster {
@@ -130,9 +140,7 @@ impl KubeCluster {
                 return Ok(());
             }
             if start.elapsed() > self.namespace_wait {
-                return Err(unavailable(format!(
-                    "namespace {ns} is still being deleted (its branch was deleted): push again once `kubectl get namespace {ns}` finds nothing"
-                )));
+                return Err(TargetError::NamespaceTerminating(ns.to_owned()));
             }
             tokio::time::sleep(self.poll).await;
         }
@@ -154,14 +162,14 @@ impl KubeCluster {
         let config = match kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                    .map_err(|e| no_cluster(format!("{}: {e}", path.display())))?;
                 kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                     .await
-                    .map_err(unavailable)?
+                    .map_err(no_cluster)?
             }
             None => kube::Config::infer()
                 .await
-                .map_err(|e| unavailable(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
+                .map_err(|e| no_cluster(format!("no cluster found (KUBECONFIG, ~/.kube/config, in-cluster): {e}")))?,
         };
         Ok(Self::new(Client::try_from(config).map_err(api_unavailable)?))
     }
@@ -246,7 +254,7 @@ impl KubeCluster {
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => pruned.push(key),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(unavailable(format!("deleting {key}: {}", sentence(&e)))),
+                    Err(e) => return Err(api_error(Some(format!("deleting {key}")), &e)),
                 }
             }
         }
@@ -308,7 +316,7 @@ impl KubeCluster {
                 match api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => pruned.push(format!("ConfigMap/{name}")),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => return Err(unavailable(format!("deleting ConfigMap/{name}: {}", sentence(&e)))),
+                    Err(e) => return Err(api_error(Some(format!("deleting ConfigMap/{name}")), &e)),
                 }
             }
         }

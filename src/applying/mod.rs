@@ -18,11 +18,38 @@ pub use rendered_repo::{environment_files, RenderedRepos};
 
 use crate::rendering::Rendered;
 
+/// Why a target could not apply, roll out or remove an environment. Each message is what the
+/// deployment's failed step says: no server path, no debug dump.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TargetError {
-    /// The cluster (or the rendered repo) could not be reached or written.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The deployment's account, application and repo do not make an application id.
+    #[error("invalid application name")]
+    InvalidName,
+    /// No cluster to talk to: no kubeconfig found, or the one given does not read.
+    #[error("cluster: {0}")]
+    NoCluster(String),
+    /// The cluster's API could not be reached, or answered an error status.
+    #[error("cluster: {}{answer}", doing.as_ref().map(|d| format!("{d}: ")).unwrap_or_default())]
+    Api {
+        /// What devpop was doing, when it is more than the step says (`deleting ConfigMap/x`).
+        doing: Option<String>,
+        /// The API's answer as a sentence: its message, HTTP status and what to do.
+        answer: String,
+        /// The HTTP status, when the API answered at all (None: it could not be reached).
+        status: Option<u16>,
+    },
+    /// The environment's namespace is still terminating (its branch was deleted just before).
+    #[error(
+        "cluster: namespace {0} is still being deleted (its branch was deleted): push again once `kubectl get namespace {0}` finds nothing"
+    )]
+    NamespaceTerminating(String),
+    /// The application's rendered repo could not be written: which one, and git's or the file
+    /// system's reason (the full error, with its path, is in the server's log).
+    #[error("rendered repo of {repo}: {reason}")]
+    RenderedRepo { repo: String, reason: String },
+    /// The blocking task that writes the rendered repo stopped (a panic).
+    #[error("rendered repo: the writer stopped unexpectedly; the server's log has the details")]
+    WriterLost,
     /// The cluster refused an object.
     #[error("{object}: {message}")]
     Refused { object: String, message: String },
@@ -118,17 +145,23 @@ impl RenderOnly {
         let repos = self.repos.clone();
         let subject = subject.clone();
         tokio::task::spawn_blocking(move || {
-            let id = subject.repo_id().ok_or_else(|| TargetError::Unavailable("invalid application name".into()))?;
+            let id = subject.repo_id().ok_or(TargetError::InvalidName)?;
             repos
                 .publish(&id, &subject.environment, &subject.commit, rendered.as_ref())
                 .map(|c| match c {
                     Some(c) => format!("rendered repo: commit {}", &c.to_string()[..12]),
                     None => "rendered repo: unchanged".to_owned(),
                 })
-                .map_err(|e| TargetError::Unavailable(e.to_string()))
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot write the rendered repo");
+                    TargetError::RenderedRepo { repo: id.to_string(), reason: e.reason() }
+                })
         })
         .await
-        .map_err(|e| TargetError::Unavailable(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "the rendered repo's writer stopped");
+            TargetError::WriterLost
+        })?
     }
 }
 

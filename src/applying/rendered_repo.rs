@@ -27,6 +27,18 @@ pub enum ApplyError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+impl ApplyError {
+    /// git's or the file system's reason without the server path (for users; the log has the path).
+    pub fn reason(&self) -> String {
+        let (path, reason) = match self {
+            ApplyError::Git { path, source } => (path, source.message().to_owned()),
+            ApplyError::Io { path, source } => (path, source.to_string()),
+        };
+        let path = path.display().to_string();
+        reason.replace(&format!("{path}/"), "").replace(&path, "the rendered repo")
+    }
+}
+
 /// The rendered repos of a data dir.
 #[derive(Debug, Clone)]
 pub struct RenderedRepos {
@@ -420,6 +432,31 @@ mod tests {
             namespace: "ns".into(),
             objects: vec![Object::Namespace(Box::new(ns)), Object::ConfigMap(Box::new(cm))],
         }
+    }
+
+    #[test]
+    fn a_rendered_repo_that_cannot_be_written_fails_the_step_naming_it_without_a_server_path() {
+        use crate::applying::{RenderOnly, Subject, Target, TargetError};
+        let dir = tempfile::tempdir().unwrap();
+        let repos = RenderedRepos::new(dir.path());
+        let id = RepoId::new("1", "a", "r").unwrap();
+        fs::create_dir_all(repos.path(&id).parent().unwrap()).unwrap();
+        fs::write(repos.path(&id), "not a repo").unwrap();
+        let subject = Subject {
+            account: "1".into(),
+            application: "a".into(),
+            repo: "r".into(),
+            environment: "Production".into(),
+            commit: "c0ffee".into(),
+            deployment: 1,
+        };
+        let target = RenderOnly { repos };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = runtime.block_on(target.apply(&subject, &rendered("one"))).unwrap_err();
+        assert!(matches!(&err, TargetError::RenderedRepo { repo, .. } if repo == "1/a/r"), "{err:?}");
+        let told = err.to_string();
+        assert!(told.starts_with("rendered repo of 1/a/r: "), "{told}");
+        assert!(!told.contains(&dir.path().display().to_string()), "a server path: {told}");
     }
 
     #[test]

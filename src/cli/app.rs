@@ -8,8 +8,8 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::json;
 
-use super::args::{ClientArgs, DataArgs};
-use super::client::{seg, where_to, Where};
+use super::args::{At, ClientArgs};
+use super::client::{seg, Where};
 use devpop::names::RepoId;
 
 #[derive(Subcommand)]
@@ -24,9 +24,7 @@ pub enum AppCommand {
         #[arg(long, default_value = "example.com")]
         origin: String,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
         /// Base URL of the devpop server, for the printed clone URL (without --server; with
         /// one, the server's answer has the URL).
         #[arg(long, env = "DEVPOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
@@ -38,9 +36,7 @@ pub enum AppCommand {
         #[arg(long)]
         account: Option<String>,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
     /// Delete an application: each environment is removed (a deployment each), then its repo (needs --server).
     Delete {
@@ -60,9 +56,9 @@ fn print_created(id: &str, origin: &str, url: &str) -> Result<()> {
 
 pub fn run(command: AppCommand) -> Result<ExitCode> {
     match command {
-        AppCommand::Create { account, application, repo_name, origin, data, client, public_url } => {
+        AppCommand::Create { account, application, repo_name, origin, at, public_url } => {
             let id = RepoId::new(&account, &application, &repo_name)?;
-            match where_to(&client, &data)? {
+            match at.where_to()? {
                 Where::Server(c) => {
                     let body = json!({"application": application, "repo": repo_name, "origin": origin});
                     let app =
@@ -87,8 +83,8 @@ pub fn run(command: AppCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AppCommand::List { account, data, client } => {
-            match where_to(&client, &data)? {
+        AppCommand::List { account, at } => {
+            match at.where_to()? {
                 Where::Server(c) => {
                     let accounts = match account {
                         Some(a) => vec![a],

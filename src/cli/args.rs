@@ -173,3 +173,25 @@ pub struct ClientArgs {
     #[arg(long, env = "DEVPOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
+
+/// Where a command works: the server of `--server` (through its API, with `--token`), or else
+/// the data dir of `--data`. Every subcommand that can do either flattens this one struct.
+#[derive(Args, Clone)]
+pub struct At {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl At {
+    /// The server when one is given, else the data dir, which must exist: a command that needs
+    /// one never creates one.
+    pub fn where_to(&self) -> anyhow::Result<super::client::Where> {
+        use super::client::{Client, Where};
+        match Client::new(&self.client)? {
+            Some(c) => Ok(Where::Server(Box::new(c))),
+            None => Ok(Where::Data(self.data.existing()?)),
+        }
+    }
+}

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use super::args::{ClientArgs, DataArgs};
+use super::args::ClientArgs;
 
 /// Longest one request may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -48,15 +48,6 @@ pub struct Client {
 pub enum Where {
     Server(Box<Client>),
     Data(PathBuf),
-}
-
-/// The server when one is given, else the data dir, which must exist: a command that needs
-/// one never creates one.
-pub fn where_to(client: &ClientArgs, data: &DataArgs) -> Result<Where> {
-    match Client::new(client)? {
-        Some(c) => Ok(Where::Server(Box::new(c))),
-        None => Ok(Where::Data(data.existing()?)),
-    }
 }
 
 /// A path segment, percent-encoded (names are checked by the server too).

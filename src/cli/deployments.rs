@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::args::{ClientArgs, DataArgs};
-use super::client::{seg, where_to, Where};
+use super::args::At;
+use super::client::{seg, Where};
 use super::validate::Format;
 use devpop::records::{Filter, Records, State};
 
@@ -24,9 +24,7 @@ pub enum DeploymentsCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
 }
 
@@ -51,9 +49,7 @@ pub struct ListArgs {
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     #[command(flatten)]
-    data: DataArgs,
-    #[command(flatten)]
-    client: ClientArgs,
+    at: At,
 }
 
 fn parse_state(s: &str) -> Result<State, String> {
@@ -99,7 +95,7 @@ fn detail(d: &Value) -> Result<()> {
 pub fn run(command: DeploymentsCommand) -> Result<ExitCode> {
     match command {
         DeploymentsCommand::List(a) => {
-            let page = match where_to(&a.client, &a.data)? {
+            let page = match a.at.where_to()? {
                 Where::Server(c) => {
                     let mut query = format!("/api/v1/deployments?limit={}", a.limit);
                     for (key, value) in [
@@ -139,8 +135,8 @@ pub fn run(command: DeploymentsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeploymentsCommand::Show { id, format, data, client } => {
-            let d = match where_to(&client, &data)? {
+        DeploymentsCommand::Show { id, format, at } => {
+            let d = match at.where_to()? {
                 Where::Server(c) => c.get(&format!("/api/v1/deployments/{id}"))?,
                 Where::Data(data) => {
                     let d = Records::open(&data)?.find(id)?.with_context(|| format!("no deployment {id}"))?;

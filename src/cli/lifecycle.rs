@@ -15,7 +15,7 @@ use clap::Args;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::args::{ClientArgs, DataArgs};
+use super::args::{At, ClientArgs};
 use super::client::{environment_path, Client};
 use devpop::lifecycle::{self, Environment};
 use devpop::records::short;
@@ -30,9 +30,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub to: Option<u64>,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub client: ClientArgs,
+    pub at: At,
     /// Without --server: base URL of the devpop server the rollback is pushed to.
     #[arg(long, env = "DEVPOP_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     pub public_url: String,
@@ -58,7 +56,7 @@ fn announce(c: &Client, d: &Value) -> Result<()> {
 
 pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
     let id = super::app_id(&args.app)?;
-    if let Some(c) = Client::new(&args.client)? {
+    if let Some(c) = Client::new(&args.at.client)? {
         let body = args.to.map(|n| json!({ "to": n }));
         let path = format!("{}/rollback", environment_path(&id.account, &id.application, &args.env));
         let d = c.json(Method::POST, &path, body.as_ref())?;
@@ -71,7 +69,7 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         announce(&c, &d)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let data = args.data.existing()?;
+    let data = args.at.data.existing()?;
     let repos = super::repos(&data)?;
     let repo_path = repos.path(&id);
     anyhow::ensure!(repo_path.is_dir(), "no application {id} in {}", data.display());
@@ -95,7 +93,7 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         .args(["push", &url, &format!("{}:refs/heads/{}", plan.commit, args.env)])
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0");
-    if let Some(token) = args.client.token.as_deref().filter(|t| !t.is_empty()) {
+    if let Some(token) = args.at.client.token.as_deref().filter(|t| !t.is_empty()) {
         // In the environment, not on the command line (where other users' `ps` would see it).
         git.env("GIT_CONFIG_COUNT", "1")
             .env("GIT_CONFIG_KEY_0", "http.extraHeader")

@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::args::{ClientArgs, DataArgs};
-use super::client::{seg, where_to, Where};
+use super::args::At;
+use super::client::{seg, Where};
 use devpop::packages::{PackageStore, STARTER_MAX_BYTES, STARTER_MAX_FILES};
 use devpop::validation::config::{is_module_name, is_package_ref, FILE};
 
@@ -34,9 +34,7 @@ pub struct InitArgs {
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     #[command(flatten)]
-    pub data: DataArgs,
-    #[command(flatten)]
-    pub client: ClientArgs,
+    pub at: At,
 }
 
 pub fn run(command: ModuleCommand) -> Result<ExitCode> {
@@ -91,7 +89,7 @@ fn init(args: InitArgs) -> Result<ExitCode> {
     if folder.exists() {
         bail!("{}: already exists; pick another name, or remove it first", folder.display());
     }
-    let files = match where_to(&args.client, &args.data)? {
+    let files = match args.at.where_to()? {
         Where::Server(c) => unpack_starter(
             &c.bytes(&format!("/api/v1/proxytemplate/initialstate?proxyTemplateName={}", seg(&args.package)))?,
         )?,

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use hyper::Method;
 
-use super::args::{ClientArgs, DataArgs};
-use super::client::{where_to, Where};
+use super::args::At;
+use super::client::Where;
 use devpop::packages::PackageStore;
 
 #[derive(Subcommand)]
@@ -19,16 +19,12 @@ pub enum PackageCommand {
         /// The module's source folder.
         source: PathBuf,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
     /// List installed packages.
     List {
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
 }
 
@@ -45,8 +41,8 @@ fn archive(source: &Path) -> Result<Vec<u8>> {
 
 pub fn run(command: PackageCommand) -> Result<ExitCode> {
     match command {
-        PackageCommand::Add { source, data, client } => {
-            let (name, image) = match where_to(&client, &data)? {
+        PackageCommand::Add { source, at } => {
+            let (name, image) = match at.where_to()? {
                 Where::Server(c) => {
                     let p = c.call(Method::POST, "/api/v1/packages", Some(("application/gzip", archive(&source)?)))?;
                     let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
@@ -69,8 +65,8 @@ pub fn run(command: PackageCommand) -> Result<ExitCode> {
             out!("Installed {name} (image {image}).");
             Ok(ExitCode::SUCCESS)
         }
-        PackageCommand::List { data, client } => {
-            match where_to(&client, &data)? {
+        PackageCommand::List { at } => {
+            match at.where_to()? {
                 Where::Server(c) => {
                     for p in c.all("/api/v1/packages")? {
                         out!("{}\t{}", p["name"].as_str().unwrap_or_default(), p["image"].as_str().unwrap_or_default());

@@ -9,8 +9,8 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::args::{ClientArgs, DataArgs};
-use super::client::{seg, where_to, Where};
+use super::args::At;
+use super::client::{seg, Where};
 use devpop::names::RepoId;
 use devpop::settings;
 
@@ -31,24 +31,18 @@ pub enum TokenCommand {
         #[arg(long, value_parser = settings::parse_duration)]
         expires: Option<Duration>,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
     /// List tokens (ids, scopes, expiry; never the tokens).
     List {
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
     /// Revoke a token by id.
     Revoke {
         id: String,
         #[command(flatten)]
-        data: DataArgs,
-        #[command(flatten)]
-        client: ClientArgs,
+        at: At,
     },
 }
 
@@ -77,12 +71,12 @@ fn expiry_from_now(d: Duration) -> Result<jiff::Timestamp> {
 
 pub fn run(command: TokenCommand) -> Result<ExitCode> {
     match command {
-        TokenCommand::Create { account, admin, read_only, expires, data, client } => {
+        TokenCommand::Create { account, admin, read_only, expires, at } => {
             let account = if admin { devpop::auth::ALL_ACCOUNTS.to_owned() } else { account.unwrap_or_default() };
             if account != devpop::auth::ALL_ACCOUNTS {
                 RepoId::new(&account, "x", "x")?;
             }
-            let (id, token, expires_at) = match where_to(&client, &data)? {
+            let (id, token, expires_at) = match at.where_to()? {
                 Where::Server(c) => {
                     let mut body = json!({"account": account, "read_only": read_only});
                     if let Some(d) = expires {
@@ -119,8 +113,8 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             out!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        TokenCommand::List { data, client } => {
-            match where_to(&client, &data)? {
+        TokenCommand::List { at } => {
+            match at.where_to()? {
                 Where::Server(c) => {
                     for t in c.all("/api/v1/tokens")? {
                         let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
@@ -137,8 +131,8 @@ pub fn run(command: TokenCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCommand::Revoke { id, data, client } => {
-            let (id, account) = match where_to(&client, &data)? {
+        TokenCommand::Revoke { id, at } => {
+            let (id, account) = match at.where_to()? {
                 Where::Server(c) => {
                     let t: Value = c.json(Method::DELETE, &format!("/api/v1/tokens/{}", seg(&id)), None)?;
                     (t["id"].as_str().unwrap_or(&id).to_owned(), t["account"].as_str().unwrap_or_default().to_owned())

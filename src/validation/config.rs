@@ -230,10 +230,10 @@ impl Checker {
 
     /// [`Checker::members`] of an object whose keys are `K`: each member with its key's variant.
     fn keyed<'n, K: Keys>(&mut self, members: &'n [Member], path: &str) -> Vec<(K, &'n Member)> {
-        let names: Vec<&str> = K::ALL.iter().map(|(name, _)| *name).collect();
+        let names: Vec<&str> = K::all().iter().map(|(name, _)| name.as_str()).collect();
         self.members(members, path, &names)
             .into_iter()
-            .filter_map(|m| K::ALL.iter().find(|(name, _)| *name == m.key).map(|(_, key)| (*key, m)))
+            .filter_map(|m| K::all().iter().find(|(name, _)| *name == m.key).map(|(_, key)| (*key, m)))
             .collect()
     }
 
@@ -346,56 +346,67 @@ impl Checker {
     }
 }
 
-/// The keys one object of the config may have, each a variant: the parser of that object
-/// matches every variant with no catch-all arm, so a key added here without its parsing does not
-/// compile, and a key parsed without being listed here cannot be reached.
+/// The keys one object of the config may have, each a variant named as its key is written
+/// (`HostHeader` is `host_header`: one list, no second spelling to keep in step). The parser of
+/// that object matches every variant with no catch-all arm, so a key added here without its
+/// parsing does not compile, and a key parsed without being listed here cannot be reached.
 trait Keys: Copy + 'static {
     /// Each key as written in the file, with its variant (in the order unknown-key warnings list them).
-    const ALL: &'static [(&'static str, Self)];
+    fn all() -> &'static [(String, Self)];
+}
+
+/// `HostHeader` as written in a config: `host_header`.
+fn snake_case(variant: &str) -> String {
+    let mut out = String::with_capacity(variant.len() + 4);
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 macro_rules! keys {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident = $key:literal),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         enum $name { $($variant),* }
         impl Keys for $name {
-            const ALL: &'static [(&'static str, Self)] = &[$(($key, $name::$variant)),*];
+            fn all() -> &'static [(String, Self)] {
+                static ALL: std::sync::LazyLock<Vec<(String, $name)>> = std::sync::LazyLock::new(|| {
+                    vec![$((snake_case(stringify!($variant)), $name::$variant)),*]
+                });
+                &ALL
+            }
         }
     };
 }
 
 keys!(
     /// The top level.
-    RootKey { Proxychain = "proxychain", Environments = "environments" }
+    RootKey { Proxychain, Environments }
 );
 keys!(
     /// One entry of `proxychain`.
-    ModuleKey { Name = "name", Image = "image" }
+    ModuleKey { Name, Image }
 );
 keys!(
     /// One environment.
-    EnvironmentKey {
-        Origin = "origin",
-        AlternateOrigins = "alternate_origins",
-        IpBlacklist = "ip_blacklist",
-        MaintainUpstreamContentEncoding = "maintain_upstream_content_encoding",
-        OutagePage = "outage_page",
-        Domains = "domains",
-    }
+    EnvironmentKey { Origin, AlternateOrigins, IpBlacklist, MaintainUpstreamContentEncoding, OutagePage, Domains }
 );
 keys!(
     /// An origin (the environment's, or an alternate one).
     OriginKey {
-        Address = "address",
-        HostHeader = "host_header",
-        EnableSni = "enable_sni",
-        VerifyCertificate = "verify_certificate",
-        RemoveRequestHeaders = "remove_request_headers",
-        DisableKeepalive = "disable_keepalive",
-        ProxyAcmeChallenge = "proxy_acme_challenge",
-        HttpPort = "http_port",
-        HttpsPort = "https_port",
+        Address,
+        HostHeader,
+        EnableSni,
+        VerifyCertificate,
+        RemoveRequestHeaders,
+        DisableKeepalive,
+        ProxyAcmeChallenge,
+        HttpPort,
+        HttpsPort,
     }
 );
 

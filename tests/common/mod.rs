@@ -79,6 +79,19 @@ impl Devpop {
         Devpop { child, url, data }
     }
 
+    /// `devpop token create ARGS` on the data dir; returns the token.
+    pub fn token(&self, args: &[&str]) -> String {
+        let out = Command::new(DEVPOP)
+            .args(["token", "create"])
+            .args(args)
+            .arg("--data")
+            .arg(self.data.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// `devpop app create`; returns the clone URL.
     pub fn create_app(&self, account: &str, app: &str, repo: &str) -> String {
         let out = Command::new(DEVPOP)
@@ -181,6 +194,15 @@ pub fn clone(url: &str) -> (tempfile::TempDir, PathBuf) {
     git_ok(dir.path(), &["clone", "-q", url, "work"]);
     let work = dir.path().join("work");
     (dir, work)
+}
+
+/// A fresh server with one application, 1/1/site, cloned: the server, the clone's temp dir
+/// (kept for the test's length) and its work tree.
+pub fn cloned_site() -> (Devpop, tempfile::TempDir, PathBuf) {
+    let devpop = Devpop::start();
+    let url = devpop.create_app("1", "1", "site");
+    let (dir, work) = clone(&url);
+    (devpop, dir, work)
 }
 
 /// Commits everything in the work tree.

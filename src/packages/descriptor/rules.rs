@@ -43,6 +43,47 @@ pub(super) fn forbidden(value: &Value, path: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// The names one list of a pod (its volumes, its containers) may hold.
+struct NameRule {
+    /// What the list's entries are.
+    what: &'static str,
+    /// What two entries of one name are told.
+    twice: &'static str,
+    /// Names devpop gives entries of this list in every module pod, and what it uses them for.
+    reserved: &'static [&'static str],
+    reserved_by: &'static str,
+}
+
+const VOLUME_NAMES: NameRule = NameRule {
+    what: "volume",
+    twice: "declared twice",
+    reserved: RESERVED_VOLUMES,
+    reserved_by: "devpop adds a volume of this name to every module pod",
+};
+
+const CONTAINER_NAMES: NameRule = NameRule {
+    what: "container",
+    twice: "two containers share this name",
+    reserved: RESERVED_CONTAINERS,
+    reserved_by: "devpop runs an init container of this name in every module pod",
+};
+
+/// The names of the list at `list`: each a DNS label, none twice, none that devpop uses itself.
+fn list_names(list: &str, names: &[&str], rule: &NameRule, problem: &mut impl FnMut(String)) {
+    for (i, name) in names.iter().enumerate() {
+        let at = format!("{list}[{i}].name {name:?}");
+        if !is_dns_label(name) {
+            problem(format!("{at}: use lower-case letters, digits and '-' (at most 63)"));
+        }
+        if names.iter().filter(|n| *n == name).count() > 1 {
+            problem(format!("{at}: {}", rule.twice));
+        }
+        if rule.reserved.contains(name) {
+            problem(format!("{at}: {} ({}); rename the {}", rule.reserved_by, rule.reserved.join(", "), rule.what));
+        }
+    }
+}
+
 pub(super) fn check(d: &Descriptor, problems: &mut Vec<String>) {
     let mut problem = |s: String| problems.push(format!("{FILE}: {s}"));
     let m = &d.metadata;
@@ -114,39 +155,10 @@ pub(super) fn check(d: &Descriptor, problems: &mut Vec<String>) {
         }
     }
     let volumes: Vec<&str> = d.spec.volumes.iter().map(|v| v.name.as_str()).collect();
-    for (i, v) in d.spec.volumes.iter().enumerate() {
-        if !is_dns_label(&v.name) {
-            problem(format!(
-                "spec.volumes[{i}].name {:?}: use lower-case letters, digits and '-' (at most 63)",
-                v.name
-            ));
-        }
-        if volumes.iter().filter(|n| **n == v.name).count() > 1 {
-            problem(format!("spec.volumes[{i}].name {:?}: declared twice", v.name));
-        }
-        if RESERVED_VOLUMES.contains(&v.name.as_str()) {
-            problem(format!(
-                "spec.volumes[{i}].name {:?}: devpop adds a volume of this name to every module pod ({}); rename the volume",
-                v.name,
-                RESERVED_VOLUMES.join(", ")
-            ));
-        }
-    }
+    list_names("spec.volumes", &volumes, &VOLUME_NAMES, &mut problem);
+    list_names("spec.containers", &containers, &CONTAINER_NAMES, &mut problem);
     for (i, c) in d.spec.containers.iter().enumerate() {
         let at = format!("spec.containers[{i}]");
-        if !is_dns_label(&c.name) {
-            problem(format!("{at}.name {:?}: use lower-case letters, digits and '-' (at most 63)", c.name));
-        }
-        if containers.iter().filter(|n| **n == c.name).count() > 1 {
-            problem(format!("{at}.name {:?}: two containers share this name", c.name));
-        }
-        if RESERVED_CONTAINERS.contains(&c.name.as_str()) {
-            problem(format!(
-                "{at}.name {:?}: devpop runs an init container of this name in every module pod ({}); rename the container",
-                c.name,
-                RESERVED_CONTAINERS.join(", ")
-            ));
-        }
         let memory = |map: &BTreeMap<String, Quantity>| map.get("memory").and_then(|q| bytes(&q.as_string()));
         let (request, limit) = (memory(&c.resources.requests), memory(&c.resources.limits));
         let default_limit = bytes(LIMIT_DEFAULT_MEMORY).expect("a quantity");

@@ -164,3 +164,20 @@ fn run_as_user_and_a_health_path_may_be_declared_and_are_checked() {
     let p = problems(&good.replace("runAsNonRoot: true", "runAsNonRoot: true\n    capabilities: {add: [SYS_ADMIN]}"));
     assert!(p.contains("spec.securityContext.capabilities: not allowed"), "{p}");
 }
+
+#[test]
+fn volume_and_container_names_must_be_dns_labels() {
+    let p = problems(&CACHE.replace("name: shm", "name: Bad_Name"));
+    assert!(
+        p.contains("spec.volumes[0].name \"Bad_Name\": use lower-case letters, digits and '-' (at most 63)"),
+        "{p}"
+    );
+    let bad = EXAMPLE
+        .replace("- name: example\n", "- name: Bad_Name\n")
+        .replace("httpContainer: example", "httpContainer: Bad_Name");
+    let p = problems(&bad);
+    assert!(
+        p.contains("spec.containers[0].name \"Bad_Name\": use lower-case letters, digits and '-' (at most 63)"),
+        "{p}"
+    );
+}

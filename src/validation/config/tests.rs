@@ -240,3 +240,17 @@ fn rules_for_names_and_addresses() {
     assert!(!is_host("http://x") && !is_host("a..b") && !is_host("-a.com") && !is_host("a.com:80"));
     assert!(is_ipv4_or_cidr("198.51.100.0/24") && !is_ipv4_or_cidr("198.51.100.0/+24") && !is_ipv4_or_cidr("::1"));
 }
+
+#[test]
+fn an_unknown_key_warning_lists_every_key_as_the_spec_spells_it() {
+    let text = r#"{ "proxychain": [], "environments": { "Production": {
+        "origin": { "address": "example.com", "colour": 1 }, "colour": 2 } }, "colour": 3 }"#;
+    let m = messages(text).join("\n");
+    for known in [
+        "(known: proxychain, environments)",
+        "(known: origin, alternate_origins, ip_blacklist, maintain_upstream_content_encoding, outage_page, domains)",
+        "(known: address, host_header, enable_sni, verify_certificate, remove_request_headers, disable_keepalive, proxy_acme_challenge, http_port, https_port)",
+    ] {
+        assert!(m.contains(known), "no {known:?} in {m}");
+    }
+}
