@@ -3,11 +3,11 @@
 //! live over its Server-Sent Events. No separate build.
 //!
 //! An environment's pages (settings, files, modules, lifecycle, logs) are in [`environment`]
-//! and [`confirm`]; their forms post to the console, whose handlers call the API's functions.
+//! and [`confirm`]; their forms post to the console, whose handlers call the domain's actions
+//! (`edits`, `environment_config`, `lifecycle`), as the API's do.
 
 mod confirm;
 mod environment;
-pub mod lifecycle;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -158,7 +158,7 @@ async fn application(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let st = state.clone();
     let (app, environments, stacks) = blocking(move || {
         let app = describe(&st, &id)?;
@@ -182,7 +182,7 @@ async fn application(
         ..Default::default()
     };
     let st = state.clone();
-    let id = application_id(&state, &app.account, &app.application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &app.account, &app.application).await.map_err(|e| not_found(e.message))?;
     let deployments = blocking(move || {
         let (deployments, _) = st.deployer.records().page(&filter, 0, 50).map_err(internal)?;
         let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
