@@ -407,6 +407,21 @@ pub async fn held<T: Target, R>(
     out
 }
 
+/// A server's [`Actions`] on a data dir of its own, with the application `1/2/site` created
+/// (Production, from `templates/app`) and an in-memory cluster: for the domain's unit tests.
+#[cfg(test)]
+pub(crate) fn test_actions(data: &std::path::Path) -> (Actions<crate::applying::memory::MemoryCluster>, RepoId) {
+    let repos = RepoStore::new(data, std::path::Path::new("/bin/true"));
+    let id = RepoId::new("1", "2", "site").unwrap();
+    repos.create(&id, "origin.example.com").unwrap();
+    let packages = PackageStore::new(data);
+    let records = Arc::new(crate::records::Records::open(data).unwrap());
+    let target = Arc::new(crate::applying::memory::MemoryCluster::new());
+    let deployer = Arc::new(Deployer::new(records, target, repos.clone(), packages.clone(), Default::default(), 1));
+    let audit = Arc::new(AuditLog::open(data).unwrap());
+    (Actions { repos, packages, checks: CheckSettings::default(), deployer, audit }, id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +491,85 @@ mod tests {
         let tree = repo.find_commit(a).unwrap().tree().unwrap();
         let file = tree.get_path(std::path::Path::new("custom_errors/503.html")).unwrap();
         assert_eq!(repo.find_blob(file.id()).unwrap().content(), b"<p>a</p>");
+    }
+
+    fn author() -> Author {
+        Author { who: "tok_1".into(), from: Some("192.0.2.7".into()) }
+    }
+
+    /// What a change's maker in these tests can fail with (read through `Debug`).
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    enum Failed {
+        Edit(EditError),
+        Config(crate::environment_config::ConfigEditError),
+    }
+
+    impl From<EditError> for Failed {
+        fn from(e: EditError) -> Self {
+            Failed::Edit(e)
+        }
+    }
+
+    impl From<crate::environment_config::ConfigEditError> for Failed {
+        fn from(e: crate::environment_config::ConfigEditError) -> Self {
+            Failed::Config(e)
+        }
+    }
+
+    /// Sets the origin's address in section.config.json.
+    fn set_address(address: &'static str) -> impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>, Failed> {
+        move |repo, head, env| {
+            crate::environment_config::config_edit(repo, head, format!("address on {env}\n"), |config| {
+                config["environments"][env]["origin"]["address"] = address.into();
+                Ok::<_, Failed>(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_edit_that_changes_nothing_makes_no_commit_and_no_deployment() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let key = ("1".into(), "2".into(), "site".into(), "Production".into());
+        let records = actions.deployer.records().clone();
+        let who = author();
+
+        let same = actions.commit_change(&who, &id, "Production", "egress.set", set_address("origin.example.com"));
+        assert!(same.await.unwrap().is_none(), "no change");
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), head, "the branch did not move");
+        assert!(records.newest(&key).unwrap().is_none(), "no deployment");
+
+        // The same edit with another address is a commit on the branch, deployed and audited.
+        let other = actions.commit_change(&who, &id, "Production", "egress.set", set_address("new.example.com"));
+        let change = other.await.unwrap().expect("a change");
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), change.commit);
+        assert_eq!(repo.find_commit(change.commit).unwrap().parent_id(0).unwrap(), head);
+        let d = records.newest(&key).unwrap().expect("a deployment");
+        assert_eq!((d.id, d.request.pusher.as_str()), (change.deployment, "tok_1"));
+        let (entries, _) = actions.audit.page(&crate::records::audit::Visible::All, 0, 10).unwrap();
+        assert!(entries.iter().any(|e| e.who == "tok_1" && e.action == "egress.set"), "audited");
+    }
+
+    #[tokio::test]
+    async fn an_edit_the_checks_refuse_is_refused_with_their_lines_and_moves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let who = author();
+        let refused = actions.commit_change(&who, &id, "Production", "egress.set", set_address("http://not a host"));
+        match refused.await {
+            Err(Failed::Edit(EditError::Refused(lines))) => {
+                assert!(lines.iter().any(|l| l.contains("origin.address")), "{lines:?}")
+            }
+            other => panic!("{:?}", other.map(|c| c.map(|c| c.commit))),
+        }
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), head);
+        let bad = actions.commit_change(&who, &id, "../x", "egress.set", set_address("a.example.com"));
+        assert!(matches!(bad.await, Err(Failed::Edit(EditError::BadName(_)))));
     }
 
     #[tokio::test]

@@ -529,4 +529,77 @@ mod tests {
         assert!(found.contains(&("tok_1", "rollback", "shop/site/Production")), "{found:?}");
         assert!(found.contains(&("tok_2", "redeploy", "shop/site/Production")), "{found:?}");
     }
+
+    /// A deployment of `commit` to `env` of the application `1/2/site`, ready.
+    fn ready_deployment(records: &Records, env: &str, commit: Oid) -> u64 {
+        let d = records
+            .create(crate::edits::request(
+                &RepoId::new("1", "2", "site").unwrap(),
+                env,
+                commit.to_string(),
+                Action::Deploy,
+                "t",
+            ))
+            .unwrap();
+        for s in [State::Rendering, State::Applying, State::Progressing, State::Ready] {
+            records.transition(d.id, s, "").unwrap();
+        }
+        d.id
+    }
+
+    fn author() -> Author {
+        Author { who: "tok_1".into(), from: None }
+    }
+
+    #[tokio::test]
+    async fn a_rollback_to_a_deployment_of_another_environment_is_refused_and_moves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = crate::edits::test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let env = Environment { id: &id, name: "Production" };
+        let first = env.head(&repo).unwrap();
+        let records = actions.deployer.records().clone();
+        let ours = ready_deployment(&records, "Production", first);
+        let theirs = ready_deployment(&records, "Staging", first);
+        let parent = repo.find_commit(first).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let second =
+            crate::edits::commit_file(&repo, &parent, &["custom_errors", "503.html"], b"x", &sig, "x").unwrap();
+        repo.reference("refs/heads/Production", second, true, "test").unwrap();
+
+        let refused = actions.rollback(&author(), &id, "Production", Some(theirs)).await;
+        assert!(matches!(refused, Err(LifecycleError::OtherEnvironment { .. })), "{refused:?}");
+        assert_eq!(env.head(&repo).unwrap(), second, "the branch did not move");
+
+        // To one of its own: a commit restoring that state, deployed.
+        let (d, restores) = actions.rollback(&author(), &id, "Production", Some(ours)).await.unwrap();
+        assert_eq!(restores, ours);
+        let head = env.head(&repo).unwrap();
+        assert_eq!(repo.find_commit(head).unwrap().tree_id(), parent.tree_id());
+        assert_eq!(
+            (d.request.commit, d.request.pusher),
+            (head.to_string(), format!("tok_1 (rollback to deployment {ours})"))
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_environment_removes_its_branch_and_queues_its_removal_but_never_the_default_one() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = crate::edits::test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let (staging, checked) =
+            actions.edits(&repo, &id).new_environment("Production", "Staging", &|_| {}, &sig).unwrap();
+        assert!(checked.accepted, "{:?}", checked.lines);
+
+        let d = actions.delete_environment(&author(), &id, "Staging").await.unwrap();
+        assert!(repo.find_reference("refs/heads/Staging").is_err(), "the branch is gone");
+        assert_eq!((d.request.action, d.request.commit), (Action::Delete, staging.to_string()));
+
+        let refused = actions.delete_environment(&author(), &id, "Production").await;
+        assert!(matches!(refused, Err(LifecycleError::DefaultEnvironment(_))), "{refused:?}");
+        assert!(repo.find_reference("refs/heads/Production").is_ok());
+        let gone = actions.delete_environment(&author(), &id, "Staging").await;
+        assert!(matches!(gone, Err(LifecycleError::NoEnvironment { .. })), "{gone:?}");
+    }
 }
