@@ -226,6 +226,86 @@ pub fn set_alternates(env: &mut Map<String, Value>, lines: &str) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edits::{test_actions, Author, EditError};
+
+    fn author() -> Author {
+        Author { who: "tok_1".into(), from: Some("192.0.2.7".into()) }
+    }
+
+    /// What a change's maker in these tests can fail with (read through `Debug`).
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    enum Failed {
+        Edit(EditError),
+        Config(ConfigEditError),
+    }
+
+    impl From<EditError> for Failed {
+        fn from(e: EditError) -> Self {
+            Failed::Edit(e)
+        }
+    }
+
+    impl From<ConfigEditError> for Failed {
+        fn from(e: ConfigEditError) -> Self {
+            Failed::Config(e)
+        }
+    }
+
+    /// Sets the origin's address in section.config.json.
+    fn set_address(address: &'static str) -> impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>, Failed> {
+        move |repo, head, env| {
+            config_edit(repo, head, format!("address on {env}\n"), |config| {
+                config["environments"][env]["origin"]["address"] = address.into();
+                Ok::<_, Failed>(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_edit_that_changes_nothing_makes_no_commit_and_no_deployment() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let key = ("1".into(), "2".into(), "site".into(), "Production".into());
+        let records = actions.deployer.records().clone();
+        let who = author();
+
+        let same = actions.commit_change(&who, &id, "Production", "egress.set", set_address("origin.example.com"));
+        assert!(same.await.unwrap().is_none(), "no change");
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), head, "the branch did not move");
+        assert!(records.newest(&key).unwrap().is_none(), "no deployment");
+
+        // The same edit with another address is a commit on the branch, deployed and audited.
+        let other = actions.commit_change(&who, &id, "Production", "egress.set", set_address("new.example.com"));
+        let change = other.await.unwrap().expect("a change");
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), change.commit);
+        assert_eq!(repo.find_commit(change.commit).unwrap().parent_id(0).unwrap(), head);
+        let d = records.newest(&key).unwrap().expect("a deployment");
+        assert_eq!((d.id, d.request.pusher.as_str()), (change.deployment, "tok_1"));
+        let (entries, _) = actions.audit.page(&crate::records::audit::Visible::All, 0, 10).unwrap();
+        assert!(entries.iter().any(|e| e.who == "tok_1" && e.action == "egress.set"), "audited");
+    }
+
+    #[tokio::test]
+    async fn an_edit_the_checks_refuse_is_refused_with_their_lines_and_moves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let who = author();
+        let refused = actions.commit_change(&who, &id, "Production", "egress.set", set_address("http://not a host"));
+        match refused.await {
+            Err(Failed::Edit(EditError::Refused(lines))) => {
+                assert!(lines.iter().any(|l| l.contains("origin.address")), "{lines:?}")
+            }
+            other => panic!("{:?}", other.map(|c| c.map(|c| c.commit))),
+        }
+        assert_eq!(actions.edits(&repo, &id).head("Production").unwrap(), head);
+        let bad = actions.commit_change(&who, &id, "../x", "egress.set", set_address("a.example.com"));
+        assert!(matches!(bad.await, Err(Failed::Edit(EditError::BadName(_)))));
+    }
 
     #[test]
     fn paths_inside_the_repo_are_relative_and_never_reach_git_or_a_parent() {

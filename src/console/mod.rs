@@ -108,6 +108,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("files.html", include_str!("../../templates/console/files.html")),
             ("confirm.html", include_str!("../../templates/console/confirm.html")),
             ("logs.html", include_str!("../../templates/console/logs.html")),
+            ("deployments.html", include_str!("../../templates/console/deployments.html")),
         ] {
             env.add_template(name, source).expect("templates/console are valid templates");
         }
@@ -317,9 +318,15 @@ mod tests {
     #[test]
     fn every_console_template_parses() {
         let t = super::templates();
-        for name in
-            ["applications.html", "application.html", "environment.html", "files.html", "confirm.html", "logs.html"]
-        {
+        for name in [
+            "applications.html",
+            "application.html",
+            "environment.html",
+            "files.html",
+            "confirm.html",
+            "logs.html",
+            "deployments.html",
+        ] {
             assert!(t.get_template(name).is_ok(), "{name}");
         }
     }
