@@ -262,12 +262,20 @@ mod tests {
         }
     }
 
+    /// A server's actions on `data`, the application's repo and Production's commit.
+    fn production(
+        data: &std::path::Path,
+    ) -> (crate::edits::Actions<crate::applying::memory::MemoryCluster>, crate::names::RepoId, Repository, Oid) {
+        let (actions, id) = test_actions(data);
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        (actions, id, repo, head)
+    }
+
     #[tokio::test]
     async fn an_edit_that_changes_nothing_makes_no_commit_and_no_deployment() {
         let data = tempfile::tempdir().unwrap();
-        let (actions, id) = test_actions(data.path());
-        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
-        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let (actions, id, repo, head) = production(data.path());
         let key = ("1".into(), "2".into(), "site".into(), "Production".into());
         let records = actions.deployer.records().clone();
         let who = author();
@@ -291,9 +299,7 @@ mod tests {
     #[tokio::test]
     async fn an_edit_the_checks_refuse_is_refused_with_their_lines_and_moves_nothing() {
         let data = tempfile::tempdir().unwrap();
-        let (actions, id) = test_actions(data.path());
-        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
-        let head = actions.edits(&repo, &id).head("Production").unwrap();
+        let (actions, id, repo, head) = production(data.path());
         let who = author();
         let refused = actions.commit_change(&who, &id, "Production", "egress.set", set_address("http://not a host"));
         match refused.await {

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Form;
 use git2::{ObjectType, Repository};
 use minijinja::context;
 use serde_json::{json, Value};
@@ -146,6 +146,39 @@ pub async fn environment_page(
     render(&state, id, env, Refusal::default()).await.map_err(as_page)
 }
 
+/// A form posted on an environment's pages: the application (404 when there is none), the
+/// environment's name and who posts it. Refused (403) unless it comes from the console's own
+/// pages.
+pub struct EnvironmentPost {
+    id: RepoId,
+    env: String,
+    author: crate::edits::Author,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvironmentParams {
+    account: String,
+    application: String,
+    env: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for EnvironmentPost {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, HttpError> {
+        same_origin(state, &parts.headers)?;
+        let Path(p) =
+            Path::<EnvironmentParams>::from_request_parts(parts, state).await.map_err(|e| not_found(e.body_text()))?;
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let (Some(principal), Some(peer)) = (principal, peer) else {
+            return Err(internal("the request carries no principal or peer address"));
+        };
+        let id = application_id(state, &p.account, &p.application).await.map_err(|e| not_found(e.message))?;
+        Ok(EnvironmentPost { id, env: p.env, author: crate::web::author(&principal, peer) })
+    }
+}
+
 /// Where a change leads: its deployment's page, or `back` when it changed nothing.
 fn after_change(change: Option<Change>, back: &str) -> Response {
     match change {
@@ -179,18 +212,13 @@ fn setting_action(form: &str, fields: &Fields) -> Option<&'static str> {
 /// Saves one settings form: its change of section.config.json, as a commit checked like a push.
 pub async fn save_setting(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env, form)): Path<(String, String, String, String)>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
+    Path((_, _, _, form)): Path<(String, String, String, String)>,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let back = environment_path(&id, &env);
     let action = setting_action(&form, &fields).ok_or_else(|| not_found(format!("no settings form {form}")))?;
     let (f, which) = (fields.clone(), form.clone());
-    let author = crate::web::author(&principal, peer);
     let made = state
         .actions()
         .commit_change(&author, &id, &env, action, move |repo, head, env| {
@@ -240,20 +268,14 @@ pub async fn save_setting(
 /// proxychain entry and the module's folder together), checked like a push.
 pub async fn change_module(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env)): Path<Names>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let back = environment_path(&id, &env);
     let op = field(&fields, "op").to_owned();
     let name = field(&fields, "name").to_owned();
     let package = field(&fields, "package").to_owned();
     let packages = state.packages.clone();
-    let author = crate::web::author(&principal, peer);
     let made = state
         .actions()
         .commit_change(&author, &id, &env, "module.change", move |repo, head, env| {
@@ -450,14 +472,9 @@ pub async fn files_page(
 /// Reviews (the diff) or commits an edited file.
 pub async fn save_file(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env)): Path<Names>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let path = field(&fields, "path").trim_matches('/').to_owned();
     // Browsers send a textarea's line breaks as CRLF.
     let content = fields.get("content").cloned().unwrap_or_default().replace("\r\n", "\n");
@@ -500,7 +517,6 @@ pub async fn save_file(
         return render_files(&state, &id, &env, v, StatusCode::OK).await;
     }
     let subject = if message.is_empty() { format!("Edit {path} on {env}") } else { message.clone() };
-    let author = crate::web::author(&principal, peer);
     let made = state
         .actions()
         .commit_change(&author, &id, &env, "file.put", move |repo, head, _| {
