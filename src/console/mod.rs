@@ -330,4 +330,26 @@ mod tests {
             assert!(t.get_template(name).is_ok(), "{name}");
         }
     }
+
+    #[test]
+    fn the_deployments_table_lists_an_environment_with_an_application_and_a_rollback_link_with_an_environment() {
+        let t = super::templates();
+        let d = minijinja::context! { id => 7, environment => "Staging", state => "ready", commit => "0123456789abcdef",
+        subject => "s", cause => "push", who => "anonymous", created_at => "2026-01-01T00:00:00Z", action => "deploy" };
+        let of_app =
+            t.render_str("{% include 'deployments.html' %}", minijinja::context! { deployments => vec![d.clone()] });
+        let of_app = of_app.unwrap();
+        assert!(of_app.contains("<td>Staging</td>") && !of_app.contains("/do/rollback"), "{of_app}");
+        let of_env = t
+            .render_str(
+                "{% with deployments = ds, rollback = '/e', table_id = 'env-deployments' %}{% include 'deployments.html' %}{% endwith %}",
+                minijinja::context! { ds => vec![d] },
+            )
+            .unwrap();
+        assert!(
+            of_env.contains("id=\"env-deployments\"") && of_env.contains("e/do/rollback?to=7\""),
+            "{of_env}"
+        );
+        assert!(!of_env.contains("<td>Staging</td>"), "{of_env}");
+    }
 }
