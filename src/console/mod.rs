@@ -346,10 +346,7 @@ mod tests {
                 minijinja::context! { ds => vec![d] },
             )
             .unwrap();
-        assert!(
-            of_env.contains("id=\"env-deployments\"") && of_env.contains("e/do/rollback?to=7\""),
-            "{of_env}"
-        );
+        assert!(of_env.contains("id=\"env-deployments\"") && of_env.contains("e/do/rollback?to=7\""), "{of_env}");
         assert!(!of_env.contains("<td>Staging</td>"), "{of_env}");
     }
 }
