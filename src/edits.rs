@@ -9,11 +9,14 @@ use std::sync::Arc;
 
 use git2::{Oid, Repository};
 
-use crate::applying::deployer::{Deployer, EnvKey};
+use crate::applying::deployer::{DeployError, Deployer, EnvKey};
 use crate::applying::Target;
 use crate::checks::{CheckError, CheckSettings};
 use crate::names::RepoId;
 use crate::packages::PackageStore;
+use crate::records::audit::AuditLog;
+use crate::records::{Action, NewDeployment};
+use crate::repos::RepoStore;
 use crate::source::GitCommit;
 use crate::validation::config;
 
@@ -31,6 +34,172 @@ pub enum EditError {
     Git(#[from] git2::Error),
     #[error(transparent)]
     Check(#[from] CheckError),
+    #[error("{0:?} is not an environment name")]
+    BadName(String),
+    /// The change's commit was refused by the checks a push gets: their lines.
+    #[error("refused by the same checks as a push:\n{}", .0.join("\n"))]
+    Refused(Vec<String>),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("a task of the server's failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Who makes a change (a token's id, `local`), and from where (the audit log's address).
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub who: String,
+    pub from: Option<String>,
+}
+
+impl Author {
+    /// The commit signature of a change by this author.
+    fn signature(&self) -> Result<git2::Signature<'static>, git2::Error> {
+        git2::Signature::now(&self.who, &format!("{}@devpop.invalid", self.who))
+    }
+}
+
+/// What an action on an environment reaches of the server: its repos, packages and check
+/// settings, the deployer and the audit log. Cheap to clone.
+pub struct Actions<T: Target> {
+    pub repos: RepoStore,
+    pub packages: PackageStore,
+    pub checks: CheckSettings,
+    pub deployer: Arc<Deployer<T>>,
+    pub audit: Arc<AuditLog>,
+}
+
+impl<T: Target> Clone for Actions<T> {
+    fn clone(&self) -> Self {
+        Actions {
+            repos: self.repos.clone(),
+            packages: self.packages.clone(),
+            checks: self.checks.clone(),
+            deployer: self.deployer.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+}
+
+/// Names pushes and changes, each unique while this process runs (the holder of a hold).
+static HOLDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A name for one push or change, unique while this process runs.
+pub fn next_holder() -> String {
+    format!("push-{}", HOLDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A deployment of `commit` to `env` by `pusher`.
+pub fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
+    NewDeployment {
+        account: id.account.clone(),
+        application: id.application.clone(),
+        repo: id.repo.clone(),
+        environment: env.to_owned(),
+        commit,
+        action,
+        pusher: pusher.to_owned(),
+        quarantine: None,
+        validation: Vec::new(),
+    }
+}
+
+impl<T: Target> Actions<T> {
+    /// Changes to the application `id`'s repo, checked with these packages and settings.
+    pub fn edits<'a>(&'a self, repo: &'a Repository, id: &'a RepoId) -> Edits<'a> {
+        Edits { repo, id, packages: &self.packages, checks: &self.checks }
+    }
+
+    /// Writes an audit entry, off the async threads (a database write).
+    pub async fn audit(&self, author: &Author, action: &str, id: &RepoId, target: &str, detail: &str) {
+        let audit = self.audit.clone();
+        let (who, from, action, account, target, detail) = (
+            author.who.clone(),
+            author.from.clone(),
+            action.to_owned(),
+            id.account.clone(),
+            target.to_owned(),
+            detail.to_owned(),
+        );
+        let written =
+            tokio::task::spawn_blocking(move || audit.record(&who, from, &action, &account, &target, &detail));
+        if let Err(e) = written.await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// Commits what `make` returns on top of `env`'s branch, checks it like a push and, when
+    /// accepted, moves the branch and deploys it; audited as `action`. `make` (given the repo,
+    /// the branch's commit and the environment's name) returning `None` changes nothing: no
+    /// commit, no deployment. The whole change holds the environment as a push does, so a
+    /// change and a push never interleave. The one path of every change to an environment's
+    /// files (the Aperture API's and the console's).
+    pub async fn commit_change<E>(
+        &self,
+        author: &Author,
+        id: &RepoId,
+        env: &str,
+        action: &str,
+        make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>, E> + Send + 'static,
+    ) -> Result<Option<Change>, E>
+    where
+        E: From<EditError> + Send + 'static,
+    {
+        if !crate::names::is_branch_name(env) {
+            return Err(EditError::BadName(env.to_owned()).into());
+        }
+        let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.to_owned());
+        let holder = next_holder();
+        held(&self.deployer, &holder, key, async {
+            let (me, rid, name, who) = (self.clone(), id.clone(), env.to_owned(), author.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                let repo = Repository::open_bare(me.repos.path(&rid)).map_err(EditError::from)?;
+                let edits = me.edits(&repo, &rid);
+                let head = edits.head(&name)?;
+                let Some(edit) = make(&repo, head, &name)? else { return Ok(None) };
+                let parent = repo.find_commit(head).map_err(EditError::from)?;
+                let sig = who.signature().map_err(EditError::from)?;
+                let commit = commit_files(&repo, &parent, &edit.files, &sig, &edit.message).map_err(EditError::from)?;
+                let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
+                let checked = edits.check_and_move(&name, commit, Some(head), &log)?;
+                if !checked.accepted {
+                    return Err(EditError::Refused(checked.lines).into());
+                }
+                Ok::<_, E>(Some((commit, checked.lines)))
+            })
+            .await
+            .map_err(EditError::from)??;
+            let Some((commit, lines)) = made else { return Ok(None) };
+            let mut new = request(id, env, commit.to_string(), Action::Deploy, &author.who);
+            new.validation = lines;
+            let d = self.deployer.submit(new).await.map_err(EditError::from)?;
+            let target = format!("{}/{}/{env}", id.application, id.repo);
+            self.audit(author, action, id, &target, &format!("commit {commit}, deployment {}", d.id)).await;
+            Ok(Some(Change { commit, deployment: d.id }))
+        })
+        .await
+    }
+}
+
+/// A change made: the commit and its deployment.
+#[derive(Debug)]
+pub struct Change {
+    pub commit: Oid,
+    pub deployment: u64,
+}
+
+/// The files a change writes (content) or removes (`None`: the file or folder goes), and its
+/// commit message. Paths are components, each checked by the maker (`environment_config::repo_path`).
+pub struct Edit {
+    pub files: Vec<(Vec<String>, Option<Vec<u8>>)>,
+    pub message: String,
+}
+
+impl Edit {
+    /// An edit writing one file.
+    pub fn one(path: Vec<String>, content: Vec<u8>, message: String) -> Self {
+        Edit { files: vec![(path, Some(content))], message }
+    }
 }
 
 /// What the checks of a change's commit said.
@@ -236,6 +405,21 @@ pub async fn held<T: Target, R>(
     let out = change.await;
     deployer.push_finished(holder, true).await;
     out
+}
+
+/// A server's [`Actions`] on a data dir of its own, with the application `1/2/site` created
+/// (Production, from `templates/app`) and an in-memory cluster: for the domain's unit tests.
+#[cfg(test)]
+pub(crate) fn test_actions(data: &std::path::Path) -> (Actions<crate::applying::memory::MemoryCluster>, RepoId) {
+    let repos = RepoStore::new(data, std::path::Path::new("/bin/true"));
+    let id = RepoId::new("1", "2", "site").unwrap();
+    repos.create(&id, "origin.example.com").unwrap();
+    let packages = PackageStore::new(data);
+    let records = Arc::new(crate::records::Records::open(data).unwrap());
+    let target = Arc::new(crate::applying::memory::MemoryCluster::new());
+    let deployer = Arc::new(Deployer::new(records, target, repos.clone(), packages.clone(), Default::default(), 1));
+    let audit = Arc::new(AuditLog::open(data).unwrap());
+    (Actions { repos, packages, checks: CheckSettings::default(), deployer, audit }, id)
 }
 
 #[cfg(test)]

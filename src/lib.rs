@@ -14,6 +14,7 @@ pub mod auth;
 pub mod checks;
 pub mod console;
 pub mod edits;
+pub mod environment_config;
 pub mod hook;
 pub mod lifecycle;
 pub mod metrics;

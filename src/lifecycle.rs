@@ -1,16 +1,23 @@
 //! Environment lifecycle actions that are not a push: rollback (an earlier deployment's state
 //! restored as a new commit on the branch) and redeploy (the branch's commit deployed again).
 //!
-//! The domain half of both: which deployment a rollback restores, the commit that restores it
-//! (history stays linear: a GitOps engine never re-applies the bad commit, and the next push
-//! builds on the rollback), and their audit entries. Checking the commit, moving the branch and
-//! queueing the deployment are the caller's (`api::lifecycle` through the server, like a push;
-//! the CLI's local mode by pushing the commit through the server).
+//! Also deleting an environment (its branch goes, a deployment removes what it ran) or an
+//! application (each environment so, then its repo).
+//!
+//! Which deployment a rollback restores, the commit that restores it (history stays linear: a
+//! GitOps engine never re-applies the bad commit, and the next push builds on the rollback),
+//! and their audit entries; and each action whole on a server's [`Actions`]: under the
+//! environment's hold as a push, the commit checked like a push, the deployment recorded and
+//! queued, audited. The API and the console both call these; the CLI's local mode plans a
+//! rollback here and pushes its commit through the server.
 
 use std::path::Path;
 
 use git2::{Oid, Repository};
 
+use crate::applying::deployer::DeployError;
+use crate::applying::Target;
+use crate::edits::{held, next_holder, request, Actions, Author, EditError};
 use crate::names::RepoId;
 use crate::records::audit::AuditLog;
 use crate::records::{short, Action, Deployment, EnvKey, Filter, RecordError, Records, State};
@@ -35,6 +42,25 @@ pub enum LifecycleError {
     Records(#[from] RecordError),
     #[error("the repo of {id}: {message}")]
     Repo { id: RepoId, message: String },
+    #[error("{0:?} is not an environment name")]
+    BadName(String),
+    #[error("{0} is the application's default environment and cannot be deleted")]
+    DefaultEnvironment(String),
+    /// The commit was refused by the checks a push gets: their lines.
+    #[error("refused by the same checks as a push (see diagnostics)")]
+    Refused(Vec<String>),
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("a task of the server's failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LifecycleError {
+    fn repo(id: &RepoId, e: impl std::fmt::Display) -> Self {
+        LifecycleError::Repo { id: id.clone(), message: e.to_string() }
+    }
 }
 
 /// How many deployments are read at a time while looking for the one to restore.
@@ -197,6 +223,160 @@ pub fn audit_redeploy(
     );
 }
 
+/// The branches of a repo (its environments) and their commits, by name.
+pub fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
+    let mut out = Vec::new();
+    for b in repo.branches(Some(git2::BranchType::Local))? {
+        let (b, _) = b?;
+        if let (Ok(Some(name)), Some(target)) = (b.name(), b.get().target()) {
+            out.push((name.to_owned(), target));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn environment_key(id: &RepoId, env: &str) -> Result<EnvKey, LifecycleError> {
+    if !crate::names::is_branch_name(env) {
+        return Err(LifecycleError::BadName(env.to_owned()));
+    }
+    Ok((id.account.clone(), id.application.clone(), id.repo.clone(), env.to_owned()))
+}
+
+impl<T: Target> Actions<T> {
+    /// Rolls `env` back (to deployment `to`, or the newest earlier ready one with another
+    /// tree): the restoring commit checked and the branch moved under the environment's hold,
+    /// the deployment submitted, the action audited. Returns the deployment and the id of the
+    /// one it restores. Its pusher reads `who (rollback to deployment N)`.
+    pub async fn rollback(
+        &self,
+        author: &Author,
+        id: &RepoId,
+        env: &str,
+        to: Option<u64>,
+    ) -> Result<(Deployment, u64), LifecycleError> {
+        let key = environment_key(id, env)?;
+        let (plan, d) = held(&self.deployer, &next_holder(), key, async {
+            let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
+            let (plan, lines) = tokio::task::spawn_blocking(move || {
+                let environment = Environment { id: &rid, name: &name };
+                let path = me.repos.path(&rid);
+                let plan = plan_rollback(me.deployer.records(), &path, &environment, to)?;
+                let repo = Repository::open_bare(&path).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+                let log = format!("devpop: roll back {name} to deployment {}", plan.target.id);
+                let checked = me.edits(&repo, &rid).check_and_move(&name, plan.commit, Some(plan.head), &log)?;
+                if !checked.accepted {
+                    return Err(LifecycleError::Refused(checked.lines));
+                }
+                Ok((plan, checked.lines))
+            })
+            .await??;
+            let pusher = format!("{} (rollback to deployment {})", author.who, plan.target.id);
+            let mut new = request(id, env, plan.commit.to_string(), Action::Deploy, &pusher);
+            new.validation = lines;
+            let d = self.deployer.submit(new).await?;
+            Ok::<_, LifecycleError>((plan, d))
+        })
+        .await?;
+        let restores = plan.target.id;
+        let (audit, who, rid, name) = (self.audit.clone(), author.clone(), id.clone(), env.to_owned());
+        // The audit log is a database write: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            audit_rollback(&audit, &who.who, who.from, &Environment { id: &rid, name: &name }, &plan)
+        })
+        .await?;
+        Ok((d, restores))
+    }
+
+    /// Deploys `env`'s branch head again, checked again (a package may have changed), the
+    /// branch unchanged; under the environment's hold, audited. Its pusher reads `who
+    /// (redeploy)`.
+    pub async fn redeploy(&self, author: &Author, id: &RepoId, env: &str) -> Result<Deployment, LifecycleError> {
+        let key = environment_key(id, env)?;
+        let (head, d) = held(&self.deployer, &next_holder(), key, async {
+            let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
+            let (head, lines) = tokio::task::spawn_blocking(move || {
+                let environment = Environment { id: &rid, name: &name };
+                let repo =
+                    Repository::open_bare(me.repos.path(&rid)).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+                let head = environment.head(&repo)?;
+                let log = format!("devpop: redeploy {name}");
+                let checked = me.edits(&repo, &rid).check_and_move(&name, head, Some(head), &log)?;
+                if !checked.accepted {
+                    return Err(LifecycleError::Refused(checked.lines));
+                }
+                Ok((head, checked.lines))
+            })
+            .await??;
+            let mut new = request(id, env, head.to_string(), Action::Deploy, &format!("{} (redeploy)", author.who));
+            new.validation = lines;
+            let d = self.deployer.submit(new).await?;
+            Ok::<_, LifecycleError>((head, d))
+        })
+        .await?;
+        let (audit, who, rid, name, deployment) =
+            (self.audit.clone(), author.clone(), id.clone(), env.to_owned(), d.id);
+        tokio::task::spawn_blocking(move || {
+            let environment = Environment { id: &rid, name: &name };
+            audit_redeploy(&audit, &who.who, who.from, &environment, head, deployment)
+        })
+        .await?;
+        Ok(d)
+    }
+
+    /// Deletes environment `env`: its branch goes (not the application's default one), and a
+    /// deployment removes what it ran; audited. Returns that deployment.
+    pub async fn delete_environment(
+        &self,
+        author: &Author,
+        id: &RepoId,
+        env: &str,
+    ) -> Result<Deployment, LifecycleError> {
+        environment_key(id, env)?;
+        let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
+        let head = tokio::task::spawn_blocking(move || {
+            let repo =
+                Repository::open_bare(me.repos.path(&rid)).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+            let head = Environment { id: &rid, name: &name }.head(&repo)?;
+            let branch = format!("refs/heads/{name}");
+            let default =
+                repo.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
+            if default.as_deref() == Some(branch.as_str()) {
+                return Err(LifecycleError::DefaultEnvironment(name));
+            }
+            repo.find_reference(&branch)
+                .and_then(|mut r| r.delete())
+                .map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+            Ok(head)
+        })
+        .await??;
+        let d = self.deployer.submit(request(id, env, head.to_string(), Action::Delete, &author.who)).await?;
+        let target = format!("{}/{}/{env}", id.application, id.repo);
+        self.audit(author, "environment.delete", id, &target, &format!("deployment {}", d.id)).await;
+        Ok(d)
+    }
+
+    /// Deletes the application `id`: each environment is removed (a deployment each), then its
+    /// repo; audited with `detail`.
+    pub async fn delete_application(&self, author: &Author, id: &RepoId, detail: &str) -> Result<(), LifecycleError> {
+        let (repos, rid) = (self.repos.clone(), id.clone());
+        let envs = tokio::task::spawn_blocking(move || {
+            let repo = Repository::open_bare(repos.path(&rid)).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+            branches(&repo).map_err(|e| LifecycleError::repo(&rid, e.message()))
+        })
+        .await??;
+        for (env, commit) in envs {
+            self.deployer.submit(request(id, &env, commit.to_string(), Action::Delete, &author.who)).await?;
+        }
+        let (path, rid) = (self.repos.path(id), id.clone());
+        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path).map_err(|e| LifecycleError::repo(&rid, e)))
+            .await??;
+        let target = format!("{}/{}", id.application, id.repo);
+        self.audit(author, "application.delete", id, &target, detail).await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +528,78 @@ mod tests {
             entries.iter().map(|e| (e.who.as_str(), e.action.as_str(), e.target.as_str())).collect();
         assert!(found.contains(&("tok_1", "rollback", "shop/site/Production")), "{found:?}");
         assert!(found.contains(&("tok_2", "redeploy", "shop/site/Production")), "{found:?}");
+    }
+
+    /// A deployment of `commit` to `env` of the application `1/2/site`, ready.
+    fn ready_deployment(records: &Records, env: &str, commit: Oid) -> u64 {
+        let d = records
+            .create(crate::edits::request(
+                &RepoId::new("1", "2", "site").unwrap(),
+                env,
+                commit.to_string(),
+                Action::Deploy,
+                "t",
+            ))
+            .unwrap();
+        for s in [State::Rendering, State::Applying, State::Progressing, State::Ready] {
+            records.transition(d.id, s, "").unwrap();
+        }
+        d.id
+    }
+
+    fn author() -> Author {
+        Author { who: "tok_1".into(), from: None }
+    }
+
+    #[tokio::test]
+    async fn a_rollback_to_a_deployment_of_another_environment_is_refused_and_moves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = crate::edits::test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let env = Environment { id: &id, name: "Production" };
+        let first = env.head(&repo).unwrap();
+        let records = actions.deployer.records().clone();
+        let ours = ready_deployment(&records, "Production", first);
+        let theirs = ready_deployment(&records, "Staging", first);
+        let parent = repo.find_commit(first).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let second =
+            crate::edits::commit_file(&repo, &parent, &["custom_errors", "503.html"], b"x", &sig, "x").unwrap();
+        repo.reference("refs/heads/Production", second, true, "test").unwrap();
+
+        let refused = actions.rollback(&author(), &id, "Production", Some(theirs)).await;
+        assert!(matches!(refused, Err(LifecycleError::OtherEnvironment { .. })), "{refused:?}");
+        assert_eq!(env.head(&repo).unwrap(), second, "the branch did not move");
+
+        // To one of its own: a commit restoring that state, deployed.
+        let (d, restores) = actions.rollback(&author(), &id, "Production", Some(ours)).await.unwrap();
+        assert_eq!(restores, ours);
+        let head = env.head(&repo).unwrap();
+        assert_eq!(repo.find_commit(head).unwrap().tree_id(), parent.tree_id());
+        assert_eq!(
+            (d.request.commit, d.request.pusher),
+            (head.to_string(), format!("tok_1 (rollback to deployment {ours})"))
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_environment_removes_its_branch_and_queues_its_removal_but_never_the_default_one() {
+        let data = tempfile::tempdir().unwrap();
+        let (actions, id) = crate::edits::test_actions(data.path());
+        let repo = Repository::open_bare(actions.repos.path(&id)).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let (staging, checked) =
+            actions.edits(&repo, &id).new_environment("Production", "Staging", &|_| {}, &sig).unwrap();
+        assert!(checked.accepted, "{:?}", checked.lines);
+
+        let d = actions.delete_environment(&author(), &id, "Staging").await.unwrap();
+        assert!(repo.find_reference("refs/heads/Staging").is_err(), "the branch is gone");
+        assert_eq!((d.request.action, d.request.commit), (Action::Delete, staging.to_string()));
+
+        let refused = actions.delete_environment(&author(), &id, "Production").await;
+        assert!(matches!(refused, Err(LifecycleError::DefaultEnvironment(_))), "{refused:?}");
+        assert!(repo.find_reference("refs/heads/Production").is_ok());
+        let gone = actions.delete_environment(&author(), &id, "Staging").await;
+        assert!(matches!(gone, Err(LifecycleError::NoEnvironment { .. })), "{gone:?}");
     }
 }

@@ -645,16 +645,19 @@ fn server_branch_exists(repo: &std::path::Path, branch: &str) -> bool {
 }
 
 #[test]
-fn settings_of_an_account_that_is_not_a_number_are_refused_saying_why() {
+fn settings_of_an_account_that_is_not_a_number_are_saved_the_console_needs_no_aperture_id() {
     let devpop = Devpop::start();
     devpop.create_app("acme", "shop", "shop");
+    let before = server_branch(&devpop.repo_path("acme", "shop", "shop"), "Production");
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let path = "/console/accounts/acme/applications/shop/environments/Production/settings/origin";
     let r = http(&devpop.addr(), "POST", path, &form, b"address=new.example.com");
-    assert_eq!(r.status, 400);
-    let page = r.text();
-    let error = &page[page.find("id=\"origin-error\"").expect("the error is next to the origin field")..];
-    assert!(error.contains("acme") && error.contains("is not an account number"), "{page}");
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(r.head.to_ascii_lowercase().contains("location: /console/deployments/"), "{}", r.head);
+    let repo = devpop.repo_path("acme", "shop", "shop");
+    assert_ne!(server_branch(&repo, "Production"), before, "committed");
+    let data = repo.ancestors().nth(4).unwrap();
+    assert!(!data.join("aperture-ids.json").exists(), "no Aperture id was allocated");
 }
 
 #[test]

@@ -13,12 +13,12 @@ use super::{audit_action, page, ApiJson, Page, PageQuery};
 use crate::auth::Principal;
 use crate::names::is_branch_name;
 use crate::names::RepoId;
-use crate::records::{Action, Deployment, NewDeployment};
+use crate::records::{Action, Deployment};
 use crate::source::{GitCommit, RepoSource};
 use crate::web::error::HttpError;
 use crate::web::query::{
-    application_id, blocking, branches, describe, environment_head, environment_of, stack_of, with_environment,
-    Application, Environment, StackEntry,
+    application_id, blocking, branches, describe, environment_of, stack_of, with_environment, Application, Environment,
+    StackEntry,
 };
 use crate::web::state::AppState;
 
@@ -108,7 +108,7 @@ pub async fn get_application(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<Json<Application>, HttpError> {
-    let id = application_id(&state, &account, &application)?;
+    let id = application_id(&state, &account, &application).await?;
     let st = state.clone();
     Ok(Json(blocking(move || describe(&st, &id)).await?))
 }
@@ -121,57 +121,19 @@ pub async fn delete_application(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
-    let id = application_id(&state, &account, &application)?;
-    remove_application(&state, &id, &super::actor(&principal)).await?;
-    audit_action(
-        &state,
-        &principal,
-        peer,
-        "application.delete",
-        &id.account,
-        &format!("{}/{}", id.application, id.repo),
-        "",
-    )
-    .await;
+    let id = application_id(&state, &account, &application).await?;
+    state.actions().delete_application(&crate::web::author(&principal, peer), &id, "").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Removes an application: each environment (a deployment each, by `pusher`), then the repo.
-pub(crate) async fn remove_application(state: &AppState, id: &RepoId, pusher: &str) -> Result<(), HttpError> {
-    let st = state.clone();
-    let rid = id.clone();
-    let envs = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid))?;
-        Ok(branches(&repo)?)
-    })
-    .await?;
-    for (env, commit) in envs {
-        state.deployer.submit(request(id, &env, commit.to_string(), Action::Delete, pusher)).await?;
-    }
-    let path = state.repos.path(id);
-    blocking(move || Ok(std::fs::remove_dir_all(&path)?)).await
-}
-
-pub(crate) fn request(id: &RepoId, env: &str, commit: String, action: Action, pusher: &str) -> NewDeployment {
-    NewDeployment {
-        account: id.account.clone(),
-        application: id.application.clone(),
-        repo: id.repo.clone(),
-        environment: env.to_owned(),
-        commit,
-        action,
-        pusher: pusher.to_owned(),
-        quarantine: None,
-        validation: Vec::new(),
-    }
-}
+pub(crate) use crate::edits::request;
 
 pub async fn list_environments(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Environment>>, HttpError> {
-    let id = application_id(&state, &account, &application)?;
+    let id = application_id(&state, &account, &application).await?;
     let st = state.clone();
     let envs = blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&id))?;
@@ -213,7 +175,7 @@ pub async fn create_environment(
     Path((account, application)): Path<(String, String)>,
     ApiJson(body): ApiJson<CreateEnvironment>,
 ) -> Result<(StatusCode, Json<CreatedEnvironment>), HttpError> {
-    let id = application_id(&state, &account, &application)?;
+    let id = application_id(&state, &account, &application).await?;
     if !is_branch_name(&body.name) {
         return Err(HttpError::bad_request(
             "invalid_name",
@@ -267,38 +229,8 @@ pub async fn delete_environment(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((account, application, env)): Path<(String, String, String)>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
-    let id = application_id(&state, &account, &application)?;
-    let st = state.clone();
-    let rid = id.clone();
-    let name = env.clone();
-    let head = blocking(move || {
-        let repo = Repository::open_bare(st.repos.path(&rid))?;
-        let head = environment_head(&repo, &account, &application, &env)?;
-        let default =
-            repo.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
-        if default.as_deref() == Some(&format!("refs/heads/{env}")) {
-            return Err(HttpError::api(
-                StatusCode::CONFLICT,
-                "default_environment",
-                format!("{env} is the application's default environment and cannot be deleted"),
-            ));
-        }
-        repo.find_reference(&format!("refs/heads/{env}")).and_then(|mut r| r.delete())?;
-        Ok(head)
-    })
-    .await?;
-    let d =
-        state.deployer.submit(request(&id, &name, head.to_string(), Action::Delete, &super::actor(&principal))).await?;
-    audit_action(
-        &state,
-        &principal,
-        peer,
-        "environment.delete",
-        &id.account,
-        &format!("{}/{}/{name}", id.application, id.repo),
-        &format!("deployment {}", d.id),
-    )
-    .await;
+    let id = application_id(&state, &account, &application).await?;
+    let d = state.actions().delete_environment(&crate::web::author(&principal, peer), &id, &env).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "deployment": d.id }))))
 }
 
@@ -331,7 +263,7 @@ pub async fn environment_deployments(
     Path((account, application, env)): Path<(String, String, String)>,
     super::ApiQuery(q): super::ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Deployment>>, HttpError> {
-    let id = application_id(&state, &account, &application)?;
+    let id = application_id(&state, &account, &application).await?;
     let filter = crate::records::Filter::environment(&(id.account, id.application, id.repo, env));
     Ok(Json(super::deployments::page_of(&state, &principal, filter, &q).await?))
 }

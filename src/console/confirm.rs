@@ -5,11 +5,10 @@
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form, Json};
+use axum::{Extension, Form};
 use minijinja::context;
 
 use super::environment::environment_path;
-use super::lifecycle::{self, LifecycleError};
 use super::{not_found, page, same_origin};
 use crate::auth::Principal;
 use crate::names::RepoId;
@@ -103,7 +102,7 @@ pub async fn confirm_page(
     Path((account, application, env, action)): Path<EnvPath>,
     Query(q): Query<ConfirmFields>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let a = ask_for(&id, &env, &action, deployment_number(q.to.as_deref())?)?;
     ask(&state, a, Vec::new(), StatusCode::OK)
 }
@@ -117,7 +116,7 @@ pub async fn confirmed(
     Form(f): Form<ConfirmFields>,
 ) -> Result<Response, HttpError> {
     same_origin(&state, &headers)?;
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let to = deployment_number(f.to.as_deref())?;
     let a = ask_for(&id, &env, &action, to)?;
     if let Some(name) = &a.type_name {
@@ -126,35 +125,22 @@ pub async fn confirmed(
             return ask(&state, a, lines, StatusCode::BAD_REQUEST);
         }
     }
-    let done: Result<Response, LifecycleError> = match action.as_str() {
-        "rollback" => lifecycle::rollback(&state, &principal, peer, &id, &env, to.unwrap_or_default())
-            .await
-            .map(|d| Redirect::to(&format!("/console/deployments/{d}")).into_response()),
-        "redeploy" => lifecycle::redeploy(&state, &principal, peer, &id, &env)
-            .await
-            .map(|d| Redirect::to(&format!("/console/deployments/{d}")).into_response()),
-        _ => {
-            let names = Path((account.clone(), application.clone(), env.clone()));
-            crate::api::applications::delete_environment(
-                State(state.clone()),
-                Extension(principal),
-                ConnectInfo(peer),
-                names,
-            )
-            .await
-            .map(|(_, Json(v))| match v["deployment"].as_u64() {
-                Some(d) => Redirect::to(&format!("/console/deployments/{d}")).into_response(),
-                None => Redirect::to("/console").into_response(),
-            })
-            .map_err(LifecycleError::from)
-        }
+    let (actions, author) = (state.actions(), crate::web::author(&principal, peer));
+    let done = match action.as_str() {
+        "rollback" => actions.rollback(&author, &id, &env, Some(to.unwrap_or_default())).await.map(|(d, _)| d),
+        "redeploy" => actions.redeploy(&author, &id, &env).await,
+        _ => actions.delete_environment(&author, &id, &env).await,
     };
-    match done {
-        Ok(r) => Ok(r),
-        Err(LifecycleError::Checks(lines)) => ask(&state, a, lines, StatusCode::UNPROCESSABLE_ENTITY),
-        Err(LifecycleError::Refused(why)) => ask(&state, a, vec![why], StatusCode::BAD_REQUEST),
-        Err(LifecycleError::Http(e)) => ask(&state, a, vec![e.message], e.status),
+    match done.map_err(HttpError::from) {
+        Ok(d) => Ok(Redirect::to(&format!("/console/deployments/{}", d.id)).into_response()),
+        Err(e) => refused(&state, a, e),
     }
+}
+
+/// The confirmation page again, with why the action was not done (a refusal's check lines).
+fn refused(state: &AppState, a: Ask, e: HttpError) -> Result<Response, HttpError> {
+    let lines = e.diagnostics.unwrap_or_else(|| vec![e.message]);
+    ask(state, a, lines, e.status)
 }
 
 fn ask_application(id: &RepoId) -> Ask {
@@ -176,7 +162,7 @@ pub async fn delete_application_page(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     ask(&state, ask_application(&id), Vec::new(), StatusCode::OK)
 }
 
@@ -189,20 +175,14 @@ pub async fn delete_application(
     Form(f): Form<ConfirmFields>,
 ) -> Result<Response, HttpError> {
     same_origin(&state, &headers)?;
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let a = ask_application(&id);
     if f.name.as_deref().map(str::trim) != Some(id.application.as_str()) {
         return ask(&state, a, vec![format!("type {} to confirm", id.application)], StatusCode::BAD_REQUEST);
     }
-    match crate::api::applications::delete_application(
-        State(state.clone()),
-        Extension(principal),
-        ConnectInfo(peer),
-        Path((account, application)),
-    )
-    .await
-    {
-        Ok(_) => Ok(Redirect::to("/console").into_response()),
-        Err(e) => ask(&state, a, vec![e.message], e.status),
+    let author = crate::web::author(&principal, peer);
+    match state.actions().delete_application(&author, &id, "").await {
+        Ok(()) => Ok(Redirect::to("/console").into_response()),
+        Err(e) => refused(&state, a, e.into()),
     }
 }

@@ -2,27 +2,26 @@
 //! outage page, domains), its files (Advanced config), its modules, its lifecycle (rollback,
 //! redeploy, delete, each confirmed first) and where its logs are.
 //!
-//! Every change is a commit checked like a push, made by the API's own functions (Aperture's
-//! `changes`, the API's environment and application deletes, [`super::lifecycle`]); these
+//! Every change is a commit checked like a push, made by the domain's actions (the same the API
+//! calls: `edits::Actions::commit_change` with `environment_config`'s edits, `lifecycle`); these
 //! handlers only turn a form into their input and their answer into a page. A refused change
 //! shows the checks' lines next to the form it came from, with what was typed kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Form;
 use git2::{ObjectType, Repository};
 use minijinja::context;
 use serde_json::{json, Value};
 
 use super::view::{self, Row, CONSOLE_TRAILER};
 use super::{not_found, page, same_origin};
-use crate::api::aperture::changes::{self, Edit, EgressSetting, IpRestrictionSetting, DEPLOYMENT_HEADER};
-use crate::api::aperture::{aperture_id, ApiError, Caller};
 use crate::auth::Principal;
+use crate::edits::{Change, Edit};
+use crate::environment_config::{self as changes, environment_mut};
 use crate::names::RepoId;
 use crate::settings::TargetSettings;
 use crate::web::error::internal;
@@ -66,18 +65,9 @@ struct Refusal {
     status: Option<StatusCode>,
 }
 
-fn lines_of(e: ApiError) -> (StatusCode, Vec<String>) {
+fn lines_of(e: HttpError) -> (StatusCode, Vec<String>) {
     let lines = e.diagnostics.unwrap_or_else(|| e.message.lines().map(str::to_owned).collect());
     (e.status, lines)
-}
-
-/// The application and its Aperture id (the names Aperture's change functions take).
-async fn resolve(state: &AppState, account: &str, application: &str, env: &str) -> Result<(RepoId, Names), HttpError> {
-    let id = application_id(state, account, application).map_err(|e| not_found(e.message))?;
-    let (st, rid) = (state.clone(), id.clone());
-    let n = blocking(move || aperture_id(&st, &rid).map_err(|e| HttpError::new(e.status, e.message))).await?;
-    let names = (id.account.clone(), n.to_string(), env.to_owned());
-    Ok((id, names))
 }
 
 /// The environment's page (with a refused form's lines, when there is one).
@@ -152,124 +142,124 @@ pub async fn environment_page(
     State(state): State<AppState>,
     Path((account, application, env)): Path<Names>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     render(&state, id, env, Refusal::default()).await.map_err(as_page)
 }
 
-/// Where a change leads: its deployment's page, or back to the environment when it changed
-/// nothing.
-fn after_change(r: &Response, back: String) -> Response {
-    match r.headers().get(DEPLOYMENT_HEADER).and_then(|v| v.to_str().ok()) {
-        Some(d) => Redirect::to(&format!("/console/deployments/{d}")).into_response(),
-        None => Redirect::to(&back).into_response(),
+/// A form posted on an environment's pages: the application (404 when there is none), the
+/// environment's name and who posts it. Refused (403) unless it comes from the console's own
+/// pages.
+pub struct EnvironmentPost {
+    id: RepoId,
+    env: String,
+    author: crate::edits::Author,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvironmentParams {
+    account: String,
+    application: String,
+    env: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for EnvironmentPost {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, HttpError> {
+        same_origin(state, &parts.headers)?;
+        let Path(p) =
+            Path::<EnvironmentParams>::from_request_parts(parts, state).await.map_err(|e| not_found(e.body_text()))?;
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let (Some(principal), Some(peer)) = (principal, peer) else {
+            return Err(internal("the request carries no principal or peer address"));
+        };
+        let id = application_id(state, &p.account, &p.application).await.map_err(|e| not_found(e.message))?;
+        Ok(EnvironmentPost { id, env: p.env, author: crate::web::author(&principal, peer) })
     }
 }
 
-async fn json_of(r: Response) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+/// Where a change leads: its deployment's page, or `back` when it changed nothing.
+fn after_change(change: Option<Change>, back: &str) -> Response {
+    match change {
+        Some(c) => Redirect::to(&format!("/console/deployments/{}", c.deployment)).into_response(),
+        None => Redirect::to(back).into_response(),
+    }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
+fn bad(message: impl Into<String>) -> HttpError {
+    HttpError::new(StatusCode::BAD_REQUEST, message)
 }
 
 fn field<'a>(f: &'a Fields, name: &str) -> &'a str {
     f.get(name).map_or("", |v| v.trim())
 }
 
-/// Saves one settings form through Aperture's change functions.
+/// The audit log's name of a settings form's change (the Aperture API's for the same change).
+fn setting_action(form: &str, fields: &Fields) -> Option<&'static str> {
+    let op = fields.get("op").map(String::as_str);
+    Some(match form {
+        "origin" | "alternates" => "egress.set",
+        "ip" => "ip_restrictions.set",
+        "outage" if op == Some("disengage") => "outage_page.disengage",
+        "outage" => "outage_page.engage",
+        "domain" if op == Some("remove") => "domain.remove",
+        "domain" => "domain.add",
+        _ => return None,
+    })
+}
+
+/// Saves one settings form: its change of section.config.json, as a commit checked like a push.
 pub async fn save_setting(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env, form)): Path<(String, String, String, String)>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
+    Path((_, _, _, form)): Path<(String, String, String, String)>,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let (id, names) = resolve(&state, &account, &application, &env).await?;
     let back = environment_path(&id, &env);
-    let caller = Caller { principal, peer };
-    let result = match form.as_str() {
-        "origin" | "alternates" => egress(&state, caller, names, &form, &fields).await,
-        "ip" => {
-            let list: Vec<&str> = field(&fields, "ips").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            let body = Bytes::from(json!({ "ip_blacklist": list }).to_string());
-            changes::write_setting::<IpRestrictionSetting>(State(state.clone()), caller, Path(names), body).await
-        }
-        "outage" if fields.get("op").map(String::as_str) == Some("disengage") => {
-            changes::disengage_outage_page(State(state.clone()), caller, Path(names)).await
-        }
-        "outage" => {
-            let query = HashMap::from([("pageName".to_owned(), field(&fields, "page").to_owned())]);
-            changes::engage_outage_page(State(state.clone()), caller, Path(names), Query(query)).await
-        }
-        "domain" => {
-            let host = field(&fields, "host").to_owned();
-            let (a, b, e) = names;
-            if fields.get("op").map(String::as_str) == Some("remove") {
-                changes::remove_domain(State(state.clone()), caller, Path((a, b, e, host))).await
-            } else {
-                changes::add_domain(State(state.clone()), caller, Path((a, b, e, host)), Bytes::new()).await
-            }
-        }
-        _ => return Err(not_found(format!("no settings form {form}"))),
-    };
-    match result {
-        Ok(r) => Ok(after_change(&r, back)),
+    let action = setting_action(&form, &fields).ok_or_else(|| not_found(format!("no settings form {form}")))?;
+    let (f, which) = (fields.clone(), form.clone());
+    let made = state
+        .actions()
+        .commit_change(&author, &id, &env, action, move |repo, head, env| {
+            let pages = if which == "outage" { changes::outage_page_names(repo, head)? } else { Vec::new() };
+            let message = format!("{action} on {env} through the console\n");
+            changes::config_edit(repo, head, message, |config| {
+                let page = field(&f, "page").to_owned();
+                match which.as_str() {
+                    "outage" if action == "outage_page.engage" => {
+                        changes::set_outage_page(config, env, Some(page), &pages)
+                    }
+                    "outage" => changes::set_outage_page(config, env, None, &pages),
+                    "domain" => changes::change_domain(config, env, field(&f, "host"), action == "domain.add"),
+                    "ip" => {
+                        let list: Vec<String> = field(&f, "ips")
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        changes::set_ip_blacklist(environment_mut(config, env)?, &list);
+                        Ok(())
+                    }
+                    "origin" => {
+                        let host = Some(field(&f, "host_header")).filter(|h| !h.is_empty());
+                        changes::set_origin(environment_mut(config, env)?, field(&f, "address"), host);
+                        Ok(())
+                    }
+                    _ => changes::set_alternates(environment_mut(config, env)?, field(&f, "alternates")),
+                }
+                .map_err(HttpError::from)
+            })
+        })
+        .await;
+    match made {
+        Ok(change) => Ok(after_change(change, &back)),
         Err(e) => {
             let (status, lines) = lines_of(e);
             render(&state, id, env, Refusal { form, lines, fields, status: Some(status) }).await
         }
     }
-}
-
-/// The origin or the alternate origins: Aperture's egress, read, changed, written back.
-async fn egress(
-    state: &AppState,
-    caller: Caller,
-    names: Names,
-    form: &str,
-    fields: &Fields,
-) -> Result<Response, ApiError> {
-    let current = changes::read_setting::<EgressSetting>(State(state.clone()), Path(names.clone())).await?;
-    let mut egress = json_of(current).await?;
-    let origins = egress["origins"].as_object_mut().ok_or_else(|| bad("the environment has no origins"))?;
-    if form == "origin" {
-        let default = origins.entry("default").or_insert_with(|| json!({}));
-        default["address"] = field(fields, "address").into();
-        match field(fields, "host_header") {
-            "" => {
-                default.as_object_mut().map(|o| o.remove("host_header"));
-            }
-            h => default["host_header"] = h.into(),
-        }
-    } else {
-        let old = std::mem::take(origins);
-        origins.insert("default".into(), old.get("default").cloned().unwrap_or_else(|| json!({})));
-        for (n, line) in field(fields, "alternates").lines().enumerate() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words[..] {
-                [] => continue,
-                [name, address] if name != "default" => {
-                    let mut o = old.get(name).cloned().unwrap_or_else(|| json!({}));
-                    o["address"] = address.into();
-                    origins.insert(name.to_owned(), o);
-                }
-                _ => {
-                    return Err(bad(format!(
-                    "line {}: write one alternate origin per line as `name address` (like `images images.example.com`)",
-                    n + 1
-                )))
-                }
-            }
-        }
-    }
-    let body = Bytes::from(egress.to_string());
-    changes::write_setting::<EgressSetting>(State(state.clone()), caller, Path(names), body).await
 }
 
 // ---- modules ----
@@ -278,81 +268,79 @@ async fn egress(
 /// proxychain entry and the module's folder together), checked like a push.
 pub async fn change_module(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env)): Path<Names>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let (id, names) = resolve(&state, &account, &application, &env).await?;
     let back = environment_path(&id, &env);
     let op = field(&fields, "op").to_owned();
     let name = field(&fields, "name").to_owned();
     let package = field(&fields, "package").to_owned();
     let packages = state.packages.clone();
-    let made = changes::commit_change(&state, &principal, peer, names, "module.change", move |repo, head, env| {
-        let mut config = changes::read_config(repo, head)
-            .ok_or_else(|| bad("section.config.json is missing or not JSON: fix it in Advanced config first"))?;
-        let chain = config["proxychain"]
-            .as_array_mut()
-            .ok_or_else(|| bad("section.config.json has no proxychain list: fix it in Advanced config first"))?;
-        let at = chain.iter().position(|m| m["name"].as_str() == Some(&name));
-        let folder = changes::repo_path(&name)?;
-        if folder.len() != 1 {
-            return Err(bad(format!("{name:?}: a module name is one folder name (like cache)")));
-        }
-        let mut files = Vec::new();
-        let subject = match (op.as_str(), at) {
-            ("add", Some(_)) => return Err(bad(format!("the proxychain already has a module named {name}"))),
-            ("add", None) => {
-                let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
-                if tree.get_name(&name).is_some() {
-                    return Err(bad(format!("the repo already has {name}/: pick another name, or remove it first")));
-                }
-                let starter = packages.starter_files(&package).map_err(|e| match e {
-                    crate::packages::PackageError::NotInstalled(p) => {
-                        bad(format!("package {p} is not installed: pick one from the list"))
+    let made = state
+        .actions()
+        .commit_change(&author, &id, &env, "module.change", move |repo, head, env| {
+            let mut config = changes::read_config(repo, head)
+                .ok_or_else(|| bad("section.config.json is missing or not JSON: fix it in Advanced config first"))?;
+            let chain = config["proxychain"]
+                .as_array_mut()
+                .ok_or_else(|| bad("section.config.json has no proxychain list: fix it in Advanced config first"))?;
+            let at = chain.iter().position(|m| m["name"].as_str() == Some(&name));
+            let folder = changes::repo_path(&name)?;
+            if folder.len() != 1 {
+                return Err(bad(format!("{name:?}: a module name is one folder name (like cache)")));
+            }
+            let mut files = Vec::new();
+            let subject = match (op.as_str(), at) {
+                ("add", Some(_)) => return Err(bad(format!("the proxychain already has a module named {name}"))),
+                ("add", None) => {
+                    let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
+                    if tree.get_name(&name).is_some() {
+                        return Err(bad(format!(
+                            "the repo already has {name}/: pick another name, or remove it first"
+                        )));
                     }
-                    _ => bad(format!("cannot read package {package}'s default config folder")),
-                })?;
-                if starter.is_empty() {
-                    return Err(bad(format!(
+                    let starter = packages.starter_files(&package).map_err(|e| match e {
+                        crate::packages::PackageError::NotInstalled(p) => {
+                            bad(format!("package {p} is not installed: pick one from the list"))
+                        }
+                        _ => bad(format!("cannot read package {package}'s default config folder")),
+                    })?;
+                    if starter.is_empty() {
+                        return Err(bad(format!(
                         "package {package} has no default config (its proxy_config/ is empty): start {name}/ with git"
                     )));
+                    }
+                    for (rel, content) in starter {
+                        let mut path = folder.clone();
+                        path.extend(rel.split('/').map(str::to_owned));
+                        files.push((path, Some(content)));
+                    }
+                    chain.push(json!({ "name": name, "image": package }));
+                    format!("Add module {name} ({package}) to {env}")
                 }
-                for (rel, content) in starter {
-                    let mut path = folder.clone();
-                    path.extend(rel.split('/').map(str::to_owned));
-                    files.push((path, Some(content)));
+                (_, None) => return Err(bad(format!("the proxychain has no module named {name}"))),
+                ("remove", Some(i)) => {
+                    chain.remove(i);
+                    files.push((folder, None));
+                    format!("Remove module {name} from {env}")
                 }
-                chain.push(json!({ "name": name, "image": package }));
-                format!("Add module {name} ({package}) to {env}")
-            }
-            (_, None) => return Err(bad(format!("the proxychain has no module named {name}"))),
-            ("remove", Some(i)) => {
-                chain.remove(i);
-                files.push((folder, None));
-                format!("Remove module {name} from {env}")
-            }
-            ("up", Some(i)) if i > 0 => {
-                chain.swap(i, i - 1);
-                format!("Move module {name} up in {env}'s proxychain")
-            }
-            ("down", Some(i)) if i + 1 < chain.len() => {
-                chain.swap(i, i + 1);
-                format!("Move module {name} down in {env}'s proxychain")
-            }
-            ("up" | "down", Some(_)) => return Ok(None),
-            _ => return Err(bad(format!("unknown module operation {op:?}"))),
-        };
-        files.push((vec![crate::validation::config::FILE.to_owned()], Some(changes::pretty(&config))));
-        Ok(Some(Edit { files, message: format!("{subject}\n\n{CONSOLE_TRAILER}\n") }))
-    })
-    .await;
+                ("up", Some(i)) if i > 0 => {
+                    chain.swap(i, i - 1);
+                    format!("Move module {name} up in {env}'s proxychain")
+                }
+                ("down", Some(i)) if i + 1 < chain.len() => {
+                    chain.swap(i, i + 1);
+                    format!("Move module {name} down in {env}'s proxychain")
+                }
+                ("up" | "down", Some(_)) => return Ok(None),
+                _ => return Err(bad(format!("unknown module operation {op:?}"))),
+            };
+            files.push((vec![crate::validation::config::FILE.to_owned()], Some(changes::pretty(&config))));
+            Ok(Some(Edit { files, message: format!("{subject}\n\n{CONSOLE_TRAILER}\n") }))
+        })
+        .await;
     match made {
-        Ok(Some(c)) => Ok(Redirect::to(&format!("/console/deployments/{}", c.deployment)).into_response()),
-        Ok(None) => Ok(Redirect::to(&back).into_response()),
+        Ok(change) => Ok(after_change(change, &back)),
         Err(e) => {
             let (status, lines) = lines_of(e);
             render(&state, id, env, Refusal { form: "modules".into(), lines, fields, status: Some(status) }).await
@@ -473,10 +461,10 @@ pub async fn files_page(
     Path((account, application, env)): Path<Names>,
     Query(q): Query<FileQuery>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let path = q.path.trim_matches('/').to_owned();
     if !path.is_empty() {
-        changes::repo_path(&path).map_err(|e| HttpError::new(e.status, e.message))?;
+        changes::repo_path(&path).map_err(HttpError::from)?;
     }
     render_files(&state, &id, &env, FilesView { path, ..FilesView::default() }, StatusCode::OK).await.map_err(as_page)
 }
@@ -484,14 +472,9 @@ pub async fn files_page(
 /// Reviews (the diff) or commits an edited file.
 pub async fn save_file(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Path((account, application, env)): Path<Names>,
+    EnvironmentPost { id, env, author }: EnvironmentPost,
     Form(fields): Form<Fields>,
 ) -> Result<Response, HttpError> {
-    same_origin(&state, &headers)?;
-    let (id, names) = resolve(&state, &account, &application, &env).await?;
     let path = field(&fields, "path").trim_matches('/').to_owned();
     // Browsers send a textarea's line breaks as CRLF.
     let content = fields.get("content").cloned().unwrap_or_default().replace("\r\n", "\n");
@@ -507,7 +490,7 @@ pub async fn save_file(
     let components = match changes::repo_path(&path) {
         Ok(c) => c,
         Err(e) => {
-            v.lines = lines_of(e).1;
+            v.lines = lines_of(e.into()).1;
             return render_files(&state, &id, &env, v, StatusCode::BAD_REQUEST).await;
         }
     };
@@ -534,36 +517,37 @@ pub async fn save_file(
         return render_files(&state, &id, &env, v, StatusCode::OK).await;
     }
     let subject = if message.is_empty() { format!("Edit {path} on {env}") } else { message.clone() };
-    let made = changes::commit_change(&state, &principal, peer, names, "file.put", move |repo, head, _| {
-        if head.to_string() != base {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "the environment changed since you opened {path} (now at {}); review the file again",
-                    crate::records::short(&head.to_string())
-                ),
-            ));
-        }
-        let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
-        let entry = tree.get_path(std::path::Path::new(&path)).ok();
-        if entry.as_ref().is_some_and(|e| e.kind() != Some(ObjectType::Blob)) {
-            return Err(bad(format!("{path} is a folder: name a file inside it (like {path}/new-file.conf)")));
-        }
-        let before = entry.and_then(|e| repo.find_blob(e.id()).ok());
-        if before.is_some_and(|b| b.content() == content.as_bytes()) {
-            return Ok(None);
-        }
-        Ok(Some(Edit {
-            files: vec![(components, Some(content.into_bytes()))],
-            message: format!("{subject}\n\n{CONSOLE_TRAILER}\n"),
-        }))
-    })
-    .await;
+    let made = state
+        .actions()
+        .commit_change(&author, &id, &env, "file.put", move |repo, head, _| {
+            if head.to_string() != base {
+                return Err(HttpError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "the environment changed since you opened {path} (now at {}); review the file again",
+                        crate::records::short(&head.to_string())
+                    ),
+                ));
+            }
+            let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| bad(e.to_string()))?;
+            let entry = tree.get_path(std::path::Path::new(&path)).ok();
+            if entry.as_ref().is_some_and(|e| e.kind() != Some(ObjectType::Blob)) {
+                return Err(bad(format!("{path} is a folder: name a file inside it (like {path}/new-file.conf)")));
+            }
+            let before = entry.and_then(|e| repo.find_blob(e.id()).ok());
+            if before.is_some_and(|b| b.content() == content.as_bytes()) {
+                return Ok(None);
+            }
+            Ok(Some(Edit {
+                files: vec![(components, Some(content.into_bytes()))],
+                message: format!("{subject}\n\n{CONSOLE_TRAILER}\n"),
+            }))
+        })
+        .await;
     match made {
-        Ok(Some(c)) => Ok(Redirect::to(&format!("/console/deployments/{}", c.deployment)).into_response()),
-        Ok(None) => {
-            let path = view::query_value(&v.path);
-            Ok(Redirect::to(&format!("{}/files?path={path}", environment_path(&id, &env))).into_response())
+        Ok(change) => {
+            let back = format!("{}/files?path={}", environment_path(&id, &env), view::query_value(&v.path));
+            Ok(after_change(change, &back))
         }
         Err(e) => {
             let (status, lines) = lines_of(e);
@@ -579,7 +563,7 @@ pub async fn logs_page(
     State(state): State<AppState>,
     Path((account, application, env)): Path<Names>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let (st, rid, name) = (state.clone(), id.clone(), env.clone());
     let app = blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;
@@ -616,7 +600,7 @@ pub async fn logs_stream(
 ) -> Result<Response, HttpError> {
     use futures_util::StreamExt;
     static FOLLOWERS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let (st, rid, name) = (state.clone(), id.clone(), env.clone());
     blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&rid)).map_err(internal)?;

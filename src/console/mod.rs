@@ -3,11 +3,11 @@
 //! live over its Server-Sent Events. No separate build.
 //!
 //! An environment's pages (settings, files, modules, lifecycle, logs) are in [`environment`]
-//! and [`confirm`]; their forms post to the console, whose handlers call the API's functions.
+//! and [`confirm`]; their forms post to the console, whose handlers call the domain's actions
+//! (`edits`, `environment_config`, `lifecycle`), as the API's do.
 
 mod confirm;
 mod environment;
-pub mod lifecycle;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -108,6 +108,7 @@ fn templates() -> &'static minijinja::Environment<'static> {
             ("files.html", include_str!("../../templates/console/files.html")),
             ("confirm.html", include_str!("../../templates/console/confirm.html")),
             ("logs.html", include_str!("../../templates/console/logs.html")),
+            ("deployments.html", include_str!("../../templates/console/deployments.html")),
         ] {
             env.add_template(name, source).expect("templates/console are valid templates");
         }
@@ -158,7 +159,7 @@ async fn application(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
 ) -> Result<Response, HttpError> {
-    let id = application_id(&state, &account, &application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &account, &application).await.map_err(|e| not_found(e.message))?;
     let st = state.clone();
     let (app, environments, stacks) = blocking(move || {
         let app = describe(&st, &id)?;
@@ -182,7 +183,7 @@ async fn application(
         ..Default::default()
     };
     let st = state.clone();
-    let id = application_id(&state, &app.account, &app.application).map_err(|e| not_found(e.message))?;
+    let id = application_id(&state, &app.account, &app.application).await.map_err(|e| not_found(e.message))?;
     let deployments = blocking(move || {
         let (deployments, _) = st.deployer.records().page(&filter, 0, 50).map_err(internal)?;
         let repo = Repository::open_bare(st.repos.path(&id)).map_err(internal)?;
@@ -317,10 +318,35 @@ mod tests {
     #[test]
     fn every_console_template_parses() {
         let t = super::templates();
-        for name in
-            ["applications.html", "application.html", "environment.html", "files.html", "confirm.html", "logs.html"]
-        {
+        for name in [
+            "applications.html",
+            "application.html",
+            "environment.html",
+            "files.html",
+            "confirm.html",
+            "logs.html",
+            "deployments.html",
+        ] {
             assert!(t.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn the_deployments_table_lists_an_environment_with_an_application_and_a_rollback_link_with_an_environment() {
+        let t = super::templates();
+        let d = minijinja::context! { id => 7, environment => "Staging", state => "ready", commit => "0123456789abcdef",
+        subject => "s", cause => "push", who => "anonymous", created_at => "2026-01-01T00:00:00Z", action => "deploy" };
+        let of_app =
+            t.render_str("{% include 'deployments.html' %}", minijinja::context! { deployments => vec![d.clone()] });
+        let of_app = of_app.unwrap();
+        assert!(of_app.contains("<td>Staging</td>") && !of_app.contains("/do/rollback"), "{of_app}");
+        let of_env = t
+            .render_str(
+                "{% with deployments = ds, rollback = '/e', table_id = 'env-deployments' %}{% include 'deployments.html' %}{% endwith %}",
+                minijinja::context! { ds => vec![d] },
+            )
+            .unwrap();
+        assert!(of_env.contains("id=\"env-deployments\"") && of_env.contains("e/do/rollback?to=7\""), "{of_env}");
+        assert!(!of_env.contains("<td>Staging</td>"), "{of_env}");
     }
 }

@@ -82,7 +82,7 @@ pub fn cause(pusher: &str, action: Action, commit: Option<&Commit>) -> Cause {
         "create"
     } else if commit.is_some_and(|c| c.from_console) {
         "console edit"
-    } else if subject.ends_with(" through the API") {
+    } else if subject.ends_with(" through the API") || subject.ends_with(" through the console") {
         "edit"
     } else {
         "api"
@@ -163,6 +163,7 @@ mod tests {
         // A redeploy of a rollback's commit is a redeploy.
         assert_eq!(c("local (redeploy)", Action::Deploy, Some("Roll back Production to deployment 2")).0, "redeploy");
         assert_eq!(c("tok_x", Action::Deploy, Some("egress.set on Production through the API")).0, "edit");
+        assert_eq!(c("tok_x", Action::Deploy, Some("egress.set on Production through the console")).0, "edit");
         let console = Commit { subject: "Tune the cache".into(), from_console: true };
         assert_eq!(cause("tok_x", Action::Deploy, Some(&console)).action, "console edit");
         assert_eq!(c("tok_x", Action::Deploy, Some("Create environment Staging from Production")).0, "create");

@@ -265,14 +265,18 @@ impl From<crate::auth::AuthError> for HttpError {
 
 impl From<crate::applying::deployer::DeployError> for HttpError {
     fn from(e: crate::applying::deployer::DeployError) -> Self {
-        use crate::applying::deployer::DeployError as E;
-        match &e {
-            E::BadName(_) => HttpError::api(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()),
-            E::Record(crate::records::RecordError::NotFound(_)) => {
-                HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            }
-            _ => HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        deploy_error(&e)
+    }
+}
+
+fn deploy_error(e: &crate::applying::deployer::DeployError) -> HttpError {
+    use crate::applying::deployer::DeployError as E;
+    match e {
+        E::BadName(_) => HttpError::api(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()),
+        E::Record(crate::records::RecordError::NotFound(_)) => {
+            HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
+        _ => HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 
@@ -359,7 +363,16 @@ impl From<crate::applying::rendered_repo::ApplyError> for HttpError {
 impl From<crate::lifecycle::LifecycleError> for HttpError {
     fn from(e: crate::lifecycle::LifecycleError) -> Self {
         use crate::lifecycle::LifecycleError as E;
+        let e = match e {
+            E::Edit(edit) => return HttpError::from(edit),
+            e => e,
+        };
         match &e {
+            E::BadName(_) => HttpError::bad_request("invalid_name", e.to_string()),
+            E::DefaultEnvironment(_) => HttpError::api(StatusCode::CONFLICT, "default_environment", e.to_string()),
+            E::Refused(lines) => HttpError::unprocessable("refused", e.to_string()).with_diagnostics(lines.clone()),
+            E::Deploy(d) => deploy_error(d),
+            E::Task(_) | E::Edit(_) => HttpError::internal(e.to_string()),
             E::NoDeployment(_) | E::NoEnvironment { .. } => HttpError::not_found(e.to_string()),
             E::OtherEnvironment { .. } | E::NotADeploy(_) | E::NotReady { .. } | E::CommitGone(_) => {
                 HttpError::unprocessable("invalid_target", e.to_string())
@@ -394,7 +407,24 @@ impl From<crate::edits::EditError> for HttpError {
             E::Moved(_) => HttpError::api(StatusCode::CONFLICT, "moved", e.to_string()),
             E::NoEnvironment { .. } => HttpError::not_found(e.to_string()),
             E::Config { .. } => HttpError::unprocessable("invalid_config", e.to_string()),
-            E::Git(_) | E::Check(_) => HttpError::internal(e.to_string()),
+            E::BadName(_) => HttpError::bad_request("invalid_name", e.to_string()),
+            // A change refused by a push's checks: 400 with their lines (Aperture's answer).
+            E::Refused(lines) => HttpError::bad_request("refused", e.to_string()).with_diagnostics(lines.clone()),
+            E::Deploy(d) => deploy_error(d),
+            E::Git(_) | E::Check(_) | E::Task(_) => HttpError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::environment_config::ConfigEditError> for HttpError {
+    fn from(e: crate::environment_config::ConfigEditError) -> Self {
+        use crate::environment_config::ConfigEditError as E;
+        match &e {
+            E::NoOutagePage { .. } | E::NotServed { .. } => HttpError::not_found(e.to_string()),
+            E::Git(_) => HttpError::internal(e.to_string()),
+            E::NoConfig | E::NoEnvironment(_) | E::BadPath(_) | E::BadHost(_) | E::AlternateLine(_) => {
+                HttpError::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
         }
     }
 }

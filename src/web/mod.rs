@@ -23,3 +23,13 @@ pub fn deployment_url(base: &str, id: u64) -> String {
 pub fn deployment_page_url(base: &str, id: u64) -> String {
     format!("{}/console/deployments/{id}", base.trim_end_matches('/'))
 }
+
+/// Who makes a change through a request, for the domain's actions: the principal's name in
+/// records (a token's id, `local`) and the peer's address.
+pub fn author(principal: &crate::auth::Principal, peer: std::net::SocketAddr) -> crate::edits::Author {
+    let who = match principal {
+        crate::auth::Principal::Local => "local".to_owned(),
+        crate::auth::Principal::Token { id, .. } => id.clone(),
+    };
+    crate::edits::Author { who, from: Some(peer.ip().to_string()) }
+}

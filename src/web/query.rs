@@ -51,7 +51,15 @@ pub struct StackEntry {
     pub image: Option<String>,
 }
 
-pub fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
+/// The application `account/application` (its repo found in the data dir), or 400 for a bad
+/// name, 404 for none. Reads a folder: off the async threads.
+pub async fn application_id(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
+    let (st, account, application) = (state.clone(), account.to_owned(), application.to_owned());
+    blocking(move || find_application(&st, &account, &application)).await
+}
+
+/// [`application_id`] for a caller already on a blocking thread.
+pub fn find_application(state: &AppState, account: &str, application: &str) -> Result<RepoId, HttpError> {
     // Validate the names first: they become paths.
     RepoId::new(account, application, "x").map_err(HttpError::from)?;
     let repo = state
@@ -61,17 +69,7 @@ pub fn application_id(state: &AppState, account: &str, application: &str) -> Res
     RepoId::new(account, application, &repo).map_err(HttpError::from)
 }
 
-pub fn branches(repo: &Repository) -> Result<Vec<(String, Oid)>, git2::Error> {
-    let mut out = Vec::new();
-    for b in repo.branches(Some(git2::BranchType::Local))? {
-        let (b, _) = b?;
-        if let (Ok(Some(name)), Some(target)) = (b.name(), b.get().target()) {
-            out.push((name.to_owned(), target));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+pub use crate::lifecycle::branches;
 
 pub fn describe(state: &AppState, id: &RepoId) -> Result<Application, HttpError> {
     let repo = Repository::open_bare(state.repos.path(id))?;
@@ -123,9 +121,9 @@ pub async fn with_environment<T: Send + 'static>(
     (account, application, env): (String, String, String),
     f: impl FnOnce(&AppState, &RepoId, &Repository, &str, Oid) -> Result<T, HttpError> + Send + 'static,
 ) -> Result<T, HttpError> {
-    let id = application_id(state, &account, &application)?;
     let st = state.clone();
     blocking(move || {
+        let id = find_application(&st, &account, &application)?;
         let repo = Repository::open_bare(st.repos.path(&id))?;
         let head = environment_head(&repo, &account, &application, &env)?;
         f(&st, &id, &repo, &env, head)

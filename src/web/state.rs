@@ -37,18 +37,26 @@ pub struct Shared {
     pub sessions: crate::auth::Sessions,
 }
 
-/// Names pushes, each unique while this server runs.
-static PUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl Shared {
     /// Changes to the application `id`'s repo, checked with the server's packages and settings.
     pub fn edits<'a>(&'a self, repo: &'a git2::Repository, id: &'a crate::names::RepoId) -> crate::edits::Edits<'a> {
         crate::edits::Edits { repo, id, packages: &self.packages, checks: &self.settings.hook.checks }
     }
 
-    /// A name for one push, unique while this server runs.
+    /// What the domain's environment actions (changes, rollback, redeploy, deletes) reach.
+    pub fn actions(&self) -> crate::edits::Actions<AnyTarget> {
+        crate::edits::Actions {
+            repos: self.repos.clone(),
+            packages: self.packages.clone(),
+            checks: self.settings.hook.checks.clone(),
+            deployer: self.deployer.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+
+    /// A name for one push, unique among pushes and changes while this server runs.
     pub fn next_push_id(&self) -> String {
-        format!("push-{}", PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        crate::edits::next_holder()
     }
 }
 

@@ -17,7 +17,6 @@ use crate::api::audit_action;
 use crate::names::is_host;
 use crate::names::RepoId;
 use crate::records::Action;
-use crate::source::{GitCommit, RepoSource};
 use crate::web::state::AppState;
 
 /// The one stack devpop offers: the application skeleton, an empty proxychain (modules are
@@ -132,9 +131,7 @@ pub async fn delete(
 ) -> Result<Response> {
     let st = state.clone();
     let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
-    own::remove_application(&state, &id, &identity(&principal).0).await?;
-    let target = format!("{}/{}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "application.delete", &id.account, &target, "aperture").await;
+    state.actions().delete_application(&crate::web::author(&principal, peer), &id, "aperture").await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -172,8 +169,8 @@ pub fn summary(
         name: format!("{ns}.{}", state.settings.hook.checks.render.ingress_domain),
         mode: "devpop".into(),
     }];
-    let config = super::changes::read_config(repo, head).unwrap_or_default();
-    for d in super::changes::domains_of(&config, env) {
+    let config = crate::environment_config::read_config(repo, head).unwrap_or_default();
+    for d in crate::environment_config::domains_of(&config, env) {
         domains.push(Domain { name: d, mode: "custom".into() });
     }
     EnvironmentSummary {
@@ -262,13 +259,13 @@ pub async fn create_environment(
             let domain = body.domain_name.clone();
             let edit = move |env: &mut serde_json::Value| {
                 if let Some(o) = env.as_object_mut() {
-                    o.insert(super::changes::DOMAINS.into(), serde_json::json!([domain]));
+                    o.insert(crate::environment_config::DOMAINS.into(), serde_json::json!([domain]));
                 }
             };
             let (commit, checked) =
                 st.edits(&repo, &rid).new_environment(&body.source_environment_name, &body.name, &edit, &sig)?;
             if !checked.accepted {
-                return Err(super::changes::refused(checked.lines));
+                return Err(crate::edits::EditError::Refused(checked.lines).into());
             }
             Ok((commit, body.name))
         })
@@ -402,12 +399,4 @@ pub async fn initial_state(State(state): State<AppState>, Query(q): Query<Initia
         (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"proxy_config.tar.gz\""),
     ];
     Ok((headers, archive).into_response())
-}
-
-/// Reads the environment's config at `head` (used by `summary` and the changes).
-pub(super) fn snapshot_config(repo: &Repository, head: git2::Oid) -> Result<Option<Vec<u8>>> {
-    match (GitCommit { repo, commit: head }).snapshot()?.config {
-        crate::validation::ConfigFile::Present(text) => Ok(Some(text)),
-        _ => Ok(None),
-    }
 }

@@ -5,10 +5,9 @@
 //! refused one changes nothing and answers 400 with the checks' lines, an accepted one moves
 //! the branch and is deployed.
 //!
-//! Two fields of an environment in section.config.json are written here for features the
-//! checks and the renderers know nothing of yet (they are accepted, with the warning every
-//! unknown key gets): `outage_page`, the file in `outage_pages/` engaged for every request,
-//! and `domains`, the host names the environment serves besides devpop's own.
+//! What these change in section.config.json, and the commit each is, are the domain's
+//! ([`crate::environment_config`], [`crate::edits::Actions::commit_change`]); this module is
+//! their Aperture shape (paths, bodies, answers).
 
 use std::collections::BTreeMap;
 
@@ -21,145 +20,39 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::applications::{resolve, summary, with_environment};
-use super::{identity, is_domain, json_body, ok, strict_body, ApiError, Caller, Result};
-use crate::api::applications as own;
-use crate::api::audit_action;
+use super::{json_body, ok, strict_body, ApiError, Caller, Result};
 use crate::auth::Principal;
-use crate::records::Action;
-use crate::validation::config;
+use crate::edits::{Change, Edit};
+use crate::environment_config::{self as settings, environment_mut, put_or_remove, read_config};
 use crate::web::query::blocking;
 use crate::web::state::AppState;
 
-/// The environment's custom host names (section.config.json, `environments.<env>.domains`).
-pub const DOMAINS: &str = "domains";
-/// The engaged outage page (section.config.json, `environments.<env>.outage_page`).
-pub const OUTAGE_PAGE: &str = "outage_page";
-const OUTAGE_DIR: &str = "outage_pages";
-
 /// The most operations one JSON Patch may carry.
 const MAX_PATCH_OPS: usize = 1000;
-/// The most components and bytes a `filepath` may have.
-const MAX_PATH_COMPONENTS: usize = 32;
-const MAX_PATH_BYTES: usize = 1024;
 
 type Names = (String, String, String);
 
-/// A refused change: 400 with the lines a push of the same commit would have printed.
-pub fn refused(lines: Vec<String>) -> ApiError {
-    let message = format!("refused by the same checks as a push:\n{}", lines.join("\n"));
-    ApiError::new(StatusCode::BAD_REQUEST, message).with_diagnostics(lines)
-}
-
-/// The environment's section.config.json at `head`, parsed (`None`: missing or not JSON).
-pub fn read_config(repo: &Repository, head: Oid) -> Option<Value> {
-    super::applications::snapshot_config(repo, head).ok().flatten().and_then(|t| serde_json::from_slice(&t).ok())
-}
-
-/// The custom domains `config` gives `env`.
-pub fn domains_of(config: &Value, env: &str) -> Vec<String> {
-    config["environments"][env][DOMAINS]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
 fn config_or_400(repo: &Repository, head: Oid) -> Result<Value> {
-    read_config(repo, head).ok_or_else(|| {
-        ApiError::bad("the environment's section.config.json is missing or not JSON; fix it with a push first")
-    })
+    Ok(read_config(repo, head).ok_or(settings::ConfigEditError::NoConfig)?)
 }
 
-/// `environments.<env>` of `config`, as an object to change.
-fn environment_mut<'a>(config: &'a mut Value, env: &str) -> Result<&'a mut Map<String, Value>> {
-    config
-        .get_mut("environments")
-        .and_then(|e| e.get_mut(env))
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| ApiError::bad(format!("section.config.json defines no environment {env}")))
-}
-
-/// A change made: the commit and its deployment.
-pub struct Change {
-    pub commit: Oid,
-    pub deployment: u64,
-}
-
-/// The files a change writes (content) or removes (`None`: the file or folder goes), and its
-/// commit message. Paths are components, each checked by the maker (see [`file_path`]).
-pub struct Edit {
-    pub files: Vec<(Vec<String>, Option<Vec<u8>>)>,
-    pub message: String,
-}
-
-impl Edit {
-    fn one(path: Vec<String>, content: Vec<u8>, message: String) -> Self {
-        Edit { files: vec![(path, Some(content))], message }
-    }
-}
-
-/// Commits what `make` returns on top of the environment's branch, checks it like a push and,
-/// when accepted, moves the branch and deploys it. `make` returning `None` changes nothing.
-/// The one path of every change to an environment's files (the API's and the console's).
-pub async fn commit_change(
+/// Commits what `make` returns on the environment Aperture's path names (see
+/// [`crate::edits::Actions::commit_change`]).
+async fn commit_change(
     state: &AppState,
     principal: &Principal,
     peer: std::net::SocketAddr,
-    names: Names,
+    (a, b, env): Names,
     action: &str,
     make: impl FnOnce(&Repository, Oid, &str) -> Result<Option<Edit>> + Send + 'static,
 ) -> Result<Option<Change>> {
-    // The change holds the environment as a push does (read, commit, check, move, deploy),
-    // so it and a push of the environment never interleave.
     let st = state.clone();
-    let (a, b, _) = names.clone();
     let (_, id) = blocking(move || resolve(&st, &a, &b)).await?;
-    let key = (id.account, id.application, id.repo, names.2.clone());
-    let holder = state.next_push_id();
-    crate::edits::held(&state.deployer, &holder, key, async move {
-        let (who, email) = identity(principal);
-        let pusher = who.clone();
-        let made = with_environment(state, names, move |st, _, id, repo, env, head| {
-            let Some(edit) = make(repo, head, env)? else { return Ok(None) };
-            let parent = repo.find_commit(head)?;
-            let sig = git2::Signature::now(&who, &email)?;
-            let commit = crate::edits::commit_files(repo, &parent, &edit.files, &sig, &edit.message)?;
-            let log = format!("devpop: {}", edit.message.lines().next().unwrap_or(""));
-            let checked = st.edits(repo, id).check_and_move(env, commit, Some(head), &log)?;
-            if !checked.accepted {
-                return Err(refused(checked.lines));
-            }
-            Ok(Some((id.clone(), env.to_owned(), commit, checked.lines)))
-        })
-        .await?;
-        let Some((id, env, commit, lines)) = made else { return Ok(None) };
-        let mut request = own::request(&id, &env, commit.to_string(), Action::Deploy, &pusher);
-        request.validation = lines;
-        let d = state.deployer.submit(request).await?;
-        let target = format!("{}/{}/{env}", id.application, id.repo);
-        audit_action(
-            state,
-            principal,
-            peer,
-            action,
-            &id.account,
-            &target,
-            &format!("commit {commit}, deployment {}", d.id),
-        )
-        .await;
-        Ok(Some(Change { commit, deployment: d.id }))
-    })
-    .await
+    state.actions().commit_change(&crate::web::author(principal, peer), &id, &env, action, make).await
 }
 
-/// section.config.json as the API writes it.
-pub fn pretty(value: &Value) -> Vec<u8> {
-    let mut text = serde_json::to_string_pretty(value).expect("JSON serialises");
-    text.push('\n');
-    text.into_bytes()
-}
-
-/// Changes section.config.json with `f` (given the config and the environment's name); no
-/// commit when the result is the same. Returns the config as it now is.
+/// Changes section.config.json with `f` (given the config, the environment's name, the repo
+/// and its commit); no commit when the result is the same. Returns the config as it now is.
 async fn change_config(
     state: &AppState,
     principal: &Principal,
@@ -171,15 +64,12 @@ async fn change_config(
     let after = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
     let out = after.clone();
     let change = commit_change(state, principal, peer, names, action, move |repo, head, env| {
-        let before = config_or_400(repo, head)?;
-        let mut config = before.clone();
-        f(&mut config, env, repo, head)?;
-        *out.lock().expect("config") = config.clone();
-        if config == before {
-            return Ok(None);
-        }
         let message = format!("{action} on {env} through the API\n");
-        Ok(Some(Edit::one(vec![config::FILE.to_owned()], pretty(&config), message)))
+        settings::config_edit(repo, head, message, |config| {
+            f(config, env, repo, head)?;
+            *out.lock().expect("config") = config.clone();
+            Ok(())
+        })
     })
     .await?;
     let config = after.lock().expect("config").clone();
@@ -237,24 +127,7 @@ fn file_path(headers: &HeaderMap) -> Result<Vec<String>> {
         .ok_or_else(|| ApiError::bad("send the file to change in the filepath header"))?
         .to_str()
         .map_err(|_| ApiError::bad("the filepath header is not text"))?;
-    repo_path(raw)
-}
-
-/// The components of a path inside the repo (relative, no `.`, `..` or `.git` component,
-/// bounded), or 400 saying how to write one.
-pub fn repo_path(raw: &str) -> Result<Vec<String>> {
-    let parts: Vec<&str> = raw.split('/').collect();
-    let bad = raw.len() > MAX_PATH_BYTES
-        || parts.len() > MAX_PATH_COMPONENTS
-        || parts.iter().any(|p| {
-            p.is_empty() || *p == "." || *p == ".." || p.eq_ignore_ascii_case(".git") || p.contains(['\\', '\0'])
-        });
-    if bad {
-        return Err(ApiError::bad(format!(
-            "filepath {raw:?}: use a relative path inside the repo (like cache/default.json), without ., .. or .git"
-        )));
-    }
-    Ok(parts.into_iter().map(str::to_owned).collect())
+    Ok(settings::repo_path(raw)?)
 }
 
 /// JSON Patch on the JSON file the `filepath` header names; answers the file's path, the
@@ -283,7 +156,7 @@ pub async fn update_file(
             return Ok(None);
         }
         let message = format!("Patch {shown} on {env} through the API\n");
-        Ok(Some(Edit::one(path, pretty(&doc), message)))
+        Ok(Some(Edit::one(path, settings::pretty(&doc), message)))
     })
     .await?;
     let d = change.as_ref().map(|c| c.deployment);
@@ -458,18 +331,8 @@ impl Setting for IpRestrictionSetting {
 
     fn write(env: &mut Map<String, Value>, body: &Bytes) -> Result<()> {
         let body: IpRestrictions = strict_body(body)?;
-        put_or_remove(env, "ip_blacklist", json!(body.ip_blacklist));
+        settings::set_ip_blacklist(env, &body.ip_blacklist);
         Ok(())
-    }
-}
-
-/// Sets `key` to `value`, or removes it when `value` is an empty array or object.
-fn put_or_remove(env: &mut Map<String, Value>, key: &str, value: Value) {
-    let empty = value.as_array().is_some_and(Vec::is_empty) || value.as_object().is_some_and(Map::is_empty);
-    if empty {
-        env.remove(key);
-    } else {
-        env.insert(key.to_owned(), value);
     }
 }
 
@@ -505,24 +368,11 @@ struct OutagePage {
     engaged: bool,
 }
 
-/// The `.html` files at the top of `outage_pages/` in the commit `head`.
-pub fn outage_page_names(repo: &Repository, head: Oid) -> Result<Vec<String>> {
-    let tree = repo.find_commit(head).and_then(|c| c.tree())?;
-    let Some(entry) = tree.get_name(OUTAGE_DIR) else { return Ok(Vec::new()) };
-    let Ok(dir) = repo.find_tree(entry.id()) else { return Ok(Vec::new()) };
-    Ok(dir
-        .iter()
-        .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
-        .filter_map(|e| e.name().ok().map(str::to_owned))
-        .filter(|n| n.ends_with(".html"))
-        .collect())
-}
-
 pub async fn outage_pages(State(state): State<AppState>, Path(names): Path<Names>) -> Result<Response> {
     let pages = with_environment(&state, names, |_, _, _, repo, env, head| {
         let config = config_or_400(repo, head)?;
-        let engaged = config["environments"][env][OUTAGE_PAGE].as_str().map(str::to_owned);
-        Ok(outage_page_names(repo, head)?
+        let engaged = config["environments"][env][settings::OUTAGE_PAGE].as_str().map(str::to_owned);
+        Ok(settings::outage_page_names(repo, head)?
             .into_iter()
             .map(|name| OutagePage { engaged: engaged.as_deref() == Some(&name), name })
             .collect::<Vec<_>>())
@@ -543,15 +393,8 @@ pub async fn engage_outage_page(
         .ok_or_else(|| ApiError::bad("name the page to engage: ?pageName=<file in outage_pages/>"))?;
     let (_, d) =
         change_config(&state, &principal, peer, names, "outage_page.engage", move |config, env, repo, head| {
-            let pages = outage_page_names(repo, head)?;
-            if !pages.contains(&page) {
-                return Err(ApiError::not_found(format!(
-                    "outage_pages/ has no {page:?}; push the page first (it has {})",
-                    if pages.is_empty() { "none".to_owned() } else { pages.join(", ") }
-                )));
-            }
-            environment_mut(config, env)?.insert(OUTAGE_PAGE.into(), Value::String(page));
-            Ok(())
+            let pages = settings::outage_page_names(repo, head)?;
+            Ok(settings::set_outage_page(config, env, Some(page), &pages)?)
         })
         .await?;
     Ok(changed(None, d))
@@ -563,8 +406,7 @@ pub async fn disengage_outage_page(
     Path(names): Path<Names>,
 ) -> Result<Response> {
     let (_, d) = change_config(&state, &principal, peer, names, "outage_page.disengage", move |config, env, _, _| {
-        environment_mut(config, env)?.remove(OUTAGE_PAGE);
-        Ok(())
+        Ok(settings::set_outage_page(config, env, None, &[])?)
     })
     .await?;
     Ok(changed(None, d))
@@ -580,22 +422,10 @@ async fn domain_change(
     (a, b, env, host): (String, String, String, String),
     add: bool,
 ) -> Result<Response> {
-    if !is_domain(&host) {
-        return Err(ApiError::bad(format!("{host:?} is not a host name")));
-    }
     let action = if add { "domain.add" } else { "domain.remove" };
     let names = (a.clone(), b.clone(), env.clone());
     let (_, d) = change_config(state, principal, peer, names, action, move |config, env, _, _| {
-        let mut domains = domains_of(config, env);
-        let present = domains.iter().any(|d| d.eq_ignore_ascii_case(&host));
-        match (add, present) {
-            (true, false) => domains.push(host.to_ascii_lowercase()),
-            (false, true) => domains.retain(|d| !d.eq_ignore_ascii_case(&host)),
-            (false, false) => return Err(ApiError::not_found(format!("environment {env} does not serve {host}"))),
-            (true, true) => {}
-        }
-        put_or_remove(environment_mut(config, env)?, DOMAINS, json!(domains));
-        Ok(())
+        Ok(settings::change_domain(config, env, &host, add)?)
     })
     .await?;
     let s = with_environment(state, (a, b, env), |st, n, id, repo, env, head| Ok(summary(st, n, id, repo, env, head)))

@@ -43,7 +43,7 @@ pub async fn logs_by_name(
     Path((account, application, env)): Path<(String, String, String)>,
     Query(params): Query<LogsParams>,
 ) -> Result<Response> {
-    let id = crate::web::query::application_id(&state, &account, &application)?;
+    let id = crate::web::query::application_id(&state, &account, &application).await?;
     let (st, rid, name) = (state.clone(), id.clone(), env.clone());
     crate::web::query::blocking(move || {
         let repo = git2::Repository::open_bare(st.repos.path(&rid)).map_err(crate::web::error::internal)?;

@@ -86,16 +86,7 @@ fn strict_body<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
     serde_json::from_value(value).map_err(|e| ApiError::bad(format!("the request body is not valid here: {e}")))
 }
 
-/// A host name a client may ask an environment to serve: a DNS name whose last label starts
-/// with a letter (so never an IP address).
-fn is_domain(host: &str) -> bool {
-    crate::names::is_host(host)
-        && host
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
-}
+use crate::environment_config::is_domain;
 
 /// A JSON response with status 200.
 fn ok<T: Serialize>(value: T) -> Response {
