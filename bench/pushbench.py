@@ -98,26 +98,14 @@ class Lighttpd:
         self.url = f"http://127.0.0.1:{self.port}"
         backend = os.path.join(git(ROOT, "--exec-path").stdout.decode().strip(), "git-http-backend")
         conf = os.path.join(work, "lighttpd.conf")
+        with open(os.path.join(ROOT, "bench", "lighttpd.conf")) as f:
+            template = f.read()
+        values = {"WORK": work, "PORT": str(self.port), "BACKEND": backend, "ROOT": self.root,
+                  "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        for name, value in values.items():
+            template = template.replace(f"@{name}@", value)
         with open(conf, "w") as f:
-            f.write(
-                f"""
-server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
-server.document-root = "{work}"
-server.bind = "127.0.0.1"
-server.port = {self.port}
-server.errorlog = "{work}/lighttpd-error.log"
-server.stream-request-body = 2
-server.stream-response-body = 2
-server.max-request-size = 2097152
-alias.url = ( "/git" => "{backend}" )
-$HTTP["url"] =~ "^/git" {{
-  cgi.assign = ( "" => "" )
-  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "{self.root}", "GIT_HTTP_EXPORT_ALL" => "1",
-                             "GIT_CONFIG_NOSYSTEM" => "1", "GIT_CONFIG_GLOBAL" => "/dev/null",
-                             "PATH" => "{os.environ.get('PATH', '/usr/bin:/bin')}" )
-}}
-"""
-            )
+            f.write(template)
         self.proc = subprocess.Popen(["lighttpd", "-D", "-f", conf], stderr=subprocess.DEVNULL)
         wait_http(self.url + "/")
 

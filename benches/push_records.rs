@@ -91,8 +91,8 @@ impl Drop for Server {
     }
 }
 
-/// The reference: `git http-backend` as CGI behind lighttpd (the same configuration as
-/// bench/pushbench.py), its repos bare clones of the empty devpop's with a no-op pre-receive
+/// The reference: `git http-backend` as CGI behind lighttpd (bench/lighttpd.conf, as
+/// bench/pushbench.py runs it), its repos bare clones of the empty devpop's with a no-op pre-receive
 /// hook; killed when dropped.
 struct Reference {
     child: Child,
@@ -109,31 +109,16 @@ impl Reference {
         let backend = Path::new(exec_path.trim()).join("git-http-backend");
         let conf = work.join("lighttpd.conf");
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        std::fs::write(
-            &conf,
-            format!(
-                r#"server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
-server.document-root = "{work}"
-server.bind = "127.0.0.1"
-server.port = {port}
-server.errorlog = "{work}/lighttpd-error.log"
-server.stream-request-body = 2
-server.stream-response-body = 2
-server.max-request-size = 2097152
-alias.url = ( "/git" => "{backend}" )
-$HTTP["url"] =~ "^/git" {{
-  cgi.assign = ( "" => "" )
-  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL" => "1",
-                             "GIT_CONFIG_NOSYSTEM" => "1", "GIT_CONFIG_GLOBAL" => "/dev/null",
-                             "PATH" => "{path}" )
-}}
-"#,
-                work = work.display(),
-                backend = backend.display(),
-                root = root.display(),
-            ),
-        )
-        .unwrap();
+        let template = include_str!("../bench/lighttpd.conf");
+        let values = [
+            ("@WORK@", work.display().to_string()),
+            ("@PORT@", port.to_string()),
+            ("@BACKEND@", backend.display().to_string()),
+            ("@ROOT@", root.display().to_string()),
+            ("@PATH@", path),
+        ];
+        std::fs::write(&conf, values.iter().fold(template.to_owned(), |t, (name, value)| t.replace(name, value)))
+            .unwrap();
         let child = Command::new("lighttpd")
             .arg("-D")
             .arg("-f")
