@@ -149,10 +149,12 @@ impl<T: Target> Actions<T> {
             return Err(EditError::BadName(env.to_owned()).into());
         }
         let key = (id.account.clone(), id.application.clone(), id.repo.clone(), env.to_owned());
-        let holder = next_holder();
-        held(&self.deployer, &holder, key, async {
-            let (me, rid, name, who) = (self.clone(), id.clone(), env.to_owned(), author.clone());
+        let (me, id, env, author, action) =
+            (self.clone(), id.clone(), env.to_owned(), author.clone(), action.to_owned());
+        held(&self.deployer, &next_holder(), key, async move {
+            let (blocking, rid, name, who) = (me.clone(), id.clone(), env.clone(), author.clone());
             let made = tokio::task::spawn_blocking(move || {
+                let me = blocking;
                 let repo = Repository::open_bare(me.repos.path(&rid)).map_err(EditError::from)?;
                 let edits = me.edits(&repo, &rid);
                 let head = edits.head(&name)?;
@@ -170,12 +172,53 @@ impl<T: Target> Actions<T> {
             .await
             .map_err(EditError::from)??;
             let Some((commit, lines)) = made else { return Ok(None) };
-            let mut new = request(id, env, commit.to_string(), Action::Deploy, &author.who);
+            let mut new = request(&id, &env, commit.to_string(), Action::Deploy, &author.who);
             new.validation = lines;
-            let d = self.deployer.submit(new).await.map_err(EditError::from)?;
+            let d = me.deployer.submit(new).await.map_err(EditError::from)?;
             let target = format!("{}/{}/{env}", id.application, id.repo);
-            self.audit(author, action, id, &target, &format!("commit {commit}, deployment {}", d.id)).await;
+            me.audit(&author, &action, &id, &target, &format!("commit {commit}, deployment {}", d.id)).await;
             Ok(Some(Change { commit, deployment: d.id }))
+        })
+        .await
+    }
+}
+
+impl<T: Target> Actions<T> {
+    /// Creates environment `name` from `source`'s commit, its entry in section.config.json
+    /// changed by `edit`: the commit checked like a push, the branch made and deployed under the
+    /// new environment's hold, audited as `environment.create`. The commit and its deployment.
+    pub async fn create_environment(
+        &self,
+        author: &Author,
+        id: &RepoId,
+        source: &str,
+        name: &str,
+        edit: impl Fn(&mut serde_json::Value) + Send + 'static,
+    ) -> Result<(Oid, crate::records::Deployment), EditError> {
+        if !crate::names::is_branch_name(name) {
+            return Err(EditError::BadName(name.to_owned()));
+        }
+        let key = (id.account.clone(), id.application.clone(), id.repo.clone(), name.to_owned());
+        let (me, author, id, source, name) =
+            (self.clone(), author.clone(), id.clone(), source.to_owned(), name.to_owned());
+        held(&self.deployer, &next_holder(), key, async move {
+            let (blocking, rid, new, who) = (me.clone(), id.clone(), name.clone(), author.clone());
+            let (commit, lines) = tokio::task::spawn_blocking(move || {
+                let repo = Repository::open_bare(blocking.repos.path(&rid))?;
+                let (commit, checked) =
+                    blocking.edits(&repo, &rid).new_environment(&source, &new, &edit, &who.signature()?)?;
+                if !checked.accepted {
+                    return Err(EditError::Refused(checked.lines));
+                }
+                Ok((commit, checked.lines))
+            })
+            .await??;
+            let mut new = request(&id, &name, commit.to_string(), Action::Deploy, &author.who);
+            new.validation = lines;
+            let d = me.deployer.submit(new).await?;
+            let target = format!("{}/{}/{name}", id.application, id.repo);
+            me.audit(&author, "environment.create", &id, &target, &format!("deployment {}", d.id)).await;
+            Ok((commit, d))
         })
         .await
     }
@@ -394,17 +437,32 @@ pub fn commit_files(
 /// under the name `holder`, unique among pushes and changes), so the change's read of the
 /// branch, its commit, the branch's move and its deployment's submission happen while no push
 /// of that environment passes its verdict, and the other way round.
-pub async fn held<T: Target, R>(
+///
+/// The change runs as a task of its own: a caller that goes away (a client hanging up, which
+/// makes hyper drop its handler) does not cancel it halfway, between a moved branch and its
+/// deployment or audit entry, and the hold is let go when the change ends either way. A panic
+/// in the change is the caller's again.
+pub async fn held<T: Target, R: Send + 'static>(
     deployer: &Arc<Deployer<T>>,
     holder: &str,
     key: EnvKey,
-    change: impl Future<Output = R>,
+    change: impl Future<Output = R> + Send + 'static,
 ) -> R {
-    deployer.push_started(holder);
-    deployer.hold(holder, key, || tracing::debug!(holder, "a change waits for a push of its environment")).await;
-    let out = change.await;
-    deployer.push_finished(holder, true).await;
-    out
+    let (deployer, holder) = (deployer.clone(), holder.to_owned());
+    let task = tokio::spawn(async move {
+        deployer.push_started(&holder);
+        deployer.hold(&holder, key, || tracing::debug!(holder, "a change waits for a push of its environment")).await;
+        let out = change.await;
+        deployer.push_finished(&holder, true).await;
+        out
+    });
+    match task.await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a change was cancelled by the runtime's shutdown: {e}"),
+        },
+    }
 }
 
 /// A server's [`Actions`] on a data dir of its own, with the application `1/2/site` created
@@ -491,6 +549,40 @@ mod tests {
         let tree = repo.find_commit(a).unwrap().tree().unwrap();
         let file = tree.get_path(std::path::Path::new("custom_errors/503.html")).unwrap();
         assert_eq!(repo.find_blob(file.id()).unwrap().content(), b"<p>a</p>");
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_caller_goes_away_midway_still_runs_to_its_end_and_lets_go_of_the_environment() {
+        let w = world();
+        let data = tempfile::tempdir().unwrap();
+        let records = Arc::new(crate::records::Records::open(data.path()).unwrap());
+        let target = Arc::new(crate::applying::memory::MemoryCluster::new());
+        let deployer =
+            Arc::new(Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1));
+        let key: EnvKey = ("1".into(), "2".into(), "site".into(), "Production".into());
+        let (started, midway) = tokio::sync::oneshot::channel::<()>();
+        let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
+        let (finished, ended) = tokio::sync::oneshot::channel::<()>();
+        // The caller: a request handler, which hyper drops when its client hangs up.
+        let caller = tokio::spawn({
+            let (deployer, key) = (deployer.clone(), key.clone());
+            async move {
+                held(&deployer, "change-1", key, async move {
+                    started.send(()).unwrap();
+                    resume.await.unwrap();
+                    finished.send(()).unwrap();
+                })
+                .await
+            }
+        });
+        midway.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        go_on.send(()).unwrap();
+        ended.await.expect("the change ran to its end after its caller went away");
+        // And let go of the environment: a push holds it (once the change's task has ended).
+        deployer.push_started("push-1");
+        assert!(deployer.hold("push-1", key, || {}).await);
     }
 
     #[tokio::test]

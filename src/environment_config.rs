@@ -202,17 +202,33 @@ pub fn set_origin(env: &mut Map<String, Value>, address: &str, host_header: Opti
     }
 }
 
+/// The origin settings Aperture treats as the whole egress's (one value for every origin);
+/// section.config.json has them per origin.
+pub const EGRESS_FIELDS: [&str; 4] =
+    ["remove_request_headers", "enable_sni", "verify_certificate", "proxy_acme_challenge"];
+
 /// Sets the alternate origins of an environment's settings from lines of `name address`
-/// (blank lines skipped): an alternate named before keeps its other fields, one not named
-/// goes.
+/// (blank lines skipped): an alternate named before keeps its other fields, a new one starts
+/// with the default origin's egress-wide settings, one not named goes.
 pub fn set_alternates(env: &mut Map<String, Value>, lines: &str) -> Result<(), ConfigEditError> {
     let old = env.get("alternate_origins").and_then(Value::as_object).cloned().unwrap_or_default();
+    // A new alternate starts with the default origin's egress-wide settings (Aperture shows
+    // them as the whole egress's), so adding one never turns certificate checks back on.
+    let mut seed = Map::new();
+    if let Some(origin) = env.get("origin").and_then(Value::as_object) {
+        for f in EGRESS_FIELDS {
+            if let Some(v) = origin.get(f) {
+                seed.insert(f.to_owned(), v.clone());
+            }
+        }
+    }
     let mut alternates = Map::new();
     for (n, line) in lines.lines().enumerate() {
         match line.split_whitespace().collect::<Vec<_>>()[..] {
             [] => continue,
             [name, address] if name != "default" => {
-                let mut o = old.get(name).cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+                let mut o =
+                    old.get(name).cloned().filter(Value::is_object).unwrap_or_else(|| Value::Object(seed.clone()));
                 o["address"] = address.into();
                 alternates.insert(name.to_owned(), o);
             }
@@ -348,7 +364,11 @@ mod tests {
         let env = environment_mut(&mut config, "Production").unwrap();
         set_alternates(env, "images img.example.com\n\nstatic s.example.com\n").unwrap();
         assert_eq!(env["alternate_origins"]["images"], json!({ "address": "img.example.com", "http_port": 8080 }));
-        assert_eq!(env["alternate_origins"]["static"], json!({ "address": "s.example.com" }));
+        assert_eq!(
+            env["alternate_origins"]["static"],
+            json!({ "address": "s.example.com", "enable_sni": true }),
+            "a new alternate takes the default origin's egress-wide settings"
+        );
         assert!(env["alternate_origins"].get("gone").is_none());
         assert!(matches!(set_alternates(env, "ok o.example.com\nnot-a-pair"), Err(ConfigEditError::AlternateLine(2))));
         set_origin(env, "b.example.com", Some("www.example.com"));

@@ -36,7 +36,7 @@ pub enum LifecycleError {
     CommitGone(u64),
     #[error("{0} has no earlier ready deployment with a different state to restore")]
     NothingToRestore(String),
-    #[error("{id} has no environment {env}")]
+    #[error("application {}/{} has no environment {env}", id.account, id.application)]
     NoEnvironment { id: RepoId, env: String },
     #[error(transparent)]
     Records(#[from] RecordError),
@@ -256,9 +256,11 @@ impl<T: Target> Actions<T> {
         to: Option<u64>,
     ) -> Result<(Deployment, u64), LifecycleError> {
         let key = environment_key(id, env)?;
-        let (plan, d) = held(&self.deployer, &next_holder(), key, async {
-            let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
+        let (me, author, id, env) = (self.clone(), author.clone(), id.clone(), env.to_owned());
+        held(&self.deployer, &next_holder(), key, async move {
+            let (blocking, rid, name) = (me.clone(), id.clone(), env.clone());
             let (plan, lines) = tokio::task::spawn_blocking(move || {
+                let me = blocking;
                 let environment = Environment { id: &rid, name: &name };
                 let path = me.repos.path(&rid);
                 let plan = plan_rollback(me.deployer.records(), &path, &environment, to)?;
@@ -272,20 +274,19 @@ impl<T: Target> Actions<T> {
             })
             .await??;
             let pusher = format!("{} (rollback to deployment {})", author.who, plan.target.id);
-            let mut new = request(id, env, plan.commit.to_string(), Action::Deploy, &pusher);
+            let mut new = request(&id, &env, plan.commit.to_string(), Action::Deploy, &pusher);
             new.validation = lines;
-            let d = self.deployer.submit(new).await?;
-            Ok::<_, LifecycleError>((plan, d))
+            let d = me.deployer.submit(new).await?;
+            let restores = plan.target.id;
+            // The audit log is a database write: off the async threads.
+            let audit = me.audit.clone();
+            tokio::task::spawn_blocking(move || {
+                audit_rollback(&audit, &author.who, author.from, &Environment { id: &id, name: &env }, &plan)
+            })
+            .await?;
+            Ok((d, restores))
         })
-        .await?;
-        let restores = plan.target.id;
-        let (audit, who, rid, name) = (self.audit.clone(), author.clone(), id.clone(), env.to_owned());
-        // The audit log is a database write: off the async threads.
-        tokio::task::spawn_blocking(move || {
-            audit_rollback(&audit, &who.who, who.from, &Environment { id: &rid, name: &name }, &plan)
-        })
-        .await?;
-        Ok((d, restores))
+        .await
     }
 
     /// Deploys `env`'s branch head again, checked again (a package may have changed), the
@@ -293,9 +294,11 @@ impl<T: Target> Actions<T> {
     /// (redeploy)`.
     pub async fn redeploy(&self, author: &Author, id: &RepoId, env: &str) -> Result<Deployment, LifecycleError> {
         let key = environment_key(id, env)?;
-        let (head, d) = held(&self.deployer, &next_holder(), key, async {
-            let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
+        let (me, author, id, env) = (self.clone(), author.clone(), id.clone(), env.to_owned());
+        held(&self.deployer, &next_holder(), key, async move {
+            let (blocking, rid, name) = (me.clone(), id.clone(), env.clone());
             let (head, lines) = tokio::task::spawn_blocking(move || {
+                let me = blocking;
                 let environment = Environment { id: &rid, name: &name };
                 let repo =
                     Repository::open_bare(me.repos.path(&rid)).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
@@ -308,52 +311,57 @@ impl<T: Target> Actions<T> {
                 Ok((head, checked.lines))
             })
             .await??;
-            let mut new = request(id, env, head.to_string(), Action::Deploy, &format!("{} (redeploy)", author.who));
+            let mut new = request(&id, &env, head.to_string(), Action::Deploy, &format!("{} (redeploy)", author.who));
             new.validation = lines;
-            let d = self.deployer.submit(new).await?;
-            Ok::<_, LifecycleError>((head, d))
+            let d = me.deployer.submit(new).await?;
+            let (audit, deployment) = (me.audit.clone(), d.id);
+            tokio::task::spawn_blocking(move || {
+                let environment = Environment { id: &id, name: &env };
+                audit_redeploy(&audit, &author.who, author.from, &environment, head, deployment)
+            })
+            .await?;
+            Ok(d)
         })
-        .await?;
-        let (audit, who, rid, name, deployment) =
-            (self.audit.clone(), author.clone(), id.clone(), env.to_owned(), d.id);
-        tokio::task::spawn_blocking(move || {
-            let environment = Environment { id: &rid, name: &name };
-            audit_redeploy(&audit, &who.who, who.from, &environment, head, deployment)
-        })
-        .await?;
-        Ok(d)
+        .await
     }
 
     /// Deletes environment `env`: its branch goes (not the application's default one), and a
-    /// deployment removes what it ran; audited. Returns that deployment.
+    /// deployment removes what it ran; under the environment's hold (a push of it waits, then
+    /// finds no branch to move from), audited. Returns that deployment.
     pub async fn delete_environment(
         &self,
         author: &Author,
         id: &RepoId,
         env: &str,
     ) -> Result<Deployment, LifecycleError> {
-        environment_key(id, env)?;
-        let (me, rid, name) = (self.clone(), id.clone(), env.to_owned());
-        let head = tokio::task::spawn_blocking(move || {
-            let repo =
-                Repository::open_bare(me.repos.path(&rid)).map_err(|e| LifecycleError::repo(&rid, e.message()))?;
-            let head = Environment { id: &rid, name: &name }.head(&repo)?;
-            let branch = format!("refs/heads/{name}");
-            let default =
-                repo.find_reference("HEAD").ok().and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
-            if default.as_deref() == Some(branch.as_str()) {
-                return Err(LifecycleError::DefaultEnvironment(name));
-            }
-            repo.find_reference(&branch)
-                .and_then(|mut r| r.delete())
-                .map_err(|e| LifecycleError::repo(&rid, e.message()))?;
-            Ok(head)
+        let key = environment_key(id, env)?;
+        let (me, author, id, env) = (self.clone(), author.clone(), id.clone(), env.to_owned());
+        held(&self.deployer, &next_holder(), key, async move {
+            let (blocking, rid, name) = (me.clone(), id.clone(), env.clone());
+            let head = tokio::task::spawn_blocking(move || {
+                let repo = Repository::open_bare(blocking.repos.path(&rid))
+                    .map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+                let head = Environment { id: &rid, name: &name }.head(&repo)?;
+                let branch = format!("refs/heads/{name}");
+                let default = repo
+                    .find_reference("HEAD")
+                    .ok()
+                    .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned));
+                if default.as_deref() == Some(branch.as_str()) {
+                    return Err(LifecycleError::DefaultEnvironment(name));
+                }
+                repo.find_reference(&branch)
+                    .and_then(|mut r| r.delete())
+                    .map_err(|e| LifecycleError::repo(&rid, e.message()))?;
+                Ok(head)
+            })
+            .await??;
+            let d = me.deployer.submit(request(&id, &env, head.to_string(), Action::Delete, &author.who)).await?;
+            let target = format!("{}/{}/{env}", id.application, id.repo);
+            me.audit(&author, "environment.delete", &id, &target, &format!("deployment {}", d.id)).await;
+            Ok(d)
         })
-        .await??;
-        let d = self.deployer.submit(request(id, env, head.to_string(), Action::Delete, &author.who)).await?;
-        let target = format!("{}/{}/{env}", id.application, id.repo);
-        self.audit(author, "environment.delete", id, &target, &format!("deployment {}", d.id)).await;
-        Ok(d)
+        .await
     }
 
     /// Deletes the application `id`: each environment is removed (a deployment each), then its

@@ -13,7 +13,7 @@ use super::{audit_action, page, ApiJson, Page, PageQuery};
 use crate::auth::Principal;
 use crate::names::is_branch_name;
 use crate::names::RepoId;
-use crate::records::{Action, Deployment};
+use crate::records::Deployment;
 use crate::source::{GitCommit, RepoSource};
 use crate::web::error::HttpError;
 use crate::web::query::{
@@ -126,8 +126,6 @@ pub async fn delete_application(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) use crate::edits::request;
-
 pub async fn list_environments(
     State(state): State<AppState>,
     Path((account, application)): Path<(String, String)>,
@@ -182,43 +180,16 @@ pub async fn create_environment(
             format!("{:?} is not a usable environment (branch) name", body.name),
         ));
     }
-    let st = state.clone();
-    let rid = id.clone();
-    let name = body.name.clone();
-    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), name.clone());
-    let holder = state.next_push_id();
-    let (commit, d) = crate::edits::held(&state.deployer, &holder, key, async {
-        let commit = blocking(move || {
-            let repo = Repository::open_bare(st.repos.path(&rid))?;
-            let sig = git2::Signature::now("devpop", "devpop@localhost")?;
-            let (commit, checked) = st.edits(&repo, &rid).new_environment(&body.source, &body.name, &|_| {}, &sig)?;
-            if !checked.accepted {
-                let text = checked.lines.join("\n");
-                return Err(HttpError::unprocessable("invalid_environment", text));
-            }
-            Ok(commit)
-        })
-        .await?;
-        let d = state
-            .deployer
-            .submit(request(&id, &name, commit.to_string(), Action::Deploy, &super::actor(&principal)))
-            .await?;
-        Ok::<_, HttpError>((commit, d))
-    })
-    .await?;
+    let author = crate::web::author(&principal, peer);
+    let created = state.actions().create_environment(&author, &id, &body.source, &body.name, |_| {}).await;
+    let (commit, d) = created.map_err(|e| match e {
+        // This API's answer for a new environment the checks refuse (Aperture's is a 400).
+        crate::edits::EditError::Refused(lines) => HttpError::unprocessable("invalid_environment", lines.join("\n")),
+        e => e.into(),
+    })?;
+    let name = body.name;
     let (st, rid) = (state.clone(), id.clone());
     let environment = blocking(move || Ok(environment_of(&st, &rid, &name, commit))).await?;
-    let name = &environment.name;
-    audit_action(
-        &state,
-        &principal,
-        peer,
-        "environment.create",
-        &id.account,
-        &format!("{}/{}/{name}", id.application, id.repo),
-        &format!("deployment {}", d.id),
-    )
-    .await;
     Ok((StatusCode::CREATED, Json(CreatedEnvironment { environment, deployment: d.id })))
 }
 

@@ -460,6 +460,17 @@ mod tests {
     }
 
     #[test]
+    fn a_git_reason_names_files_inside_the_rendered_repo_by_their_place_in_it_never_the_server_path() {
+        let path = PathBuf::from("/srv/devpop-data/rendered/1/a/r.git");
+        let source = git2::Error::from_str(&format!(
+            "failed to lock file '{0}/refs/heads/main.lock' for writing; {0} is busy",
+            path.display()
+        ));
+        let told = ApplyError::Git { path, source }.reason();
+        assert_eq!(told, "failed to lock file 'refs/heads/main.lock' for writing; the rendered repo is busy");
+    }
+
+    #[test]
     fn each_publish_stores_every_objects_yaml_in_packs_git_reads() {
         let dir = tempfile::tempdir().unwrap();
         let repos = RenderedRepos::new(dir.path());

@@ -140,7 +140,7 @@ pub async fn confirmed(
 /// The confirmation page again, with why the action was not done (a refusal's check lines).
 fn refused(state: &AppState, a: Ask, e: HttpError) -> Result<Response, HttpError> {
     let lines = e.diagnostics.unwrap_or_else(|| vec![e.message]);
-    ask(state, a, lines, e.status)
+    ask(state, a, lines.iter().map(|l| crate::web::error::scrub(l)).collect(), e.status)
 }
 
 fn ask_application(id: &RepoId) -> Ask {

@@ -65,9 +65,10 @@ struct Refusal {
     status: Option<StatusCode>,
 }
 
+/// The status and the lines of a refusal, as the page shows them (no server path).
 fn lines_of(e: HttpError) -> (StatusCode, Vec<String>) {
     let lines = e.diagnostics.unwrap_or_else(|| e.message.lines().map(str::to_owned).collect());
-    (e.status, lines)
+    (e.status, lines.iter().map(|l| crate::web::error::scrub(l)).collect())
 }
 
 /// The environment's page (with a refused form's lines, when there is one).
@@ -608,15 +609,7 @@ pub async fn logs_stream(
     })
     .await
     .map_err(as_page)?;
-    let logs_error = |e: crate::applying::logs::LogsError| {
-        use crate::applying::logs::LogsError;
-        let status = match e {
-            LogsError::NotHere(_) => StatusCode::NOT_FOUND,
-            LogsError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            LogsError::Unavailable(_) => StatusCode::BAD_GATEWAY,
-        };
-        HttpError::new(status, e.to_string())
-    };
+    let logs_error = |e: crate::applying::logs::LogsError| as_page(HttpError::from(e));
     let query = crate::applying::logs::LogQuery::new(q.module.as_deref(), None).map_err(logs_error)?;
     let permit = FOLLOWERS
         .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS)))

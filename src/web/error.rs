@@ -224,6 +224,9 @@ impl IntoResponse for HttpError {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
         self.message = scrub(&self.message);
+        if let Some(lines) = &mut self.diagnostics {
+            lines.iter_mut().for_each(|line| *line = scrub(line));
+        }
         let (content_type, body) = self.body(Shape::Text);
         let mut response = (self.status, [(header::CONTENT_TYPE, content_type)], body).into_response();
         response.extensions_mut().insert(self);
@@ -335,11 +338,17 @@ impl From<std::io::Error> for HttpError {
     }
 }
 
-/// A blocking task that panicked or was cancelled.
+/// A blocking task that panicked or was cancelled: logged whole, answered without the panic's
+/// text (a Rust message is no answer for a client).
 impl From<tokio::task::JoinError> for HttpError {
     fn from(e: tokio::task::JoinError) -> Self {
-        HttpError::internal(format!("a task of the server's failed: {e}"))
+        task_failed(&e)
     }
+}
+
+fn task_failed(e: &tokio::task::JoinError) -> HttpError {
+    tracing::error!(error = %e, "a task of the server's failed");
+    HttpError::internal("a task of the server's failed; the server's log has the details")
 }
 
 impl From<crate::source::SourceError> for HttpError {
@@ -372,7 +381,8 @@ impl From<crate::lifecycle::LifecycleError> for HttpError {
             E::DefaultEnvironment(_) => HttpError::api(StatusCode::CONFLICT, "default_environment", e.to_string()),
             E::Refused(lines) => HttpError::unprocessable("refused", e.to_string()).with_diagnostics(lines.clone()),
             E::Deploy(d) => deploy_error(d),
-            E::Task(_) | E::Edit(_) => HttpError::internal(e.to_string()),
+            E::Task(t) => task_failed(t),
+            E::Edit(_) => HttpError::internal(e.to_string()),
             E::NoDeployment(_) | E::NoEnvironment { .. } => HttpError::not_found(e.to_string()),
             E::OtherEnvironment { .. } | E::NotADeploy(_) | E::NotReady { .. } | E::CommitGone(_) => {
                 HttpError::unprocessable("invalid_target", e.to_string())
@@ -411,7 +421,8 @@ impl From<crate::edits::EditError> for HttpError {
             // A change refused by a push's checks: 400 with their lines (Aperture's answer).
             E::Refused(lines) => HttpError::bad_request("refused", e.to_string()).with_diagnostics(lines.clone()),
             E::Deploy(d) => deploy_error(d),
-            E::Git(_) | E::Check(_) | E::Task(_) => HttpError::internal(e.to_string()),
+            E::Task(t) => task_failed(t),
+            E::Git(_) | E::Check(_) => HttpError::internal(e.to_string()),
         }
     }
 }

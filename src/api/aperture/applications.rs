@@ -9,14 +9,13 @@ use git2::Repository;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    account_name, application_number, applications_with_ids, blocking, environment_id, find_application, identity,
-    ids_lock, is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
+    account_name, application_number, applications_with_ids, blocking, environment_id, find_application, ids_lock,
+    is_domain, ok, strict_body, ApiError, Caller, Result, BASE,
 };
 use crate::api::applications as own;
 use crate::api::audit_action;
 use crate::names::is_host;
 use crate::names::RepoId;
-use crate::records::Action;
 use crate::web::state::AppState;
 
 /// The one stack devpop offers: the application skeleton, an empty proxychain (modules are
@@ -245,39 +244,18 @@ pub async fn create_environment(
     if !is_domain(&body.domain_name) {
         return Err(ApiError::bad(format!("domain_name {:?} is not a host name", body.domain_name)));
     }
-    let (who, email) = identity(&principal);
     let st = state.clone();
     let (n, id) = blocking(move || resolve(&st, &a, &b)).await?;
-    let key = (id.account.clone(), id.application.clone(), id.repo.clone(), body.name.clone());
-    let holder = state.next_push_id();
-    let (commit, name, d) = crate::edits::held(&state.deployer, &holder, key, async {
-        let st = state.clone();
-        let rid = id.clone();
-        let (commit, name) = blocking(move || {
-            let repo = Repository::open_bare(st.repos.path(&rid))?;
-            let sig = git2::Signature::now(&who, &email)?;
-            let domain = body.domain_name.clone();
-            let edit = move |env: &mut serde_json::Value| {
-                if let Some(o) = env.as_object_mut() {
-                    o.insert(crate::environment_config::DOMAINS.into(), serde_json::json!([domain]));
-                }
-            };
-            let (commit, checked) =
-                st.edits(&repo, &rid).new_environment(&body.source_environment_name, &body.name, &edit, &sig)?;
-            if !checked.accepted {
-                return Err(crate::edits::EditError::Refused(checked.lines).into());
-            }
-            Ok((commit, body.name))
-        })
-        .await?;
-        let pusher = identity(&principal).0;
-        let d = state.deployer.submit(own::request(&id, &name, commit.to_string(), Action::Deploy, &pusher)).await?;
-        Ok::<_, ApiError>((commit, name, d))
-    })
-    .await?;
-    let target = format!("{}/{}/{name}", id.application, id.repo);
-    audit_action(&state, &principal, peer, "environment.create", &id.account, &target, &format!("deployment {}", d.id))
-        .await;
+    let domain = body.domain_name;
+    let edit = move |env: &mut serde_json::Value| {
+        if let Some(o) = env.as_object_mut() {
+            o.insert(crate::environment_config::DOMAINS.into(), serde_json::json!([domain]));
+        }
+    };
+    let author = crate::web::author(&principal, peer);
+    let name = body.name;
+    let (commit, d) =
+        state.actions().create_environment(&author, &id, &body.source_environment_name, &name, edit).await?;
     let st = state.clone();
     let s = blocking(move || {
         let repo = Repository::open_bare(st.repos.path(&id))?;

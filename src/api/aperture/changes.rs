@@ -169,7 +169,7 @@ pub async fn update_file(
 /// The origin fields Aperture keeps per origin; the others are egress-wide in Aperture and
 /// per origin in section.config.json.
 const ORIGIN_FIELDS: [&str; 5] = ["address", "http_port", "https_port", "host_header", "disable_keepalive"];
-const EGRESS_FIELDS: [&str; 4] = ["remove_request_headers", "enable_sni", "verify_certificate", "proxy_acme_challenge"];
+use crate::environment_config::EGRESS_FIELDS;
 
 /// Aperture's Egress, from an environment's settings.
 fn egress_of(env: &Map<String, Value>) -> Value {

@@ -217,14 +217,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     }
 }
 
-/// Who made a change, for the commit and the deployment record.
-fn identity(principal: &Principal) -> (String, String) {
-    match principal {
-        Principal::Local => ("local".to_owned(), "local@devpop.invalid".to_owned()),
-        Principal::Token { id, .. } => (id.clone(), format!("{id}@devpop.invalid")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
