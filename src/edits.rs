@@ -551,15 +551,20 @@ mod tests {
         assert_eq!(repo.find_blob(file.id()).unwrap().content(), b"<p>a</p>");
     }
 
-    #[tokio::test]
-    async fn a_change_whose_caller_goes_away_midway_still_runs_to_its_end_and_lets_go_of_the_environment() {
+    /// A deployer over `world()`'s repos and the key of its Production environment.
+    fn held_world() -> (World, tempfile::TempDir, Arc<Deployer<crate::applying::memory::MemoryCluster>>, EnvKey) {
         let w = world();
         let data = tempfile::tempdir().unwrap();
         let records = Arc::new(crate::records::Records::open(data.path()).unwrap());
         let target = Arc::new(crate::applying::memory::MemoryCluster::new());
         let deployer =
             Arc::new(Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1));
-        let key: EnvKey = ("1".into(), "2".into(), "site".into(), "Production".into());
+        (w, data, deployer, ("1".into(), "2".into(), "site".into(), "Production".into()))
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_caller_goes_away_midway_still_runs_to_its_end_and_lets_go_of_the_environment() {
+        let (_w, _data, deployer, key) = held_world();
         let (started, midway) = tokio::sync::oneshot::channel::<()>();
         let (go_on, resume) = tokio::sync::oneshot::channel::<()>();
         let (finished, ended) = tokio::sync::oneshot::channel::<()>();
@@ -587,13 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_waits_while_a_push_holds_its_environment() {
-        let w = world();
-        let data = tempfile::tempdir().unwrap();
-        let records = Arc::new(crate::records::Records::open(data.path()).unwrap());
-        let target = Arc::new(crate::applying::memory::MemoryCluster::new());
-        let deployer =
-            Arc::new(Deployer::new(records, target, w.repos.clone(), w.packages.clone(), Default::default(), 1));
-        let key: EnvKey = ("1".into(), "2".into(), "site".into(), "Production".into());
+        let (_w, _data, deployer, key) = held_world();
         deployer.push_started("push-1");
         assert!(deployer.hold("push-1", key.clone(), || {}).await);
         let mut change = std::pin::pin!(held(&deployer, "change-1", key.clone(), async { "changed" }));
