@@ -12,15 +12,12 @@
 use std::sync::OnceLock;
 
 /// Dies here (SIGKILL) when `DEVPOP_TEST_CRASH_AT` names `point`.
-#[allow(unsafe_code)] // kill(2) of our own pid: no safe wrapper in std; test-only.
 pub fn point(point: &str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     let at = AT.get_or_init(|| std::env::var("DEVPOP_TEST_CRASH_AT").ok().filter(|s| !s.is_empty()));
     if at.as_deref() == Some(point) {
         tracing::warn!(point, "DEVPOP_TEST_CRASH_AT: killing the server here (test only)");
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let killed = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        unreachable!("SIGKILL of our own pid returned: {killed:?}");
     }
 }
