@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::FutureExt as _;
 use git2::{Oid, Repository};
 
 use crate::applying::deployer::{DeployError, Deployer, EnvKey};
@@ -438,29 +439,32 @@ pub fn commit_files(
 /// branch, its commit, the branch's move and its deployment's submission happen while no push
 /// of that environment passes its verdict, and the other way round.
 ///
-/// The change runs as a task of its own: a caller that goes away (a client hanging up, which
-/// makes hyper drop its handler) does not cancel it halfway, between a moved branch and its
-/// deployment or audit entry, and the hold is let go when the change ends either way. A panic
-/// in the change is the caller's again.
+/// The change runs as a task of its own, which the server waits for at shutdown
+/// (`Deployer::finish_changes`): a caller that goes away (a client hanging up, which makes
+/// hyper drop its handler) does not cancel it halfway, between a moved branch and its
+/// deployment or audit entry. The hold is let go when the change ends, a panic included; the
+/// panic is then the caller's again.
 pub async fn held<T: Target, R: Send + 'static>(
     deployer: &Arc<Deployer<T>>,
     holder: &str,
     key: EnvKey,
     change: impl Future<Output = R> + Send + 'static,
 ) -> R {
-    let (deployer, holder) = (deployer.clone(), holder.to_owned());
-    let task = tokio::spawn(async move {
+    let (runner, holder) = (deployer.clone(), holder.to_owned());
+    let task = deployer.spawn_change(async move {
+        let deployer = runner;
         deployer.push_started(&holder);
         deployer.hold(&holder, key, || tracing::debug!(holder, "a change waits for a push of its environment")).await;
-        let out = change.await;
+        // A panic in the change still lets go of the environment, then is the caller's.
+        let out = std::panic::AssertUnwindSafe(change).catch_unwind().await;
         deployer.push_finished(&holder, true).await;
-        out
+        out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     match task.await {
         Ok(out) => out,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("a change was cancelled by the runtime's shutdown: {e}"),
+            Err(e) => panic!("a change's task was cancelled: {e}"),
         },
     }
 }
@@ -592,17 +596,42 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_waits_while_a_push_holds_its_environment() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         let (_w, _data, deployer, key) = held_world();
         deployer.push_started("push-1");
         assert!(deployer.hold("push-1", key.clone(), || {}).await);
-        let mut change = std::pin::pin!(held(&deployer, "change-1", key.clone(), async { "changed" }));
-        use futures_util::FutureExt as _;
-        assert!(change.as_mut().now_or_never().is_none(), "the change waits for the push");
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let mut change = std::pin::pin!(held(&deployer, "change-1", key.clone(), async move {
+            flag.store(true, SeqCst);
+            "changed"
+        }));
+        assert!(change.as_mut().now_or_never().is_none());
+        // On this one-thread runtime, each yield lets the change's task run until it waits.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!ran.load(SeqCst), "the change waits for the push");
         deployer.push_finished("push-1", true).await;
         assert_eq!(change.await, "changed");
+        assert!(ran.load(SeqCst));
         // And the hold is let go after the change: a push holds the environment at once.
         deployer.push_started("push-2");
         let mut push = std::pin::pin!(deployer.hold("push-2", key, || {}));
         assert_eq!(push.as_mut().now_or_never(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_change_that_panics_lets_go_of_its_environment_and_the_panic_is_the_callers() {
+        let (_w, _data, deployer, key) = held_world();
+        let fails = true;
+        let caller = tokio::spawn({
+            let (deployer, key) = (deployer.clone(), key.clone());
+            async move { held(&deployer, "change-1", key, async move { assert!(!fails, "a change that fails") }).await }
+        });
+        assert!(caller.await.unwrap_err().is_panic(), "the caller sees the change's panic");
+        deployer.push_started("push-1");
+        let mut push = std::pin::pin!(deployer.hold("push-1", key, || {}));
+        assert_eq!(push.as_mut().now_or_never(), Some(true), "the environment is free");
     }
 }

@@ -272,6 +272,9 @@ impl Server {
         let header_timeout = limits.header_timeout;
         let app = router(self.state.clone());
         serve_connections(self.listener, app, max, header_timeout, shutdown).await;
+        // An action whose client hung up runs on: its branch, deployment and audit entry stay
+        // together, and its checks' scratch folders are not removed under it.
+        self.state.deployer.finish_changes().await;
         crate::sandbox::remove_scratch_root();
         Ok(())
     }

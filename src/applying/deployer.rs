@@ -54,6 +54,9 @@ pub enum DeployError {
     BadName(#[from] crate::names::NameError),
     #[error("internal: {0}")]
     Internal(String),
+    /// A blocking task that panicked (its text is for the log, not for clients).
+    #[error("a task of the server's failed")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// An environment's lock, held by a push in progress.
@@ -84,6 +87,9 @@ pub struct Deployer<T: Target> {
     waited: Mutex<HashMap<String, Vec<(u64, NewDeployment)>>>,
     /// One reconciliation at a time.
     reconciling: tokio::sync::Mutex<()>,
+    /// The actions on environments (`edits::held`) running as tasks of their own: the server
+    /// waits for them at shutdown ([`Deployer::finish_changes`]).
+    changes: tokio_util::task::TaskTracker,
 }
 
 /// A deployment a push announced: its id, what it asks, and the checks' render.
@@ -119,6 +125,7 @@ impl<T: Target> Deployer<T> {
             holds: Mutex::new(HashMap::new()),
             waited: Mutex::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            changes: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -144,15 +151,27 @@ impl<T: Target> Deployer<T> {
         Ok(d)
     }
 
+    /// Runs `change` (an action on an environment) as a task the server waits for at shutdown.
+    pub fn spawn_change<R: Send + 'static>(
+        &self,
+        change: impl std::future::Future<Output = R> + Send + 'static,
+    ) -> tokio::task::JoinHandle<R> {
+        self.changes.spawn(change)
+    }
+
+    /// At shutdown: takes no more changes' tasks and waits for those running to end.
+    pub async fn finish_changes(&self) {
+        self.changes.close();
+        self.changes.wait().await;
+    }
+
     /// Runs a records query off the async runtime.
     async fn query<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Records) -> Result<R, RecordError> + Send + 'static,
     ) -> Result<R, DeployError> {
         let records = self.records.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&records))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))??)
+        Ok(tokio::task::spawn_blocking(move || f(&records)).await??)
     }
 
     /// A deployment as recorded (off the async runtime).

@@ -279,6 +279,7 @@ fn deploy_error(e: &crate::applying::deployer::DeployError) -> HttpError {
         E::Record(crate::records::RecordError::NotFound(_)) => {
             HttpError::api(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
+        E::Task(t) => task_failed(t),
         _ => HttpError::api(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

@@ -105,7 +105,10 @@ async fn info_refs(
         let advertiser = state.advertiser.clone();
         let refs = tokio::task::spawn_blocking(move || advertiser.advertise(&repo))
             .await
-            .map_err(|e| TransportError::Internal(format!("advertising refs: {e}")))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "advertising refs: the task failed");
+                TransportError::Internal("advertising refs: a task of the server's failed".into())
+            })?
             .map_err(|e| TransportError::Internal(format!("reading refs: {e}")))?;
         Body::from(refs)
     } else {

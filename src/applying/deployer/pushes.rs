@@ -155,9 +155,8 @@ impl<T: Target> Deployer<T> {
     ) -> Result<(), DeployError> {
         let repos = self.repos.clone();
         let r = request.clone();
-        let (landed, head) = tokio::task::spawn_blocking(move || (branch_is_at(&repos, &r), branch_head(&repos, &r)))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))?;
+        let (landed, head) =
+            tokio::task::spawn_blocking(move || (branch_is_at(&repos, &r), branch_head(&repos, &r))).await?;
         let state = self.get(id).await?.map(|d| d.state);
         if landed || matches!(state, Some(State::Failed | State::Superseded) | None) {
             // Landed: nothing to undo. Failed: it has already been followed by a restore.

@@ -42,9 +42,7 @@ impl<T: Target> Deployer<T> {
     pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Deployment>, DeployError> {
         let _one = self.reconciling.lock().await;
         let (repos, records) = (self.repos.clone(), self.records.clone());
-        let wanted = tokio::task::spawn_blocking(move || drifted(&repos, &records))
-            .await
-            .map_err(|e| DeployError::Internal(e.to_string()))??;
+        let wanted = tokio::task::spawn_blocking(move || drifted(&repos, &records)).await??;
         let mut queued = Vec::new();
         for (request, message) in wanted {
             let d = self.record(move |r| r.create(request)).await?;
