@@ -150,6 +150,22 @@ impl Records {
         landed: bool,
         audit: Option<audit::AuditEntry>,
     ) -> Result<Deployment, RecordError> {
+        self.insert_new(request, landed, audit, None)
+    }
+
+    /// Records a new deployment with `note` after its queued step, in one transaction, so no
+    /// reader sees it without the note (reconciliation's reason).
+    pub fn create_noted(&self, request: NewDeployment, note: String) -> Result<Deployment, RecordError> {
+        self.insert_new(request, true, None, Some(note))
+    }
+
+    fn insert_new(
+        &self,
+        request: NewDeployment,
+        landed: bool,
+        audit: Option<audit::AuditEntry>,
+        note: Option<String>,
+    ) -> Result<Deployment, RecordError> {
         let now = Timestamp::now();
         let message = match request.action {
             Action::Deploy => {
@@ -159,24 +175,19 @@ impl Records {
                 format!("queued: removal of {} (branch deleted) by {}", request.environment, request.pusher)
             }
         };
-        let step = Step { at: now, state: State::Queued, message };
+        let mut steps = vec![Step { at: now, state: State::Queued, message }];
+        steps.extend(note.map(|message| Step { at: now, state: State::Queued, message }));
         let id = self.db.write(|tx| {
             let id = insert_deployment(tx, None, &request, State::Queued, landed, now, now, None)?;
-            insert_step(tx, id, 0, &step)?;
+            for (i, step) in steps.iter().enumerate() {
+                insert_step(tx, id, i as i64, step)?;
+            }
             if let Some(entry) = &audit {
                 audit::insert(tx, entry)?;
             }
             Ok(id)
         })?;
-        Ok(Deployment {
-            id,
-            request,
-            state: State::Queued,
-            created_at: now,
-            updated_at: now,
-            steps: vec![step],
-            namespace: None,
-        })
+        Ok(Deployment { id, request, state: State::Queued, created_at: now, updated_at: now, steps, namespace: None })
     }
 
     /// Writes whole deployments as given (ids, states, steps), in one transaction: bulk

@@ -42,6 +42,19 @@ fn ids_grow_and_records_survive_a_reopen() {
 }
 
 #[test]
+fn a_noted_deployment_is_stored_with_its_note_and_later_steps_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Records::open(dir.path()).unwrap();
+    let d = r.create_noted(request("Production"), "reconciled: branch at b, last deployment at a".into()).unwrap();
+    let stored = r.get(d.id).unwrap();
+    let messages: Vec<&str> = stored.steps.iter().map(|s| s.message.as_str()).collect();
+    assert_eq!(messages[1], "reconciled: branch at b, last deployment at a", "{messages:?}");
+    assert_eq!(stored.steps, d.steps, "what create_noted returns is what a reader sees");
+    r.transition(d.id, State::Rendering, "rendering").unwrap();
+    assert_eq!(r.get(d.id).unwrap().steps[2].message, "rendering");
+}
+
+#[test]
 fn the_state_machine_refuses_skipping_and_leaving_terminal_states() {
     let dir = tempfile::tempdir().unwrap();
     let r = Records::open(dir.path()).unwrap();

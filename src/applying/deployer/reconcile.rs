@@ -45,9 +45,7 @@ impl<T: Target> Deployer<T> {
         let wanted = tokio::task::spawn_blocking(move || drifted(&repos, &records)).await??;
         let mut queued = Vec::new();
         for (request, message) in wanted {
-            let d = self.record(move |r| r.create(request)).await?;
-            let id = d.id;
-            let d = self.record(move |r| r.note(id, message)).await?;
+            let d = self.record(move |r| r.create_noted(request, message)).await?;
             self.enqueue(&d).await;
             queued.push(d);
         }
