@@ -95,23 +95,15 @@ pub(crate) async fn audit_action(
     target: &str,
     detail: &str,
 ) {
-    let who = actor(principal);
+    let author = crate::web::author(principal, peer);
     let audit = state.audit.clone();
     let (action, account, target, detail) =
         (action.to_owned(), account.to_owned(), target.to_owned(), detail.to_owned());
     let written = tokio::task::spawn_blocking(move || {
-        audit.record(&who, Some(peer.ip().to_string()), &action, &account, &target, &detail)
+        audit.record(&author.who, author.from, &action, &account, &target, &detail)
     });
     if let Err(e) = written.await {
         tracing::error!(error = %e, "cannot write the audit log");
-    }
-}
-
-/// Who a principal is in records (deployments, the audit log): its token's id, or `local`.
-pub(crate) fn actor(principal: &crate::auth::Principal) -> String {
-    match principal {
-        crate::auth::Principal::Local => "local".to_owned(),
-        crate::auth::Principal::Token { id, .. } => id.clone(),
     }
 }
 
