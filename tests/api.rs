@@ -82,12 +82,7 @@ fn applications_can_be_created_listed_read_and_deleted() {
 #[test]
 fn environments_stack_config_and_their_deployments() {
     let devpop = Devpop::start();
-    let url = devpop.create_app("1", "shop", "shop");
-    let (_dir, work) = clone(&url);
-    replace_tree(&work, &fixture("repos/sample-application"));
-    commit_all(&work, "sample");
-    let out = git(&work, &["push", "origin", "HEAD:Production"]);
-    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    let (_dir, work) = deploy_sample(&devpop, ("1", "shop", "shop"), &["Production"]);
     let base = "/api/v1/accounts/1/applications/shop/environments";
 
     let (s, created) = call(&devpop, "POST", base, Some(json!({"name": "Dev", "source": "Production"})));

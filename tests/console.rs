@@ -718,13 +718,7 @@ fn stand_in_api_logs_are_followed_live_in_the_console_newest_first_and_filtered_
 #[test]
 fn an_environment_whose_branch_moved_without_the_server_shows_both_commits_until_reconciled() {
     let devpop = Devpop::start();
-    let url = devpop.create_app("9999", "shop", "shop");
-    let (_dir, work) = clone(&url);
-    replace_tree(&work, &fixture("repos/sample-application"));
-    commit_all(&work, "Serve the sample site");
-    let out = git(&work, &["push", "origin", "HEAD:Production"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_deployment(&devpop, queued_deployment(&stderr(&out), "Production"));
+    let (_dir, work) = deploy_sample(&devpop, ("9999", "shop", "shop"), &["Production"]);
     let deployed = git_ok(&work, &["rev-parse", "HEAD"]);
 
     let b = Browser::start();

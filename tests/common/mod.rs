@@ -324,20 +324,29 @@ pub fn probe_case(devpop: &Devpop, body: &str) -> tempfile::TempDir {
     repo
 }
 
-/// The sample application pushed to Production and Staging of a new app `9999/9999/site`, both
-/// deployed and ready; the clone it was pushed from.
-pub fn push_sample_everywhere(devpop: &Devpop) -> (tempfile::TempDir, PathBuf) {
-    let url = devpop.create_app("9999", "9999", "site");
+/// The sample application pushed to each of `envs` of a new app `account/app/repo`, every
+/// deployment waited for and ready; the clone it was pushed from.
+pub fn deploy_sample(
+    devpop: &Devpop,
+    (account, app, repo): (&str, &str, &str),
+    envs: &[&str],
+) -> (tempfile::TempDir, PathBuf) {
+    let url = devpop.create_app(account, app, repo);
     let (dir, work) = clone(&url);
     replace_tree(&work, &fixture("repos/sample-application"));
     commit_all(&work, "the sample application");
-    for env in ["Production", "Staging"] {
+    for env in envs {
         let out = git(&work, &["push", "origin", &format!("HEAD:{env}")]);
         assert!(out.status.success(), "{}", stderr(&out));
         let d = wait_deployment(devpop, queued_deployment(&stderr(&out), env));
         assert_eq!(d["state"], "ready", "{d}");
     }
     (dir, work)
+}
+
+/// The sample application deployed to Production and Staging of a new app `9999/9999/site`.
+pub fn push_sample_everywhere(devpop: &Devpop) -> (tempfile::TempDir, PathBuf) {
+    deploy_sample(devpop, ("9999", "9999", "site"), &["Production", "Staging"])
 }
 
 /// Pushes the contents of `tree` as one commit to `branch` of a new app `app` (account 1);
